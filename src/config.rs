@@ -1,0 +1,664 @@
+//! The one TOML config file: parsed strictly (unknown keys are errors), then validated.
+//! Errors name the file and the field. Secrets are never inline: they come from an env var
+//! or a file, are read at load time, and are wrapped in [`Secret`], whose `Debug` is redacted.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::Addr;
+
+/// A secret value. `Debug`/`Display` never print it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where a secret comes from: exactly one of `env` or `file`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub service: ServiceConfig,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub coordinator: CoordinatorConfig,
+    #[serde(default)]
+    pub webhook: WebhookConfig,
+    #[serde(rename = "cluster", default)]
+    pub clusters: Vec<ClusterConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// HTTP listen address for the webhook, API and `/metrics`.
+    pub listen: SocketAddr,
+    /// Instance id written into lock values; default `<hostname>-<pid>`.
+    pub instance_id: Option<String>,
+    /// How often every node is polled for `/metrics` (and the periodic check).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Run a periodic reconcile (trigger `periodic`) every this long; `0s` = off.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// Audit trail as JSON lines; none if unset.
+    pub events_file: Option<PathBuf>,
+    /// In-memory audit ring size.
+    pub events_capacity: usize,
+    /// Decide and log, but never send a mutating command.
+    pub dry_run: bool,
+    /// Global pause at start-up (like Patroni's pause): no automatic action.
+    pub paused: bool,
+    /// How long shutdown waits for an in-flight reconcile.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9121)),
+            instance_id: None,
+            poll_interval: Duration::from_secs(1),
+            check_interval: Duration::from_secs(0),
+            events_file: None,
+            events_capacity: 1000,
+            dry_run: false,
+            paused: false,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    #[serde(with = "humantime_serde")]
+    pub connect: Duration,
+    #[serde(with = "humantime_serde")]
+    pub command: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_millis(500),
+            command: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Decision and execution policy (also the input of the pure `decide`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// A candidate more than this many bytes behind the best one is excluded.
+    pub max_lag_bytes: u64,
+    /// Before a failover, the master must still look dead after this long (a second observation).
+    #[serde(with = "humantime_serde")]
+    pub confirm_window: Duration,
+    /// After an automatic failover, no other automatic failover for this long (manual still allowed;
+    /// demotions of a returning old master are never blocked).
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Minimum number of nodes that must answer before any action.
+    pub min_observed: usize,
+    /// Bound for "role is master" after `SLAVEOF NO ONE`.
+    #[serde(with = "humantime_serde")]
+    pub promote_timeout: Duration,
+    /// Bound for "link up" after `SLAVEOF host port`, before one forced retry.
+    #[serde(with = "humantime_serde")]
+    pub link_timeout: Duration,
+    /// Bound for retries of Pika's `already master of others`.
+    #[serde(with = "humantime_serde")]
+    pub detach_timeout: Duration,
+    /// Switchover: how long writes are paused while the candidate catches up.
+    #[serde(with = "humantime_serde")]
+    pub switchover_pause: Duration,
+    /// Failover lock TTL. Must exceed the worst-case action time (checked by `validate`).
+    #[serde(with = "humantime_serde")]
+    pub lock_ttl: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_lag_bytes: 1024 * 1024,
+            confirm_window: Duration::from_millis(500),
+            cooldown: Duration::from_secs(300),
+            min_observed: 1,
+            promote_timeout: Duration::from_secs(10),
+            link_timeout: Duration::from_secs(20),
+            detach_timeout: Duration::from_secs(10),
+            switchover_pause: Duration::from_secs(5),
+            lock_ttl: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Policy {
+    /// Worst case for one plan: a promotion, then per other node a detach, a link wait with
+    /// one forced retry, plus command round trips. Used to check the lock TTL.
+    pub fn worst_case_action(&self, nodes: usize, t: &Timeouts) -> Duration {
+        let per_cmd = t.connect + t.command;
+        let per_node = self.detach_timeout + self.link_timeout * 2 + per_cmd * 6;
+        self.confirm_window + self.promote_timeout + per_cmd * 4 + per_node * nodes.max(1) as u32
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CoordinatorKind {
+    #[default]
+    Local,
+    Consul,
+    Etcd,
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    pub kind: CoordinatorKind,
+    pub local: LocalConfig,
+    pub consul: ConsulConfig,
+    pub etcd: EtcdConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// Directory for `<cluster>.topology.json`.
+    pub dir: PathBuf,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            dir: PathBuf::from("/var/lib/pika-remedy"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsulConfig {
+    /// `http://127.0.0.1:8500` or `https://…`.
+    pub address: String,
+    pub token: Option<SecretSource>,
+    pub datacenter: Option<String>,
+    /// CA bundle (PEM) for https.
+    pub ca_file: Option<PathBuf>,
+    /// KV prefix: keys are `<prefix>/<cluster>/{lock,topology,master,events}`.
+    pub prefix: String,
+    /// Session TTL (Consul enforces up to 2×).
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Session lock-delay (Consul's default 15 s would stall a takeover).
+    #[serde(with = "humantime_serde")]
+    pub lock_delay: Duration,
+    /// Health checks bound to the session. Empty = none (only TTL ends the session), which
+    /// avoids losing the lock on a serfHealth blip.
+    pub checks: Vec<String>,
+    /// Register nodes in the catalog as service `<catalog_service>` with master/replica tags.
+    pub catalog: bool,
+    /// Service name template; `{cluster}` is replaced.
+    pub catalog_service: String,
+    /// How many events to keep under `<prefix>/<cluster>/events/`.
+    pub events_keep: usize,
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        ConsulConfig {
+            address: "http://127.0.0.1:8500".into(),
+            token: None,
+            datacenter: None,
+            ca_file: None,
+            prefix: "pika-remedy".into(),
+            session_ttl: Duration::from_secs(15),
+            lock_delay: Duration::from_millis(1),
+            checks: Vec::new(),
+            catalog: true,
+            catalog_service: "pika-{cluster}".into(),
+            events_keep: 100,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub user: Option<String>,
+    pub password: Option<SecretSource>,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub events_keep: usize,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/pika-remedy".into(),
+            user: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            events_keep: 100,
+        }
+    }
+}
+
+/// Authentication of incoming webhook and API calls (Alertmanager `http_config`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Bearer token (Alertmanager `authorization: {credentials_file: …}`).
+    pub bearer_token: Option<SecretSource>,
+    /// Basic auth user and password (Alertmanager `basic_auth`).
+    pub basic_user: Option<String>,
+    pub basic_password: Option<SecretSource>,
+    /// Accept unauthenticated requests (only for local demos; logged loudly).
+    pub allow_unauthenticated: bool,
+    /// Maximum body size in bytes.
+    pub max_body_bytes: usize,
+    /// Alert label naming the cluster.
+    pub cluster_label: String,
+    /// Alert label naming the node.
+    pub instance_label: String,
+    /// Alert names that mean "master down".
+    pub master_down_alerts: Vec<String>,
+    /// Alert names that mean "role mismatch".
+    pub role_mismatch_alerts: Vec<String>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            bearer_token: None,
+            basic_user: None,
+            basic_password: None,
+            allow_unauthenticated: false,
+            max_body_bytes: 1024 * 1024,
+            cluster_label: "cluster".into(),
+            instance_label: "instance".into(),
+            master_down_alerts: vec!["PikaMasterDown".into()],
+            role_mismatch_alerts: vec!["PikaRoleMismatch".into()],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// Node password (`requirepass`, also used as `masterauth`).
+    pub password: Option<SecretSource>,
+    /// Start paused (no automatic action for this cluster).
+    #[serde(default)]
+    pub paused: bool,
+    pub nodes: Vec<NodeConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub addr: Addr,
+    /// Lower is preferred (like `slave-priority`); 0 = never promote.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    #[serde(default)]
+    pub never_promote: bool,
+}
+
+fn default_priority() -> u32 {
+    100
+}
+
+/// A validated config plus the secrets it names, resolved.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    /// Per cluster name: node password.
+    pub cluster_passwords: std::collections::BTreeMap<String, Secret>,
+    pub consul_token: Option<Secret>,
+    pub etcd_password: Option<Secret>,
+    pub webhook_bearer: Option<Secret>,
+    pub webhook_basic_password: Option<Secret>,
+}
+
+impl Loaded {
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.config.clusters.iter().find(|c| c.name == name)
+    }
+    pub fn password(&self, cluster: &str) -> Option<&Secret> {
+        self.cluster_passwords.get(cluster)
+    }
+}
+
+impl Config {
+    /// Parse TOML text strictly. `file` is only used in error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let field = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "-".into());
+            ConfigError {
+                file: file.to_string(),
+                field,
+                message: msg,
+            }
+        })
+    }
+
+    /// Check everything that serde cannot: names, duplicates, timing rules.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: String, message: String| ConfigError {
+            file: file.to_string(),
+            field,
+            message,
+        };
+        if self.clusters.is_empty() {
+            return Err(err("cluster".into(), "at least one [[cluster]] is required".into()));
+        }
+        let mut names = BTreeSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            let at = format!("cluster[{i}]");
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
+            {
+                return Err(err(
+                    format!("{at}.name"),
+                    format!("{:?} must be non-empty and use only [A-Za-z0-9._-]", c.name),
+                ));
+            }
+            if !names.insert(c.name.clone()) {
+                return Err(err(format!("{at}.name"), format!("duplicate cluster name {:?}", c.name)));
+            }
+            if c.nodes.len() < 2 {
+                return Err(err(
+                    format!("cluster.{}.nodes", c.name),
+                    "a cluster needs at least 2 nodes (a master and a replica)".into(),
+                ));
+            }
+            let mut addrs = BTreeSet::new();
+            for (j, n) in c.nodes.iter().enumerate() {
+                if !addrs.insert(n.addr.clone()) {
+                    return Err(err(
+                        format!("cluster.{}.nodes[{j}].addr", c.name),
+                        format!("duplicate node {}", n.addr),
+                    ));
+                }
+            }
+            if let Some(p) = &c.password {
+                check_source(p, &format!("cluster.{}.password", c.name), file)?;
+            }
+        }
+        let t = &self.timeouts;
+        if t.connect.is_zero() || t.command.is_zero() {
+            return Err(err("timeouts".into(), "connect and command timeouts must be > 0".into()));
+        }
+        let p = &self.policy;
+        if p.min_observed == 0 {
+            return Err(err("policy.min_observed".into(), "must be at least 1".into()));
+        }
+        for (name, d) in [
+            ("policy.promote_timeout", p.promote_timeout),
+            ("policy.link_timeout", p.link_timeout),
+            ("policy.lock_ttl", p.lock_ttl),
+        ] {
+            if d.is_zero() {
+                return Err(err(name.into(), "must be > 0".into()));
+            }
+        }
+        let biggest = self.clusters.iter().map(|c| c.nodes.len()).max().unwrap_or(2);
+        let worst = p.worst_case_action(biggest, t);
+        if p.lock_ttl <= worst {
+            return Err(err(
+                "policy.lock_ttl".into(),
+                format!(
+                    "{} must exceed the worst-case action time {} for {} nodes \
+                     (confirm_window + promote_timeout + per node detach_timeout + 2×link_timeout + command round trips)",
+                    humantime::format_duration(p.lock_ttl),
+                    humantime::format_duration(worst),
+                    biggest
+                ),
+            ));
+        }
+        match self.coordinator.kind {
+            CoordinatorKind::Local => {}
+            CoordinatorKind::Consul => {
+                let c = &self.coordinator.consul;
+                if !(c.address.starts_with("http://") || c.address.starts_with("https://")) {
+                    return Err(err(
+                        "coordinator.consul.address".into(),
+                        format!("{:?} must start with http:// or https://", c.address),
+                    ));
+                }
+                if c.session_ttl < Duration::from_secs(10) || c.session_ttl > Duration::from_secs(86400) {
+                    return Err(err(
+                        "coordinator.consul.session_ttl".into(),
+                        "Consul accepts 10s to 24h".into(),
+                    ));
+                }
+                if c.lock_delay > Duration::from_secs(60) {
+                    return Err(err(
+                        "coordinator.consul.lock_delay".into(),
+                        "Consul accepts 0 to 60s".into(),
+                    ));
+                }
+                if c.prefix.is_empty() || c.prefix.starts_with('/') {
+                    return Err(err(
+                        "coordinator.consul.prefix".into(),
+                        "must be non-empty and must not start with '/'".into(),
+                    ));
+                }
+                if let Some(s) = &c.token {
+                    check_source(s, "coordinator.consul.token", file)?;
+                }
+            }
+            CoordinatorKind::Etcd => {
+                let e = &self.coordinator.etcd;
+                if e.endpoints.is_empty() {
+                    return Err(err("coordinator.etcd.endpoints".into(), "at least one endpoint".into()));
+                }
+                if let Some(s) = &e.password {
+                    check_source(s, "coordinator.etcd.password", file)?;
+                }
+                if e.password.is_some() != e.user.is_some() {
+                    return Err(err(
+                        "coordinator.etcd.user".into(),
+                        "user and password go together".into(),
+                    ));
+                }
+            }
+        }
+        let w = &self.webhook;
+        if let Some(s) = &w.bearer_token {
+            check_source(s, "webhook.bearer_token", file)?;
+        }
+        if let Some(s) = &w.basic_password {
+            check_source(s, "webhook.basic_password", file)?;
+        }
+        if w.basic_user.is_some() != w.basic_password.is_some() {
+            return Err(err(
+                "webhook.basic_user".into(),
+                "basic_user and basic_password go together".into(),
+            ));
+        }
+        if w.bearer_token.is_none() && w.basic_user.is_none() && !w.allow_unauthenticated {
+            return Err(err(
+                "webhook".into(),
+                "set bearer_token or basic_user/basic_password, or allow_unauthenticated = true".into(),
+            ));
+        }
+        if w.max_body_bytes < 1024 {
+            return Err(err("webhook.max_body_bytes".into(), "must be at least 1024".into()));
+        }
+        Ok(())
+    }
+}
+
+fn check_source(s: &SecretSource, field: &str, file: &str) -> Result<(), ConfigError> {
+    match (&s.env, &s.file) {
+        (Some(_), None) | (None, Some(_)) => Ok(()),
+        _ => Err(ConfigError {
+            file: file.to_string(),
+            field: field.to_string(),
+            message: "give exactly one of env = \"VAR\" or file = \"/path\"".into(),
+        }),
+    }
+}
+
+/// Read a secret from its source. Errors name the field and the env var or file, never the value.
+pub fn resolve_secret(s: &SecretSource, field: &str, file: &str, base: &Path) -> Result<Secret, ConfigError> {
+    let err = |message: String| ConfigError {
+        file: file.to_string(),
+        field: field.to_string(),
+        message,
+    };
+    if let Some(var) = &s.env {
+        return std::env::var(var)
+            .map(Secret)
+            .map_err(|_| err(format!("environment variable {var} is not set")));
+    }
+    if let Some(p) = &s.file {
+        let p = if p.is_relative() { base.join(p) } else { p.clone() };
+        let text = std::fs::read_to_string(&p).map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
+        return Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()));
+    }
+    Err(err("no source".into()))
+}
+
+/// Load, parse, validate and resolve secrets.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        field: "-".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    let config = Config::parse(&text, &file)?;
+    config.validate(&file)?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut cluster_passwords = std::collections::BTreeMap::new();
+    for c in &config.clusters {
+        if let Some(s) = &c.password {
+            let field = format!("cluster.{}.password", c.name);
+            cluster_passwords.insert(c.name.clone(), resolve_secret(s, &field, &file, &base)?);
+        }
+    }
+    let opt = |s: &Option<SecretSource>, field: &str| -> Result<Option<Secret>, ConfigError> {
+        s.as_ref().map(|s| resolve_secret(s, field, &file, &base)).transpose()
+    };
+    let consul_token = match config.coordinator.kind {
+        CoordinatorKind::Consul => opt(&config.coordinator.consul.token, "coordinator.consul.token")?,
+        _ => None,
+    };
+    let etcd_password = match config.coordinator.kind {
+        CoordinatorKind::Etcd => opt(&config.coordinator.etcd.password, "coordinator.etcd.password")?,
+        _ => None,
+    };
+    let webhook_bearer = opt(&config.webhook.bearer_token, "webhook.bearer_token")?;
+    let webhook_basic_password = opt(&config.webhook.basic_password, "webhook.basic_password")?;
+    Ok(Loaded {
+        config,
+        path: path.to_path_buf(),
+        cluster_passwords,
+        consul_token,
+        etcd_password,
+        webhook_bearer,
+        webhook_basic_password,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+[webhook]
+allow_unauthenticated = true
+[[cluster]]
+name = "main"
+nodes = [{ addr = "127.0.0.1:9221" }, { addr = "127.0.0.1:9222", priority = 10 }]
+"#;
+
+    #[test]
+    fn minimal_config_is_valid() {
+        let c = Config::parse(MIN, "t.toml").unwrap();
+        c.validate("t.toml").unwrap();
+        assert_eq!(c.clusters[0].nodes[1].priority, 10);
+        assert_eq!(c.clusters[0].nodes[0].priority, 100);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_file() {
+        let e = Config::parse(&format!("{MIN}\nbogus = 1\n"), "t.toml").unwrap_err();
+        assert!(e.to_string().starts_with("t.toml: "), "{e}");
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn lock_ttl_must_exceed_worst_case() {
+        let text = format!("[policy]\nlock_ttl = \"5s\"\n{MIN}");
+        let c = Config::parse(&text, "t.toml").unwrap();
+        let e = c.validate("t.toml").unwrap_err();
+        assert_eq!(e.field, "policy.lock_ttl", "{e}");
+    }
+}

@@ -1,0 +1,1 @@
+//! `Local`: embedded in-process lock plus a JSON record file written atomically.

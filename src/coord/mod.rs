@@ -1,0 +1,146 @@
+//! The `Coordinator` seam: one failover lock per cluster with a fencing token, and the
+//! recorded topology with compare-and-set.
+//!
+//! # Contract (every backend; checked by `tests/support/contract.rs`)
+//! - **Atomic:** `try_lock` (at most one live lease per cluster across all instances),
+//!   `write_record` (applies only if the stored version still equals `expected`).
+//! - **Fencing:** a `Lease` carries a token that changes on every acquisition. `still_held`
+//!   answers from the store (a consistent read), never from local memory alone: `Ok(false)`
+//!   once the lease expired, was released, or another instance took the lock.
+//! - **Unreachable store** is `Err(CoordError::Unreachable)` with `is_retryable() == true`,
+//!   never a silent `false` or `None`.
+//! - **TTL:** a lease not renewed is lost after its TTL (Consul: up to 2×TTL, documented).
+//!   Backends renew in the background while the lease is alive; `release` stops that.
+//! - `read_record` of a cluster never written is `Ok(None)`; `write_record(.., None)` creates
+//!   only if absent.
+
+pub mod consul;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod local;
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{TopologyRecord, Versioned};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoordError {
+    /// The store could not be reached or did not answer in time. Retrying may help.
+    #[error("coordinator unreachable: {0}")]
+    Unreachable(String),
+    /// The store answered with something we cannot use (bad auth, bad JSON, …).
+    #[error("coordinator error: {0}")]
+    Backend(String),
+}
+
+impl CoordError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CoordError::Unreachable(_))
+    }
+}
+
+/// Who holds a lock, as written into the lock value (JSON) so operators and other instances can see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub instance: String,
+    pub host: String,
+    pub pid: u32,
+    /// Unix seconds when the lock was taken.
+    pub since: u64,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (host {}, pid {})", self.instance, self.host, self.pid)
+    }
+}
+
+/// A held lock. `token` is the fencing token (Consul `Session`+`LockIndex`, etcd
+/// lease id + create revision, local generation); it is opaque to callers.
+#[derive(Debug)]
+pub struct Lease {
+    pub cluster: String,
+    pub token: String,
+    pub holder: Holder,
+    /// Backend state needed to check, renew and release (session id, lease id, renew task…).
+    pub(crate) inner: LeaseInner,
+}
+
+#[derive(Debug)]
+pub(crate) enum LeaseInner {
+    Local {
+        generation: u64,
+    },
+    Consul {
+        session: String,
+        lock_index: u64,
+        renew: tokio::task::JoinHandle<()>,
+    },
+    #[cfg(feature = "etcd")]
+    Etcd {
+        lease_id: i64,
+        create_revision: i64,
+        keepalive: tokio::task::JoinHandle<()>,
+    },
+}
+
+#[derive(Debug)]
+pub enum LockOutcome {
+    Acquired(Lease),
+    /// Someone else holds it. `holder` is `None` if the value could not be read as a `Holder`.
+    HeldBy(Option<Holder>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasOutcome {
+    /// Written; the new version.
+    Written(u64),
+    /// The stored version was not the expected one; nothing written.
+    Conflict,
+}
+
+pub trait Coordinator: Send + Sync {
+    /// Short backend name for logs and metrics: "local", "consul", "etcd".
+    fn kind(&self) -> &'static str;
+    /// Take the cluster's failover lock for `ttl`, renewed in the background until released.
+    fn try_lock(
+        &self,
+        cluster: &str,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<LockOutcome, CoordError>> + Send;
+    /// Is `lease` still the current holder, by a consistent read from the store?
+    fn still_held(&self, lease: &Lease) -> impl Future<Output = Result<bool, CoordError>> + Send;
+    /// Give the lock up (stops renewal; best effort if the store is down, the TTL then covers it).
+    fn release(&self, lease: Lease) -> impl Future<Output = Result<(), CoordError>> + Send;
+    fn read_record(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Option<Versioned<TopologyRecord>>, CoordError>> + Send;
+    /// Compare-and-set: write only if the stored version equals `expected` (`None` = must not exist).
+    fn write_record(
+        &self,
+        cluster: &str,
+        record: &TopologyRecord,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<CasOutcome, CoordError>> + Send;
+    /// Append an audit event (JSON) to the store's bounded event list. Local: no-op (events go
+    /// to the JSON-lines file). Best effort.
+    fn append_event(
+        &self,
+        cluster: &str,
+        event_json: &str,
+    ) -> impl Future<Output = Result<(), CoordError>> + Send;
+    /// Publish node roles for client discovery (Consul catalog). Others: no-op.
+    fn publish_roles(
+        &self,
+        cluster: &str,
+        master: &crate::model::Addr,
+        replicas: &[crate::model::Addr],
+    ) -> impl Future<Output = Result<(), CoordError>> + Send;
+    /// Cheap reachability probe for `/readyz` and the `coordinator_up` metric.
+    fn ping(&self) -> impl Future<Output = Result<(), CoordError>> + Send;
+}

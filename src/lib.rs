@@ -1,0 +1,19 @@
+//! pika-remedy: failover and old-master demotion for Pika (and Redis) master/replica
+//! clusters. Alerts are hints; decisions come from our own observations.
+//!
+//! # Layout (one concept per module)
+//! - [`model`]: plain data: `Addr`, `NodeStatus`, `Observation`, `TopologyRecord`.
+//! - [`config`]: the strict TOML config, validation, secrets from env or file.
+//! - [`node`]: the `Nodes` seam; [`node::info`] parses INFO; [`node::redis`] talks RESP via the `redis` crate.
+//! - [`coord`]: the `Coordinator` seam (lock + fencing token + CAS record): `local`, `consul`, `etcd`.
+//! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s.
+//! - [`reconcile`]: the only place that locks and acts.
+//! - [`error`]: the top-level error with `is_retryable`.
+
+pub mod config;
+pub mod coord;
+pub mod decide;
+pub mod error;
+pub mod model;
+pub mod node;
+pub mod reconcile;

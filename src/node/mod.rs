@@ -1,0 +1,75 @@
+//! The `Nodes` seam: read a node's status and change its replication role.
+//!
+//! Every call has a deadline (connect + command timeouts from config). Mutating calls only
+//! send what they are told: the caller (the compiled plan) decides whether `force` is sent,
+//! because Redis rejects it and Pika needs it to demote a diverged old master.
+
+pub mod info;
+pub mod redis;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::model::{Addr, NodeStatus};
+
+/// Why a node call failed. The text never contains a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("timeout")]
+    Timeout,
+    #[error("connection refused")]
+    Refused,
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The node answered with an error reply; the text is the node's own (e.g. `already master of others`).
+    #[error("node error: {0}")]
+    Node(String),
+    #[error("i/o error: {0}")]
+    Io(String),
+}
+
+impl NodeError {
+    /// Short label for metrics and summaries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeError::Timeout => "timeout",
+            NodeError::Refused => "refused",
+            NodeError::Auth(_) => "auth",
+            NodeError::Protocol(_) => "protocol",
+            NodeError::Node(_) => "node",
+            NodeError::Io(_) => "io",
+        }
+    }
+}
+
+/// Access to the nodes of one cluster (one password per cluster, as Pika requires
+/// `masterauth` == `requirepass` across a replication group).
+///
+/// Implementations: [`redis::RedisNodes`] (production, over the `redis` crate); test fakes.
+pub trait Nodes: Send + Sync {
+    /// `INFO` (server + replication), parsed. Never mutates.
+    fn status(&self, node: &Addr) -> impl Future<Output = Result<NodeStatus, NodeError>> + Send;
+    /// `SLAVEOF NO ONE`. Returns when the node answered `+OK` (the role change is asynchronous on Pika).
+    fn promote(&self, node: &Addr) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// `SLAVEOF host port` (`force` appended when asked; only ever asked for Pika).
+    fn follow(
+        &self,
+        node: &Addr,
+        master: &Addr,
+        force: bool,
+    ) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// `CONFIG SET masterauth <cluster password>`; a no-op `Ok` when the cluster has no password.
+    fn set_masterauth(&self, node: &Addr) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// `CONFIG REWRITE`.
+    fn config_rewrite(&self, node: &Addr) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// Redis `CLIENT PAUSE <ms> WRITE` (switchover). Pika has no write pause: returns `Node` error.
+    fn pause_writes(
+        &self,
+        node: &Addr,
+        for_how_long: Duration,
+    ) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// Redis `CLIENT UNPAUSE`.
+    fn unpause_writes(&self, node: &Addr) -> impl Future<Output = Result<(), NodeError>> + Send;
+}

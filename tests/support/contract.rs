@@ -1,0 +1,129 @@
+//! The `Coordinator` contract, run against every backend (local, consul test server or a real
+//! Consul when `CONSUL_HTTP_ADDR` is set, real etcd). `a` and `b` are two independent
+//! instances (separate clients) over the same store.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use pika_remedy::coord::{CasOutcome, Coordinator, Holder, LockOutcome};
+use pika_remedy::model::{Addr, TopologyRecord};
+
+pub fn holder(name: &str) -> Holder {
+    Holder {
+        instance: name.to_string(),
+        host: "testhost".into(),
+        pid: std::process::id(),
+        since: 1_700_000_000,
+    }
+}
+
+pub fn record(master: &str, epoch: u64) -> TopologyRecord {
+    TopologyRecord {
+        master: master.parse::<Addr>().expect("addr"),
+        replicas: vec!["127.0.0.1:2".parse().expect("addr")],
+        epoch,
+        updated_at: 1_700_000_000 + epoch,
+        last_failover_at: None,
+        reason: format!("test epoch {epoch}"),
+    }
+}
+
+/// Record semantics: absent → None; create-only; CAS on version; conflicts write nothing.
+pub async fn record_cas<C: Coordinator>(a: &C, b: &C, cluster: &str) {
+    assert_eq!(a.read_record(cluster).await.expect("read"), None, "fresh cluster has no record");
+    let v1 = match a.write_record(cluster, &record("127.0.0.1:1", 1), None).await.expect("create") {
+        CasOutcome::Written(v) => v,
+        other => panic!("create should succeed, got {other:?}"),
+    };
+    assert_eq!(
+        b.write_record(cluster, &record("127.0.0.1:9", 1), None).await.expect("create again"),
+        CasOutcome::Conflict,
+        "create-only must fail when the record exists"
+    );
+    let got = b.read_record(cluster).await.expect("read").expect("present");
+    assert_eq!(got.value, record("127.0.0.1:1", 1));
+    assert_eq!(got.version, v1);
+    let v2 = match b.write_record(cluster, &record("127.0.0.1:2", 2), Some(v1)).await.expect("cas") {
+        CasOutcome::Written(v) => v,
+        other => panic!("cas with the current version should succeed, got {other:?}"),
+    };
+    assert_ne!(v1, v2, "version must change on every write");
+    assert_eq!(
+        a.write_record(cluster, &record("127.0.0.1:3", 3), Some(v1)).await.expect("stale cas"),
+        CasOutcome::Conflict,
+        "cas with a stale version must fail"
+    );
+    let got = a.read_record(cluster).await.expect("read").expect("present");
+    assert_eq!(got.value.epoch, 2, "the conflicting write must not have landed");
+    assert_eq!(got.version, v2);
+}
+
+/// Take the lock, retrying for up to `within` (lock-delay after a release may apply).
+pub async fn lock_within<C: Coordinator>(
+    c: &C,
+    cluster: &str,
+    h: &Holder,
+    ttl: Duration,
+    within: Duration,
+) -> pika_remedy::coord::Lease {
+    let start = Instant::now();
+    loop {
+        match c.try_lock(cluster, h, ttl).await.expect("try_lock") {
+            LockOutcome::Acquired(l) => return l,
+            LockOutcome::HeldBy(who) => {
+                assert!(start.elapsed() < within, "lock still held by {who:?} after {within:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Lock semantics: mutual exclusion, holder reported, fencing token changes, release frees it.
+pub async fn lock_exclusion<C: Coordinator>(a: &C, b: &C, cluster: &str, ttl: Duration) {
+    let ha = holder("instance-a");
+    let hb = holder("instance-b");
+    let la = match a.try_lock(cluster, &ha, ttl).await.expect("lock a") {
+        LockOutcome::Acquired(l) => l,
+        other => panic!("first lock must be acquired, got {other:?}"),
+    };
+    assert_eq!(la.holder, ha);
+    assert!(a.still_held(&la).await.expect("still_held"), "holder must see itself holding");
+    match b.try_lock(cluster, &hb, ttl).await.expect("lock b") {
+        LockOutcome::HeldBy(Some(h)) => assert_eq!(h.instance, "instance-a", "must name the holder"),
+        other => panic!("second lock must report the holder, got {other:?}"),
+    }
+    // Same instance asking again does not get a second lease either.
+    match a.try_lock(cluster, &ha, ttl).await.expect("lock a again") {
+        LockOutcome::HeldBy(_) => {}
+        LockOutcome::Acquired(_) => panic!("a second lease for the same cluster must not be granted"),
+    }
+    let token_a = la.token.clone();
+    a.release(la).await.expect("release");
+    let lb = lock_within(b, cluster, &hb, ttl, Duration::from_secs(5)).await;
+    assert_ne!(lb.token, token_a, "fencing token must change on every acquisition");
+    assert!(b.still_held(&lb).await.expect("still_held b"));
+    b.release(lb).await.expect("release b");
+}
+
+/// Locks of different clusters are independent.
+pub async fn clusters_independent<C: Coordinator>(a: &C, b: &C, c1: &str, c2: &str, ttl: Duration) {
+    let la = match a.try_lock(c1, &holder("a"), ttl).await.expect("lock c1") {
+        LockOutcome::Acquired(l) => l,
+        other => panic!("lock c1: {other:?}"),
+    };
+    let lb = match b.try_lock(c2, &holder("b"), ttl).await.expect("lock c2") {
+        LockOutcome::Acquired(l) => l,
+        other => panic!("a different cluster must not be blocked: {other:?}"),
+    };
+    a.release(la).await.expect("release");
+    b.release(lb).await.expect("release");
+}
+
+/// Run the whole contract with cluster names made unique by `tag`.
+pub async fn run_all<C: Coordinator>(a: &C, b: &C, tag: &str, ttl: Duration) {
+    a.ping().await.expect("ping");
+    record_cas(a, b, &format!("{tag}-rec")).await;
+    lock_exclusion(a, b, &format!("{tag}-lock"), ttl).await;
+    clusters_independent(a, b, &format!("{tag}-c1"), &format!("{tag}-c2"), ttl).await;
+}

@@ -1,0 +1,4 @@
+//! Test harness shared by the integration tests. Each `tests/*.rs` declares `mod support;`.
+#![allow(dead_code)]
+
+pub mod contract;
