@@ -6,6 +6,7 @@
 //! - [`config`]: the strict TOML config, validation, secrets from env or file.
 //! - [`node`]: the `Nodes` seam; [`node::info`] parses INFO; [`node::redis`] talks RESP via the `redis` crate.
 //! - [`coord`]: the `Coordinator` seam (lock + fencing token + CAS record): `local`, `consul`, `etcd`.
+//! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s.
 //! - [`reconcile`]: the only place that locks and acts.
 //! - [`error`]: the top-level error with `is_retryable`.
@@ -16,4 +17,5 @@ pub mod decide;
 pub mod error;
 pub mod model;
 pub mod node;
+pub mod observe;
 pub mod reconcile;
