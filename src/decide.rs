@@ -220,7 +220,8 @@ impl Plan {
         }
     }
     /// Compile to ordered steps. `obs` supplies each node's engine (for `force`).
-    pub fn steps(&self, obs: &Observation) -> Vec<Step> {
+    pub fn steps(&self, obs: &Observation, policy: &Policy) -> Vec<Step> {
+        let _ = policy;
         let _ = obs;
         unimplemented_steps(self)
     }

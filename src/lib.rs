@@ -9,6 +9,7 @@
 //! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s.
 //! - [`reconcile`]: the only place that locks and acts.
+//! - [`ops`]: operator commands (plan, failover, switchover, demote, record) over `reconcile`.
 //! - [`error`]: the top-level error with `is_retryable`.
 
 pub mod config;
@@ -18,4 +19,5 @@ pub mod error;
 pub mod model;
 pub mod node;
 pub mod observe;
+pub mod ops;
 pub mod reconcile;

@@ -51,3 +51,523 @@ pub struct Outcome {
     /// A retry could help (coordinator unreachable, too few observations): HTTP 503.
     pub retryable: bool,
 }
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use crate::config::{ClusterConfig, Policy};
+use crate::coord::{CasOutcome, CoordError, Coordinator, Holder, Lease, LockOutcome};
+use crate::decide::{decide, Action, Gate};
+use crate::model::{Addr, Engine, NodeStatus, Observation, Role, TopologyRecord, Versioned};
+use crate::node::{NodeError, Nodes};
+use crate::observe::observe;
+
+/// Everything one reconcile needs. Borrowed, so callers keep ownership of clients.
+pub struct Ctx<'a, N: Nodes, C: Coordinator> {
+    pub cluster: &'a ClusterConfig,
+    pub nodes: &'a N,
+    pub coord: &'a C,
+    pub policy: &'a Policy,
+    pub holder: &'a Holder,
+    /// The cluster has a node password (so `CONFIG SET masterauth` is sent before `SLAVEOF`).
+    pub has_password: bool,
+    /// Decide and report, but send no mutating command and take no lock.
+    pub dry_run: bool,
+    /// Global or per-cluster pause.
+    pub paused: bool,
+}
+
+/// How often bounded waits poll INFO.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One line per node for logs, events and the API.
+pub fn summarize(obs: &Observation) -> Vec<String> {
+    obs.nodes
+        .iter()
+        .map(|n| match &n.status {
+            Err(e) => format!("{} unreachable: {e}", n.addr),
+            Ok(s) => {
+                let mut line = format!("{} {} role={}", n.addr, engine_label(s.engine), s.role.as_str());
+                if let Some(m) = &s.master {
+                    line.push_str(&format!(" master={m}"));
+                }
+                if let Some(l) = s.link {
+                    line.push_str(&format!(" link={}", l.as_str()));
+                }
+                if let Some(o) = s.offset {
+                    line.push_str(&format!(" offset={o}"));
+                }
+                if s.role == Role::Master {
+                    line.push_str(&format!(" replicas={}", s.connected_replicas));
+                }
+                line
+            }
+        })
+        .collect()
+}
+
+fn engine_label(e: Engine) -> &'static str {
+    match e {
+        Engine::Pika => "pika",
+        Engine::Redis => "redis",
+        Engine::Unknown => "unknown",
+    }
+}
+
+/// Observe, read the record, decide: no lock, no mutation. Used by `plan` and as the first pass.
+pub async fn look<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: &Trigger,
+) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
+    let (obs, record) = tokio::join!(observe(ctx.nodes, ctx.cluster), ctx.coord.read_record(&ctx.cluster.name));
+    let record = record?;
+    let gate = Gate {
+        now: now_unix(),
+        paused: ctx.paused,
+    };
+    let plan = decide(trigger, &obs, record.as_ref().map(|r| &r.value), ctx.policy, &gate);
+    Ok((obs, record, plan))
+}
+
+/// The full sequence. Never panics; every path ends in an `Outcome` that says why.
+pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: Trigger) -> Outcome {
+    let start = Instant::now();
+    let cluster = ctx.cluster.name.clone();
+    let mut out = Outcome {
+        cluster: cluster.clone(),
+        trigger: trigger.clone(),
+        plan: Plan::no_action(""),
+        result: Result_::NoAction,
+        steps: Vec::new(),
+        observation: Vec::new(),
+        millis: 0,
+        retryable: false,
+    };
+    let finish = |mut out: Outcome| {
+        out.millis = start.elapsed().as_millis() as u64;
+        log_outcome(&out);
+        out
+    };
+
+    // First pass: observe and decide without the lock.
+    let (obs, _record, plan) = match look(ctx, &trigger).await {
+        Ok(x) => x,
+        Err(e) => return finish(coordinator_down(out, e)),
+    };
+    out.observation = summarize(&obs);
+    out.plan = plan.clone();
+    match &plan.action {
+        Action::NoAction => return finish(out),
+        Action::Refuse { retryable } => {
+            out.result = Result_::Refused;
+            out.retryable = *retryable;
+            return finish(out);
+        }
+        _ => {}
+    }
+    if ctx.dry_run {
+        out.result = Result_::DryRun;
+        return finish(out);
+    }
+
+    // Lock.
+    let lease = match ctx.coord.try_lock(&cluster, ctx.holder, ctx.policy.lock_ttl).await {
+        Ok(LockOutcome::Acquired(l)) => l,
+        Ok(LockOutcome::HeldBy(h)) => {
+            out.result = Result_::LockHeld {
+                holder: h.map(|h| h.to_string()).unwrap_or_else(|| "another instance".into()),
+            };
+            return finish(out);
+        }
+        Err(e) => return finish(coordinator_down(out, e)),
+    };
+
+    // A failover is confirmed by a second look after the confirmation window, under the lock.
+    if matches!(plan.action, Action::Failover { automatic: true, .. }) && !ctx.policy.confirm_window.is_zero() {
+        tokio::time::sleep(ctx.policy.confirm_window).await;
+    }
+    let (obs2, record2, plan2) = match look(ctx, &trigger).await {
+        Ok(x) => x,
+        Err(e) => {
+            release(ctx, lease).await;
+            return finish(coordinator_down(out, e));
+        }
+    };
+    out.observation = summarize(&obs2);
+    if plan2.action != plan.action {
+        out.plan = plan2;
+        out.result = Result_::PlanChanged;
+        release(ctx, lease).await;
+        return finish(out);
+    }
+    out.plan = plan2.clone();
+
+    let exec = Exec {
+        ctx,
+        lease: &lease,
+        obs: &obs2,
+        record: record2,
+    };
+    let result = exec.apply(&plan2, &mut out.steps).await;
+    out.result = result;
+    release(ctx, lease).await;
+    finish(out)
+}
+
+fn coordinator_down(mut out: Outcome, e: CoordError) -> Outcome {
+    out.retryable = e.is_retryable();
+    out.plan = Plan::refuse(format!("coordinator unreachable: {e}"), out.retryable);
+    out.result = Result_::CoordinatorUnreachable { error: e.to_string() };
+    out
+}
+
+async fn release<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, lease: Lease) {
+    if let Err(e) = ctx.coord.release(lease).await {
+        warn!(cluster = %ctx.cluster.name, error = %e, "releasing the lock failed; its TTL will free it");
+    }
+}
+
+fn log_outcome(out: &Outcome) {
+    let result = serde_json::to_string(&out.result).unwrap_or_default();
+    info!(
+        cluster = %out.cluster,
+        trigger = out.trigger.label(),
+        action = out.plan.action.label(),
+        reason = %out.plan.reason,
+        result = %result,
+        millis = out.millis,
+        "reconcile"
+    );
+}
+
+/// Applies one plan's steps under a held lease.
+struct Exec<'a, 'c, N: Nodes, C: Coordinator> {
+    ctx: &'a Ctx<'c, N, C>,
+    lease: &'a Lease,
+    obs: &'a Observation,
+    record: Option<Versioned<TopologyRecord>>,
+}
+
+impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
+    async fn apply(mut self, plan: &Plan, reports: &mut Vec<StepReport>) -> Result_ {
+        let steps = plan.steps(self.obs, self.ctx.policy);
+        let mut paused: Option<Addr> = None;
+        let mut soft_failures: Vec<String> = Vec::new();
+        let mut result = Result_::Applied;
+        for step in steps {
+            let t = Instant::now();
+            let r = self.step(&step, plan).await;
+            let (ok, detail) = match &r {
+                Ok(d) => (true, d.clone()),
+                Err(e) => (false, e.to_string()),
+            };
+            reports.push(StepReport {
+                step: step.clone(),
+                ok,
+                millis: t.elapsed().as_millis() as u64,
+                detail,
+            });
+            if let Step::PauseWrites { node, .. } = &step {
+                if ok {
+                    paused = Some(node.clone());
+                }
+            }
+            if let Step::Unpause { .. } = &step {
+                paused = None;
+            }
+            match r {
+                Ok(_) => {}
+                // A failed CONFIG REWRITE is reported, but the role change already happened:
+                // keep going so the cluster converges, and fail the outcome at the end.
+                Err(StepError::Persist(e)) => soft_failures.push(e),
+                Err(e) => {
+                    result = Result_::Failed {
+                        error: format!("{}: {e}", step_name(&step)),
+                    };
+                    break;
+                }
+            }
+        }
+        if let Some(node) = paused {
+            // Never leave a master paused on a failure path.
+            if let Err(e) = self.ctx.nodes.unpause_writes(&node).await {
+                warn!(node = %node, error = %e, "CLIENT UNPAUSE failed on the failure path");
+            }
+        }
+        if result == Result_::Applied && !soft_failures.is_empty() {
+            result = Result_::Failed {
+                error: soft_failures.join("; "),
+            };
+        }
+        result
+    }
+
+    /// Fencing: before every mutating command, the lease must still be ours in the store.
+    async fn fence(&self) -> Result<(), StepError> {
+        match self.ctx.coord.still_held(self.lease).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StepError::LockLost("the lock is no longer held (fencing token changed or expired)".into())),
+            Err(e) => Err(StepError::LockLost(format!("cannot confirm the lock: {e}"))),
+        }
+    }
+
+    async fn step(&mut self, step: &Step, plan: &Plan) -> Result<String, StepError> {
+        let nodes = self.ctx.nodes;
+        let p = self.ctx.policy;
+        match step {
+            Step::PauseWrites { node, millis } => {
+                self.fence().await?;
+                nodes.pause_writes(node, Duration::from_millis(*millis)).await.map_err(StepError::node)?;
+                Ok(format!("writes paused for {millis} ms"))
+            }
+            Step::Unpause { node } => {
+                self.fence().await?;
+                nodes.unpause_writes(node).await.map_err(StepError::node)?;
+                Ok("writes unpaused".into())
+            }
+            Step::WaitCatchUp { node, of } => {
+                let t = Instant::now();
+                let deadline = t + p.switchover_pause;
+                loop {
+                    let (a, b) = tokio::join!(nodes.status(node), nodes.status(of));
+                    if let (Ok(a), Ok(b)) = (&a, &b) {
+                        if let (Some(x), Some(y)) = (caught_up_offset(a), caught_up_offset(b)) {
+                            if x >= y {
+                                return Ok(format!("offset {x} >= {y} after {:.1}s", t.elapsed().as_secs_f64()));
+                            }
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(StepError::Timeout(format!(
+                            "{node} did not catch up with {of} within {}",
+                            humantime::format_duration(p.switchover_pause)
+                        )));
+                    }
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+            }
+            Step::Promote { node } => {
+                self.fence().await?;
+                nodes.promote(node).await.map_err(StepError::node)?;
+                let waited = self
+                    .wait(node, p.promote_timeout, |s| s.role == Role::Master)
+                    .await
+                    .map_err(|_| StepError::Timeout(format!("{node} not master within {}", humantime::format_duration(p.promote_timeout))))?;
+                Ok(format!("role master after {waited:.1}s"))
+            }
+            Step::Follow {
+                node,
+                master,
+                force,
+                engine,
+            } => self.follow(node, master, *force, *engine).await,
+            Step::Persist { node } => {
+                self.fence().await?;
+                nodes
+                    .config_rewrite(node)
+                    .await
+                    .map_err(|e| StepError::Persist(format!("CONFIG REWRITE on {node} failed: {e}")))?;
+                Ok("config rewritten".into())
+            }
+            Step::Record {
+                master,
+                replicas,
+                automatic_failover,
+            } => self.record(master, replicas, *automatic_failover, &plan.reason).await,
+        }
+    }
+
+    /// Poll a node until `pred` holds, bounded. Returns seconds waited.
+    async fn wait(&self, node: &Addr, bound: Duration, pred: impl Fn(&NodeStatus) -> bool) -> Result<f64, ()> {
+        let t = Instant::now();
+        loop {
+            if let Ok(s) = self.ctx.nodes.status(node).await {
+                if pred(&s) {
+                    return Ok(t.elapsed().as_secs_f64());
+                }
+            }
+            if t.elapsed() >= bound {
+                return Err(());
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Make `node` follow `master`, verified by `master_link_status:up`.
+    async fn follow(&self, node: &Addr, master: &Addr, force: bool, engine: Engine) -> Result<String, StepError> {
+        let nodes = self.ctx.nodes;
+        let p = self.ctx.policy;
+        let current = nodes.status(node).await.map_err(StepError::node)?;
+        if current.follows_with_link_up(master) && !force {
+            return Ok("already following with link up".into());
+        }
+        let mut notes = Vec::new();
+        // Pika refuses SLAVEOF while it has connected slaves: move configured nodes that still
+        // follow it to the new master first (they are in this plan's repoint list anyway).
+        if engine == Engine::Pika && current.connected_replicas > 0 {
+            for n in &self.ctx.cluster.nodes {
+                if &n.addr == node || &n.addr == master {
+                    continue;
+                }
+                if let Ok(s) = nodes.status(&n.addr).await {
+                    if s.role.is_replica() && s.master.as_ref() == Some(node) {
+                        self.fence().await?;
+                        if self.ctx.has_password {
+                            nodes.set_masterauth(&n.addr).await.map_err(StepError::node)?;
+                        }
+                        nodes.follow(&n.addr, master, false).await.map_err(StepError::node)?;
+                        notes.push(format!("detached {} first", n.addr));
+                    }
+                }
+            }
+        }
+        if self.ctx.has_password {
+            self.fence().await?;
+            nodes.set_masterauth(node).await.map_err(StepError::node)?;
+        }
+        // An identical SLAVEOF is a silent no-op on Pika (even in a broken state): reset first.
+        if current.role.is_replica() && current.master.as_ref() == Some(master) {
+            self.fence().await?;
+            nodes.promote(node).await.map_err(StepError::node)?;
+        }
+        self.slaveof_with_detach_retry(node, master, force).await?;
+        let t = Instant::now();
+        if let Ok(w) = self.wait(node, p.link_timeout, |s| s.follows_with_link_up(master)).await {
+            notes.push(format!("link up after {w:.1}s"));
+            return Ok(notes.join("; "));
+        }
+        // Pika never retries a failed handshake: re-issue the whole sequence once, forced on Pika.
+        let retry_force = engine == Engine::Pika;
+        notes.push(format!(
+            "link not up after {:.1}s; retrying with SLAVEOF NO ONE + SLAVEOF{}",
+            t.elapsed().as_secs_f64(),
+            if retry_force { " force" } else { "" }
+        ));
+        self.fence().await?;
+        nodes.promote(node).await.map_err(StepError::node)?;
+        self.slaveof_with_detach_retry(node, master, retry_force).await?;
+        match self.wait(node, p.link_timeout, |s| s.follows_with_link_up(master)).await {
+            Ok(w) => {
+                notes.push(format!("link up after {w:.1}s"));
+                Ok(notes.join("; "))
+            }
+            Err(()) => {
+                let state = match nodes.status(node).await {
+                    Ok(s) => format!(
+                        "role={} master={} link={}",
+                        s.role.as_str(),
+                        s.master.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                        s.link.map(|l| l.as_str()).unwrap_or("-")
+                    ),
+                    Err(e) => format!("unreachable: {e}"),
+                };
+                Err(StepError::Timeout(format!(
+                    "{node} link to {master} not up after retry ({state}); {}",
+                    notes.join("; ")
+                )))
+            }
+        }
+    }
+
+    /// `SLAVEOF`, retrying Pika's transient `already master of others` (a stale slave entry
+    /// lingers 1–4 s after its slave left) with backoff, bounded by `detach_timeout`.
+    async fn slaveof_with_detach_retry(&self, node: &Addr, master: &Addr, force: bool) -> Result<(), StepError> {
+        let t = Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            self.fence().await?;
+            match self.ctx.nodes.follow(node, master, force).await {
+                Ok(()) => return Ok(()),
+                Err(NodeError::Node(msg)) if msg.contains("already master of others") => {
+                    if t.elapsed() >= self.ctx.policy.detach_timeout {
+                        return Err(StepError::Node(NodeError::Node(msg)));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(StepError::node(e)),
+            }
+        }
+    }
+
+    async fn record(&mut self, master: &Addr, replicas: &[Addr], automatic: bool, reason: &str) -> Result<String, StepError> {
+        let coord = self.ctx.coord;
+        let cluster = &self.ctx.cluster.name;
+        let now = now_unix();
+        let (epoch, last_failover_at, expected) = match &self.record {
+            Some(v) => {
+                let changed = &v.value.master != master;
+                let epoch = if changed { v.value.epoch + 1 } else { v.value.epoch };
+                let last = if automatic { Some(now) } else { v.value.last_failover_at };
+                (epoch, last, Some(v.version))
+            }
+            None => (1, if automatic { Some(now) } else { None }, None),
+        };
+        let rec = TopologyRecord {
+            master: master.clone(),
+            replicas: replicas.to_vec(),
+            epoch,
+            updated_at: now,
+            last_failover_at,
+            reason: reason.to_string(),
+        };
+        match coord.write_record(cluster, &rec, expected).await {
+            Ok(CasOutcome::Written(version)) => {
+                if let Err(e) = coord.publish_roles(cluster, master, replicas).await {
+                    warn!(cluster = %cluster, error = %e, "publishing roles for discovery failed");
+                }
+                self.record = Some(Versioned { value: rec, version });
+                Ok(format!("recorded master {master} at epoch {epoch}"))
+            }
+            Ok(CasOutcome::Conflict) => Err(StepError::Record(
+                "the record changed since it was read (compare-and-set conflict)".into(),
+            )),
+            Err(e) => Err(StepError::Record(format!("cannot write the record: {e}"))),
+        }
+    }
+}
+
+/// The offset used to compare a replica with its master during a switchover.
+fn caught_up_offset(s: &NodeStatus) -> Option<u64> {
+    s.offset
+}
+
+fn step_name(s: &Step) -> String {
+    match s {
+        Step::PauseWrites { node, .. } => format!("pause writes on {node}"),
+        Step::WaitCatchUp { node, of } => format!("wait for {node} to catch up with {of}"),
+        Step::Promote { node } => format!("promote {node}"),
+        Step::Follow { node, master, .. } => format!("make {node} follow {master}"),
+        Step::Persist { node } => format!("persist {node}"),
+        Step::Unpause { node } => format!("unpause {node}"),
+        Step::Record { master, .. } => format!("record master {master}"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error("{0}")]
+    Node(NodeError),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("lock lost: {0}")]
+    LockLost(String),
+    #[error("{0}")]
+    Persist(String),
+    #[error("{0}")]
+    Record(String),
+}
+
+impl StepError {
+    fn node(e: NodeError) -> StepError {
+        StepError::Node(e)
+    }
+}

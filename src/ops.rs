@@ -1,0 +1,203 @@
+//! Operator commands (`plan`, `failover`, `switchover`, `demote`, `record`): thin wrappers that
+//! go through the same `reconcile` code as the webhook, and render readable text.
+
+use std::fmt::Write as _;
+
+use crate::coord::{CasOutcome, Coordinator};
+use crate::decide::{Action, Plan, Step, Trigger};
+use crate::model::{Addr, Observation, Role, TopologyRecord, Versioned};
+use crate::node::Nodes;
+use crate::reconcile::{self, look, now_unix, summarize, Ctx, Outcome, Result_};
+
+/// Exit codes shared by the acting commands (documented in the README).
+pub mod exit {
+    /// Applied, or nothing to do.
+    pub const OK: i32 = 0;
+    /// Refused, failed, or the lock is held by another instance.
+    pub const NOT_DONE: i32 = 1;
+    /// Bad config or usage.
+    pub const USAGE: i32 = 2;
+    /// Coordinator unreachable or too few observations: retrying may help.
+    pub const RETRY: i32 = 3;
+}
+
+/// `plan`: observation, record, the plan with the ranked candidates, and the exact commands.
+pub async fn plan<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: &Trigger) -> (String, i32) {
+    match look(ctx, trigger).await {
+        Err(e) => (format!("coordinator unreachable: {e}\n"), exit::RETRY),
+        Ok((obs, record, plan)) => {
+            let text = render_plan(&obs, record.as_ref(), &plan, ctx);
+            let code = match plan.action {
+                Action::Refuse { retryable: true } => exit::RETRY,
+                Action::Refuse { .. } => exit::NOT_DONE,
+                _ => exit::OK,
+            };
+            (text, code)
+        }
+    }
+}
+
+pub fn render_plan<N: Nodes, C: Coordinator>(
+    obs: &Observation,
+    record: Option<&Versioned<TopologyRecord>>,
+    plan: &Plan,
+    ctx: &Ctx<'_, N, C>,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "cluster {}", obs.cluster);
+    let _ = writeln!(s, "observation:");
+    for line in summarize(obs) {
+        let _ = writeln!(s, "  {line}");
+    }
+    match record {
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "record: master {} epoch {} (updated {}; {})",
+                r.value.master, r.value.epoch, r.value.updated_at, r.value.reason
+            );
+        }
+        None => {
+            let _ = writeln!(s, "record: none");
+        }
+    }
+    let _ = writeln!(s, "plan: {} — {}", plan.action.label(), plan.reason);
+    if !plan.candidates.is_empty() {
+        let _ = writeln!(s, "candidates (best first):");
+        for c in &plan.candidates {
+            let offset = c.offset.map(|o| o.to_string()).unwrap_or_else(|| "-".into());
+            match &c.excluded {
+                None => {
+                    let _ = writeln!(s, "  {:<22} eligible  priority {:<4} offset {offset}", c.addr.to_string(), c.priority);
+                }
+                Some(why) => {
+                    let _ = writeln!(s, "  {:<22} excluded  {why}", c.addr.to_string());
+                }
+            }
+        }
+    }
+    let steps = plan.steps(obs, ctx.policy);
+    if !steps.is_empty() {
+        let _ = writeln!(s, "steps:");
+        for (i, st) in steps.iter().enumerate() {
+            for (j, c) in st.commands(ctx.has_password).iter().enumerate() {
+                if j == 0 {
+                    let _ = writeln!(s, "  {:>2}. {c}", i + 1);
+                } else {
+                    let _ = writeln!(s, "      {c}");
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Run a reconcile for an operator trigger and render the outcome.
+pub async fn act<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: Trigger) -> (String, Outcome, i32) {
+    let out = reconcile::reconcile(ctx, trigger).await;
+    let code = outcome_exit_code(&out);
+    (render_outcome(&out), out, code)
+}
+
+pub fn outcome_exit_code(out: &Outcome) -> i32 {
+    if out.retryable {
+        return exit::RETRY;
+    }
+    match out.result {
+        Result_::NoAction | Result_::Applied | Result_::DryRun => exit::OK,
+        _ => exit::NOT_DONE,
+    }
+}
+
+pub fn render_outcome(out: &Outcome) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "cluster {}: {} — {}", out.cluster, out.plan.action.label(), out.plan.reason);
+    for st in &out.steps {
+        let _ = writeln!(
+            s,
+            "  [{}] {:>6} ms  {}: {}",
+            if st.ok { "ok" } else { "FAILED" },
+            st.millis,
+            step_title(&st.step),
+            st.detail
+        );
+    }
+    let result = match &out.result {
+        Result_::NoAction => "no action".to_string(),
+        Result_::Refused => "refused".to_string(),
+        Result_::DryRun => "dry run: nothing sent".to_string(),
+        Result_::LockHeld { holder } => format!("not acting: the lock is held by {holder}"),
+        Result_::PlanChanged => "not acting: the plan changed under the lock (re-run to act on the new plan)".to_string(),
+        Result_::Applied => "applied".to_string(),
+        Result_::Failed { error } => format!("FAILED: {error}"),
+        Result_::CoordinatorUnreachable { error } => format!("coordinator unreachable: {error}"),
+    };
+    let _ = writeln!(s, "result: {result} ({} ms)", out.millis);
+    s
+}
+
+fn step_title(st: &Step) -> String {
+    match st {
+        Step::PauseWrites { node, millis } => format!("pause writes on {node} for {millis} ms"),
+        Step::WaitCatchUp { node, of } => format!("wait for {node} to catch up with {of}"),
+        Step::Promote { node } => format!("promote {node}"),
+        Step::Follow { node, master, force, .. } => {
+            format!("{node} follows {master}{}", if *force { " (force)" } else { "" })
+        }
+        Step::Persist { node } => format!("CONFIG REWRITE {node}"),
+        Step::Unpause { node } => format!("unpause {node}"),
+        Step::Record { master, .. } => format!("record master {master}"),
+    }
+}
+
+/// `record --master X`: write the topology by hand (bootstrap or after an operator's fix).
+/// Refuses unless X is configured and answers as master, or `force` is set.
+pub async fn record<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, master: &Addr, force: bool) -> (String, i32) {
+    if !ctx.cluster.nodes.iter().any(|n| &n.addr == master) {
+        return (format!("{master} is not a node of cluster {}\n", ctx.cluster.name), exit::USAGE);
+    }
+    if !force {
+        match ctx.nodes.status(master).await {
+            Ok(s) if s.role == Role::Master => {}
+            Ok(s) => {
+                return (
+                    format!("{master} reports role {}; refusing (use --force to record it anyway)\n", s.role.as_str()),
+                    exit::NOT_DONE,
+                )
+            }
+            Err(e) => {
+                return (
+                    format!("{master} is unreachable ({e}); refusing (use --force to record it anyway)\n"),
+                    exit::NOT_DONE,
+                )
+            }
+        }
+    }
+    let cluster = &ctx.cluster.name;
+    let current = match ctx.coord.read_record(cluster).await {
+        Ok(c) => c,
+        Err(e) => return (format!("coordinator unreachable: {e}\n"), exit::RETRY),
+    };
+    let epoch = match &current {
+        Some(c) if &c.value.master == master => c.value.epoch,
+        Some(c) => c.value.epoch + 1,
+        None => 1,
+    };
+    let replicas: Vec<Addr> = ctx.cluster.nodes.iter().map(|n| n.addr.clone()).filter(|a| a != master).collect();
+    let rec = TopologyRecord {
+        master: master.clone(),
+        replicas: replicas.clone(),
+        epoch,
+        updated_at: now_unix(),
+        last_failover_at: current.as_ref().and_then(|c| c.value.last_failover_at),
+        reason: format!("recorded by operator: master {master}"),
+    };
+    match ctx.coord.write_record(cluster, &rec, current.as_ref().map(|c| c.version)).await {
+        Ok(CasOutcome::Written(_)) => {
+            let _ = ctx.coord.publish_roles(cluster, master, &replicas).await;
+            (format!("cluster {cluster}: recorded master {master} at epoch {epoch}\n"), exit::OK)
+        }
+        Ok(CasOutcome::Conflict) => ("the record changed concurrently; re-run\n".into(), exit::RETRY),
+        Err(e) => (format!("coordinator unreachable: {e}\n"), exit::RETRY),
+    }
+}
