@@ -519,6 +519,8 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             last_failover_at,
             reason: reason.to_string(),
         };
+        // A stale holder must not rewrite the truth either.
+        self.fence().await?;
         match coord.write_record(cluster, &rec, expected).await {
             Ok(CasOutcome::Written(version)) => {
                 if let Err(e) = coord.publish_roles(cluster, master, replicas).await {

@@ -71,6 +71,8 @@ pub struct Lease {
 
 #[derive(Debug)]
 pub(crate) enum LeaseInner {
+    /// A coordinator implemented outside this crate (test doubles) keeps its state elsewhere.
+    External,
     Local {
         generation: u64,
     },
@@ -85,6 +87,19 @@ pub(crate) enum LeaseInner {
         create_revision: i64,
         keepalive: tokio::task::JoinHandle<()>,
     },
+}
+
+impl Lease {
+    /// A lease for a coordinator implemented outside this crate (e.g. a test double), which
+    /// keeps its own state keyed by `token`.
+    pub fn external(cluster: &str, token: &str, holder: Holder) -> Lease {
+        Lease {
+            cluster: cluster.to_string(),
+            token: token.to_string(),
+            holder,
+            inner: LeaseInner::External,
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -1,0 +1,291 @@
+//! Executor tests: `reconcile` against in-memory nodes and coordinator. They pin the
+//! sequence (observe → decide → lock → re-observe → re-decide → fenced steps → record), the
+//! fencing behaviour, roll-forward after a partial plan, and idempotency.
+
+mod support;
+
+use std::time::Duration;
+
+use pika_remedy::config::{ClusterConfig, NodeConfig, Policy};
+use pika_remedy::coord::Holder;
+use pika_remedy::decide::{Action, Trigger};
+use pika_remedy::model::Engine;
+use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
+use support::fakes::{a, FakeCoord, FakeNodes};
+
+fn cluster(nodes: &[&str]) -> ClusterConfig {
+    ClusterConfig {
+        name: "c".into(),
+        password: None,
+        paused: false,
+        nodes: nodes
+            .iter()
+            .map(|n| NodeConfig {
+                addr: a(n),
+                priority: 100,
+                never_promote: false,
+            })
+            .collect(),
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        confirm_window: Duration::from_millis(0),
+        promote_timeout: Duration::from_secs(2),
+        link_timeout: Duration::from_millis(500),
+        detach_timeout: Duration::from_secs(3),
+        ..Policy::default()
+    }
+}
+
+fn holder() -> Holder {
+    Holder {
+        instance: "me".into(),
+        host: "h".into(),
+        pid: 1,
+        since: 1,
+    }
+}
+
+const M: &str = "10.0.0.1:9221";
+const R1: &str = "10.0.0.2:9221";
+const R2: &str = "10.0.0.3:9221";
+
+async fn run(nodes: &FakeNodes, coord: &FakeCoord, trigger: Trigger) -> Outcome {
+    run_with(nodes, coord, trigger, |_| {}).await
+}
+
+async fn run_with(nodes: &FakeNodes, coord: &FakeCoord, trigger: Trigger, tweak: impl FnOnce(&mut Ctx<'_, FakeNodes, FakeCoord>)) -> Outcome {
+    let c = cluster(&[M, R1, R2]);
+    let p = policy();
+    let h = holder();
+    let mut ctx = Ctx {
+        cluster: &c,
+        nodes,
+        coord,
+        policy: &p,
+        holder: &h,
+        has_password: false,
+        dry_run: false,
+        paused: false,
+    };
+    tweak(&mut ctx);
+    tokio::time::timeout(Duration::from_secs(30), reconcile(&ctx, trigger))
+        .await
+        .expect("reconcile is bounded")
+}
+
+fn dead_master_cluster(engine: Engine) -> (FakeNodes, FakeCoord) {
+    let nodes = FakeNodes::cluster(engine, M, &[R1, R2]);
+    nodes.set(M, |n| n.up = false);
+    (nodes, FakeCoord::with_record(M, &[R1, R2], 1))
+}
+
+#[tokio::test]
+async fn dead_master_fails_over_records_then_repoints() {
+    let (nodes, coord) = dead_master_cluster(Engine::Redis);
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert!(matches!(out.plan.action, Action::Failover { ref promote, .. } if *promote == a(R1)));
+    assert_eq!(
+        nodes.commands(),
+        vec![
+            format!("{R1}: SLAVEOF NO ONE"),
+            format!("{R1}: CONFIG REWRITE"),
+            "10.0.0.3:9221: SLAVEOF 10.0.0.2 9221".to_string(),
+            format!("{R2}: CONFIG REWRITE"),
+        ]
+    );
+    let rec = coord.record().expect("record");
+    assert_eq!(rec.master, a(R1));
+    assert_eq!(rec.epoch, 2);
+    assert!(rec.last_failover_at.is_some(), "automatic failover starts the cooldown");
+    assert!(out.steps.iter().all(|s| s.ok));
+}
+
+#[tokio::test]
+async fn the_same_trigger_twice_gives_one_failover() {
+    let (nodes, coord) = dead_master_cluster(Engine::Redis);
+    let first = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert_eq!(first.result, Result_::Applied);
+    let n = nodes.commands().len();
+    let second = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert_eq!(second.result, Result_::NoAction, "{second:#?}");
+    assert_eq!(nodes.commands().len(), n, "no command on a converged cluster");
+    assert_eq!(coord.record().expect("record").epoch, 2);
+}
+
+#[tokio::test]
+async fn returning_old_master_is_demoted_with_force_on_pika() {
+    let (nodes, coord) = dead_master_cluster(Engine::Pika);
+    assert_eq!(run(&nodes, &coord, Trigger::MasterDown).await.result, Result_::Applied);
+    // The old master restarts with its old config: role master, no replicas.
+    nodes.set(M, |n| {
+        n.up = true;
+        n.offset = 5000;
+    });
+    let before = nodes.commands().len();
+    let out = run(&nodes, &coord, Trigger::RoleMismatch).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert_eq!(
+        nodes.commands()[before..].to_vec(),
+        vec![format!("{M}: SLAVEOF 10.0.0.2 9221 force"), format!("{M}: CONFIG REWRITE")]
+    );
+    assert_eq!(nodes.get(M).master, Some(a(R1)));
+    assert_eq!(coord.record().expect("record").epoch, 2, "a demotion does not change the epoch");
+}
+
+#[tokio::test]
+async fn lock_lost_mid_plan_stops_before_the_next_mutation_and_next_run_rolls_forward() {
+    let (nodes, coord) = dead_master_cluster(Engine::Redis);
+    let c2 = coord.clone();
+    nodes.on_command(move |line| {
+        if line.ends_with("SLAVEOF NO ONE") {
+            c2.steal_lock("instance-b");
+        }
+    });
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    match &out.result {
+        Result_::Failed { error } => assert!(error.contains("lock"), "{error}"),
+        other => panic!("expected a lock-lost failure, got {other:?}"),
+    }
+    assert_eq!(nodes.commands(), vec![format!("{R1}: SLAVEOF NO ONE")], "nothing after the lock was lost");
+    // The other instance's lease ends; a fresh reconcile rolls the cluster forward. The record
+    // still names M (we never recorded), M is dead and R1 now claims master: that needs an
+    // operator, exactly as decide says.
+    coord.release_stolen();
+    *nodes.on_command.lock().expect("lock") = None;
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert!(matches!(out.plan.action, Action::Refuse { .. }), "{out:#?}");
+}
+
+#[tokio::test]
+async fn crash_after_record_rolls_forward_by_repointing() {
+    let (nodes, coord) = dead_master_cluster(Engine::Redis);
+    // Lose the lock right after the record is written (the repoint of R2 would be next).
+    coord.steal_lock_after_record();
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert!(matches!(out.result, Result_::Failed { .. }), "{out:#?}");
+    assert_eq!(coord.record().expect("record").master, a(R1), "recorded right after the promotion");
+    assert_eq!(nodes.get(R2).master, Some(a(M)), "R2 not yet repointed");
+    coord.release_stolen();
+    let out = run(&nodes, &coord, Trigger::Periodic).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert!(matches!(out.plan.action, Action::Repoint { .. }), "{out:#?}");
+    assert_eq!(nodes.get(R2).master, Some(a(R1)));
+}
+
+#[tokio::test]
+async fn coordinator_unreachable_is_retryable_and_sends_nothing() {
+    let (nodes, coord) = dead_master_cluster(Engine::Redis);
+    coord.set_unreachable(true);
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert!(matches!(out.result, Result_::CoordinatorUnreachable { .. }), "{out:#?}");
+    assert!(out.retryable);
+    assert!(out.plan.reason.contains("coordinator unreachable"), "{}", out.plan.reason);
+    assert!(nodes.commands().is_empty());
+}
+
+#[tokio::test]
+async fn lock_held_by_another_instance_names_it() {
+    let (nodes, coord) = dead_master_cluster(Engine::Redis);
+    coord.steal_lock("instance-b");
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    match &out.result {
+        Result_::LockHeld { holder } => assert!(holder.contains("instance-b"), "{holder}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!out.retryable);
+    assert!(nodes.commands().is_empty());
+}
+
+#[tokio::test]
+async fn dry_run_sends_nothing() {
+    let (nodes, coord) = dead_master_cluster(Engine::Redis);
+    let out = run_with(&nodes, &coord, Trigger::MasterDown, |c| c.dry_run = true).await;
+    assert_eq!(out.result, Result_::DryRun);
+    assert!(matches!(out.plan.action, Action::Failover { .. }));
+    assert!(nodes.commands().is_empty());
+    assert_eq!(coord.record().expect("record").master, a(M));
+}
+
+#[tokio::test]
+async fn plan_changed_under_the_lock_is_not_applied() {
+    let (nodes, coord) = dead_master_cluster(Engine::Redis);
+    // The master comes back between the first and the second look (status calls 4+).
+    let n2 = std::sync::Arc::new(nodes);
+    let probe = n2.clone();
+    let flip = tokio::spawn(async move {
+        for _ in 0..200 {
+            if probe.status_calls.load(std::sync::atomic::Ordering::SeqCst) >= 3 {
+                probe.set(M, |n| n.up = true);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let out = run_with(&n2, &coord, Trigger::MasterDown, |_| {}).await;
+    flip.await.expect("join");
+    // Either the flip landed before the first look (no action) or between looks (plan changed).
+    assert!(
+        matches!(out.result, Result_::PlanChanged | Result_::NoAction),
+        "{out:#?}"
+    );
+    assert!(n2.commands().is_empty(), "nothing applied when the plan changed");
+}
+
+#[tokio::test]
+async fn pika_already_master_of_others_is_retried_until_it_clears() {
+    let (nodes, coord) = dead_master_cluster(Engine::Pika);
+    assert_eq!(run(&nodes, &coord, Trigger::MasterDown).await.result, Result_::Applied);
+    nodes.set(M, |n| {
+        n.up = true;
+        n.linger_others = 2;
+    });
+    let out = run(&nodes, &coord, Trigger::RoleMismatch).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert_eq!(nodes.get(M).master, Some(a(R1)));
+}
+
+#[tokio::test]
+async fn a_handshake_that_never_retries_gets_one_forced_reissue() {
+    let (nodes, coord) = dead_master_cluster(Engine::Pika);
+    nodes.set(R2, |n| n.stuck_until_force = true);
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    let cmds = nodes.commands();
+    let r2: Vec<&String> = cmds.iter().filter(|c| c.starts_with(R2)).collect();
+    assert_eq!(
+        r2,
+        vec![
+            &format!("{R2}: SLAVEOF 10.0.0.2 9221"),
+            &format!("{R2}: SLAVEOF NO ONE"),
+            &format!("{R2}: SLAVEOF 10.0.0.2 9221 force"),
+            &format!("{R2}: CONFIG REWRITE"),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failed_config_rewrite_is_reported_not_ignored() {
+    let (nodes, coord) = dead_master_cluster(Engine::Pika);
+    nodes.set(R1, |n| n.fail_rewrite = true);
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    match &out.result {
+        Result_::Failed { error } => assert!(error.contains("CONFIG REWRITE"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    // The roles still converged: the failure is about persistence, reported loudly.
+    assert_eq!(nodes.get(R2).master, Some(a(R1)));
+    assert_eq!(coord.record().expect("record").master, a(R1));
+}
+
+#[tokio::test]
+async fn false_alarm_is_no_action() {
+    let nodes = FakeNodes::cluster(Engine::Redis, M, &[R1, R2]);
+    let coord = FakeCoord::with_record(M, &[R1, R2], 1);
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert_eq!(out.result, Result_::NoAction, "{out:#?}");
+    assert!(nodes.commands().is_empty());
+}

@@ -1,0 +1,344 @@
+//! In-memory doubles for executor tests: `FakeNodes` simulates replication roles the way
+//! Pika/Redis behave at the level reconcile sees them; `FakeCoord` is a coordinator whose
+//! lease can be revoked or whose store can go unreachable on demand.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pika_remedy::coord::{CasOutcome, CoordError, Coordinator, Holder, Lease, LockOutcome};
+use pika_remedy::model::{Addr, BinlogPos, Engine, LinkState, NodeStatus, Role, TopologyRecord, Versioned};
+use pika_remedy::node::{NodeError, Nodes};
+
+#[derive(Clone, Debug)]
+pub struct FakeNode {
+    pub up: bool,
+    pub engine: Engine,
+    pub role: Role,
+    pub master: Option<Addr>,
+    pub offset: u64,
+    /// The link never comes up (Pika's handshake that never retries) until a forced SLAVEOF.
+    pub stuck_until_force: bool,
+    /// Answer `already master of others` this many more times.
+    pub linger_others: u32,
+    pub fail_rewrite: bool,
+}
+
+impl FakeNode {
+    pub fn new(engine: Engine) -> FakeNode {
+        FakeNode {
+            up: true,
+            engine,
+            role: Role::Master,
+            master: None,
+            offset: 1000,
+            stuck_until_force: false,
+            linger_others: 0,
+            fail_rewrite: false,
+        }
+    }
+}
+
+type Hook = Box<dyn Fn(&str) + Send + Sync>;
+
+#[derive(Default)]
+pub struct FakeNodes {
+    pub nodes: Mutex<BTreeMap<Addr, FakeNode>>,
+    /// Every mutating command, as "addr: COMMAND args".
+    pub log: Mutex<Vec<String>>,
+    pub status_calls: AtomicU64,
+    /// Called after each mutating command is applied (e.g. to revoke the lock mid-plan).
+    pub on_command: Mutex<Option<Hook>>,
+}
+
+pub fn a(s: &str) -> Addr {
+    s.parse().expect("addr")
+}
+
+impl FakeNodes {
+    /// Master `m` with replicas following it, all up with link up.
+    pub fn cluster(engine: Engine, master: &str, replicas: &[&str]) -> FakeNodes {
+        let f = FakeNodes::default();
+        {
+            let mut n = f.nodes.lock().expect("lock");
+            n.insert(a(master), FakeNode::new(engine));
+            for (i, r) in replicas.iter().enumerate() {
+                let mut node = FakeNode::new(engine);
+                node.role = Role::Slave;
+                node.master = Some(a(master));
+                node.offset = 1000 - i as u64;
+                n.insert(a(r), node);
+            }
+        }
+        f
+    }
+    pub fn set(&self, addr: &str, f: impl FnOnce(&mut FakeNode)) {
+        let mut n = self.nodes.lock().expect("lock");
+        f(n.get_mut(&a(addr)).expect("known node"));
+    }
+    pub fn get(&self, addr: &str) -> FakeNode {
+        self.nodes.lock().expect("lock")[&a(addr)].clone()
+    }
+    pub fn commands(&self) -> Vec<String> {
+        self.log.lock().expect("lock").clone()
+    }
+    pub fn on_command(&self, h: impl Fn(&str) + Send + Sync + 'static) {
+        *self.on_command.lock().expect("lock") = Some(Box::new(h));
+    }
+    fn record(&self, line: String) {
+        self.log.lock().expect("lock").push(line.clone());
+        if let Some(h) = self.on_command.lock().expect("lock").as_ref() {
+            h(&line);
+        }
+    }
+    fn with_up<T>(&self, addr: &Addr, f: impl FnOnce(&mut BTreeMap<Addr, FakeNode>) -> Result<T, NodeError>) -> Result<T, NodeError> {
+        let mut n = self.nodes.lock().expect("lock");
+        match n.get(addr) {
+            Some(x) if x.up => f(&mut n),
+            _ => Err(NodeError::Refused),
+        }
+    }
+}
+
+fn link_of(all: &BTreeMap<Addr, FakeNode>, node: &FakeNode) -> LinkState {
+    let Some(m) = &node.master else { return LinkState::Down };
+    if node.stuck_until_force {
+        return LinkState::Down;
+    }
+    match all.get(m) {
+        Some(mm) if mm.up && mm.role != Role::Slave => LinkState::Up,
+        _ => LinkState::Down,
+    }
+}
+
+impl Nodes for FakeNodes {
+    async fn status(&self, node: &Addr) -> Result<NodeStatus, NodeError> {
+        self.status_calls.fetch_add(1, Ordering::SeqCst);
+        self.with_up(node, |all| {
+            let me = &all[node];
+            let followers: Vec<&Addr> = all
+                .iter()
+                .filter(|(_, f)| f.up && f.master.as_ref() == Some(node) && link_of(all, f) == LinkState::Up)
+                .map(|(k, _)| k)
+                .collect();
+            let link = me.role.is_replica().then(|| link_of(all, me));
+            let mut db_offsets = BTreeMap::new();
+            if me.engine == Engine::Pika {
+                db_offsets.insert("db0".to_string(), BinlogPos { filenum: 0, offset: me.offset });
+            }
+            Ok(NodeStatus {
+                engine: me.engine,
+                version: Some("test".into()),
+                role: if me.role == Role::Master && me.master.is_some() { Role::MasterSlave } else { me.role },
+                master: me.master.clone(),
+                link,
+                db_links: BTreeMap::new(),
+                db_offsets,
+                offset: Some(me.offset),
+                replid: Some("r".into()),
+                eligible: Some(true),
+                priority: Some(100),
+                connected_replicas: followers.len() as u32 + if me.linger_others > 0 { 1 } else { 0 },
+                replicas: Vec::new(),
+            })
+        })
+    }
+
+    async fn promote(&self, node: &Addr) -> Result<(), NodeError> {
+        self.with_up(node, |all| {
+            let me = all.get_mut(node).expect("present");
+            me.role = Role::Master;
+            me.master = None;
+            Ok(())
+        })?;
+        self.record(format!("{node}: SLAVEOF NO ONE"));
+        Ok(())
+    }
+
+    async fn follow(&self, node: &Addr, master: &Addr, force: bool) -> Result<(), NodeError> {
+        self.with_up(node, |all| {
+            let has_followers = all.iter().any(|(_, f)| f.up && f.master.as_ref() == Some(node));
+            let me = all.get_mut(node).expect("present");
+            if me.engine == Engine::Pika && me.linger_others > 0 {
+                me.linger_others -= 1;
+                return Err(NodeError::Node("ERR already master of others, invalid usage".into()));
+            }
+            if me.engine == Engine::Pika && has_followers {
+                return Err(NodeError::Node("ERR already master of others, invalid usage".into()));
+            }
+            if force && me.engine != Engine::Pika {
+                return Err(NodeError::Node("ERR syntax error".into()));
+            }
+            if force {
+                me.stuck_until_force = false;
+            }
+            me.role = Role::Slave;
+            me.master = Some(master.clone());
+            Ok(())
+        })?;
+        self.record(format!(
+            "{node}: SLAVEOF {} {}{}",
+            master.host,
+            master.port,
+            if force { " force" } else { "" }
+        ));
+        Ok(())
+    }
+
+    async fn set_masterauth(&self, node: &Addr) -> Result<(), NodeError> {
+        self.with_up(node, |_| Ok(()))?;
+        self.record(format!("{node}: CONFIG SET masterauth <password>"));
+        Ok(())
+    }
+
+    async fn config_rewrite(&self, node: &Addr) -> Result<(), NodeError> {
+        self.with_up(node, |all| {
+            if all[node].fail_rewrite {
+                Err(NodeError::Node("ERR Rewire CONFIG fail".into()))
+            } else {
+                Ok(())
+            }
+        })?;
+        self.record(format!("{node}: CONFIG REWRITE"));
+        Ok(())
+    }
+
+    async fn pause_writes(&self, node: &Addr, d: Duration) -> Result<(), NodeError> {
+        self.with_up(node, |_| Ok(()))?;
+        self.record(format!("{node}: CLIENT PAUSE {} WRITE", d.as_millis()));
+        Ok(())
+    }
+
+    async fn unpause_writes(&self, node: &Addr) -> Result<(), NodeError> {
+        self.with_up(node, |_| Ok(()))?;
+        self.record(format!("{node}: CLIENT UNPAUSE"));
+        Ok(())
+    }
+}
+
+/// A coordinator in memory, with switches for failure injection.
+#[derive(Default, Clone)]
+pub struct FakeCoord {
+    inner: Arc<FakeCoordInner>,
+}
+
+#[derive(Default)]
+struct FakeCoordInner {
+    record: Mutex<Option<Versioned<TopologyRecord>>>,
+    lock: Mutex<Option<(String, Holder)>>,
+    generation: AtomicU64,
+    pub unreachable: AtomicBool,
+    steal_after_write: AtomicBool,
+}
+
+impl FakeCoord {
+    pub fn with_record(master: &str, replicas: &[&str], epoch: u64) -> FakeCoord {
+        let c = FakeCoord::default();
+        *c.inner.record.lock().expect("lock") = Some(Versioned {
+            value: TopologyRecord {
+                master: a(master),
+                replicas: replicas.iter().map(|r| a(r)).collect(),
+                epoch,
+                updated_at: 1,
+                last_failover_at: None,
+                reason: "test".into(),
+            },
+            version: 1,
+        });
+        c
+    }
+    pub fn record(&self) -> Option<TopologyRecord> {
+        self.inner.record.lock().expect("lock").as_ref().map(|v| v.value.clone())
+    }
+    /// Another instance takes over: the current lease becomes stale.
+    pub fn steal_lock(&self, by: &str) {
+        let g = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.inner.lock.lock().expect("lock") = Some((
+            format!("g{g}"),
+            Holder {
+                instance: by.into(),
+                host: "h".into(),
+                pid: 1,
+                since: 1,
+            },
+        ));
+    }
+    /// The next successful record write is followed by a takeover (the writer crashes after it).
+    pub fn steal_lock_after_record(&self) {
+        self.inner.steal_after_write.store(true, Ordering::SeqCst);
+    }
+    /// The other instance's lease ends.
+    pub fn release_stolen(&self) {
+        *self.inner.lock.lock().expect("lock") = None;
+    }
+    pub fn set_unreachable(&self, v: bool) {
+        self.inner.unreachable.store(v, Ordering::SeqCst);
+    }
+    fn check(&self) -> Result<(), CoordError> {
+        if self.inner.unreachable.load(Ordering::SeqCst) {
+            Err(CoordError::Unreachable("fake store down".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Coordinator for FakeCoord {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+    async fn try_lock(&self, cluster: &str, holder: &Holder, _ttl: Duration) -> Result<LockOutcome, CoordError> {
+        self.check()?;
+        let mut l = self.inner.lock.lock().expect("lock");
+        if let Some((_, h)) = &*l {
+            return Ok(LockOutcome::HeldBy(Some(h.clone())));
+        }
+        let g = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let token = format!("g{g}");
+        *l = Some((token.clone(), holder.clone()));
+        Ok(LockOutcome::Acquired(Lease::external(cluster, &token, holder.clone())))
+    }
+    async fn still_held(&self, lease: &Lease) -> Result<bool, CoordError> {
+        self.check()?;
+        Ok(matches!(&*self.inner.lock.lock().expect("lock"), Some((t, _)) if *t == lease.token))
+    }
+    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
+        self.check()?;
+        let mut l = self.inner.lock.lock().expect("lock");
+        if matches!(&*l, Some((t, _)) if *t == lease.token) {
+            *l = None;
+        }
+        Ok(())
+    }
+    async fn read_record(&self, _cluster: &str) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+        self.check()?;
+        Ok(self.inner.record.lock().expect("lock").clone())
+    }
+    async fn write_record(&self, _cluster: &str, record: &TopologyRecord, expected: Option<u64>) -> Result<CasOutcome, CoordError> {
+        self.check()?;
+        let mut r = self.inner.record.lock().expect("lock");
+        if r.as_ref().map(|v| v.version) != expected {
+            return Ok(CasOutcome::Conflict);
+        }
+        let version = expected.unwrap_or(0) + 1;
+        *r = Some(Versioned {
+            value: record.clone(),
+            version,
+        });
+        drop(r);
+        if self.inner.steal_after_write.swap(false, Ordering::SeqCst) {
+            self.steal_lock("instance-b");
+        }
+        Ok(CasOutcome::Written(version))
+    }
+    async fn append_event(&self, _cluster: &str, _event_json: &str) -> Result<(), CoordError> {
+        Ok(())
+    }
+    async fn publish_roles(&self, _cluster: &str, _master: &Addr, _replicas: &[Addr]) -> Result<(), CoordError> {
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), CoordError> {
+        self.check()
+    }
+}
