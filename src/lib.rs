@@ -10,11 +10,13 @@
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s.
 //! - [`reconcile`]: the only place that locks and acts.
 //! - [`ops`]: operator commands (plan, failover, switchover, demote, record) over `reconcile`.
+//! - [`demo`]: `make demo`: 3 local redis-servers, a writer, kill -9 and restart, with a timeline.
 //! - [`error`]: the top-level error with `is_retryable`.
 
 pub mod config;
 pub mod coord;
 pub mod decide;
+pub mod demo;
 pub mod error;
 pub mod model;
 pub mod node;
