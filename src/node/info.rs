@@ -59,7 +59,7 @@
 //! * **eligible**: `is_eligible_for_master_election` `true`/`false`, else `None`.
 //! * **priority**: `slave_priority` (or `replica_priority`).
 //! * **connected_replicas**: `connected_slaves`, or the number of replica lines if absent.
-//! * **replicas**: `slaveN:` values split on `,` into `k=v`; lines without a valid `ip` and `port`
+//! * **replicas**: in `slaveN` order; values split on `,` into `k=v`; lines without a valid `ip` and `port`
 //!   are skipped. Pika `lag=(db0:N)(db1:full syncing)…` gives per-DB `Option<u64>` (`None` when
 //!   not numeric) and `lag_bytes` = their sum only if every DB is numeric. Pika 3.0 `lag=<n>` is
 //!   bytes. Redis `lag=` is seconds (`lag_seconds`), `offset=` is the acked offset and
@@ -102,8 +102,8 @@ struct Scan<'a> {
     connect_status: BTreeMap<String, LinkState>,
     saw_connect_status: bool,
     db_offsets: BTreeMap<String, BinlogPos>,
-    /// Values of `slaveN:` lines.
-    replica_lines: Vec<&'a str>,
+    /// `slaveN:` lines as (N, value), sorted by N once the scan is done.
+    replica_lines: Vec<(u64, &'a str)>,
 }
 
 impl<'a> Scan<'a> {
@@ -138,8 +138,8 @@ impl<'a> Scan<'a> {
                 }
                 continue;
             }
-            if let Some(value) = replica_line_value(line) {
-                scan.replica_lines.push(value);
+            if let Some(entry) = replica_line_value(line) {
+                scan.replica_lines.push(entry);
                 continue;
             }
             let Some((key, value)) = line.split_once(':') else {
@@ -156,6 +156,8 @@ impl<'a> Scan<'a> {
             }
             scan.fields.entry(key).or_insert(value);
         }
+        // Replicas are listed in `slaveN` order whatever order the lines came in.
+        scan.replica_lines.sort_by_key(|(n, _)| *n);
         // Pika 3.0 has one keyspace and prints its position in `# Log` as `binlog_offset:F O`.
         if scan.db_offsets.is_empty() {
             if let Some(pos) = scan.fields.get("binlog_offset").and_then(|v| binlog_pos(v)) {
@@ -199,7 +201,7 @@ impl<'a> Scan<'a> {
             .any(|k| self.has(k))
             || role == "master&&slave"
             || role == "double_master"
-            || self.replica_lines.iter().any(|l| {
+            || self.replica_lines.iter().any(|(_, l)| {
                 let kv = replica_kv(l);
                 kv.contains_key("conn_fd")
                     || kv.contains_key("sid")
@@ -220,7 +222,7 @@ impl<'a> Scan<'a> {
             || self
                 .replica_lines
                 .iter()
-                .any(|l| replica_kv(l).contains_key("offset"));
+                .any(|(_, l)| replica_kv(l).contains_key("offset"));
         match (pika, redis) {
             (true, false) => Engine::Pika,
             (false, true) => Engine::Redis,
@@ -309,7 +311,7 @@ impl<'a> Scan<'a> {
         let replicas: Vec<ReplicaLine> = self
             .replica_lines
             .iter()
-            .filter_map(|l| parse_replica_line(l, engine, master_repl_offset))
+            .filter_map(|(_, l)| parse_replica_line(l, engine, master_repl_offset))
             .collect();
         let connected_replicas = self
             .get("connected_slaves")
@@ -555,14 +557,16 @@ fn repl_state_token(value: &str) -> Option<LinkState> {
     }
 }
 
-/// The value of a `slave<digits>:` line (not `slave_priority:` and friends).
-fn replica_line_value(line: &str) -> Option<&str> {
+/// Index and value of a `slave<digits>:` line (not `slave_priority:` and friends).
+fn replica_line_value(line: &str) -> Option<(u64, &str)> {
     let rest = line.strip_prefix("slave")?;
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
         return None;
     }
-    rest.get(digits..)?.strip_prefix(':').map(str::trim)
+    let index = rest.get(..digits)?.parse().unwrap_or(u64::MAX);
+    let value = rest.get(digits..)?.strip_prefix(':')?.trim();
+    Some((index, value))
 }
 
 /// `ip=a,port=b,…` → map (keys and values trimmed; first occurrence wins).
@@ -814,9 +818,13 @@ mod tests {
     fn replica_line_prefix() {
         assert_eq!(
             replica_line_value("slave0:ip=a,port=1"),
-            Some("ip=a,port=1")
+            Some((0, "ip=a,port=1"))
         );
-        assert_eq!(replica_line_value("slave12:x"), Some("x"));
+        assert_eq!(replica_line_value("slave12:x"), Some((12, "x")));
+        assert_eq!(
+            replica_line_value("slave99999999999999999999999:x"),
+            Some((u64::MAX, "x"))
+        );
         assert_eq!(replica_line_value("slave_priority:100"), None);
         assert_eq!(replica_line_value("slave_repl_offset:1"), None);
         assert_eq!(replica_line_value("slave0"), None);
