@@ -1240,7 +1240,8 @@ fn pika_3_5_1_replication_id_with_space() {
     assert_eq!(s.offset, Some(2212452928));
 
     // Empty ID: `ReplicationID: ` with a trailing space.
-    let fresh = "# Replication(MASTER)\r\nrole:master\r\nReplicationID: \r\nconnected_slaves:0\r\ndb0 binlog_offset=0 7341,safety_purge=none\r\n";
+    let fresh = "# Replication(MASTER)\r\nrole:master\r\nReplicationID: \r\n\
+                 connected_slaves:0\r\ndb0 binlog_offset=0 7341,safety_purge=none\r\n";
     assert!(fresh.contains("ReplicationID: \r\n"));
     let s = parse(fresh).unwrap();
     assert_eq!(s.replid, None);
@@ -1257,7 +1258,8 @@ fn full_info_with_server_section_pika_3_5_4() {
          # Clients\r\nconnected_clients:1\r\n\r\n# Stats\r\nis_bgsaving:No\r\n\r\n\
          # CPU\r\nused_cpu_sys:1.56\r\n\r\n{repl}\r\n# Keyspace\r\n\
          # Use \"info keyspace 1\" to do async statistics\r\n# Time:0\r\n\
-         db0 Strings_keys=0, expires=0, invalid_keys=0\r\ndb0 Hashes_keys=0, expires=0, invalid_keys=0\r\n"
+         db0 Strings_keys=0, expires=0, invalid_keys=0\r\n\
+         db0 Hashes_keys=0, expires=0, invalid_keys=0\r\n"
     );
     let s = parse(&text).unwrap();
     let mut want = parse(&repl).unwrap();
@@ -1270,7 +1272,8 @@ fn full_info_with_server_section_pika_4_0_1_keyspace_after_block() {
     // The Keyspace lines `db0 …` come after the repl_connect_status block and must not join it.
     let repl = fixture("pika-4.0.1-slave-connecting.txt");
     let text = format!(
-        "# Server\r\npika_version:4.0.0\r\n\r\n{repl}\r\n# Keyspace\r\ndb0 Strings_keys=0, expires=0, invalid_keys=0\r\n"
+        "# Server\r\npika_version:4.0.0\r\n\r\n{repl}\r\n# Keyspace\r\n\
+         db0 Strings_keys=0, expires=0, invalid_keys=0\r\n"
     );
     let s = parse(&text).unwrap();
     let mut want = parse(&repl).unwrap();
@@ -1681,6 +1684,19 @@ mod real_redis {
         }
     }
 
+    /// `SET pika-remedy-test 1`, expecting `+OK`.
+    fn set_key(port: u16) -> std::io::Result<()> {
+        let mut c = TcpStream::connect(("127.0.0.1", port))?;
+        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+        c.write_all(b"*3\r\n$3\r\nSET\r\n$16\r\npika-remedy-test\r\n$1\r\n1\r\n")?;
+        let mut reply = [0u8; 5];
+        c.read_exact(&mut reply)?;
+        if &reply != b"+OK\r\n" {
+            return Err(std::io::Error::other(format!("SET replied {reply:?}")));
+        }
+        Ok(())
+    }
+
     #[test]
     fn real_redis_7_master_and_replica() {
         let master = start(&[]);
@@ -1705,6 +1721,8 @@ mod real_redis {
             std::thread::sleep(Duration::from_millis(100));
         };
 
+        // Visible with --nocapture, for eyeballing against `redis-cli INFO`.
+        println!("real master: {m:?}\nreal replica: {r:?}");
         assert_eq!(m.engine, Engine::Redis);
         assert!(
             m.version.as_deref().is_some_and(|v| v.starts_with("7.")),
@@ -1733,6 +1751,24 @@ mod real_redis {
         assert_eq!(r.replid.as_deref(), Some(replid.as_str()));
         assert!(r.offset.is_some());
         assert_eq!(r.connected_replicas, 0);
+
+        // One write moves the offsets; the replica's offset catches up to the master's.
+        set_key(master.port).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = parse(&info(master.port).unwrap()).unwrap();
+            let r = parse(&info(replica.port).unwrap()).unwrap();
+            let mo = m.offset.unwrap();
+            if mo > 0 && r.offset == Some(mo) && m.replicas[0].offset == Some(mo) {
+                assert_eq!(m.replicas[0].lag_bytes, Some(0));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "offsets did not converge in 10 s: {r:?} / {m:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
 
         drop(replica);
         drop(master);

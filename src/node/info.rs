@@ -11,7 +11,8 @@
 //!    reach the flat field map: in 4.x `db0:` appears twice with different meanings
 //!    (`repl_connect_status` block and `db0:binlog_offset=`), and Redis' `# Keyspace` has
 //!    `db0:keys=…`.
-//!    * `dbN binlog_offset=F O,…` (≤ 3.5.2) and `dbN:binlog_offset=F O,…` (3.5.3+) → per-DB offset.
+//!    * `dbN binlog_offset=F O,…` (≤ 3.5.2) and `dbN:binlog_offset=F O,…` (3.5.3+): per-DB
+//!      offset.
 //!    * After `repl_connect_status:` the following `dbN:<token>` lines are that block.
 //!    * Any other `dbN…` line is ignored (`db0 consensus last_log=`, keyspace lines).
 //! 3. `slaveN:` lines are replica lines; everything else is split on the first `:` and both
@@ -53,18 +54,20 @@
 //! * **offset**: Redis replica `slave_repl_offset` (falling back to `master_repl_offset`), Redis
 //!   master `master_repl_offset`; Pika `slave_repl_offset` if printed (3.5.5/4.0.1+, every role),
 //!   else Σ filenum·binlog_file_size + offset over the DBs (`None` without binlog lines or on
-//!   overflow). Unknown engine: the Redis field for the role, then `slave_repl_offset`, then the sum.
+//!   overflow). Unknown engine: the Redis field for the role, then `slave_repl_offset`, then
+//!   the sum.
 //! * **replid**: Pika `ReplicationID`, Redis `master_replid` (Unknown: whichever is present);
 //!   empty → `None`.
 //! * **eligible**: `is_eligible_for_master_election` `true`/`false`, else `None`.
 //! * **priority**: `slave_priority` (or `replica_priority`).
 //! * **connected_replicas**: `connected_slaves`, or the number of replica lines if absent.
-//! * **replicas**: in `slaveN` order; values split on `,` into `k=v`; lines without a valid `ip` and `port`
-//!   are skipped. Pika `lag=(db0:N)(db1:full syncing)…` gives per-DB `Option<u64>` (`None` when
-//!   not numeric) and `lag_bytes` = their sum only if every DB is numeric. Pika 3.0 `lag=<n>` is
-//!   bytes. Redis `lag=` is seconds (`lag_seconds`), `offset=` is the acked offset and
-//!   `lag_bytes` = `master_repl_offset` − `offset` (saturating) when both are known. A numeric
-//!   `lag=` on an Unknown engine is read the Redis way if the line has `offset=`, else as bytes.
+//! * **replicas**: in `slaveN` order; values split on `,` into `k=v`; lines without a valid
+//!   `ip` and `port` are skipped. Pika `lag=(db0:N)(db1:full syncing)…` gives per-DB
+//!   `Option<u64>` (`None` when not numeric) and `lag_bytes` = their sum only if every DB is
+//!   numeric. Pika 3.0 `lag=<n>` is bytes. Redis `lag=` is seconds (`lag_seconds`), `offset=` is
+//!   the acked offset and `lag_bytes` = `master_repl_offset` − `offset` (saturating) when both
+//!   are known. A numeric `lag=` on an Unknown engine is read the Redis way if the line has
+//!   `offset=`, else as bytes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -75,7 +78,8 @@ use crate::model::{Addr, BinlogPos, Engine, LinkState, NodeStatus, ReplicaLine, 
 #[error("cannot parse INFO: {0}")]
 pub struct InfoError(pub String);
 
-/// Default Pika `binlog-file-size`, used to normalise per-DB offsets when `slave_repl_offset` is absent.
+/// Default Pika `binlog-file-size`, used to normalise per-DB offsets when `slave_repl_offset`
+/// is absent.
 pub const DEFAULT_BINLOG_FILE_SIZE: u64 = 104_857_600;
 
 /// Parse an INFO body (any section mix, CRLF or LF), assuming the default Pika
