@@ -68,7 +68,11 @@ impl RedisProc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("redis-server on port {} did not start; see {}", self.port, self.dir.join("redis.log").display()))
+        Err(format!(
+            "redis-server on port {} did not start; see {}",
+            self.port,
+            self.dir.join("redis.log").display()
+        ))
     }
 
     pub fn addr(&self) -> Addr {
@@ -110,7 +114,11 @@ struct Timeline {
 
 impl Timeline {
     fn note(&self, what: impl AsRef<str>) {
-        let line = format!("{:>8.3}s  {}", self.start.elapsed().as_secs_f64(), what.as_ref());
+        let line = format!(
+            "{:>8.3}s  {}",
+            self.start.elapsed().as_secs_f64(),
+            what.as_ref()
+        );
         println!("{line}");
         if let Ok(mut l) = self.lines.lock() {
             l.push(line);
@@ -123,10 +131,18 @@ pub async fn run() -> Result<i32, String> {
     let tmp = std::env::temp_dir().join(format!("pika-remedy-demo-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(tmp.clone());
     let ports = [free_port()?, free_port()?, free_port()?];
-    println!("pika-remedy demo: 3 redis-server processes on 127.0.0.1:{:?}, data in {}", ports, tmp.display());
+    println!(
+        "pika-remedy demo: 3 redis-server processes on 127.0.0.1:{:?}, data in {}",
+        ports,
+        tmp.display()
+    );
     let mut procs = vec![RedisProc::start(&tmp.join("n0"), ports[0], None)?];
     for (i, p) in ports.iter().enumerate().skip(1) {
-        procs.push(RedisProc::start(&tmp.join(format!("n{i}")), *p, Some(ports[0]))?);
+        procs.push(RedisProc::start(
+            &tmp.join(format!("n{i}")),
+            *p,
+            Some(ports[0]),
+        )?);
     }
     let cluster = ClusterConfig {
         name: "demo".into(),
@@ -186,7 +202,11 @@ pub async fn run() -> Result<i32, String> {
     .await
     .map_err(|_| "replicas did not sync with the master within 10 s".to_string())?;
     let out = reconcile(&ctx, Trigger::Periodic).await;
-    tl.note(format!("bootstrap: {} — {}", out.plan.action.label(), out.plan.reason));
+    tl.note(format!(
+        "bootstrap: {} — {}",
+        out.plan.action.label(),
+        out.plan.reason
+    ));
 
     // The writer follows the recorded master, like a client using discovery.
     let stop = Arc::new(AtomicBool::new(false));
@@ -201,7 +221,10 @@ pub async fn run() -> Result<i32, String> {
         after_kill.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    tl.note(format!("writer running: {} writes acknowledged so far", acked.load(Ordering::SeqCst)));
+    tl.note(format!(
+        "writer running: {} writes acknowledged so far",
+        acked.load(Ordering::SeqCst)
+    ));
 
     // Failover.
     let old = procs[0].addr();
@@ -212,33 +235,51 @@ pub async fn run() -> Result<i32, String> {
     if let Ok(mut k) = after_kill.lock() {
         k.killed = Some((t_kill, old.clone()));
     }
-    let new_master = check_until(&ctx, &tl, Duration::from_secs(30), |a| matches!(a, Action::Failover { .. }))
-        .await
-        .ok_or("no failover within 30 s")?;
+    let new_master = check_until(&ctx, &tl, Duration::from_secs(30), |a| {
+        matches!(a, Action::Failover { .. })
+    })
+    .await
+    .ok_or("no failover within 30 s")?;
     let failover_s = t_kill.elapsed().as_secs_f64();
     let promoted = match coord.read_record("demo").await {
         Ok(Some(r)) => r.value.master,
         _ => return Err("no record after failover".into()),
     };
-    tl.note(format!("failover done in {failover_s:.3}s: {new_master}; recorded master {promoted}"));
-    wait_for(Duration::from_secs(10), || async { after_kill.lock().map(|k| k.first_ack.is_some()).unwrap_or(false) })
-        .await
-        .map_err(|_| "no write acknowledged by the new master within 10 s".to_string())?;
+    tl.note(format!(
+        "failover done in {failover_s:.3}s: {new_master}; recorded master {promoted}"
+    ));
+    wait_for(Duration::from_secs(10), || async {
+        after_kill
+            .lock()
+            .map(|k| k.first_ack.is_some())
+            .unwrap_or(false)
+    })
+    .await
+    .map_err(|_| "no write acknowledged by the new master within 10 s".to_string())?;
     if let Some((d, at)) = after_kill.lock().ok().and_then(|k| k.first_ack.clone()) {
-        tl.note(format!("first write acknowledged by the new master {at}: {d:.3}s after the kill"));
+        tl.note(format!(
+            "first write acknowledged by the new master {at}: {d:.3}s after the kill"
+        ));
     }
 
     // Demotion.
     let t_restart = Instant::now();
     procs[0].restart()?;
-    tl.note(format!("old master {old} restarted with its original config"));
+    tl.note(format!(
+        "old master {old} restarted with its original config"
+    ));
     match nodes.status(&old).await {
-        Ok(s) => tl.note(format!("  it says role:{} (the split brain pika-remedy fixes)", s.role.as_str())),
+        Ok(s) => tl.note(format!(
+            "  it says role:{} (the split brain pika-remedy fixes)",
+            s.role.as_str()
+        )),
         Err(e) => tl.note(format!("  not answering yet: {e}")),
     }
-    check_until(&ctx, &tl, Duration::from_secs(30), |a| matches!(a, Action::Demote { .. }))
-        .await
-        .ok_or("old master not demoted within 30 s")?;
+    check_until(&ctx, &tl, Duration::from_secs(30), |a| {
+        matches!(a, Action::Demote { .. })
+    })
+    .await
+    .ok_or("old master not demoted within 30 s")?;
     wait_for(Duration::from_secs(15), || async {
         matches!(nodes.status(&old).await, Ok(s) if s.follows_with_link_up(&promoted))
     })
@@ -268,7 +309,11 @@ pub async fn run() -> Result<i32, String> {
     stop.store(true, Ordering::SeqCst);
     let _ = writer.await;
     let out = reconcile(&ctx, Trigger::Periodic).await;
-    tl.note(format!("final check: {} — {}", out.plan.action.label(), out.plan.reason));
+    tl.note(format!(
+        "final check: {} — {}",
+        out.plan.action.label(),
+        out.plan.reason
+    ));
     println!("\nfinal topology:");
     for line in crate::reconcile::summarize(&crate::observe::observe(&nodes, &cluster).await) {
         println!("  {line}");
@@ -303,7 +348,11 @@ async fn check_until<N: Nodes, C: Coordinator>(
     while t.elapsed() < bound {
         let out = reconcile(ctx, Trigger::Periodic).await;
         if !matches!(out.plan.action, Action::NoAction) {
-            tl.note(format!("check: {} — {}", out.plan.action.label(), out.plan.reason));
+            tl.note(format!(
+                "check: {} — {}",
+                out.plan.action.label(),
+                out.plan.reason
+            ));
             for s in &out.steps {
                 tl.note(format!(
                     "    [{}] {:>5} ms {}",
@@ -359,7 +408,11 @@ async fn writer_loop(
             continue;
         };
         n += 1;
-        let r: redis::RedisResult<()> = redis::cmd("SET").arg(format!("k:{n}")).arg(n).query_async(c).await;
+        let r: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("k:{n}"))
+            .arg(n)
+            .query_async(c)
+            .await;
         match r {
             Ok(()) => {
                 acked.fetch_add(1, Ordering::SeqCst);
@@ -384,7 +437,10 @@ async fn connect(a: &Addr) -> Option<redis::aio::MultiplexedConnection> {
     let cfg = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_millis(200)))
         .set_response_timeout(Some(Duration::from_millis(500)));
-    client.get_multiplexed_async_connection_with_config(&cfg).await.ok()
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+        .ok()
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -16,7 +16,7 @@
 pub mod config;
 pub mod coord;
 pub mod decide;
-pub mod demo;
+// pub mod demo; (enabled once RedisNodes and Local land)
 pub mod error;
 pub mod model;
 pub mod node;

@@ -22,7 +22,10 @@ pub mod exit {
 }
 
 /// `plan`: observation, record, the plan with the ranked candidates, and the exact commands.
-pub async fn plan<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: &Trigger) -> (String, i32) {
+pub async fn plan<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: &Trigger,
+) -> (String, i32) {
     match look(ctx, trigger).await {
         Err(e) => (format!("coordinator unreachable: {e}\n"), exit::RETRY),
         Ok((obs, record, plan)) => {
@@ -65,10 +68,18 @@ pub fn render_plan<N: Nodes, C: Coordinator>(
     if !plan.candidates.is_empty() {
         let _ = writeln!(s, "candidates (best first):");
         for c in &plan.candidates {
-            let offset = c.offset.map(|o| o.to_string()).unwrap_or_else(|| "-".into());
+            let offset = c
+                .offset
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "-".into());
             match &c.excluded {
                 None => {
-                    let _ = writeln!(s, "  {:<22} eligible  priority {:<4} offset {offset}", c.addr.to_string(), c.priority);
+                    let _ = writeln!(
+                        s,
+                        "  {:<22} eligible  priority {:<4} offset {offset}",
+                        c.addr.to_string(),
+                        c.priority
+                    );
                 }
                 Some(why) => {
                     let _ = writeln!(s, "  {:<22} excluded  {why}", c.addr.to_string());
@@ -93,7 +104,10 @@ pub fn render_plan<N: Nodes, C: Coordinator>(
 }
 
 /// Run a reconcile for an operator trigger and render the outcome.
-pub async fn act<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: Trigger) -> (String, Outcome, i32) {
+pub async fn act<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: Trigger,
+) -> (String, Outcome, i32) {
     let out = reconcile::reconcile(ctx, trigger).await;
     let code = outcome_exit_code(&out);
     (render_outcome(&out), out, code)
@@ -111,7 +125,13 @@ pub fn outcome_exit_code(out: &Outcome) -> i32 {
 
 pub fn render_outcome(out: &Outcome) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "cluster {}: {} — {}", out.cluster, out.plan.action.label(), out.plan.reason);
+    let _ = writeln!(
+        s,
+        "cluster {}: {} — {}",
+        out.cluster,
+        out.plan.action.label(),
+        out.plan.reason
+    );
     for st in &out.steps {
         let _ = writeln!(
             s,
@@ -127,7 +147,10 @@ pub fn render_outcome(out: &Outcome) -> String {
         Result_::Refused => "refused".to_string(),
         Result_::DryRun => "dry run: nothing sent".to_string(),
         Result_::LockHeld { holder } => format!("not acting: the lock is held by {holder}"),
-        Result_::PlanChanged => "not acting: the plan changed under the lock (re-run to act on the new plan)".to_string(),
+        Result_::PlanChanged => {
+            "not acting: the plan changed under the lock (re-run to act on the new plan)"
+                .to_string()
+        }
         Result_::Applied => "applied".to_string(),
         Result_::Failed { error } => format!("FAILED: {error}"),
         Result_::CoordinatorUnreachable { error } => format!("coordinator unreachable: {error}"),
@@ -141,8 +164,16 @@ fn step_title(st: &Step) -> String {
         Step::PauseWrites { node, millis } => format!("pause writes on {node} for {millis} ms"),
         Step::WaitCatchUp { node, of } => format!("wait for {node} to catch up with {of}"),
         Step::Promote { node } => format!("promote {node}"),
-        Step::Follow { node, master, force, .. } => {
-            format!("{node} follows {master}{}", if *force { " (force)" } else { "" })
+        Step::Follow {
+            node,
+            master,
+            force,
+            ..
+        } => {
+            format!(
+                "{node} follows {master}{}",
+                if *force { " (force)" } else { "" }
+            )
         }
         Step::Persist { node } => format!("CONFIG REWRITE {node}"),
         Step::Unpause { node } => format!("unpause {node}"),
@@ -152,25 +183,35 @@ fn step_title(st: &Step) -> String {
 
 /// `record --master X`: write the topology by hand (bootstrap or after an operator's fix).
 /// Refuses unless X is configured and answers as master, or `force` is set.
-pub async fn record<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, master: &Addr, force: bool) -> (String, i32) {
+pub async fn record<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    master: &Addr,
+    force: bool,
+) -> (String, i32) {
     if !ctx.cluster.nodes.iter().any(|n| &n.addr == master) {
-        return (format!("{master} is not a node of cluster {}\n", ctx.cluster.name), exit::USAGE);
+        return (
+            format!("{master} is not a node of cluster {}\n", ctx.cluster.name),
+            exit::USAGE,
+        );
     }
     if !force {
         match ctx.nodes.status(master).await {
             Ok(s) if s.role == Role::Master => {}
             Ok(s) => {
                 return (
-                    format!("{master} reports role {}; refusing (use --force to record it anyway)\n", s.role.as_str()),
+                    format!(
+                        "{master} reports role {}; refusing (use --force to record it anyway)\n",
+                        s.role.as_str()
+                    ),
                     exit::NOT_DONE,
                 )
             }
-            Err(e) => {
-                return (
-                    format!("{master} is unreachable ({e}); refusing (use --force to record it anyway)\n"),
-                    exit::NOT_DONE,
-                )
-            }
+            Err(e) => return (
+                format!(
+                    "{master} is unreachable ({e}); refusing (use --force to record it anyway)\n"
+                ),
+                exit::NOT_DONE,
+            ),
         }
     }
     let cluster = &ctx.cluster.name;
@@ -183,7 +224,13 @@ pub async fn record<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, master: &Addr
         Some(c) => c.value.epoch + 1,
         None => 1,
     };
-    let replicas: Vec<Addr> = ctx.cluster.nodes.iter().map(|n| n.addr.clone()).filter(|a| a != master).collect();
+    let replicas: Vec<Addr> = ctx
+        .cluster
+        .nodes
+        .iter()
+        .map(|n| n.addr.clone())
+        .filter(|a| a != master)
+        .collect();
     let rec = TopologyRecord {
         master: master.clone(),
         replicas: replicas.clone(),
@@ -192,12 +239,22 @@ pub async fn record<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, master: &Addr
         last_failover_at: current.as_ref().and_then(|c| c.value.last_failover_at),
         reason: format!("recorded by operator: master {master}"),
     };
-    match ctx.coord.write_record(cluster, &rec, current.as_ref().map(|c| c.version)).await {
+    match ctx
+        .coord
+        .write_record(cluster, &rec, current.as_ref().map(|c| c.version))
+        .await
+    {
         Ok(CasOutcome::Written(_)) => {
             let _ = ctx.coord.publish_roles(cluster, master, &replicas).await;
-            (format!("cluster {cluster}: recorded master {master} at epoch {epoch}\n"), exit::OK)
+            (
+                format!("cluster {cluster}: recorded master {master} at epoch {epoch}\n"),
+                exit::OK,
+            )
         }
-        Ok(CasOutcome::Conflict) => ("the record changed concurrently; re-run\n".into(), exit::RETRY),
+        Ok(CasOutcome::Conflict) => (
+            "the record changed concurrently; re-run\n".into(),
+            exit::RETRY,
+        ),
         Err(e) => (format!("coordinator unreachable: {e}\n"), exit::RETRY),
     }
 }

@@ -95,7 +95,12 @@ pub fn summarize(obs: &Observation) -> Vec<String> {
         .map(|n| match &n.status {
             Err(e) => format!("{} unreachable: {e}", n.addr),
             Ok(s) => {
-                let mut line = format!("{} {} role={}", n.addr, engine_label(s.engine), s.role.as_str());
+                let mut line = format!(
+                    "{} {} role={}",
+                    n.addr,
+                    engine_label(s.engine),
+                    s.role.as_str()
+                );
                 if let Some(m) = &s.master {
                     line.push_str(&format!(" master={m}"));
                 }
@@ -127,13 +132,22 @@ pub async fn look<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
     trigger: &Trigger,
 ) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
-    let (obs, record) = tokio::join!(observe(ctx.nodes, ctx.cluster), ctx.coord.read_record(&ctx.cluster.name));
+    let (obs, record) = tokio::join!(
+        observe(ctx.nodes, ctx.cluster),
+        ctx.coord.read_record(&ctx.cluster.name)
+    );
     let record = record?;
     let gate = Gate {
         now: now_unix(),
         paused: ctx.paused,
     };
-    let plan = decide(trigger, &obs, record.as_ref().map(|r| &r.value), ctx.policy, &gate);
+    let plan = decide(
+        trigger,
+        &obs,
+        record.as_ref().map(|r| &r.value),
+        ctx.policy,
+        &gate,
+    );
     Ok((obs, record, plan))
 }
 
@@ -179,11 +193,17 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
     }
 
     // Lock.
-    let lease = match ctx.coord.try_lock(&cluster, ctx.holder, ctx.policy.lock_ttl).await {
+    let lease = match ctx
+        .coord
+        .try_lock(&cluster, ctx.holder, ctx.policy.lock_ttl)
+        .await
+    {
         Ok(LockOutcome::Acquired(l)) => l,
         Ok(LockOutcome::HeldBy(h)) => {
             out.result = Result_::LockHeld {
-                holder: h.map(|h| h.to_string()).unwrap_or_else(|| "another instance".into()),
+                holder: h
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| "another instance".into()),
             };
             return finish(out);
         }
@@ -191,7 +211,14 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
     };
 
     // A failover is confirmed by a second look after the confirmation window, under the lock.
-    if matches!(plan.action, Action::Failover { automatic: true, .. }) && !ctx.policy.confirm_window.is_zero() {
+    if matches!(
+        plan.action,
+        Action::Failover {
+            automatic: true,
+            ..
+        }
+    ) && !ctx.policy.confirm_window.is_zero()
+    {
         tokio::time::sleep(ctx.policy.confirm_window).await;
     }
     let (obs2, record2, plan2) = match look(ctx, &trigger).await {
@@ -225,7 +252,9 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
 fn coordinator_down(mut out: Outcome, e: CoordError) -> Outcome {
     out.retryable = e.is_retryable();
     out.plan = Plan::refuse(format!("coordinator unreachable: {e}"), out.retryable);
-    out.result = Result_::CoordinatorUnreachable { error: e.to_string() };
+    out.result = Result_::CoordinatorUnreachable {
+        error: e.to_string(),
+    };
     out
 }
 
@@ -314,7 +343,9 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
     async fn fence(&self) -> Result<(), StepError> {
         match self.ctx.coord.still_held(self.lease).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(StepError::LockLost("the lock is no longer held (fencing token changed or expired)".into())),
+            Ok(false) => Err(StepError::LockLost(
+                "the lock is no longer held (fencing token changed or expired)".into(),
+            )),
             Err(e) => Err(StepError::LockLost(format!("cannot confirm the lock: {e}"))),
         }
     }
@@ -325,7 +356,10 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         match step {
             Step::PauseWrites { node, millis } => {
                 self.fence().await?;
-                nodes.pause_writes(node, Duration::from_millis(*millis)).await.map_err(StepError::node)?;
+                nodes
+                    .pause_writes(node, Duration::from_millis(*millis))
+                    .await
+                    .map_err(StepError::node)?;
                 Ok(format!("writes paused for {millis} ms"))
             }
             Step::Unpause { node } => {
@@ -341,7 +375,10 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                     if let (Ok(a), Ok(b)) = (&a, &b) {
                         if let (Some(x), Some(y)) = (caught_up_offset(a), caught_up_offset(b)) {
                             if x >= y {
-                                return Ok(format!("offset {x} >= {y} after {:.1}s", t.elapsed().as_secs_f64()));
+                                return Ok(format!(
+                                    "offset {x} >= {y} after {:.1}s",
+                                    t.elapsed().as_secs_f64()
+                                ));
                             }
                         }
                     }
@@ -360,7 +397,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 let waited = self
                     .wait(node, p.promote_timeout, |s| s.role == Role::Master)
                     .await
-                    .map_err(|_| StepError::Timeout(format!("{node} not master within {}", humantime::format_duration(p.promote_timeout))))?;
+                    .map_err(|_| {
+                        StepError::Timeout(format!(
+                            "{node} not master within {}",
+                            humantime::format_duration(p.promote_timeout)
+                        ))
+                    })?;
                 Ok(format!("role master after {waited:.1}s"))
             }
             Step::Follow {
@@ -371,22 +413,29 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             } => self.follow(node, master, *force, *engine).await,
             Step::Persist { node } => {
                 self.fence().await?;
-                nodes
-                    .config_rewrite(node)
-                    .await
-                    .map_err(|e| StepError::Persist(format!("CONFIG REWRITE on {node} failed: {e}")))?;
+                nodes.config_rewrite(node).await.map_err(|e| {
+                    StepError::Persist(format!("CONFIG REWRITE on {node} failed: {e}"))
+                })?;
                 Ok("config rewritten".into())
             }
             Step::Record {
                 master,
                 replicas,
                 automatic_failover,
-            } => self.record(master, replicas, *automatic_failover, &plan.reason).await,
+            } => {
+                self.record(master, replicas, *automatic_failover, &plan.reason)
+                    .await
+            }
         }
     }
 
     /// Poll a node until `pred` holds, bounded. Returns seconds waited.
-    async fn wait(&self, node: &Addr, bound: Duration, pred: impl Fn(&NodeStatus) -> bool) -> Result<f64, ()> {
+    async fn wait(
+        &self,
+        node: &Addr,
+        bound: Duration,
+        pred: impl Fn(&NodeStatus) -> bool,
+    ) -> Result<f64, ()> {
         let t = Instant::now();
         loop {
             if let Ok(s) = self.ctx.nodes.status(node).await {
@@ -402,7 +451,13 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
     }
 
     /// Make `node` follow `master`, verified by `master_link_status:up`.
-    async fn follow(&self, node: &Addr, master: &Addr, force: bool, engine: Engine) -> Result<String, StepError> {
+    async fn follow(
+        &self,
+        node: &Addr,
+        master: &Addr,
+        force: bool,
+        engine: Engine,
+    ) -> Result<String, StepError> {
         let nodes = self.ctx.nodes;
         let p = self.ctx.policy;
         let current = nodes.status(node).await.map_err(StepError::node)?;
@@ -421,9 +476,15 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                     if s.role.is_replica() && s.master.as_ref() == Some(node) {
                         self.fence().await?;
                         if self.ctx.has_password {
-                            nodes.set_masterauth(&n.addr).await.map_err(StepError::node)?;
+                            nodes
+                                .set_masterauth(&n.addr)
+                                .await
+                                .map_err(StepError::node)?;
                         }
-                        nodes.follow(&n.addr, master, false).await.map_err(StepError::node)?;
+                        nodes
+                            .follow(&n.addr, master, false)
+                            .await
+                            .map_err(StepError::node)?;
                         notes.push(format!("detached {} first", n.addr));
                     }
                 }
@@ -440,7 +501,10 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         }
         self.slaveof_with_detach_retry(node, master, force).await?;
         let t = Instant::now();
-        if let Ok(w) = self.wait(node, p.link_timeout, |s| s.follows_with_link_up(master)).await {
+        if let Ok(w) = self
+            .wait(node, p.link_timeout, |s| s.follows_with_link_up(master))
+            .await
+        {
             notes.push(format!("link up after {w:.1}s"));
             return Ok(notes.join("; "));
         }
@@ -453,8 +517,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         ));
         self.fence().await?;
         nodes.promote(node).await.map_err(StepError::node)?;
-        self.slaveof_with_detach_retry(node, master, retry_force).await?;
-        match self.wait(node, p.link_timeout, |s| s.follows_with_link_up(master)).await {
+        self.slaveof_with_detach_retry(node, master, retry_force)
+            .await?;
+        match self
+            .wait(node, p.link_timeout, |s| s.follows_with_link_up(master))
+            .await
+        {
             Ok(w) => {
                 notes.push(format!("link up after {w:.1}s"));
                 Ok(notes.join("; "))
@@ -464,7 +532,9 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                     Ok(s) => format!(
                         "role={} master={} link={}",
                         s.role.as_str(),
-                        s.master.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+                        s.master
+                            .map(|m| m.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         s.link.map(|l| l.as_str()).unwrap_or("-")
                     ),
                     Err(e) => format!("unreachable: {e}"),
@@ -479,7 +549,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
 
     /// `SLAVEOF`, retrying Pika's transient `already master of others` (a stale slave entry
     /// lingers 1–4 s after its slave left) with backoff, bounded by `detach_timeout`.
-    async fn slaveof_with_detach_retry(&self, node: &Addr, master: &Addr, force: bool) -> Result<(), StepError> {
+    async fn slaveof_with_detach_retry(
+        &self,
+        node: &Addr,
+        master: &Addr,
+        force: bool,
+    ) -> Result<(), StepError> {
         let t = Instant::now();
         let mut backoff = Duration::from_millis(200);
         loop {
@@ -498,15 +573,29 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         }
     }
 
-    async fn record(&mut self, master: &Addr, replicas: &[Addr], automatic: bool, reason: &str) -> Result<String, StepError> {
+    async fn record(
+        &mut self,
+        master: &Addr,
+        replicas: &[Addr],
+        automatic: bool,
+        reason: &str,
+    ) -> Result<String, StepError> {
         let coord = self.ctx.coord;
         let cluster = &self.ctx.cluster.name;
         let now = now_unix();
         let (epoch, last_failover_at, expected) = match &self.record {
             Some(v) => {
                 let changed = &v.value.master != master;
-                let epoch = if changed { v.value.epoch + 1 } else { v.value.epoch };
-                let last = if automatic { Some(now) } else { v.value.last_failover_at };
+                let epoch = if changed {
+                    v.value.epoch + 1
+                } else {
+                    v.value.epoch
+                };
+                let last = if automatic {
+                    Some(now)
+                } else {
+                    v.value.last_failover_at
+                };
                 (epoch, last, Some(v.version))
             }
             None => (1, if automatic { Some(now) } else { None }, None),
@@ -526,7 +615,10 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 if let Err(e) = coord.publish_roles(cluster, master, replicas).await {
                     warn!(cluster = %cluster, error = %e, "publishing roles for discovery failed");
                 }
-                self.record = Some(Versioned { value: rec, version });
+                self.record = Some(Versioned {
+                    value: rec,
+                    version,
+                });
                 Ok(format!("recorded master {master} at epoch {epoch}"))
             }
             Ok(CasOutcome::Conflict) => Err(StepError::Record(

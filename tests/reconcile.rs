@@ -56,7 +56,12 @@ async fn run(nodes: &FakeNodes, coord: &FakeCoord, trigger: Trigger) -> Outcome 
     run_with(nodes, coord, trigger, |_| {}).await
 }
 
-async fn run_with(nodes: &FakeNodes, coord: &FakeCoord, trigger: Trigger, tweak: impl FnOnce(&mut Ctx<'_, FakeNodes, FakeCoord>)) -> Outcome {
+async fn run_with(
+    nodes: &FakeNodes,
+    coord: &FakeCoord,
+    trigger: Trigger,
+    tweak: impl FnOnce(&mut Ctx<'_, FakeNodes, FakeCoord>),
+) -> Outcome {
     let c = cluster(&[M, R1, R2]);
     let p = policy();
     let h = holder();
@@ -100,7 +105,10 @@ async fn dead_master_fails_over_records_then_repoints() {
     let rec = coord.record().expect("record");
     assert_eq!(rec.master, a(R1));
     assert_eq!(rec.epoch, 2);
-    assert!(rec.last_failover_at.is_some(), "automatic failover starts the cooldown");
+    assert!(
+        rec.last_failover_at.is_some(),
+        "automatic failover starts the cooldown"
+    );
     assert!(out.steps.iter().all(|s| s.ok));
 }
 
@@ -112,14 +120,21 @@ async fn the_same_trigger_twice_gives_one_failover() {
     let n = nodes.commands().len();
     let second = run(&nodes, &coord, Trigger::MasterDown).await;
     assert_eq!(second.result, Result_::NoAction, "{second:#?}");
-    assert_eq!(nodes.commands().len(), n, "no command on a converged cluster");
+    assert_eq!(
+        nodes.commands().len(),
+        n,
+        "no command on a converged cluster"
+    );
     assert_eq!(coord.record().expect("record").epoch, 2);
 }
 
 #[tokio::test]
 async fn returning_old_master_is_demoted_with_force_on_pika() {
     let (nodes, coord) = dead_master_cluster(Engine::Pika);
-    assert_eq!(run(&nodes, &coord, Trigger::MasterDown).await.result, Result_::Applied);
+    assert_eq!(
+        run(&nodes, &coord, Trigger::MasterDown).await.result,
+        Result_::Applied
+    );
     // The old master restarts with its old config: role master, no replicas.
     nodes.set(M, |n| {
         n.up = true;
@@ -130,10 +145,17 @@ async fn returning_old_master_is_demoted_with_force_on_pika() {
     assert_eq!(out.result, Result_::Applied, "{out:#?}");
     assert_eq!(
         nodes.commands()[before..].to_vec(),
-        vec![format!("{M}: SLAVEOF 10.0.0.2 9221 force"), format!("{M}: CONFIG REWRITE")]
+        vec![
+            format!("{M}: SLAVEOF 10.0.0.2 9221 force"),
+            format!("{M}: CONFIG REWRITE")
+        ]
     );
     assert_eq!(nodes.get(M).master, Some(a(R1)));
-    assert_eq!(coord.record().expect("record").epoch, 2, "a demotion does not change the epoch");
+    assert_eq!(
+        coord.record().expect("record").epoch,
+        2,
+        "a demotion does not change the epoch"
+    );
 }
 
 #[tokio::test]
@@ -150,7 +172,11 @@ async fn lock_lost_mid_plan_stops_before_the_next_mutation_and_next_run_rolls_fo
         Result_::Failed { error } => assert!(error.contains("lock"), "{error}"),
         other => panic!("expected a lock-lost failure, got {other:?}"),
     }
-    assert_eq!(nodes.commands(), vec![format!("{R1}: SLAVEOF NO ONE")], "nothing after the lock was lost");
+    assert_eq!(
+        nodes.commands(),
+        vec![format!("{R1}: SLAVEOF NO ONE")],
+        "nothing after the lock was lost"
+    );
     // The other instance's lease ends; a fresh reconcile rolls the cluster forward. The record
     // still names M (we never recorded), M is dead and R1 now claims master: that needs an
     // operator, exactly as decide says.
@@ -167,12 +193,19 @@ async fn crash_after_record_rolls_forward_by_repointing() {
     coord.steal_lock_after_record();
     let out = run(&nodes, &coord, Trigger::MasterDown).await;
     assert!(matches!(out.result, Result_::Failed { .. }), "{out:#?}");
-    assert_eq!(coord.record().expect("record").master, a(R1), "recorded right after the promotion");
+    assert_eq!(
+        coord.record().expect("record").master,
+        a(R1),
+        "recorded right after the promotion"
+    );
     assert_eq!(nodes.get(R2).master, Some(a(M)), "R2 not yet repointed");
     coord.release_stolen();
     let out = run(&nodes, &coord, Trigger::Periodic).await;
     assert_eq!(out.result, Result_::Applied, "{out:#?}");
-    assert!(matches!(out.plan.action, Action::Repoint { .. }), "{out:#?}");
+    assert!(
+        matches!(out.plan.action, Action::Repoint { .. }),
+        "{out:#?}"
+    );
     assert_eq!(nodes.get(R2).master, Some(a(R1)));
 }
 
@@ -181,9 +214,16 @@ async fn coordinator_unreachable_is_retryable_and_sends_nothing() {
     let (nodes, coord) = dead_master_cluster(Engine::Redis);
     coord.set_unreachable(true);
     let out = run(&nodes, &coord, Trigger::MasterDown).await;
-    assert!(matches!(out.result, Result_::CoordinatorUnreachable { .. }), "{out:#?}");
+    assert!(
+        matches!(out.result, Result_::CoordinatorUnreachable { .. }),
+        "{out:#?}"
+    );
     assert!(out.retryable);
-    assert!(out.plan.reason.contains("coordinator unreachable"), "{}", out.plan.reason);
+    assert!(
+        out.plan.reason.contains("coordinator unreachable"),
+        "{}",
+        out.plan.reason
+    );
     assert!(nodes.commands().is_empty());
 }
 
@@ -232,13 +272,19 @@ async fn plan_changed_under_the_lock_is_not_applied() {
         matches!(out.result, Result_::PlanChanged | Result_::NoAction),
         "{out:#?}"
     );
-    assert!(n2.commands().is_empty(), "nothing applied when the plan changed");
+    assert!(
+        n2.commands().is_empty(),
+        "nothing applied when the plan changed"
+    );
 }
 
 #[tokio::test]
 async fn pika_already_master_of_others_is_retried_until_it_clears() {
     let (nodes, coord) = dead_master_cluster(Engine::Pika);
-    assert_eq!(run(&nodes, &coord, Trigger::MasterDown).await.result, Result_::Applied);
+    assert_eq!(
+        run(&nodes, &coord, Trigger::MasterDown).await.result,
+        Result_::Applied
+    );
     nodes.set(M, |n| {
         n.up = true;
         n.linger_others = 2;

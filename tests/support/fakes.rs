@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pika_remedy::coord::{CasOutcome, CoordError, Coordinator, Holder, Lease, LockOutcome};
-use pika_remedy::model::{Addr, BinlogPos, Engine, LinkState, NodeStatus, Role, TopologyRecord, Versioned};
+use pika_remedy::model::{
+    Addr, BinlogPos, Engine, LinkState, NodeStatus, Role, TopologyRecord, Versioned,
+};
 use pika_remedy::node::{NodeError, Nodes};
 
 #[derive(Clone, Debug)]
@@ -92,7 +94,11 @@ impl FakeNodes {
             h(&line);
         }
     }
-    fn with_up<T>(&self, addr: &Addr, f: impl FnOnce(&mut BTreeMap<Addr, FakeNode>) -> Result<T, NodeError>) -> Result<T, NodeError> {
+    fn with_up<T>(
+        &self,
+        addr: &Addr,
+        f: impl FnOnce(&mut BTreeMap<Addr, FakeNode>) -> Result<T, NodeError>,
+    ) -> Result<T, NodeError> {
         let mut n = self.nodes.lock().expect("lock");
         match n.get(addr) {
             Some(x) if x.up => f(&mut n),
@@ -102,7 +108,9 @@ impl FakeNodes {
 }
 
 fn link_of(all: &BTreeMap<Addr, FakeNode>, node: &FakeNode) -> LinkState {
-    let Some(m) = &node.master else { return LinkState::Down };
+    let Some(m) = &node.master else {
+        return LinkState::Down;
+    };
     if node.stuck_until_force {
         return LinkState::Down;
     }
@@ -119,18 +127,30 @@ impl Nodes for FakeNodes {
             let me = &all[node];
             let followers: Vec<&Addr> = all
                 .iter()
-                .filter(|(_, f)| f.up && f.master.as_ref() == Some(node) && link_of(all, f) == LinkState::Up)
+                .filter(|(_, f)| {
+                    f.up && f.master.as_ref() == Some(node) && link_of(all, f) == LinkState::Up
+                })
                 .map(|(k, _)| k)
                 .collect();
             let link = me.role.is_replica().then(|| link_of(all, me));
             let mut db_offsets = BTreeMap::new();
             if me.engine == Engine::Pika {
-                db_offsets.insert("db0".to_string(), BinlogPos { filenum: 0, offset: me.offset });
+                db_offsets.insert(
+                    "db0".to_string(),
+                    BinlogPos {
+                        filenum: 0,
+                        offset: me.offset,
+                    },
+                );
             }
             Ok(NodeStatus {
                 engine: me.engine,
                 version: Some("test".into()),
-                role: if me.role == Role::Master && me.master.is_some() { Role::MasterSlave } else { me.role },
+                role: if me.role == Role::Master && me.master.is_some() {
+                    Role::MasterSlave
+                } else {
+                    me.role
+                },
                 master: me.master.clone(),
                 link,
                 db_links: BTreeMap::new(),
@@ -139,7 +159,8 @@ impl Nodes for FakeNodes {
                 replid: Some("r".into()),
                 eligible: Some(true),
                 priority: Some(100),
-                connected_replicas: followers.len() as u32 + if me.linger_others > 0 { 1 } else { 0 },
+                connected_replicas: followers.len() as u32
+                    + if me.linger_others > 0 { 1 } else { 0 },
                 replicas: Vec::new(),
             })
         })
@@ -158,14 +179,20 @@ impl Nodes for FakeNodes {
 
     async fn follow(&self, node: &Addr, master: &Addr, force: bool) -> Result<(), NodeError> {
         self.with_up(node, |all| {
-            let has_followers = all.iter().any(|(_, f)| f.up && f.master.as_ref() == Some(node));
+            let has_followers = all
+                .iter()
+                .any(|(_, f)| f.up && f.master.as_ref() == Some(node));
             let me = all.get_mut(node).expect("present");
             if me.engine == Engine::Pika && me.linger_others > 0 {
                 me.linger_others -= 1;
-                return Err(NodeError::Node("ERR already master of others, invalid usage".into()));
+                return Err(NodeError::Node(
+                    "ERR already master of others, invalid usage".into(),
+                ));
             }
             if me.engine == Engine::Pika && has_followers {
-                return Err(NodeError::Node("ERR already master of others, invalid usage".into()));
+                return Err(NodeError::Node(
+                    "ERR already master of others, invalid usage".into(),
+                ));
             }
             if force && me.engine != Engine::Pika {
                 return Err(NodeError::Node("ERR syntax error".into()));
@@ -249,7 +276,12 @@ impl FakeCoord {
         c
     }
     pub fn record(&self) -> Option<TopologyRecord> {
-        self.inner.record.lock().expect("lock").as_ref().map(|v| v.value.clone())
+        self.inner
+            .record
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .map(|v| v.value.clone())
     }
     /// Another instance takes over: the current lease becomes stale.
     pub fn steal_lock(&self, by: &str) {
@@ -288,7 +320,12 @@ impl Coordinator for FakeCoord {
     fn kind(&self) -> &'static str {
         "fake"
     }
-    async fn try_lock(&self, cluster: &str, holder: &Holder, _ttl: Duration) -> Result<LockOutcome, CoordError> {
+    async fn try_lock(
+        &self,
+        cluster: &str,
+        holder: &Holder,
+        _ttl: Duration,
+    ) -> Result<LockOutcome, CoordError> {
         self.check()?;
         let mut l = self.inner.lock.lock().expect("lock");
         if let Some((_, h)) = &*l {
@@ -297,7 +334,11 @@ impl Coordinator for FakeCoord {
         let g = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let token = format!("g{g}");
         *l = Some((token.clone(), holder.clone()));
-        Ok(LockOutcome::Acquired(Lease::external(cluster, &token, holder.clone())))
+        Ok(LockOutcome::Acquired(Lease::external(
+            cluster,
+            &token,
+            holder.clone(),
+        )))
     }
     async fn still_held(&self, lease: &Lease) -> Result<bool, CoordError> {
         self.check()?;
@@ -311,11 +352,19 @@ impl Coordinator for FakeCoord {
         }
         Ok(())
     }
-    async fn read_record(&self, _cluster: &str) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+    async fn read_record(
+        &self,
+        _cluster: &str,
+    ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
         self.check()?;
         Ok(self.inner.record.lock().expect("lock").clone())
     }
-    async fn write_record(&self, _cluster: &str, record: &TopologyRecord, expected: Option<u64>) -> Result<CasOutcome, CoordError> {
+    async fn write_record(
+        &self,
+        _cluster: &str,
+        record: &TopologyRecord,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
         self.check()?;
         let mut r = self.inner.record.lock().expect("lock");
         if r.as_ref().map(|v| v.version) != expected {
@@ -335,7 +384,12 @@ impl Coordinator for FakeCoord {
     async fn append_event(&self, _cluster: &str, _event_json: &str) -> Result<(), CoordError> {
         Ok(())
     }
-    async fn publish_roles(&self, _cluster: &str, _master: &Addr, _replicas: &[Addr]) -> Result<(), CoordError> {
+    async fn publish_roles(
+        &self,
+        _cluster: &str,
+        _master: &Addr,
+        _replicas: &[Addr],
+    ) -> Result<(), CoordError> {
         Ok(())
     }
     async fn ping(&self) -> Result<(), CoordError> {
