@@ -25,12 +25,13 @@
 //!
 //! *Switchover to `to`* (manual, planned): M must be reachable and report master (if it is dead
 //! use failover). A named target must be a reachable replica following M with link up, not in
-//! full sync or link error and eligible; the operator's choice overrides `never_promote`,
-//! priority 0 and lag (we wait for catch-up anyway). Without a target the best candidate is
+//! full sync or link error and eligible; the operator's choice overrides the soft exclusions
+//! (never_promote, priority 0, lag: we wait for catch-up anyway) and the reason says so. Without a target the best candidate is
 //! ranked as for a failover, but only replicas with link up qualify. `to == M` is a no-op.
 //!
 //! *Repair or fail over* (MasterDown, RoleMismatch, Periodic, and manual Failover):
-//! - M reachable and master: the record is right and the cluster is repaired towards it, one
+//! - M reachable and master: the record is right and the cluster is repaired towards it (a flat
+//!   topology: every replica follows M directly; chains are flattened), one
 //!   action per reconcile. First any other node claiming master is demoted (the first in config
 //!   order; the next reconcile takes the next): this is the restarted old master, which Pika
 //!   cannot tell apart from the real one. Else replicas following another master (or none), and
@@ -147,7 +148,7 @@ pub struct Candidate {
     pub addr: Addr,
     /// `None` if eligible; otherwise why it was excluded (a stable phrase, e.g. "unreachable",
     /// "in full sync", "link error", "not eligible for master election", "never_promote",
-    /// "priority 0", "behind the best by N bytes (limit M)", "DB db1 not connected").
+    /// "priority 0", "behind the best by N bytes (limit M)", "missing DB db1"; see the module docs).
     pub excluded: Option<String>,
     pub priority: u32,
     pub offset: Option<u64>,
@@ -957,17 +958,23 @@ impl Ctx<'_> {
             },
         };
         let p = &chosen.node.addr;
+        let mut reason = format!(
+            "operator requested switchover from {m} to {p} (priority {}, {})",
+            chosen.node.priority,
+            offset_text(chosen.offset)
+        );
+        // Only a named target can carry (soft) exclusions here.
+        if !chosen.exclusions.is_empty() {
+            let phrases: Vec<String> = chosen.exclusions.iter().map(Exclusion::phrase).collect();
+            reason.push_str(&format!("; operator override of: {}", phrases.join(", ")));
+        }
         Plan::with(
             Action::Switchover {
                 promote: p.clone(),
                 repoint: self.others_reachable(p),
                 old_master: m.clone(),
             },
-            format!(
-                "operator requested switchover from {m} to {p} (priority {}, {})",
-                chosen.node.priority,
-                offset_text(chosen.offset)
-            ),
+            reason,
         )
         .ranked(candidates)
     }

@@ -696,6 +696,10 @@ fn rows() -> Vec<Row> {
         row("switchover on Pika to a named replica", manual_switchover(Some("r2:1")), healthy(), m1())
             .expect(switchover("r2:1", &["r1:1"], "m1:1"),
                 "operator requested switchover from m1:1 to r2:1 (priority 100, offset 990)"),
+        row("switchover to a named never_promote replica: operator override", manual_switchover(Some("r2:1")),
+            healthy().never_promote(), m1())
+            .expect(switchover("r2:1", &["r1:1"], "m1:1"),
+                "operator requested switchover from m1:1 to r2:1 (priority 100, offset 990); operator override of: never_promote"),
         row("switchover skips replicas whose link is not up", manual_switchover(None),
             cluster("c").master("m1:1").replica("r1:1").of("m1:1").link(Down).offset(5000).replica("r2:1").of("m1:1"), m1())
             .expect_has(switchover("r2:1", &["r1:1"], "m1:1"), "to r2:1")
