@@ -206,12 +206,14 @@ pub async fn record<N: Nodes, C: Coordinator>(
                     exit::NOT_DONE,
                 )
             }
-            Err(e) => return (
-                format!(
+            Err(e) => {
+                return (
+                    format!(
                     "{master} is unreachable ({e}); refusing (use --force to record it anyway)\n"
                 ),
-                exit::NOT_DONE,
-            ),
+                    exit::NOT_DONE,
+                )
+            }
         }
     }
     let cluster = &ctx.cluster.name;

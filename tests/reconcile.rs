@@ -253,29 +253,20 @@ async fn dry_run_sends_nothing() {
 #[tokio::test]
 async fn plan_changed_under_the_lock_is_not_applied() {
     let (nodes, coord) = dead_master_cluster(Engine::Redis);
-    // The master comes back between the first and the second look (status calls 4+).
-    let n2 = std::sync::Arc::new(nodes);
-    let probe = n2.clone();
-    let flip = tokio::spawn(async move {
-        for _ in 0..200 {
-            if probe.status_calls.load(std::sync::atomic::Ordering::SeqCst) >= 3 {
-                probe.set(M, |n| n.up = true);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
-    let out = run_with(&n2, &coord, Trigger::MasterDown, |_| {}).await;
-    flip.await.expect("join");
-    // Either the flip landed before the first look (no action) or between looks (plan changed).
+    // The first look makes 3 status calls (M, R1, R2); the master is back for the second look.
+    *nodes.up_at_status_call.lock().expect("lock") = Some((a(M), 4));
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert_eq!(out.result, Result_::PlanChanged, "{out:#?}");
     assert!(
-        matches!(out.result, Result_::PlanChanged | Result_::NoAction),
-        "{out:#?}"
+        out.plan.reason.contains("false alarm"),
+        "the reported plan is the one made under the lock: {}",
+        out.plan.reason
     );
     assert!(
-        n2.commands().is_empty(),
+        nodes.commands().is_empty(),
         "nothing applied when the plan changed"
     );
+    assert_eq!(coord.record().expect("record").master, a(M));
 }
 
 #[tokio::test]

@@ -52,6 +52,8 @@ pub struct FakeNodes {
     pub status_calls: AtomicU64,
     /// Called after each mutating command is applied (e.g. to revoke the lock mid-plan).
     pub on_command: Mutex<Option<Hook>>,
+    /// (node, n): the node comes back up when the n-th status call (1-based) starts.
+    pub up_at_status_call: Mutex<Option<(Addr, u64)>>,
 }
 
 pub fn a(s: &str) -> Addr {
@@ -122,7 +124,12 @@ fn link_of(all: &BTreeMap<Addr, FakeNode>, node: &FakeNode) -> LinkState {
 
 impl Nodes for FakeNodes {
     async fn status(&self, node: &Addr) -> Result<NodeStatus, NodeError> {
-        self.status_calls.fetch_add(1, Ordering::SeqCst);
+        let call = self.status_calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some((addr, n)) = self.up_at_status_call.lock().expect("lock").clone() {
+            if call == n {
+                self.set(&addr.to_string(), |x| x.up = true);
+            }
+        }
         self.with_up(node, |all| {
             let me = &all[node];
             let followers: Vec<&Addr> = all
