@@ -249,6 +249,9 @@ pub enum Step {
     Persist { node: Addr },
     /// Redis: `CLIENT UNPAUSE` on the old master (also done on failure paths).
     Unpause { node: Addr },
+    /// Write-ahead: record (compare-and-set) that a failover to `promote` is starting, so a
+    /// crash between the promotion and the final record rolls forward instead of needing an operator.
+    Intent { promote: Addr },
     /// Compare-and-set the new topology (epoch + 1 when the master changes).
     Record {
         master: Addr,
@@ -261,7 +264,10 @@ pub enum Step {
 impl Step {
     /// Steps that send a mutating command to a node (the lock is checked before each).
     pub fn mutates(&self) -> bool {
-        !matches!(self, Step::WaitCatchUp { .. } | Step::Record { .. })
+        !matches!(
+            self,
+            Step::WaitCatchUp { .. } | Step::Record { .. } | Step::Intent { .. }
+        )
     }
 
     /// The exact commands this step may send, for `plan` output (passwords shown as `<password>`).
@@ -308,6 +314,9 @@ impl Step {
             }
             Step::Persist { node } => vec![format!("{node}: CONFIG REWRITE")],
             Step::Unpause { node } => vec![format!("{node}: CLIENT UNPAUSE")],
+            Step::Intent { promote } => vec![format!(
+                "coordinator: record intent \"failover to {promote} in progress\" (compare-and-set)"
+            )],
             Step::Record {
                 master, replicas, ..
             } => vec![format!(
@@ -365,6 +374,9 @@ impl Plan {
                 automatic,
                 ..
             } => {
+                steps.push(Step::Intent {
+                    promote: promote.clone(),
+                });
                 promote_and_record(&mut steps, obs, promote, *automatic);
                 for node in repoint {
                     let force = needs_force(obs, node, promote);
@@ -1003,7 +1015,13 @@ impl Ctx<'_> {
                 false,
             ),
             None => {
-                if let Some(x) = self.obs.claiming_master().first() {
+                let claiming = self.obs.claiming_master();
+                if let (Some(p), [x]) = (&self.rec.pending, claiming.as_slice()) {
+                    if p == *x {
+                        return self.complete_failover(x, manual.is_none());
+                    }
+                }
+                if let Some(x) = claiming.first() {
                     return Plan::refuse(
                         format!("recorded master {m} is unreachable while {x} claims master; operator needed"),
                         false,
@@ -1105,9 +1123,35 @@ impl Ctx<'_> {
             Plan::no_action(format!(
                 "recorded master {m} is reachable and reports role master; no failover (false alarm)"
             ))
+        } else if let Some(p) = &self.rec.pending {
+            Plan::with(
+                Action::Bootstrap {
+                    master: m.clone(),
+                    replicas: self.rec.replicas.clone(),
+                },
+                format!("recorded master {m} is healthy; clearing a stale failover intent to {p}"),
+            )
         } else {
             Plan::no_action(format!("topology converged on {m} at epoch {epoch}"))
         }
+    }
+
+    /// A failover to `x` was started (its intent is recorded) and `x` claims master: the
+    /// holder died between the promotion and the final record. Finish it (promotion is
+    /// idempotent) instead of asking an operator.
+    fn complete_failover(&self, x: &Addr, automatic: bool) -> Plan {
+        let m = self.m();
+        Plan::with(
+            Action::Failover {
+                promote: x.clone(),
+                repoint: self.others_reachable(x),
+                old_master: m.clone(),
+                automatic,
+            },
+            format!(
+                "a failover from {m} to {x} was started (intent recorded) and {x} claims master; completing it"
+            ),
+        )
     }
 
     /// The recorded master is unreachable and nothing vetoed a failover: pick and promote.

@@ -262,6 +262,11 @@ pub struct TopologyRecord {
     pub last_failover_at: Option<u64>,
     /// The reason sentence of the plan that produced this record.
     pub reason: String,
+    /// Write-ahead intent: a failover to this node was started (written under the lock just
+    /// before `SLAVEOF NO ONE`). If the holder dies before recording the result, the next
+    /// instance sees this node claiming master and completes the failover instead of refusing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Addr>,
 }
 
 /// A record together with the backend's version, for compare-and-set.

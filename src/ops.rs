@@ -178,6 +178,7 @@ fn step_title(st: &Step) -> String {
         Step::Persist { node } => format!("CONFIG REWRITE {node}"),
         Step::Unpause { node } => format!("unpause {node}"),
         Step::Record { master, .. } => format!("record master {master}"),
+        Step::Intent { promote } => format!("record intent to promote {promote}"),
     }
 }
 
@@ -239,6 +240,7 @@ pub async fn record<N: Nodes, C: Coordinator>(
         epoch,
         updated_at: now_unix(),
         last_failover_at: current.as_ref().and_then(|c| c.value.last_failover_at),
+        pending: None,
         reason: format!("recorded by operator: master {master}"),
     };
     match ctx

@@ -426,6 +426,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 self.record(master, replicas, *automatic_failover, &plan.reason)
                     .await
             }
+            Step::Intent { promote } => self.intent(promote).await,
         }
     }
 
@@ -573,6 +574,37 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         }
     }
 
+    /// Write-ahead intent: same record, plus `pending = promote`, compare-and-set.
+    async fn intent(&mut self, promote: &Addr) -> Result<String, StepError> {
+        let Some(current) = self.record.clone() else {
+            return Err(StepError::Record(
+                "no record to attach the failover intent to".into(),
+            ));
+        };
+        let mut rec = current.value.clone();
+        rec.pending = Some(promote.clone());
+        self.fence().await?;
+        let cluster = &self.ctx.cluster.name;
+        match self
+            .ctx
+            .coord
+            .write_record(cluster, &rec, Some(current.version))
+            .await
+        {
+            Ok(CasOutcome::Written(version)) => {
+                self.record = Some(Versioned {
+                    value: rec,
+                    version,
+                });
+                Ok(format!("intent recorded: failover to {promote}"))
+            }
+            Ok(CasOutcome::Conflict) => Err(StepError::Record(
+                "the record changed since it was read (compare-and-set conflict)".into(),
+            )),
+            Err(e) => Err(StepError::Record(format!("cannot write the intent: {e}"))),
+        }
+    }
+
     async fn record(
         &mut self,
         master: &Addr,
@@ -607,6 +639,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             updated_at: now,
             last_failover_at,
             reason: reason.to_string(),
+            pending: None,
         };
         // A stale holder must not rewrite the truth either.
         self.fence().await?;
@@ -643,6 +676,7 @@ fn step_name(s: &Step) -> String {
         Step::Persist { node } => format!("persist {node}"),
         Step::Unpause { node } => format!("unpause {node}"),
         Step::Record { master, .. } => format!("record master {master}"),
+        Step::Intent { promote } => format!("record the intent to promote {promote}"),
     }
 }
 

@@ -268,6 +268,7 @@ struct RecB {
     master: Addr,
     epoch: u64,
     last_failover_at: Option<u64>,
+    pending: Option<Addr>,
 }
 
 fn record(master: &str) -> RecB {
@@ -275,6 +276,7 @@ fn record(master: &str) -> RecB {
         master: a(master),
         epoch: 3,
         last_failover_at: None,
+        pending: None,
     }
 }
 
@@ -285,6 +287,10 @@ impl RecB {
     }
     fn last_failover_at(mut self, t: u64) -> Self {
         self.last_failover_at = Some(t);
+        self
+    }
+    fn pending(mut self, p: &str) -> Self {
+        self.pending = Some(a(p));
         self
     }
     fn build(&self, obs: &Observation) -> TopologyRecord {
@@ -299,6 +305,7 @@ impl RecB {
             epoch: self.epoch,
             updated_at: NOW - 3600,
             last_failover_at: self.last_failover_at,
+            pending: self.pending.clone(),
             reason: "recorded by test".into(),
         }
     }
@@ -554,6 +561,19 @@ fn rows() -> Vec<Row> {
             cluster("c").master("m1:1").down("r1:1").replica("r2:1").of("r1:1").link(Down),
             Some(record("r1:1").epoch(4)))
             .expect(REFUSE, "recorded master r1:1 is unreachable while m1:1 claims master; operator needed"),
+        row("intent recorded and the intended node claims master: complete the failover", Trigger::Periodic,
+            cluster("c").down("m1:1").master("r1:1").offset(1000).replica("r2:1").of("m1:1").link(Down).offset(990),
+            Some(record("m1:1").pending("r1:1")))
+            .expect(failover("r1:1", &["r2:1"], "m1:1", true),
+                "a failover from m1:1 to r1:1 was started (intent recorded) and r1:1 claims master; completing it"),
+        row("intent for another node does not excuse a different claimer", Trigger::Periodic,
+            cluster("c").down("m1:1").master("r1:1").offset(1000).replica("r2:1").of("m1:1").link(Down).offset(990),
+            Some(record("m1:1").pending("r2:1")))
+            .expect(REFUSE, "recorded master m1:1 is unreachable while r1:1 claims master; operator needed"),
+        row("healthy master with a stale intent: clear it", Trigger::Periodic, healthy(),
+            Some(record("m1:1").pending("r1:1")))
+            .expect_has(Action::Bootstrap { master: a("m1:1"), replicas: vec![a("r1:1"), a("r2:1")] },
+                "clearing a stale failover intent to r1:1"),
         row("holistic check: a replica still sees the master", Trigger::MasterDown,
             master_dead().replica("r3:1").of("m1:1").link(Up).offset(1000), m1())
             .expect(NOTHING,
@@ -867,6 +887,7 @@ fn failover_steps_promote_persist_record_then_repoint() {
     assert_eq!(
         plan.steps(&obs, &Policy::default()),
         vec![
+            Step::Intent { promote: a("r2:1") },
             Step::Promote { node: a("r2:1") },
             persist("r2:1"),
             Step::Record {
@@ -912,7 +933,7 @@ fn failover_forces_pika_replicas_in_error_or_ahead_in_some_db() {
     );
     let steps = plan.steps(&obs, &Policy::default());
     assert_eq!(
-        steps[3..],
+        steps[4..],
         [
             follow("r2:1", "r1:1", true, Engine::Pika),
             persist("r2:1"),

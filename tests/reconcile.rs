@@ -177,13 +177,24 @@ async fn lock_lost_mid_plan_stops_before_the_next_mutation_and_next_run_rolls_fo
         vec![format!("{R1}: SLAVEOF NO ONE")],
         "nothing after the lock was lost"
     );
-    // The other instance's lease ends; a fresh reconcile rolls the cluster forward. The record
-    // still names M (we never recorded), M is dead and R1 now claims master: that needs an
-    // operator, exactly as decide says.
+    // The intent was recorded before the promotion, so once the other instance's lease ends a
+    // fresh reconcile completes the failover instead of needing an operator.
+    assert_eq!(coord.record().expect("record").pending, Some(a(R1)));
     coord.release_stolen();
     *nodes.on_command.lock().expect("lock") = None;
-    let out = run(&nodes, &coord, Trigger::MasterDown).await;
-    assert!(matches!(out.plan.action, Action::Refuse { .. }), "{out:#?}");
+    let out = run(&nodes, &coord, Trigger::Periodic).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert!(
+        out.plan.reason.contains("completing it"),
+        "{}",
+        out.plan.reason
+    );
+    let rec = coord.record().expect("record");
+    assert_eq!(
+        (rec.master.clone(), rec.epoch, rec.pending.clone()),
+        (a(R1), 2, None)
+    );
+    assert_eq!(nodes.get(R2).master, Some(a(R1)));
 }
 
 #[tokio::test]

@@ -25,6 +25,7 @@ pub fn record(master: &str, epoch: u64) -> TopologyRecord {
         epoch,
         updated_at: 1_700_000_000 + epoch,
         last_failover_at: None,
+        pending: None,
         reason: format!("test epoch {epoch}"),
     }
 }

@@ -276,6 +276,7 @@ impl FakeCoord {
                 epoch,
                 updated_at: 1,
                 last_failover_at: None,
+                pending: None,
                 reason: "test".into(),
             },
             version: 1,
