@@ -304,7 +304,7 @@ impl FakeCoord {
             },
         ));
     }
-    /// The next successful record write is followed by a takeover (the writer crashes after it).
+    /// The next final record write (not an intent) is followed by a takeover (the writer crashes after it).
     pub fn steal_lock_after_record(&self) {
         self.inner.steal_after_write.store(true, Ordering::SeqCst);
     }
@@ -384,7 +384,8 @@ impl Coordinator for FakeCoord {
             version,
         });
         drop(r);
-        if self.inner.steal_after_write.swap(false, Ordering::SeqCst) {
+        // Only a final record (not the write-ahead intent) triggers the takeover.
+        if record.pending.is_none() && self.inner.steal_after_write.swap(false, Ordering::SeqCst) {
             self.steal_lock("instance-b");
         }
         Ok(CasOutcome::Written(version))
