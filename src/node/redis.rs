@@ -15,7 +15,9 @@
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, Value};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, Value,
+};
 
 use crate::config::{Secret, Timeouts};
 use crate::model::{Addr, NodeStatus};
@@ -62,7 +64,8 @@ impl RedisNodes {
         if let Some(pw) = &self.password {
             settings = settings.set_password(pw.expose());
         }
-        let client = Client::open(info.set_redis_settings(settings)).map_err(|e| self.map_err(e))?;
+        let client =
+            Client::open(info.set_redis_settings(settings)).map_err(|e| self.map_err(e))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout));
@@ -74,13 +77,22 @@ impl RedisNodes {
 
     /// Connect and send `commands` in order on one connection; returns every reply.
     /// The whole exchange is bounded by connect + (AUTH + commands) × command timeout + margin.
-    async fn exchange(&self, node: &Addr, commands: Vec<redis::Cmd>) -> Result<Vec<Value>, NodeError> {
-        let bound = self.connect_timeout + self.command_timeout * (commands.len() as u32 + 1) + SAFETY_MARGIN;
+    async fn exchange(
+        &self,
+        node: &Addr,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<Vec<Value>, NodeError> {
+        let bound = self.connect_timeout
+            + self.command_timeout * (commands.len() as u32 + 1)
+            + SAFETY_MARGIN;
         let work = async {
             let mut conn = self.connect(node).await?;
             let mut replies = Vec::with_capacity(commands.len());
             for c in &commands {
-                let v: Value = c.query_async(&mut conn).await.map_err(|e| self.map_err(e))?;
+                let v: Value = c
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.map_err(e))?;
                 if let Value::ServerError(e) = &v {
                     return Err(self.classify_server(e.code(), e.details()));
                 }
@@ -119,7 +131,8 @@ impl RedisNodes {
         let replies = self.exchange(node, vec![server, repl]).await?;
         let mut text = String::new();
         for v in replies {
-            let part = value_text(&v).ok_or_else(|| NodeError::Protocol("INFO reply is not a string".into()))?;
+            let part = value_text(&v)
+                .ok_or_else(|| NodeError::Protocol("INFO reply is not a string".into()))?;
             text.push_str(&part);
             // Sections are separated by an empty line, as in a plain `INFO`.
             if !part.ends_with("\r\n") {
@@ -136,10 +149,9 @@ impl RedisNodes {
         match replies.pop() {
             Some(Value::Okay) => Ok(()),
             Some(Value::SimpleString(s)) if s.starts_with("OK") => Ok(()),
-            Some(other) => Err(NodeError::Protocol(self.scrub(&format!(
-                "expected OK, got {}",
-                describe(&other)
-            )))),
+            Some(other) => Err(NodeError::Protocol(
+                self.scrub(&format!("expected OK, got {}", describe(&other))),
+            )),
             None => Err(NodeError::Protocol("no reply".into())),
         }
     }
@@ -173,8 +185,8 @@ impl RedisNodes {
             return NodeError::Refused;
         }
         if e.kind() == ErrorKind::AuthenticationFailed {
-            // The crate's own text ("Password authentication failed"); it never holds the password.
-            return NodeError::Auth(self.scrub(e.detail().unwrap_or("password rejected")));
+            // The crate hides the server's reply to AUTH; it never holds the password either.
+            return NodeError::Auth("password rejected by the node".into());
         }
         if let ErrorKind::Server(_) | ErrorKind::Extension = e.kind() {
             if let Some(code) = e.code() {
@@ -262,7 +274,9 @@ impl Nodes for RedisNodes {
 
     async fn pause_writes(&self, node: &Addr, for_how_long: Duration) -> Result<(), NodeError> {
         let mut c = redis::cmd("CLIENT");
-        c.arg("PAUSE").arg(for_how_long.as_millis().max(1) as u64).arg("WRITE");
+        c.arg("PAUSE")
+            .arg(for_how_long.as_millis().max(1) as u64)
+            .arg("WRITE");
         self.expect_ok(node, c).await
     }
 
@@ -299,10 +313,16 @@ mod tests {
             NodeError::Auth(_)
         ));
         assert!(matches!(
-            n.classify_server("WRONGPASS", Some("invalid username-password pair or user is disabled.")),
+            n.classify_server(
+                "WRONGPASS",
+                Some("invalid username-password pair or user is disabled.")
+            ),
             NodeError::Auth(_)
         ));
-        assert!(matches!(n.classify_server("ERR", Some("invalid password")), NodeError::Auth(_)));
+        assert!(matches!(
+            n.classify_server("ERR", Some("invalid password")),
+            NodeError::Auth(_)
+        ));
         assert_eq!(
             n.classify_server("ERR", Some("echo hunter2")),
             NodeError::Node("ERR echo <redacted>".into())

@@ -2,3 +2,5 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod pika;
+pub mod redis;
