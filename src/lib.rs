@@ -9,6 +9,7 @@
 //! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s.
 //! - [`reconcile`]: the only place that locks and acts.
+//! - [`status`]: the `status` command: observe every cluster once, render a table or JSON.
 //! - [`error`]: the top-level error with `is_retryable`.
 
 pub mod config;
@@ -19,3 +20,4 @@ pub mod model;
 pub mod node;
 pub mod observe;
 pub mod reconcile;
+pub mod status;
