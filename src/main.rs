@@ -17,7 +17,11 @@ const DEFAULT_CONFIG: &str = "/etc/pika-remedy/pika-remedy.toml";
 const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "pika-remedy", version, about = "Failover and old-master demotion for Pika (and Redis) clusters")]
+#[command(
+    name = "pika-remedy",
+    version,
+    about = "Failover and old-master demotion for Pika (and Redis) clusters"
+)]
 struct Cli {
     /// Log format on stderr (`RUST_LOG` sets the filter; default `info`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PIKA_REMEDY_LOG_FORMAT")]
@@ -105,17 +109,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .map(|cl| format!("{} ({} nodes)", cl.name, cl.nodes.len()))
                 .collect();
             println!(
-                "{}: ok: {} cluster(s): {}; coordinator {:?}",
+                "{}: ok: {} cluster(s): {}; coordinator {}",
                 file.display(),
                 c.clusters.len(),
                 clusters.join(", "),
-                c.coordinator.kind
+                format!("{:?}", c.coordinator.kind).to_lowercase()
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { config, cluster, json } => {
+        Command::Status {
+            config,
+            cluster,
+            json,
+        } => {
             let loaded = config::load(&config.config)?;
-            let (text, code) = runtime()?.block_on(pika_remedy::status::run(&loaded, cluster.as_deref(), json))?;
+            let (text, code) =
+                runtime()?.block_on(pika_remedy::status::run(&loaded, cluster.as_deref(), json))?;
             print!("{text}");
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }

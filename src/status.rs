@@ -86,8 +86,16 @@ fn selected<'a>(loaded: &'a Loaded, cluster: Option<&str>) -> Result<Vec<&'a Clu
     match cluster {
         None => Ok(loaded.config.clusters.iter().collect()),
         Some(name) => loaded.cluster(name).map(|c| vec![c]).ok_or_else(|| {
-            let known: Vec<&str> = loaded.config.clusters.iter().map(|c| c.name.as_str()).collect();
-            Error::Other(format!("unknown cluster {name:?} (configured: {})", known.join(", ")))
+            let known: Vec<&str> = loaded
+                .config
+                .clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            Error::Other(format!(
+                "unknown cluster {name:?} (configured: {})",
+                known.join(", ")
+            ))
         }),
     }
 }
@@ -114,7 +122,8 @@ pub async fn collect(loaded: &Loaded, cluster: Option<&str>) -> Result<StatusRep
 pub async fn run(loaded: &Loaded, cluster: Option<&str>, json: bool) -> Result<(String, i32)> {
     let report = collect(loaded, cluster).await?;
     let text = if json {
-        serde_json::to_string_pretty(&report).map_err(|e| Error::Other(format!("json: {e}")))? + "\n"
+        serde_json::to_string_pretty(&report).map_err(|e| Error::Other(format!("json: {e}")))?
+            + "\n"
     } else {
         render_table(&report)
     };
@@ -140,7 +149,10 @@ fn lag_of(obs: &Observation, addr: &Addr, s: &NodeStatus) -> Option<u64> {
         return None;
     }
     let m = master_of(obs, s)?;
-    let line = m.replicas.iter().find(|r| r.ip == addr.host && r.port == addr.port);
+    let line = m
+        .replicas
+        .iter()
+        .find(|r| r.ip == addr.host && r.port == addr.port);
     if let Some(lag) = line.and_then(|l| l.lag_bytes) {
         return Some(lag);
     }
@@ -195,7 +207,8 @@ pub fn summarize(obs: &Observation, paused: bool) -> ClusterStatus {
                         }
                         if let (Some(m), [only]) = (&s.master, masters.as_slice()) {
                             if m != only {
-                                notes.push(format!("{} follows {m}, not the master {only}", n.addr));
+                                notes
+                                    .push(format!("{} follows {m}, not the master {only}", n.addr));
                             }
                         }
                     }
@@ -209,10 +222,19 @@ pub fn summarize(obs: &Observation, paused: bool) -> ClusterStatus {
         1 => {}
         k => problems.push(format!(
             "{k} nodes report role:master: {}",
-            masters.iter().map(Addr::to_string).collect::<Vec<_>>().join(", ")
+            masters
+                .iter()
+                .map(Addr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
-    if masters.len() == 1 && obs.nodes.iter().any(|n| matches!(&n.status, Ok(s) if s.role == Role::MasterSlave)) {
+    if masters.len() == 1
+        && obs
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.status, Ok(s) if s.role == Role::MasterSlave))
+    {
         notes.push("chained replication (a replica has replicas)".into());
     }
     ClusterStatus {
@@ -243,7 +265,15 @@ pub fn render_table(report: &StatusReport) -> String {
         let paused = if c.paused { ", paused" } else { "" };
         out.push_str(&format!("cluster {}: {state} ({master}{paused})\n", c.name));
         let header = [
-            "NODE", "REACHABLE", "ENGINE", "ROLE", "MASTER", "LINK", "OFFSET", "LAG", "ELIGIBLE",
+            "NODE",
+            "REACHABLE",
+            "ENGINE",
+            "ROLE",
+            "MASTER",
+            "LINK",
+            "OFFSET",
+            "LAG",
+            "ELIGIBLE",
         ];
         let rows: Vec<[String; 9]> = c
             .nodes
@@ -264,7 +294,9 @@ pub fn render_table(report: &StatusReport) -> String {
                     engine,
                     opt(&n.role),
                     opt(&n.master),
-                    n.link.map(|l| l.as_str().to_string()).unwrap_or_else(|| "-".into()),
+                    n.link
+                        .map(|l| l.as_str().to_string())
+                        .unwrap_or_else(|| "-".into()),
                     opt(&n.offset),
                     opt(&n.lag_bytes),
                     opt(&n.eligible),
@@ -362,22 +394,35 @@ mod tests {
             cluster: "main".into(),
             nodes: vec![
                 node("127.0.0.1:1", Ok(m)),
-                node("127.0.0.1:2", Ok(status(Role::Slave, Some("127.0.0.1:1"), 900))),
-                node("127.0.0.1:3", Ok(status(Role::Slave, Some("127.0.0.1:1"), 700))),
+                node(
+                    "127.0.0.1:2",
+                    Ok(status(Role::Slave, Some("127.0.0.1:1"), 900)),
+                ),
+                node(
+                    "127.0.0.1:3",
+                    Ok(status(Role::Slave, Some("127.0.0.1:1"), 700)),
+                ),
             ],
         };
         let c = summarize(&obs, false);
         assert!(c.healthy, "{c:?}");
         assert_eq!(c.masters, vec!["127.0.0.1:1".parse::<Addr>().unwrap()]);
         assert_eq!(c.nodes[1].lag_bytes, Some(100), "from the replica line");
-        assert_eq!(c.nodes[2].lag_bytes, Some(300), "from the offset difference");
+        assert_eq!(
+            c.nodes[2].lag_bytes,
+            Some(300),
+            "from the offset difference"
+        );
         let report = StatusReport {
             ok: true,
             clusters: vec![c],
         };
         assert_eq!(report.exit_code(), 0);
         let t = render_table(&report);
-        assert!(t.starts_with("cluster main: OK (master 127.0.0.1:1)\n"), "{t}");
+        assert!(
+            t.starts_with("cluster main: OK (master 127.0.0.1:1)\n"),
+            "{t}"
+        );
         assert!(t.contains("NODE"), "{t}");
     }
 
@@ -408,8 +453,14 @@ mod tests {
             nodes: vec![node("127.0.0.1:1", Ok(r))],
         };
         let c = summarize(&obs, true);
-        assert_eq!(c.problems, vec!["no reachable node reports role:master".to_string()]);
-        assert_eq!(c.notes, vec!["127.0.0.1:1: replication link is down".to_string()]);
+        assert_eq!(
+            c.problems,
+            vec!["no reachable node reports role:master".to_string()]
+        );
+        assert_eq!(
+            c.notes,
+            vec!["127.0.0.1:1: replication link is down".to_string()]
+        );
         assert!(c.paused);
     }
 }
