@@ -11,6 +11,7 @@
 //! - [`reconcile`]: the only place that locks and acts.
 //! - [`ops`]: operator commands (plan, failover, switchover, demote, record) over `reconcile`.
 //! - [`demo`]: `make demo`: 3 local redis-servers, a writer, kill -9 and restart, with a timeline.
+//! - [`status`]: the `status` command: observe every cluster once, render a table or JSON.
 //! - [`error`]: the top-level error with `is_retryable`.
 
 pub mod config;
@@ -23,3 +24,4 @@ pub mod node;
 pub mod observe;
 pub mod ops;
 pub mod reconcile;
+pub mod status;

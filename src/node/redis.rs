@@ -1,2 +1,336 @@
 //! `RedisNodes`: the production `Nodes` over the `redis` crate (tokio), one short-lived
 //! connection per call, with connect and command timeouts and AUTH.
+//!
+//! Decisions:
+//! - A fresh multiplexed connection per call (per `status` call for its two INFOs). A
+//!   reconnecting connection manager would hide outages, and failover logic must see them.
+//! - Nothing but `AUTH` (when a password is set) is sent on connect: `CLIENT SETINFO` is
+//!   disabled because Pika does not know it, and RESP2 avoids `HELLO`.
+//! - Only `SLAVEOF` is used (never `REPLICAOF`/`ROLE`): Pika has neither.
+//! - Every call is bounded twice: by the crate's connect/response timeouts, and by an overall
+//!   tokio timeout as a safety net for anything the crate does not cover.
+//! - Error texts are built from the server's reply or the error kind; the password is
+//!   additionally scrubbed from every text before it leaves this module.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, Value,
+};
+
+use crate::config::{Secret, Timeouts};
+use crate::model::{Addr, NodeStatus};
+use crate::node::{info, NodeError, Nodes};
+
+/// Extra time on top of the configured bounds before the safety-net timeout fires.
+const SAFETY_MARGIN: Duration = Duration::from_millis(250);
+
+/// Talks RESP2 to Pika or Redis nodes of one cluster (one password per cluster).
+#[derive(Clone)]
+pub struct RedisNodes {
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    password: Option<Secret>,
+}
+
+impl std::fmt::Debug for RedisNodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisNodes")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl RedisNodes {
+    /// `password` is the cluster's `requirepass` (also used as `masterauth`); `None` = no AUTH.
+    pub fn new(timeouts: &Timeouts, password: Option<Secret>) -> Self {
+        RedisNodes {
+            connect_timeout: timeouts.connect,
+            command_timeout: timeouts.command,
+            // An empty password means "no password": AUTH "" would only fail.
+            password: password.filter(|p| !p.expose().is_empty()),
+        }
+    }
+
+    /// Open one connection (AUTH included), bounded by the connect timeout.
+    async fn connect(&self, node: &Addr) -> Result<MultiplexedConnection, NodeError> {
+        let info = ConnectionAddr::Tcp(node.host.clone(), node.port)
+            .into_connection_info()
+            .map_err(|e| self.map_err(e))?;
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+        if let Some(pw) = &self.password {
+            settings = settings.set_password(pw.expose());
+        }
+        let client =
+            Client::open(info.set_redis_settings(settings)).map_err(|e| self.map_err(e))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| self.map_err(e))
+    }
+
+    /// Connect and send `commands` in order on one connection; returns every reply.
+    /// The whole exchange is bounded by connect + (AUTH + commands) × command timeout + margin.
+    async fn exchange(
+        &self,
+        node: &Addr,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<Vec<Value>, NodeError> {
+        let bound = self.connect_timeout
+            + self.command_timeout * (commands.len() as u32 + 1)
+            + SAFETY_MARGIN;
+        let work = async {
+            let mut conn = self.connect(node).await?;
+            let mut replies = Vec::with_capacity(commands.len());
+            for c in &commands {
+                let v: Value = c
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| self.map_err(e))?;
+                if let Value::ServerError(e) = &v {
+                    return Err(self.classify_server(e.code(), e.details()));
+                }
+                replies.push(v);
+            }
+            Ok(replies)
+        };
+        match tokio::time::timeout(bound, work).await {
+            Ok(r) => r,
+            Err(_) => Err(NodeError::Timeout),
+        }
+    }
+
+    /// Send one command and return the raw reply (server errors become `NodeError`s).
+    /// For diagnostics and tests; the `Nodes` methods are the normal interface.
+    pub async fn command(&self, node: &Addr, args: &[&str]) -> Result<Value, NodeError> {
+        let Some((name, rest)) = args.split_first() else {
+            return Err(NodeError::Protocol("empty command".into()));
+        };
+        let mut c = redis::cmd(name);
+        for a in rest {
+            c.arg(*a);
+        }
+        let mut replies = self.exchange(node, vec![c]).await?;
+        replies
+            .pop()
+            .ok_or_else(|| NodeError::Protocol("no reply".into()))
+    }
+
+    /// The raw text of `INFO server` + `INFO replication` (what `status` parses).
+    pub async fn info_text(&self, node: &Addr) -> Result<String, NodeError> {
+        let mut server = redis::cmd("INFO");
+        server.arg("server");
+        let mut repl = redis::cmd("INFO");
+        repl.arg("replication");
+        let replies = self.exchange(node, vec![server, repl]).await?;
+        let mut text = String::new();
+        for v in replies {
+            let part = value_text(&v)
+                .ok_or_else(|| NodeError::Protocol("INFO reply is not a string".into()))?;
+            text.push_str(&part);
+            // Sections are separated by an empty line, as in a plain `INFO`.
+            if !part.ends_with("\r\n") {
+                text.push_str("\r\n");
+            }
+            text.push_str("\r\n");
+        }
+        Ok(text)
+    }
+
+    /// Send one command that must answer `+OK` (Redis may append words: `+OK Already connected…`).
+    async fn expect_ok(&self, node: &Addr, c: redis::Cmd) -> Result<(), NodeError> {
+        let mut replies = self.exchange(node, vec![c]).await?;
+        match replies.pop() {
+            Some(Value::Okay) => Ok(()),
+            Some(Value::SimpleString(s)) if s.starts_with("OK") => Ok(()),
+            Some(other) => Err(NodeError::Protocol(
+                self.scrub(&format!("expected OK, got {}", describe(&other))),
+            )),
+            None => Err(NodeError::Protocol("no reply".into())),
+        }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        match &self.password {
+            Some(pw) => text.replace(pw.expose(), "<redacted>"),
+            None => text.to_string(),
+        }
+    }
+
+    /// An error reply from the server: auth problems by their well-known texts (Redis and
+    /// every Pika version, see pika.md §3.1), everything else verbatim as `Node`.
+    fn classify_server(&self, code: &str, detail: Option<&str>) -> NodeError {
+        let text = self.scrub(&match detail {
+            Some(d) => format!("{code} {d}"),
+            None => code.to_string(),
+        });
+        if is_auth_text(&text) {
+            NodeError::Auth(text)
+        } else {
+            NodeError::Node(text)
+        }
+    }
+
+    fn map_err(&self, e: RedisError) -> NodeError {
+        if e.is_timeout() {
+            return NodeError::Timeout;
+        }
+        if e.is_connection_refusal() {
+            return NodeError::Refused;
+        }
+        if e.kind() == ErrorKind::AuthenticationFailed {
+            // The crate hides the server's reply to AUTH; it never holds the password either.
+            return NodeError::Auth("password rejected by the node".into());
+        }
+        if let ErrorKind::Server(_) | ErrorKind::Extension = e.kind() {
+            if let Some(code) = e.code() {
+                return self.classify_server(code, e.detail());
+            }
+        }
+        let text = self.scrub(&e.to_string());
+        if is_auth_text(&text) {
+            return NodeError::Auth(text);
+        }
+        match e.kind() {
+            ErrorKind::Io => NodeError::Io(text),
+            _ => NodeError::Protocol(text),
+        }
+    }
+}
+
+/// Substrings that mean "authentication is the problem" across Redis and Pika versions.
+fn is_auth_text(text: &str) -> bool {
+    const NEEDLES: [&str; 6] = [
+        "NOAUTH",
+        "WRONGPASS",
+        "invalid password",
+        "Authentication required",
+        "without any password configured",
+        "no password is set",
+    ];
+    NEEDLES.iter().any(|n| text.contains(n))
+}
+
+fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// A short description of an unexpected reply, never longer than a line.
+fn describe(v: &Value) -> String {
+    let s = match value_text(v) {
+        Some(t) => t,
+        None => format!("{v:?}"),
+    };
+    s.chars().take(80).collect()
+}
+
+impl Nodes for RedisNodes {
+    async fn status(&self, node: &Addr) -> Result<NodeStatus, NodeError> {
+        let text = self.info_text(node).await?;
+        info::parse(&text).map_err(|e| NodeError::Protocol(e.to_string()))
+    }
+
+    async fn promote(&self, node: &Addr) -> Result<(), NodeError> {
+        let mut c = redis::cmd("SLAVEOF");
+        c.arg("NO").arg("ONE");
+        self.expect_ok(node, c).await
+    }
+
+    async fn follow(&self, node: &Addr, master: &Addr, force: bool) -> Result<(), NodeError> {
+        let mut c = redis::cmd("SLAVEOF");
+        c.arg(&master.host).arg(master.port);
+        if force {
+            // The literal word; Pika rejects `-f`/`--force` (pika.md §2.1).
+            c.arg("force");
+        }
+        self.expect_ok(node, c).await
+    }
+
+    async fn set_masterauth(&self, node: &Addr) -> Result<(), NodeError> {
+        let Some(pw) = &self.password else {
+            return Ok(());
+        };
+        let mut c = redis::cmd("CONFIG");
+        c.arg("SET").arg("masterauth").arg(pw.expose());
+        self.expect_ok(node, c).await
+    }
+
+    async fn config_rewrite(&self, node: &Addr) -> Result<(), NodeError> {
+        let mut c = redis::cmd("CONFIG");
+        c.arg("REWRITE");
+        self.expect_ok(node, c).await
+    }
+
+    async fn pause_writes(&self, node: &Addr, for_how_long: Duration) -> Result<(), NodeError> {
+        let mut c = redis::cmd("CLIENT");
+        c.arg("PAUSE")
+            .arg(for_how_long.as_millis().max(1) as u64)
+            .arg("WRITE");
+        self.expect_ok(node, c).await
+    }
+
+    async fn unpause_writes(&self, node: &Addr) -> Result<(), NodeError> {
+        let mut c = redis::cmd("CLIENT");
+        c.arg("UNPAUSE");
+        self.expect_ok(node, c).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(pw: Option<&str>) -> RedisNodes {
+        RedisNodes::new(&Timeouts::default(), pw.map(Secret::new))
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let d = format!("{:?}", nodes(Some("hunter2")));
+        assert!(!d.contains("hunter2"), "{d}");
+    }
+
+    #[test]
+    fn server_errors_are_classified() {
+        let n = nodes(Some("hunter2"));
+        assert_eq!(
+            n.classify_server("ERR", Some("already master of others, invalid usage")),
+            NodeError::Node("ERR already master of others, invalid usage".into())
+        );
+        assert!(matches!(
+            n.classify_server("ERR", Some("NOAUTH Authentication required.")),
+            NodeError::Auth(_)
+        ));
+        assert!(matches!(
+            n.classify_server(
+                "WRONGPASS",
+                Some("invalid username-password pair or user is disabled.")
+            ),
+            NodeError::Auth(_)
+        ));
+        assert!(matches!(
+            n.classify_server("ERR", Some("invalid password")),
+            NodeError::Auth(_)
+        ));
+        assert_eq!(
+            n.classify_server("ERR", Some("echo hunter2")),
+            NodeError::Node("ERR echo <redacted>".into())
+        );
+    }
+
+    #[test]
+    fn empty_password_means_none() {
+        assert!(nodes(Some("")).password.is_none());
+    }
+}

@@ -3,3 +3,5 @@
 
 pub mod contract;
 pub mod fakes;
+pub mod pika;
+pub mod redis;

@@ -1,0 +1,466 @@
+//! `pika-remedy status`: observe every configured cluster once and show it, as a table or JSON.
+//! Read-only: only `INFO` is sent.
+//!
+//! # Exit codes
+//! - `0`: every node answered and every cluster has exactly one node claiming `role:master`.
+//! - `1`: something needs attention: a node is unreachable, a cluster has no master, or a
+//!   cluster has several masters. The reasons are listed under each cluster (`problems`).
+//! - `2`: config or usage error (unreadable/invalid config, unknown `--cluster`); set by `main`.
+//!
+//! Replicas whose link is not up, or that follow a node other than the one master, are
+//! listed as `notes`: they show up in the output but do not change the exit code, so the code
+//! stays a plain "is the topology sane" answer for scripts.
+
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::config::{ClusterConfig, Loaded};
+use crate::error::{Error, Result};
+use crate::model::{Addr, Engine, LinkState, NodeObservation, NodeStatus, Observation, Role};
+use crate::node::redis::RedisNodes;
+use crate::observe::observe;
+
+/// Everything observed, per cluster in config order.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    /// True if every cluster is healthy (exit code 0).
+    pub ok: bool,
+    pub clusters: Vec<ClusterStatus>,
+}
+
+/// One cluster's state, as shown by `status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    pub name: String,
+    /// Configured `paused` flag.
+    pub paused: bool,
+    /// Every node reachable and exactly one master.
+    pub healthy: bool,
+    /// Reachable nodes claiming `role:master`, in config order.
+    pub masters: Vec<Addr>,
+    /// Reasons for `healthy == false`.
+    pub problems: Vec<String>,
+    /// Things worth a look that do not make the cluster unhealthy.
+    pub notes: Vec<String>,
+    pub nodes: Vec<NodeRow>,
+}
+
+/// One node's line.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeRow {
+    pub addr: Addr,
+    pub reachable: bool,
+    /// Why it could not be read (secret-free), when unreachable.
+    pub error: Option<String>,
+    pub engine: Option<Engine>,
+    pub version: Option<String>,
+    /// `master`, `slave` or `master&&slave`.
+    pub role: Option<String>,
+    /// The master it follows (replicas).
+    pub master: Option<Addr>,
+    pub link: Option<LinkState>,
+    /// Normalised replication offset.
+    pub offset: Option<u64>,
+    /// Bytes behind its master, from the master's replica lines (or the offset difference).
+    pub lag_bytes: Option<u64>,
+    /// Pika `is_eligible_for_master_election` (absent before 3.5.5/4.0.1 and on Redis).
+    pub eligible: Option<bool>,
+    pub priority: u32,
+    pub never_promote: bool,
+    pub connected_replicas: Option<u32>,
+}
+
+impl StatusReport {
+    /// 0 if all clusters are healthy, else 1 (see the module doc).
+    pub fn exit_code(&self) -> i32 {
+        if self.ok {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// Pick the clusters to show: all, or the one named (unknown name = usage error).
+fn selected<'a>(loaded: &'a Loaded, cluster: Option<&str>) -> Result<Vec<&'a ClusterConfig>> {
+    match cluster {
+        None => Ok(loaded.config.clusters.iter().collect()),
+        Some(name) => loaded.cluster(name).map(|c| vec![c]).ok_or_else(|| {
+            let known: Vec<&str> = loaded
+                .config
+                .clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            Error::Other(format!(
+                "unknown cluster {name:?} (configured: {})",
+                known.join(", ")
+            ))
+        }),
+    }
+}
+
+/// Observe the selected clusters (concurrently; each node bounded by the configured timeouts).
+pub async fn collect(loaded: &Loaded, cluster: Option<&str>) -> Result<StatusReport> {
+    let clusters = selected(loaded, cluster)?;
+    let observations = join_all(clusters.iter().map(|c| async move {
+        let nodes = RedisNodes::new(&loaded.config.timeouts, loaded.password(&c.name).cloned());
+        (c.paused, observe(&nodes, c).await)
+    }))
+    .await;
+    let clusters: Vec<ClusterStatus> = observations
+        .iter()
+        .map(|(paused, obs)| summarize(obs, *paused))
+        .collect();
+    Ok(StatusReport {
+        ok: clusters.iter().all(|c| c.healthy),
+        clusters,
+    })
+}
+
+/// Run the command: returns the text to print and the exit code.
+pub async fn run(loaded: &Loaded, cluster: Option<&str>, json: bool) -> Result<(String, i32)> {
+    let report = collect(loaded, cluster).await?;
+    let text = if json {
+        serde_json::to_string_pretty(&report).map_err(|e| Error::Other(format!("json: {e}")))?
+            + "\n"
+    } else {
+        render_table(&report)
+    };
+    Ok((text, report.exit_code()))
+}
+
+/// The master whose replica lines describe `node`: the one it says it follows, if observed,
+/// else the only node claiming master.
+fn master_of<'a>(obs: &'a Observation, node: &NodeStatus) -> Option<&'a NodeStatus> {
+    if let Some(m) = &node.master {
+        if let Some(s) = obs.node(m).and_then(NodeObservation::reachable) {
+            return Some(s);
+        }
+    }
+    match obs.claiming_master().as_slice() {
+        [only] => obs.node(only).and_then(NodeObservation::reachable),
+        _ => None,
+    }
+}
+
+fn lag_of(obs: &Observation, addr: &Addr, s: &NodeStatus) -> Option<u64> {
+    if !s.role.is_replica() {
+        return None;
+    }
+    let m = master_of(obs, s)?;
+    let line = m
+        .replicas
+        .iter()
+        .find(|r| r.ip == addr.host && r.port == addr.port);
+    if let Some(lag) = line.and_then(|l| l.lag_bytes) {
+        return Some(lag);
+    }
+    // Comparable offsets (Redis; Pika ≥ 3.5.5 slave_repl_offset) give the lag directly.
+    match (m.offset, s.offset) {
+        (Some(mo), Some(so)) => Some(mo.saturating_sub(so)),
+        _ => None,
+    }
+}
+
+/// Pure: one observation → the cluster's status lines, problems and notes.
+pub fn summarize(obs: &Observation, paused: bool) -> ClusterStatus {
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let masters: Vec<Addr> = obs.claiming_master().into_iter().cloned().collect();
+    let rows: Vec<NodeRow> = obs
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut row = NodeRow {
+                addr: n.addr.clone(),
+                reachable: n.status.is_ok(),
+                error: n.status.as_ref().err().cloned(),
+                engine: None,
+                version: None,
+                role: None,
+                master: None,
+                link: None,
+                offset: None,
+                lag_bytes: None,
+                eligible: None,
+                priority: n.priority,
+                never_promote: n.never_promote,
+                connected_replicas: None,
+            };
+            match &n.status {
+                Err(e) => problems.push(format!("{} is unreachable: {e}", n.addr)),
+                Ok(s) => {
+                    row.engine = Some(s.engine);
+                    row.version = s.version.clone();
+                    row.role = Some(s.role.as_str().to_string());
+                    row.master = s.master.clone();
+                    row.link = s.link;
+                    row.offset = s.offset;
+                    row.lag_bytes = lag_of(obs, &n.addr, s);
+                    row.eligible = s.eligible;
+                    row.connected_replicas = Some(s.connected_replicas);
+                    if s.role.is_replica() {
+                        if s.link != Some(LinkState::Up) {
+                            let link = s.link.map(LinkState::as_str).unwrap_or("unknown");
+                            notes.push(format!("{}: replication link is {link}", n.addr));
+                        }
+                        if let (Some(m), [only]) = (&s.master, masters.as_slice()) {
+                            if m != only {
+                                notes
+                                    .push(format!("{} follows {m}, not the master {only}", n.addr));
+                            }
+                        }
+                    }
+                }
+            }
+            row
+        })
+        .collect();
+    match masters.len() {
+        0 => problems.push("no reachable node reports role:master".into()),
+        1 => {}
+        k => problems.push(format!(
+            "{k} nodes report role:master: {}",
+            masters
+                .iter()
+                .map(Addr::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+    if masters.len() == 1
+        && obs
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.status, Ok(s) if s.role == Role::MasterSlave))
+    {
+        notes.push("chained replication (a replica has replicas)".into());
+    }
+    ClusterStatus {
+        name: obs.cluster.clone(),
+        paused,
+        healthy: problems.is_empty(),
+        masters,
+        problems,
+        notes,
+        nodes: rows,
+    }
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(T::to_string).unwrap_or_else(|| "-".into())
+}
+
+/// Human-readable rendering: one block per cluster, a header line, a table, then problems/notes.
+pub fn render_table(report: &StatusReport) -> String {
+    let mut out = String::new();
+    for c in &report.clusters {
+        let state = if c.healthy { "OK" } else { "ATTENTION" };
+        let master = match c.masters.as_slice() {
+            [m] => format!("master {m}"),
+            [] => "no master".into(),
+            ms => format!("{} masters", ms.len()),
+        };
+        let paused = if c.paused { ", paused" } else { "" };
+        out.push_str(&format!("cluster {}: {state} ({master}{paused})\n", c.name));
+        let header = [
+            "NODE",
+            "REACHABLE",
+            "ENGINE",
+            "ROLE",
+            "MASTER",
+            "LINK",
+            "OFFSET",
+            "LAG",
+            "ELIGIBLE",
+        ];
+        let rows: Vec<[String; 9]> = c
+            .nodes
+            .iter()
+            .map(|n| {
+                let engine = match (&n.engine, &n.version) {
+                    (Some(e), Some(v)) => format!("{} {v}", engine_name(*e)),
+                    (Some(e), None) => engine_name(*e).to_string(),
+                    _ => "-".into(),
+                };
+                [
+                    n.addr.to_string(),
+                    if n.reachable {
+                        "yes".into()
+                    } else {
+                        format!("no ({})", n.error.as_deref().unwrap_or("?"))
+                    },
+                    engine,
+                    opt(&n.role),
+                    opt(&n.master),
+                    n.link
+                        .map(|l| l.as_str().to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    opt(&n.offset),
+                    opt(&n.lag_bytes),
+                    opt(&n.eligible),
+                ]
+            })
+            .collect();
+        let mut widths = header.map(str::len);
+        for r in &rows {
+            for (w, cell) in widths.iter_mut().zip(r.iter()) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut l = String::from("  ");
+            for (i, (cell, w)) in cells.iter().zip(widths.iter()).enumerate() {
+                if i + 1 == cells.len() {
+                    l.push_str(cell);
+                } else {
+                    l.push_str(&format!("{cell:<w$}  "));
+                }
+            }
+            l.trim_end().to_string() + "\n"
+        };
+        out.push_str(&line(&header.map(String::from)));
+        for r in &rows {
+            out.push_str(&line(r));
+        }
+        for p in &c.problems {
+            out.push_str(&format!("  problem: {p}\n"));
+        }
+        for n in &c.notes {
+            out.push_str(&format!("  note: {n}\n"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn engine_name(e: Engine) -> &'static str {
+    match e {
+        Engine::Pika => "pika",
+        Engine::Redis => "redis",
+        Engine::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::ReplicaLine;
+
+    fn status(role: Role, master: Option<&str>, offset: u64) -> NodeStatus {
+        NodeStatus {
+            engine: Engine::Redis,
+            version: Some("7.0.15".into()),
+            role,
+            master: master.map(|m| m.parse().unwrap()),
+            link: master.map(|_| LinkState::Up),
+            db_links: BTreeMap::new(),
+            db_offsets: BTreeMap::new(),
+            offset: Some(offset),
+            replid: None,
+            eligible: None,
+            priority: None,
+            connected_replicas: 0,
+            replicas: Vec::new(),
+        }
+    }
+
+    fn node(addr: &str, status: Result<NodeStatus, String>) -> NodeObservation {
+        NodeObservation {
+            addr: addr.parse().unwrap(),
+            priority: 100,
+            never_promote: false,
+            status,
+        }
+    }
+
+    #[test]
+    fn one_master_all_reachable_is_healthy_with_lag() {
+        let mut m = status(Role::Master, None, 1000);
+        m.connected_replicas = 2;
+        m.replicas.push(ReplicaLine {
+            ip: "127.0.0.1".into(),
+            port: 2,
+            state: Some("online".into()),
+            offset: Some(900),
+            db_lag: BTreeMap::new(),
+            lag_bytes: Some(100),
+            lag_seconds: Some(0),
+        });
+        let obs = Observation {
+            cluster: "main".into(),
+            nodes: vec![
+                node("127.0.0.1:1", Ok(m)),
+                node(
+                    "127.0.0.1:2",
+                    Ok(status(Role::Slave, Some("127.0.0.1:1"), 900)),
+                ),
+                node(
+                    "127.0.0.1:3",
+                    Ok(status(Role::Slave, Some("127.0.0.1:1"), 700)),
+                ),
+            ],
+        };
+        let c = summarize(&obs, false);
+        assert!(c.healthy, "{c:?}");
+        assert_eq!(c.masters, vec!["127.0.0.1:1".parse::<Addr>().unwrap()]);
+        assert_eq!(c.nodes[1].lag_bytes, Some(100), "from the replica line");
+        assert_eq!(
+            c.nodes[2].lag_bytes,
+            Some(300),
+            "from the offset difference"
+        );
+        let report = StatusReport {
+            ok: true,
+            clusters: vec![c],
+        };
+        assert_eq!(report.exit_code(), 0);
+        let t = render_table(&report);
+        assert!(
+            t.starts_with("cluster main: OK (master 127.0.0.1:1)\n"),
+            "{t}"
+        );
+        assert!(t.contains("NODE"), "{t}");
+    }
+
+    #[test]
+    fn unreachable_and_two_masters_need_attention() {
+        let obs = Observation {
+            cluster: "main".into(),
+            nodes: vec![
+                node("127.0.0.1:1", Ok(status(Role::Master, None, 1))),
+                node("127.0.0.1:2", Ok(status(Role::Master, None, 1))),
+                node("127.0.0.1:3", Err("connection refused".into())),
+            ],
+        };
+        let c = summarize(&obs, false);
+        assert!(!c.healthy);
+        assert_eq!(c.problems.len(), 2, "{:?}", c.problems);
+        assert!(c.problems[0].contains("127.0.0.1:3 is unreachable: connection refused"));
+        assert!(c.problems[1].contains("2 nodes report role:master"));
+        assert!(!c.nodes[2].reachable);
+    }
+
+    #[test]
+    fn no_master_is_a_problem_and_link_down_is_a_note() {
+        let mut r = status(Role::Slave, Some("127.0.0.1:9"), 1);
+        r.link = Some(LinkState::Down);
+        let obs = Observation {
+            cluster: "main".into(),
+            nodes: vec![node("127.0.0.1:1", Ok(r))],
+        };
+        let c = summarize(&obs, true);
+        assert_eq!(
+            c.problems,
+            vec!["no reachable node reports role:master".to_string()]
+        );
+        assert_eq!(
+            c.notes,
+            vec!["127.0.0.1:1: replication link is down".to_string()]
+        );
+        assert!(c.paused);
+    }
+}
