@@ -54,7 +54,11 @@ pub struct Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (host {}, pid {})", self.instance, self.host, self.pid)
+        write!(
+            f,
+            "{} (host {}, pid {})",
+            self.instance, self.host, self.pid
+        )
     }
 }
 
@@ -83,7 +87,8 @@ pub(crate) enum LeaseInner {
     Etcd {
         lease_id: i64,
         create_revision: i64,
-        keepalive: tokio::task::JoinHandle<()>,
+        /// Aborts the renewal task when dropped.
+        keepalive: etcd::KeepAlive,
     },
 }
 
