@@ -310,7 +310,16 @@ async fn keep_alive(client: Client, lease_id: i64, ttl: Duration, per_call: Dura
         if stream.is_none() {
             let mut c = client.clone();
             match tokio::time::timeout(per_call, c.lease_keep_alive(lease_id)).await {
-                Ok(Ok(s)) => stream = Some(s),
+                Ok(Ok(s)) => {
+                    // Opening the stream sends one keep-alive and waits for its answer.
+                    stream = Some(s);
+                    last_ok = Instant::now();
+                    continue;
+                }
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(m))) if m.contains("not found") => {
+                    tracing::warn!(lease_id, "etcd lease is gone; renewal stopped");
+                    return;
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(lease_id, error = %e, "etcd lease keep-alive stream failed");
                     continue;
@@ -330,7 +339,10 @@ async fn keep_alive(client: Client, lease_id: i64, ttl: Duration, per_call: Dura
         })
         .await;
         match renewed {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => last_ok = Instant::now(),
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                tracing::trace!(lease_id, ttl = r.ttl(), "etcd lease renewed");
+                last_ok = Instant::now();
+            }
             Ok(Ok(Some(_))) => {
                 tracing::warn!(lease_id, "etcd lease is gone; renewal stopped");
                 return;

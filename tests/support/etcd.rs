@@ -27,24 +27,139 @@ fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// PEM files for a TLS etcd: a throwaway CA, the server's cert (SAN IP 127.0.0.1) and a client
+/// cert for mutual TLS, generated with the `openssl` CLI.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let bin = require_binary("openssl", "openssl");
+    let out = Command::new(bin)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TlsFiles {
+    pub fn generate(dir: &Path) -> TlsFiles {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec![
+            "req",
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=pika-remedy-test-ca",
+        ];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(dir, &ca);
+        for (name, eku) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            let ext = format!(
+                "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage={eku}\nsubjectAltName=IP:127.0.0.1\n"
+            );
+            std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write ext");
+            let (key, csr, pem, extf) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            let subj = format!("/CN={name}");
+            let mut req = vec!["req", "-subj", &subj, "-keyout", &key, "-out", &csr];
+            req.extend(ec);
+            openssl(dir, &req);
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-out",
+                    &pem,
+                    "-extfile",
+                    &extf,
+                ],
+            );
+        }
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
+}
+
 pub struct EtcdServer {
     bin: PathBuf,
     dir: tempfile::TempDir,
     pub client_port: u16,
     pub peer_port: u16,
+    /// Plain-HTTP `/health` (and `/metrics`), also when clients must use TLS.
+    pub metrics_port: u16,
+    pub tls: Option<TlsFiles>,
     child: Option<Child>,
 }
 
 impl EtcdServer {
     /// Start a fresh etcd and wait until it is healthy (bounded).
     pub fn start_new() -> EtcdServer {
+        Self::start_with(false)
+    }
+
+    /// Clients must use https and present a certificate signed by the test CA.
+    pub fn start_new_tls() -> EtcdServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> EtcdServer {
         let bin = require_binary("etcd", "etcd-server");
         let dir = tempfile::tempdir().expect("temp dir");
+        let tls = tls.then(|| TlsFiles::generate(dir.path()));
         let mut s = EtcdServer {
             bin,
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            metrics_port: free_port(),
+            tls,
             child: None,
         };
         s.start();
@@ -52,7 +167,8 @@ impl EtcdServer {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -83,7 +199,19 @@ impl EtcdServer {
             .append(true)
             .open(self.log_path())
             .expect("open etcd log");
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.server_cert)
+                .arg("--key-file")
+                .arg(&t.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
+            .arg("--listen-metrics-urls")
+            .arg(format!("http://127.0.0.1:{}", self.metrics_port))
             .arg("--name")
             .arg("test")
             .arg("--data-dir")
@@ -120,7 +248,7 @@ impl EtcdServer {
                     panic!("etcd exited early ({status}); log:\n{}", self.log_tail());
                 }
             }
-            if health(self.client_port) {
+            if health(self.metrics_port) {
                 return;
             }
             if start.elapsed() > within {
