@@ -338,7 +338,7 @@ async fn paused_server_times_out_then_recovers() {
 
 #[tokio::test]
 async fn auth_wrong_password_is_not_retryable() {
-    let server = EtcdServer::start_new();
+    let mut server = EtcdServer::start_new();
     let mut r = raw(&server).await;
     r.user_add("root", "right-pw", None)
         .await
@@ -370,6 +370,23 @@ async fn auth_wrong_password_is_not_retryable() {
     ok.release(l).await.expect("release");
 
     // Without credentials against an auth-enabled etcd: a permission error, not "unreachable".
+    // etcd down at start-up: the authenticated client is built lazily and logs in later.
+    server.stop();
+    let lazy = Etcd::connect(&c, Some(Secret::new("right-pw")), &timeouts())
+        .await
+        .expect("etcd down: lazy construction");
+    expect_unreachable("ping with auth, etcd down", lazy.ping()).await;
+    server.start();
+    let start = Instant::now();
+    while let Err(e) = lazy.ping().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no login after restart: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lazy.read_record("auth").await.expect("authenticated read");
+
     let err = Etcd::connect(&cfg(&server), None, &timeouts())
         .await
         .expect_err("anonymous client against auth-enabled etcd");
