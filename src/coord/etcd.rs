@@ -7,7 +7,8 @@
 //! - `<prefix>/<cluster>/master`: plain `host:port` of the recorded master, written in the same
 //!   transaction as the record, for clients and scripts that only need the address.
 //! - `<prefix>/<cluster>/events/<millis:016>-<seq:06>`: audit events (JSON), trimmed to the
-//!   newest `events_keep`. The sequence part keeps two events of the same millisecond apart.
+//!   newest `events_keep` (0 = no events in etcd). The sequence part keeps two events of the
+//!   same millisecond apart.
 //!
 //! # Lock
 //! Grant a lease with the TTL, then one transaction `if create_revision(lock) == 0 then put(lock,
@@ -170,9 +171,6 @@ impl Etcd {
         if cfg.endpoints.is_empty() {
             return Err(config_err("endpoints is empty"));
         }
-        if cfg.events_keep == 0 {
-            return Err(config_err("events_keep must be at least 1"));
-        }
         let prefix = cfg.prefix.trim_end_matches('/').to_string();
         if prefix.is_empty() {
             return Err(config_err("prefix is empty"));
@@ -188,6 +186,9 @@ impl Etcd {
                 timeouts.command.max(timeouts.connect),
             )
             .with_keep_alive_while_idle(false)
+            // A member without a leader answers "no leader" at once instead of letting a
+            // linearizable request wait for the timeout.
+            .with_require_leader(true)
             .with_auto_token_refresh(true);
         match (&cfg.user, password) {
             (Some(u), Some(p)) => options = options.with_user(u.clone(), p.expose().to_string()),
@@ -535,6 +536,10 @@ impl Coordinator for Etcd {
     }
 
     async fn append_event(&self, cluster: &str, event_json: &str) -> Result<(), CoordError> {
+        if self.events_keep == 0 {
+            // `events_keep = 0` turns the etcd event list off (the JSON-lines file remains).
+            return Ok(());
+        }
         let millis = now_millis();
         let mut written = false;
         // Create-only, so two instances appending in the same millisecond with the same
