@@ -1,1 +1,653 @@
 //! `Etcd`: lease + txn lock and mod_revision CAS over etcd v3 (etcd-client).
+//!
+//! # Key layout (`prefix` defaults to `/pika-remedy`)
+//! - `<prefix>/<cluster>/lock`: the failover lock. Value: the [`Holder`] as JSON; attached to
+//!   the holder's lease, so it vanishes when the lease expires or is revoked.
+//! - `<prefix>/<cluster>/topology`: the [`TopologyRecord`] as JSON. Version = `mod_revision`.
+//! - `<prefix>/<cluster>/master`: plain `host:port` of the recorded master, written in the same
+//!   transaction as the record, for clients and scripts that only need the address.
+//! - `<prefix>/<cluster>/events/<millis:016>-<seq:06>`: audit events (JSON), trimmed to the
+//!   newest `events_keep` (0 = no events in etcd). The sequence part keeps two events of the
+//!   same millisecond apart.
+//!
+//! # Lock
+//! Grant a lease with the TTL, then one transaction `if create_revision(lock) == 0 then put(lock,
+//! holder, lease) else get(lock)`. The fencing token is `<lease id>:<create_revision>`; both
+//! change on every acquisition. A background task renews the lease every TTL/3 until the lease
+//! is released or dropped (dropping a [`Lease`] without `release` stops renewal, so the lock
+//! then expires after its TTL instead of being held forever by a forgotten value).
+//!
+//! # Not here
+//! `publish_roles` is a no-op: etcd has no service catalog; clients read the `master` key.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+};
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+
+use super::{CasOutcome, CoordError, Coordinator, Holder, Lease, LeaseInner, LockOutcome};
+use crate::config::{EtcdConfig, Secret, Timeouts};
+use crate::model::{Addr, TopologyRecord, Versioned};
+
+/// The renewal task of one lease. Aborted on drop, so a `Lease` that is dropped without
+/// `release` stops renewing and the lock expires after its TTL.
+#[derive(Debug)]
+pub(crate) struct KeepAlive(JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// etcd v3 coordinator. Cheap to share behind an `Arc`; the gRPC channel is connected lazily
+/// and reconnects by itself.
+pub struct Etcd {
+    endpoints: Vec<String>,
+    options: ConnectOptions,
+    client: OnceCell<Client>,
+    prefix: String,
+    events_keep: usize,
+    /// Bound for one etcd call, including (re)connecting: `connect + command`.
+    op_timeout: Duration,
+    event_seq: AtomicU64,
+}
+
+// Manual: `ConnectOptions`' Debug would print the password.
+impl fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Etcd")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("events_keep", &self.events_keep)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_err(msg: impl Into<String>) -> CoordError {
+    CoordError::Backend(format!("etcd config: {}", msg.into()))
+}
+
+/// Map an etcd-client error: anything that smells like "could not reach / no answer / no
+/// leader" is retryable; auth, permission and malformed requests are not.
+fn classify(what: &str, e: etcd_client::Error) -> CoordError {
+    use etcd_client::Error as E;
+    use tonic::Code;
+    let retryable = match &e {
+        E::GRpcStatus(s) => !matches!(
+            s.code(),
+            Code::InvalidArgument
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::FailedPrecondition
+                | Code::NotFound
+                | Code::AlreadyExists
+                | Code::OutOfRange
+                | Code::Unimplemented
+                | Code::DataLoss
+        ),
+        E::TransportError(_) | E::IoError(_) | E::LeaseKeepAliveError(_) | E::WatchError(_) => true,
+        _ => false,
+    };
+    let text = match &e {
+        // The status' message is etcd's own text ("etcdserver: ..."), shorter than Display.
+        E::GRpcStatus(s) => format!("{:?}: {}", s.code(), s.message()),
+        other => other.to_string(),
+    };
+    if retryable {
+        CoordError::Unreachable(format!("etcd {what}: {text}"))
+    } else {
+        CoordError::Backend(format!("etcd {what}: {text}"))
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn parse_token(token: &str) -> Option<(i64, i64)> {
+    let (l, c) = token.split_once(':')?;
+    Some((l.parse().ok()?, c.parse().ok()?))
+}
+
+fn tls_options(cfg: &EtcdConfig) -> Result<Option<TlsOptions>, CoordError> {
+    let read = |field: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| config_err(format!("{field} {}: {e}", p.display())))
+    };
+    let any_https = cfg.endpoints.iter().any(|e| e.starts_with("https://"));
+    let any_http = cfg.endpoints.iter().any(|e| e.starts_with("http://"));
+    let files = cfg.ca_file.is_some() || cfg.cert_file.is_some() || cfg.key_file.is_some();
+    if !files {
+        if any_https {
+            // Without a CA there are no trust anchors (no system roots are compiled in).
+            return Err(config_err("https endpoints need ca_file"));
+        }
+        return Ok(None);
+    }
+    if any_http {
+        return Err(config_err(
+            "ca_file/cert_file/key_file are set but an endpoint is http://; use https://",
+        ));
+    }
+    let mut tls = TlsOptions::new();
+    match &cfg.ca_file {
+        Some(p) => tls = tls.ca_certificate(Certificate::from_pem(read("ca_file", p)?)),
+        None => return Err(config_err("TLS needs ca_file")),
+    }
+    match (&cfg.cert_file, &cfg.key_file) {
+        (Some(c), Some(k)) => {
+            tls = tls.identity(Identity::from_pem(
+                read("cert_file", c)?,
+                read("key_file", k)?,
+            ));
+        }
+        (None, None) => {}
+        _ => return Err(config_err("cert_file and key_file must be set together")),
+    }
+    Ok(Some(tls))
+}
+
+impl Etcd {
+    /// Build the client. Validates the config (endpoints, TLS files, user/password) and tries
+    /// to connect once within `timeouts.connect + timeouts.command`: if etcd is merely
+    /// unreachable the coordinator is still returned and connects on first use (so the service
+    /// can start while etcd is down; `ping` reports it); a rejected login is a `Backend` error.
+    pub async fn connect(
+        cfg: &EtcdConfig,
+        password: Option<Secret>,
+        timeouts: &Timeouts,
+    ) -> Result<Etcd, CoordError> {
+        if cfg.endpoints.is_empty() {
+            return Err(config_err("endpoints is empty"));
+        }
+        let prefix = cfg.prefix.trim_end_matches('/').to_string();
+        if prefix.is_empty() {
+            return Err(config_err("prefix is empty"));
+        }
+        // gRPC HTTP/2 pings detect a dead connection while a keepalive stream is open. etcd
+        // rejects pings more often than every 5 s (`too_many_pings`), and pings without an
+        // open stream by default, hence 10 s and not while idle.
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(timeouts.connect)
+            .with_timeout(timeouts.command)
+            .with_keep_alive(
+                Duration::from_secs(10),
+                timeouts.command.max(timeouts.connect),
+            )
+            .with_keep_alive_while_idle(false)
+            // A member without a leader answers "no leader" at once instead of letting a
+            // linearizable request wait for the timeout.
+            .with_require_leader(true)
+            .with_auto_token_refresh(true);
+        match (&cfg.user, password) {
+            (Some(u), Some(p)) => options = options.with_user(u.clone(), p.expose().to_string()),
+            (None, None) => {}
+            (Some(_), None) => return Err(config_err("user is set but password is missing")),
+            (None, Some(_)) => return Err(config_err("password is set but user is missing")),
+        }
+        if let Some(tls) = tls_options(cfg)? {
+            options = options.with_tls(tls);
+        }
+        let etcd = Etcd {
+            endpoints: cfg.endpoints.clone(),
+            options,
+            client: OnceCell::new(),
+            prefix,
+            events_keep: cfg.events_keep,
+            op_timeout: timeouts.connect + timeouts.command,
+            event_seq: AtomicU64::new(0),
+        };
+        match etcd.ping().await {
+            Ok(()) | Err(CoordError::Unreachable(_)) => Ok(etcd),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn key(&self, cluster: &str, leaf: &str) -> String {
+        format!("{}/{}/{}", self.prefix, cluster, leaf)
+    }
+
+    async fn client(&self) -> Result<Client, CoordError> {
+        let c = self
+            .client
+            .get_or_try_init(|| async {
+                // Without credentials this only builds a lazy channel; with credentials it
+                // authenticates, which needs the server.
+                Client::connect(&self.endpoints, Some(self.options.clone()))
+                    .await
+                    .map_err(|e| classify("connect", e))
+            })
+            .await?;
+        Ok(c.clone())
+    }
+
+    /// One etcd call, bounded by `op_timeout` on top of the per-request gRPC timeout (a
+    /// balanced channel with no ready endpoint may otherwise wait for readiness).
+    async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, CoordError>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let fut = async {
+            let c = self.client().await?;
+            f(c).await.map_err(|e| classify(what, e))
+        };
+        match tokio::time::timeout(self.op_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(CoordError::Unreachable(format!(
+                "etcd {what}: no answer within {:?}",
+                self.op_timeout
+            ))),
+        }
+    }
+
+    async fn revoke(&self, lease_id: i64) -> Result<(), CoordError> {
+        let r = self
+            .call("lease revoke", |mut c| async move {
+                c.lease_revoke(lease_id).await
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            // Already expired or revoked: the goal is reached.
+            Err(CoordError::Backend(m)) if m.contains("lease not found") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn trim_events(&self, cluster: &str) -> Result<(), CoordError> {
+        let dir = self.key(cluster, "events/");
+        let d = dir.clone();
+        let resp = self
+            .call("list events", |mut c| async move {
+                c.get(d, Some(GetOptions::new().with_prefix().with_keys_only()))
+                    .await
+            })
+            .await?;
+        // Range results are sorted by key ascending; keys sort by time.
+        let kvs = resp.kvs();
+        if kvs.len() <= self.events_keep {
+            return Ok(());
+        }
+        let first = kvs[0].key().to_vec();
+        let first_kept = kvs[kvs.len() - self.events_keep].key().to_vec();
+        self.call("trim events", |mut c| async move {
+            c.delete(first, Some(DeleteOptions::new().with_range(first_kept)))
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Renew `lease_id` every `ttl/3`. A failed renewal is retried (with a fresh stream) until
+/// `ttl` has passed since the last success: by then etcd has expired the lease, so there is
+/// nothing left to renew and the task stops. It also stops when etcd answers TTL 0 (the lease
+/// is gone: revoked or expired).
+async fn keep_alive(client: Client, lease_id: i64, ttl: Duration, per_call: Duration) {
+    let interval = (ttl / 3).max(Duration::from_millis(200));
+    let mut last_ok = Instant::now();
+    let mut stream = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        if last_ok.elapsed() >= ttl {
+            tracing::warn!(
+                lease_id,
+                "etcd lease not renewed within its TTL; renewal stopped"
+            );
+            return;
+        }
+        if stream.is_none() {
+            let mut c = client.clone();
+            match tokio::time::timeout(per_call, c.lease_keep_alive(lease_id)).await {
+                Ok(Ok(s)) => {
+                    // Opening the stream sends one keep-alive and waits for its answer.
+                    stream = Some(s);
+                    last_ok = Instant::now();
+                    continue;
+                }
+                Ok(Err(etcd_client::Error::LeaseKeepAliveError(m))) if m.contains("not found") => {
+                    tracing::warn!(lease_id, "etcd lease is gone; renewal stopped");
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(lease_id, error = %e, "etcd lease keep-alive stream failed");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(lease_id, "etcd lease keep-alive stream timed out");
+                    continue;
+                }
+            }
+        }
+        let Some((keeper, responses)) = stream.as_mut() else {
+            continue;
+        };
+        let renewed = tokio::time::timeout(per_call, async {
+            keeper.keep_alive().await?;
+            responses.message().await
+        })
+        .await;
+        match renewed {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                tracing::trace!(lease_id, ttl = r.ttl(), "etcd lease renewed");
+                last_ok = Instant::now();
+            }
+            Ok(Ok(Some(_))) => {
+                tracing::warn!(lease_id, "etcd lease is gone; renewal stopped");
+                return;
+            }
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                tracing::warn!(lease_id, "etcd lease renewal failed; retrying");
+                stream = None;
+            }
+        }
+    }
+}
+
+impl Coordinator for Etcd {
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+
+    async fn try_lock(
+        &self,
+        cluster: &str,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<LockOutcome, CoordError> {
+        let key = self.key(cluster, "lock");
+        let value = serde_json::to_string(holder)
+            .map_err(|e| CoordError::Backend(format!("encode holder: {e}")))?;
+        // etcd counts leases in whole seconds (and raises tiny TTLs to its minimum).
+        let ttl_secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
+        let grant = self
+            .call("lease grant", |mut c| async move {
+                c.lease_grant(ttl_secs, None).await
+            })
+            .await?;
+        let lease_id = grant.id();
+        let granted = Duration::from_secs(grant.ttl().max(1) as u64);
+
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                value,
+                Some(PutOptions::new().with_lease(lease_id)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = match self
+            .call("lock txn", |mut c| async move { c.txn(txn).await })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // The txn may or may not have applied; revoking the lease removes the key in
+                // either case (and the TTL covers it if the revoke fails too).
+                let _ = self.revoke(lease_id).await;
+                return Err(e);
+            }
+        };
+        if !resp.succeeded() {
+            let holder = resp.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .and_then(|kv| serde_json::from_slice::<Holder>(kv.value()).ok()),
+                _ => None,
+            });
+            if let Err(e) = self.revoke(lease_id).await {
+                tracing::debug!(error = %e, "revoking an unused etcd lease failed; it expires by TTL");
+            }
+            return Ok(LockOutcome::HeldBy(holder));
+        }
+        // The put is the only write of the txn, so the txn's revision is the key's create_revision.
+        let create_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let client = self.client().await?;
+        let task = tokio::spawn(keep_alive(client, lease_id, granted, self.op_timeout));
+        Ok(LockOutcome::Acquired(Lease {
+            cluster: cluster.to_string(),
+            token: format!("{lease_id}:{create_revision}"),
+            holder: holder.clone(),
+            inner: LeaseInner::Etcd {
+                lease_id,
+                create_revision,
+                keepalive: KeepAlive(task),
+            },
+        }))
+    }
+
+    async fn still_held(&self, lease: &Lease) -> Result<bool, CoordError> {
+        let (lease_id, create_revision) = match &lease.inner {
+            LeaseInner::Etcd {
+                lease_id,
+                create_revision,
+                ..
+            } => (*lease_id, *create_revision),
+            _ => match parse_token(&lease.token) {
+                Some(t) => t,
+                None => return Err(CoordError::Backend("not an etcd lease".into())),
+            },
+        };
+        let key = self.key(&lease.cluster, "lock");
+        // Linearizable (the default): answered through the leader, never from a stale member.
+        let resp = self
+            .call("get lock", |mut c| async move { c.get(key, None).await })
+            .await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .is_some_and(|kv| kv.create_revision() == create_revision && kv.lease() == lease_id))
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
+        let Lease { cluster, inner, .. } = lease;
+        let LeaseInner::Etcd {
+            lease_id,
+            create_revision,
+            keepalive,
+        } = inner
+        else {
+            return Err(CoordError::Backend("not an etcd lease".into()));
+        };
+        drop(keepalive);
+        let key = self.key(&cluster, "lock");
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                create_revision,
+            )])
+            .and_then([TxnOp::delete(key, None)]);
+        let deleted = self
+            .call("unlock txn", |mut c| async move { c.txn(txn).await })
+            .await;
+        // Revoking also deletes the key (it is attached to the lease); done even if the delete
+        // failed, and then the TTL is the last resort.
+        let revoked = self.revoke(lease_id).await;
+        deleted.map(|_| ()).and(revoked)
+    }
+
+    async fn read_record(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+        let key = self.key(cluster, "topology");
+        let resp = self
+            .call(
+                "get topology",
+                |mut c| async move { c.get(key, None).await },
+            )
+            .await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let value: TopologyRecord = serde_json::from_slice(kv.value()).map_err(|e| {
+            CoordError::Backend(format!("etcd topology of {cluster}: bad JSON: {e}"))
+        })?;
+        Ok(Some(Versioned {
+            value,
+            version: kv.mod_revision() as u64,
+        }))
+    }
+
+    async fn write_record(
+        &self,
+        cluster: &str,
+        record: &TopologyRecord,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
+        let key = self.key(cluster, "topology");
+        let value = serde_json::to_string(record)
+            .map_err(|e| CoordError::Backend(format!("encode record: {e}")))?;
+        let guard = match expected {
+            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            Some(v) => Compare::mod_revision(key.clone(), CompareOp::Equal, v as i64),
+        };
+        let txn = Txn::new().when([guard]).and_then([
+            TxnOp::put(key, value, None),
+            TxnOp::put(self.key(cluster, "master"), record.master.to_string(), None),
+        ]);
+        let resp = self
+            .call("topology txn", |mut c| async move { c.txn(txn).await })
+            .await?;
+        if !resp.succeeded() {
+            return Ok(CasOutcome::Conflict);
+        }
+        // Both puts share the txn's revision, which is the record's new mod_revision.
+        match resp.header() {
+            Some(h) => Ok(CasOutcome::Written(h.revision() as u64)),
+            None => Err(CoordError::Backend(
+                "etcd topology txn: response without header".into(),
+            )),
+        }
+    }
+
+    async fn append_event(&self, cluster: &str, event_json: &str) -> Result<(), CoordError> {
+        if self.events_keep == 0 {
+            // `events_keep = 0` turns the etcd event list off (the JSON-lines file remains).
+            return Ok(());
+        }
+        let millis = now_millis();
+        let mut written = false;
+        // Create-only, so two instances appending in the same millisecond with the same
+        // sequence number do not overwrite each other; bounded retries with the next number.
+        for _ in 0..3 {
+            let seq = self.event_seq.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+            let key = self.key(cluster, &format!("events/{millis:016}-{seq:06}"));
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key, event_json, None)]);
+            let resp = self
+                .call("event txn", |mut c| async move { c.txn(txn).await })
+                .await?;
+            if resp.succeeded() {
+                written = true;
+                break;
+            }
+        }
+        if !written {
+            return Err(CoordError::Backend(
+                "etcd event: key collision three times".into(),
+            ));
+        }
+        self.trim_events(cluster).await
+    }
+
+    async fn publish_roles(
+        &self,
+        _cluster: &str,
+        _master: &Addr,
+        _replicas: &[Addr],
+    ) -> Result<(), CoordError> {
+        // etcd has no service catalog; clients discover the master via `<prefix>/<cluster>/master`.
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CoordError> {
+        // A linearizable count-only read: needs a leader and quorum, and works for a user whose
+        // role only grants read on the prefix (unlike some maintenance RPCs).
+        let key = format!("{}/", self.prefix);
+        self.call("ping", |mut c| async move {
+            c.get(key, Some(GetOptions::new().with_prefix().with_count_only()))
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trip() {
+        assert_eq!(parse_token("7587:42"), Some((7587, 42)));
+        assert_eq!(parse_token("x"), None);
+    }
+
+    #[test]
+    fn tls_validation() {
+        let mut cfg = EtcdConfig::default();
+        assert!(tls_options(&cfg).expect("plain").is_none());
+        cfg.endpoints = vec!["https://127.0.0.1:2379".into()];
+        let e = tls_options(&cfg).expect_err("https without ca");
+        assert!(e.to_string().contains("ca_file"), "{e}");
+        cfg.endpoints = vec!["http://127.0.0.1:2379".into()];
+        cfg.ca_file = Some("/nonexistent/ca.pem".into());
+        assert!(tls_options(&cfg).is_err());
+        cfg.endpoints = vec!["https://127.0.0.1:2379".into()];
+        let e = tls_options(&cfg).expect_err("missing file");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn classify_codes() {
+        let e = classify(
+            "x",
+            etcd_client::Error::GRpcStatus(tonic::Status::unavailable("down")),
+        );
+        assert!(e.is_retryable());
+        let e = classify(
+            "x",
+            etcd_client::Error::GRpcStatus(tonic::Status::invalid_argument(
+                "etcdserver: authentication failed, invalid user ID or password",
+            )),
+        );
+        assert!(!e.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn debug_hides_password() {
+        let cfg = EtcdConfig {
+            user: Some("root".into()),
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            ..EtcdConfig::default()
+        };
+        let t = Timeouts {
+            connect: Duration::from_millis(100),
+            command: Duration::from_millis(100),
+        };
+        let e = Etcd::connect(&cfg, Some(Secret::new("hunter2-secret")), &t)
+            .await
+            .expect("unreachable etcd still builds a lazy coordinator");
+        assert!(!format!("{e:?}").contains("hunter2"));
+        let err = e.ping().await.expect_err("nothing listens on port 1");
+        assert!(err.is_retryable(), "{err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}

@@ -89,7 +89,8 @@ pub(crate) enum LeaseInner {
     Etcd {
         lease_id: i64,
         create_revision: i64,
-        keepalive: tokio::task::JoinHandle<()>,
+        /// Aborts the renewal task when dropped.
+        keepalive: etcd::KeepAlive,
     },
 }
 

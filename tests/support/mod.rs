@@ -5,3 +5,4 @@ pub mod contract;
 pub mod fakes;
 pub mod pika;
 pub mod redis;
+pub mod etcd;
