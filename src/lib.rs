@@ -9,13 +9,21 @@
 //! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s.
 //! - [`reconcile`]: the only place that locks and acts.
+//! - [`alert`]: Alertmanager webhook payloads (v4): parsing, mapping alerts to cluster triggers.
+//! - [`supervisor`]: single-flight per cluster, coalesced follow-ups, pause, the `Reconciler` seam.
+//! - [`events`]: the audit trail (ring + JSON-lines file + coordinator sink).
+//! - [`http`]: the axum router (webhook, operator API, health, metrics) and `serve`.
 //! - [`error`]: the top-level error with `is_retryable`.
 
+pub mod alert;
 pub mod config;
 pub mod coord;
 pub mod decide;
 pub mod error;
+pub mod events;
+pub mod http;
 pub mod model;
 pub mod node;
 pub mod observe;
 pub mod reconcile;
+pub mod supervisor;
