@@ -145,11 +145,17 @@ impl<R: Reconciler> App<R> {
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "status": "error", "error": msg.into() })),
-    )
-        .into_response()
+    ApiError(status, msg.into()).into_response()
+}
+
+/// A 4xx/5xx answer with a JSON reason (small, so it can travel in `Result`s).
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "status": "error", "error": self.1 }))).into_response()
+    }
 }
 
 /// The router: `/v1/*` behind auth and the shutdown gate; health and metrics open.
@@ -238,14 +244,14 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Read the body within `DefaultBodyLimit`: 413 above it, without buffering more than the limit.
-async fn read_body(req: Request) -> Result<Bytes, Response> {
+async fn read_body(req: Request) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, &()).await.map_err(|rej| {
         let status = rej.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             tracing::warn!("rejected request: body too large");
-            error(status, "body too large")
+            ApiError(status, "body too large".into())
         } else {
-            error(status, format!("cannot read body: {}", rej.body_text()))
+            ApiError(status, format!("cannot read body: {}", rej.body_text()))
         }
     })
 }
@@ -304,7 +310,7 @@ async fn webhook<R: Reconciler>(State(app): State<Arc<App<R>>>, req: Request) ->
     }
     let body = match read_body(req).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let payload = match alert::parse(&body) {
         Ok(p) => p,
@@ -446,7 +452,7 @@ struct DemoteBody {
 }
 
 /// Parse an optional JSON body of an API call (empty = default).
-async fn api_body<T: for<'de> Deserialize<'de> + Default>(req: Request) -> Result<T, Response> {
+async fn api_body<T: for<'de> Deserialize<'de> + Default>(req: Request) -> Result<T, ApiError> {
     let body = read_body(req).await?;
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
@@ -454,9 +460,9 @@ async fn api_body<T: for<'de> Deserialize<'de> + Default>(req: Request) -> Resul
     parse_api_body(&body)
 }
 
-fn parse_api_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+fn parse_api_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 /// Run a manual trigger through the same single-flight path as alerts.
@@ -487,7 +493,7 @@ async fn failover<R: Reconciler>(
 ) -> Response {
     match api_body::<ToBody>(req).await {
         Ok(b) => manual(&app, &cluster, Trigger::Failover { to: b.to }).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -498,7 +504,7 @@ async fn switchover<R: Reconciler>(
 ) -> Response {
     match api_body::<ToBody>(req).await {
         Ok(b) => manual(&app, &cluster, Trigger::Switchover { to: b.to }).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -509,7 +515,7 @@ async fn demote<R: Reconciler>(
 ) -> Response {
     let body = match read_body(req).await {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match parse_api_body::<DemoteBody>(&body) {
         Ok(b) => manual(&app, &cluster, Trigger::Demote { node: b.node }).await,
@@ -517,7 +523,7 @@ async fn demote<R: Reconciler>(
             StatusCode::BAD_REQUEST,
             "body {\"node\": \"host:port\"} is required",
         ),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
