@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pika_remedy::config::{Config, Loaded};
 use pika_remedy::decide::{Plan, Trigger};
-use pika_remedy::events::{EventKind, EventLog, TriggerSource};
+use pika_remedy::events::{AlertInfo, EventKind, EventLog, TriggerSource};
 use pika_remedy::http::{self, App};
 use pika_remedy::model::Addr;
 use pika_remedy::reconcile::{Outcome, Result_};
@@ -126,7 +126,16 @@ async fn storm_of_1000_duplicates_runs_at_most_two_reconciles() {
     let mut tasks = Vec::new();
     for _ in 0..1000 {
         let sup = Arc::clone(&sup);
-        tasks.push(tokio::spawn(async move { sup.submit("c", alert()).await }));
+        let mut req = alert();
+        req.alerts.push(AlertInfo {
+            alertname: "PikaMasterDown".into(),
+            status: "firing".into(),
+            fingerprint: "f1".into(),
+            starts_at: "2026-01-01T00:00:00Z".into(),
+            node: None,
+            labels: BTreeMap::new(),
+        });
+        tasks.push(tokio::spawn(async move { sup.submit("c", req).await }));
     }
     for t in tasks {
         let o = tokio::time::timeout(Duration::from_secs(20), t)

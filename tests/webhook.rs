@@ -508,6 +508,52 @@ async fn huge_body_is_413() {
     assert_eq!(svc.hook(body).await.status(), 200);
 }
 
+/// A chunked body (no Content-Length) is cut off at the limit too: never buffered unbounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_chunked_body_is_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let svc = start().await;
+    let addr = svc.base.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST /v1/alerts HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {BEARER}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    // Up to 8 MiB in 64 KiB chunks; the server may stop reading (and close) at any point.
+    let writer = tokio::spawn(async move {
+        let chunk = vec![b' '; 64 * 1024];
+        for _ in 0..128 {
+            let frame = format!("{:x}\r\n", chunk.len());
+            if wr.write_all(frame.as_bytes()).await.is_err()
+                || wr.write_all(&chunk).await.is_err()
+                || wr.write_all(b"\r\n").await.is_err()
+            {
+                return;
+            }
+        }
+        let _ = wr.write_all(b"0\r\n\r\n").await;
+    });
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let read = async {
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut tmp).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    writer.abort();
+    svc.assert_still_serving().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_type_must_be_json() {
     let svc = start().await;
