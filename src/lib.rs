@@ -12,16 +12,24 @@
 //! - [`ops`]: operator commands (plan, failover, switchover, demote, record) over `reconcile`.
 //! - [`demo`]: `make demo`: 3 local redis-servers, a writer, kill -9 and restart, with a timeline.
 //! - [`status`]: the `status` command: observe every cluster once, render a table or JSON.
+//! - [`alert`]: Alertmanager webhook payloads (v4): parsing, mapping alerts to cluster triggers.
+//! - [`supervisor`]: single-flight per cluster, coalesced follow-ups, pause, the `Reconciler` seam.
+//! - [`events`]: the audit trail (ring + JSON-lines file + coordinator sink).
+//! - [`http`]: the axum router (webhook, operator API, health, metrics) and `serve`.
 //! - [`error`]: the top-level error with `is_retryable`.
 
+pub mod alert;
 pub mod config;
 pub mod coord;
 pub mod decide;
 // pub mod demo; (enabled once RedisNodes and Local land)
 pub mod error;
+pub mod events;
+pub mod http;
 pub mod model;
 pub mod node;
 pub mod observe;
 pub mod ops;
 pub mod reconcile;
 pub mod status;
+pub mod supervisor;

@@ -1,0 +1,694 @@
+//! The HTTP side: Alertmanager webhook, operator API, health and metrics, on one axum router.
+//!
+//! Status codes follow Alertmanager's retry rules (it retries 5xx and transport errors, never
+//! 4xx): 4xx means "this request can never succeed", 503 means "a retry could help", 200 means
+//! "handled" (acted on, or recorded in the audit trail with the reason we did not act).
+//!
+//! No secret is ever logged or echoed: we never log headers, and auth failures say only
+//! "missing or wrong credentials".
+
+use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::alert::{self, Classified};
+use crate::config::{Loaded, Secret, WebhookConfig};
+use crate::decide::Trigger;
+use crate::events::{EventKind, EventLog, NewEvent, TriggerSource};
+use crate::model::Addr;
+use crate::reconcile::{Outcome, Result_};
+use crate::supervisor::{
+    ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError, Supervisor,
+};
+
+/// Renders the metrics exposition (OpenMetrics text).
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// After shutdown is signalled and in-flight reconciles drained (or `shutdown_grace` passed),
+/// open connections get this long to finish before `serve` returns anyway.
+pub const CLOSE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How incoming webhook and API calls authenticate (Alertmanager `http_config`).
+#[derive(Clone, Default)]
+pub struct Auth {
+    pub bearer: Option<Secret>,
+    pub basic: Option<(String, Secret)>,
+    pub allow_unauthenticated: bool,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("bearer", &self.bearer.is_some())
+            .field("basic_user", &self.basic.as_ref().map(|b| &b.0))
+            .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .finish()
+    }
+}
+
+impl Auth {
+    pub fn from_loaded(l: &Loaded) -> Auth {
+        let w = &l.config.webhook;
+        Auth {
+            bearer: l.webhook_bearer.clone(),
+            basic: match (&w.basic_user, &l.webhook_basic_password) {
+                (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                _ => None,
+            },
+            allow_unauthenticated: w.allow_unauthenticated,
+        }
+    }
+
+    /// True if the request may pass. Comparisons are constant-time in the secret's content.
+    pub fn check(&self, headers: &HeaderMap) -> bool {
+        if self.bearer.is_none() && self.basic.is_none() {
+            return self.allow_unauthenticated;
+        }
+        let Some(value) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let (scheme, cred) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let cred = cred.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            if let Some(tok) = &self.bearer {
+                return bool::from(cred.as_bytes().ct_eq(tok.expose().as_bytes()));
+            }
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            if let Some((user, pass)) = &self.basic {
+                let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(cred) else {
+                    return false;
+                };
+                let Some(colon) = raw.iter().position(|&b| b == b':') else {
+                    return false;
+                };
+                let (u, p) = (&raw[..colon], &raw[colon + 1..]);
+                let ok_u = u.ct_eq(user.as_bytes());
+                let ok_p = p.ct_eq(pass.expose().as_bytes());
+                return bool::from(ok_u & ok_p);
+            }
+        }
+        false
+    }
+}
+
+/// Everything the router needs.
+pub struct App<R: Reconciler> {
+    pub supervisor: Arc<Supervisor<R>>,
+    pub auth: Auth,
+    pub webhook: WebhookConfig,
+    pub metrics: MetricsFn,
+}
+
+impl<R: Reconciler> App<R> {
+    /// Build from the loaded config: auth and webhook mapping come from `[webhook]`.
+    pub fn new(loaded: &Loaded, supervisor: Arc<Supervisor<R>>, metrics: MetricsFn) -> Arc<App<R>> {
+        let auth = Auth::from_loaded(loaded);
+        if auth.bearer.is_none() && auth.basic.is_none() {
+            if auth.allow_unauthenticated {
+                tracing::warn!("webhook and API accept UNAUTHENTICATED requests (webhook.allow_unauthenticated)");
+            } else {
+                tracing::warn!(
+                    "no webhook credentials configured: every webhook/API call will get 401"
+                );
+            }
+        }
+        Arc::new(App {
+            supervisor,
+            auth,
+            webhook: loaded.config.webhook.clone(),
+            metrics,
+        })
+    }
+
+    fn events(&self) -> &Arc<EventLog> {
+        self.supervisor.events()
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    ApiError(status, msg.into()).into_response()
+}
+
+/// A 4xx/5xx answer with a JSON reason (small, so it can travel in `Result`s).
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "status": "error", "error": self.1 }))).into_response()
+    }
+}
+
+/// The router: `/v1/*` behind auth and the shutdown gate; health and metrics open.
+pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
+    let limit = app.webhook.max_body_bytes;
+    let api = Router::new()
+        .route("/v1/alerts", post(webhook::<R>))
+        .route("/v1/clusters", get(list_clusters::<R>))
+        .route("/v1/clusters/{cluster}", get(get_cluster::<R>))
+        .route("/v1/clusters/{cluster}/failover", post(failover::<R>))
+        .route("/v1/clusters/{cluster}/switchover", post(switchover::<R>))
+        .route("/v1/clusters/{cluster}/demote", post(demote::<R>))
+        .route("/v1/pause", post(pause::<R>))
+        .route("/v1/resume", post(resume::<R>))
+        .route("/v1/events", get(events::<R>))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            authenticate::<R>,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            refuse_when_shutting_down::<R>,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz::<R>))
+        .route("/metrics", get(metrics::<R>))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+async fn refuse_when_shutting_down<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if app.supervisor.is_shutting_down() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    next.run(req).await
+}
+
+async fn authenticate<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !app.auth.check(req.headers()) {
+        tracing::warn!(path = %req.uri().path(), "rejected request: missing or wrong credentials");
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
+        let challenge = if app.auth.bearer.is_some() {
+            "Bearer"
+        } else {
+            "Basic realm=\"pika-remedy\""
+        };
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+/// `application/json`, optionally with `charset=utf-8` (any case); nothing else.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut parts = ct.split(';');
+    let mime = parts.next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|p| match p.trim().split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        Some(_) => true,
+        None => p.trim().is_empty(),
+    })
+}
+
+/// Read the body within `DefaultBodyLimit`: 413 above it, without buffering more than the limit.
+async fn read_body(req: Request) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, &()).await.map_err(|rej| {
+        let status = rej.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            tracing::warn!("rejected request: body too large");
+            ApiError(status, "body too large".into())
+        } else {
+            ApiError(status, format!("cannot read body: {}", rej.body_text()))
+        }
+    })
+}
+
+/// Per-cluster result in webhook and API answers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterAnswer {
+    pub trigger: Trigger,
+    pub action: String,
+    pub reason: String,
+    pub result: Result_,
+    pub retryable: bool,
+    pub plan: crate::decide::Plan,
+}
+
+impl From<&Outcome> for ClusterAnswer {
+    fn from(o: &Outcome) -> Self {
+        ClusterAnswer {
+            trigger: o.trigger.clone(),
+            action: o.plan.action.label().to_string(),
+            reason: o.plan.reason.clone(),
+            result: o.result.clone(),
+            retryable: o.retryable,
+            plan: o.plan.clone(),
+        }
+    }
+}
+
+/// An alert we did not act on, in the webhook answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IgnoredAnswer {
+    pub alertname: String,
+    pub fingerprint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    pub reason: String,
+}
+
+/// The webhook's JSON answer (200 and 503).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WebhookAnswer {
+    /// `handled` (200) or `retry` (503).
+    pub status: String,
+    pub clusters: BTreeMap<String, ClusterAnswer>,
+    pub ignored: Vec<IgnoredAnswer>,
+    pub truncated_alerts: u64,
+}
+
+async fn webhook<R: Reconciler>(State(app): State<Arc<App<R>>>, req: Request) -> Response {
+    if !is_json(req.headers()) {
+        tracing::warn!("rejected webhook: content type is not application/json");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content type must be application/json",
+        );
+    }
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let payload = match alert::parse(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "rejected webhook: unreadable payload");
+            return error(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    if payload.truncated_alerts > 0 {
+        tracing::warn!(
+            group_key = %payload.group_key,
+            truncated = payload.truncated_alerts,
+            "Alertmanager truncated this notification (max_alerts); acting on the alerts received"
+        );
+    }
+    tracing::info!(
+        receiver = %payload.receiver,
+        group_key = %payload.group_key,
+        status = %payload.status,
+        alerts = payload.alerts.len(),
+        "webhook received"
+    );
+    let Classified { work, not_acted } =
+        alert::classify(&payload, &app.webhook, &app.supervisor.clusters());
+    let mut ignored = Vec::with_capacity(not_acted.len());
+    for n in not_acted {
+        let kind = if n.resolved {
+            EventKind::Resolved
+        } else {
+            EventKind::Ignored
+        };
+        ignored.push(IgnoredAnswer {
+            alertname: n.alert.alertname.clone(),
+            fingerprint: n.alert.fingerprint.clone(),
+            cluster: n.cluster.clone(),
+            reason: n.reason.clone(),
+        });
+        app.events().record(NewEvent::not_acted(
+            kind,
+            n.cluster,
+            TriggerSource::Alertmanager,
+            vec![n.alert],
+            n.reason,
+        ));
+    }
+    let runs = work.into_iter().map(|(cluster, w)| {
+        let sup = Arc::clone(&app.supervisor);
+        async move {
+            let req = Work {
+                trigger: w.trigger,
+                source: TriggerSource::Alertmanager,
+                alerts: w.alerts,
+            };
+            let r = sup.submit(&cluster, req).await;
+            (cluster, r)
+        }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    let mut clusters = BTreeMap::new();
+    let mut retry = false;
+    for (cluster, r) in results {
+        match r {
+            Ok(o) => {
+                retry |= o.retryable;
+                clusters.insert(cluster, ClusterAnswer::from(&o));
+            }
+            // Not 2xx, so nothing is lost: Alertmanager re-sends to us or a peer.
+            Err(SubmitError::ShuttingDown) => {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+            }
+            Err(e) => {
+                // Cannot happen for alert triggers (clusters were checked, autos never "busy");
+                // answered as retryable so the alert is not lost.
+                tracing::error!(cluster, error = %e, "webhook work not accepted");
+                return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            }
+        }
+    }
+    let answer = WebhookAnswer {
+        status: if retry { "retry" } else { "handled" }.into(),
+        clusters,
+        ignored,
+        truncated_alerts: payload.truncated_alerts,
+    };
+    let status = if retry {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(answer)).into_response()
+}
+
+#[derive(Serialize)]
+struct ClusterView {
+    #[serde(flatten)]
+    state: ClusterState,
+    #[serde(flatten)]
+    snapshot: ClusterSnapshot,
+}
+
+async fn view<R: Reconciler>(app: &App<R>, cluster: &str) -> Option<ClusterView> {
+    let state = app.supervisor.cluster_state(cluster)?;
+    let snapshot = app.supervisor.reconciler().snapshot(cluster).await;
+    Some(ClusterView { state, snapshot })
+}
+
+async fn list_clusters<R: Reconciler>(State(app): State<Arc<App<R>>>) -> Response {
+    let mut out = Vec::new();
+    for c in app.supervisor.clusters() {
+        if let Some(v) = view(&app, &c).await {
+            out.push(v);
+        }
+    }
+    Json(json!({ "paused": app.supervisor.globally_paused(), "dry_run": app.supervisor.dry_run(), "clusters": out }))
+        .into_response()
+}
+
+async fn get_cluster<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    Path(cluster): Path<String>,
+) -> Response {
+    match view(&app, &cluster).await {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("unknown cluster {cluster}")),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ToBody {
+    #[serde(default)]
+    to: Option<Addr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoteBody {
+    node: Addr,
+}
+
+/// Parse an optional JSON body of an API call (empty = default).
+async fn api_body<T: for<'de> Deserialize<'de> + Default>(req: Request) -> Result<T, ApiError> {
+    let body = read_body(req).await?;
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    parse_api_body(&body)
+}
+
+fn parse_api_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+/// Run a manual trigger through the same single-flight path as alerts.
+async fn manual<R: Reconciler>(app: &Arc<App<R>>, cluster: &str, trigger: Trigger) -> Response {
+    match app
+        .supervisor
+        .submit(cluster, Work::new(trigger, TriggerSource::Api))
+        .await
+    {
+        Ok(o) => {
+            let status = if o.retryable {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(json!({ "cluster": cluster, "outcome": o }))).into_response()
+        }
+        Err(e @ SubmitError::UnknownCluster(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ SubmitError::Busy(_)) => error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
+        Err(e @ SubmitError::ShuttingDown) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn failover<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    Path(cluster): Path<String>,
+    req: Request,
+) -> Response {
+    match api_body::<ToBody>(req).await {
+        Ok(b) => manual(&app, &cluster, Trigger::Failover { to: b.to }).await,
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn switchover<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    Path(cluster): Path<String>,
+    req: Request,
+) -> Response {
+    match api_body::<ToBody>(req).await {
+        Ok(b) => manual(&app, &cluster, Trigger::Switchover { to: b.to }).await,
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn demote<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    Path(cluster): Path<String>,
+    req: Request,
+) -> Response {
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    match parse_api_body::<DemoteBody>(&body) {
+        Ok(b) => manual(&app, &cluster, Trigger::Demote { node: b.node }).await,
+        Err(_) if body.iter().all(|b| b.is_ascii_whitespace()) => error(
+            StatusCode::BAD_REQUEST,
+            "body {\"node\": \"host:port\"} is required",
+        ),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ClusterQuery {
+    cluster: Option<String>,
+}
+
+async fn pause<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    Query(q): Query<ClusterQuery>,
+) -> Response {
+    set_paused(&app, q.cluster, true)
+}
+
+async fn resume<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    Query(q): Query<ClusterQuery>,
+) -> Response {
+    set_paused(&app, q.cluster, false)
+}
+
+fn set_paused<R: Reconciler>(app: &App<R>, cluster: Option<String>, paused: bool) -> Response {
+    if let Err(e) = app.supervisor.set_paused(cluster.as_deref(), paused) {
+        return error(StatusCode::NOT_FOUND, e.to_string());
+    }
+    let what = if paused { "paused" } else { "resumed" };
+    let scope = cluster
+        .as_deref()
+        .map(|c| format!("cluster {c}"))
+        .unwrap_or_else(|| "all clusters".into());
+    app.events().record(NewEvent::not_acted(
+        EventKind::Control,
+        cluster.clone(),
+        TriggerSource::Api,
+        Vec::new(),
+        format!("{what} by operator: {scope}"),
+    ));
+    Json(json!({ "paused": paused, "cluster": cluster })).into_response()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    limit: Option<usize>,
+    cluster: Option<String>,
+}
+
+async fn events<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let limit = q.limit.unwrap_or(100);
+    Json(app.events().recent(limit, q.cluster.as_deref())).into_response()
+}
+
+async fn readyz<R: Reconciler>(State(app): State<Arc<App<R>>>) -> Response {
+    if app.supervisor.is_shutting_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    match app.supervisor.reconciler().ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics<R: Reconciler>(State(app): State<Arc<App<R>>>) -> Response {
+    let text = (app.metrics)();
+    ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response()
+}
+
+/// Serve until `shutdown` completes, then: refuse new work with 503 "shutting down" (the
+/// listener stays open meanwhile, so callers get an answer rather than a refused connection),
+/// wait for in-flight reconciles at most `service.shutdown_grace`, stop accepting, give open
+/// connections [`CLOSE_MARGIN`] to finish, return.
+pub async fn serve<R: Reconciler>(
+    listener: tokio::net::TcpListener,
+    app: Arc<App<R>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let sup = Arc::clone(&app.supervisor);
+    let grace = sup.shutdown_grace();
+    let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutdown: refusing new work, waiting for in-flight reconciles"
+        );
+        sup.begin_shutdown();
+        let _ = fired_tx.send(true);
+        if sup.drain(grace).await {
+            tracing::info!("shutdown: no reconcile in flight");
+        } else {
+            tracing::warn!("shutdown: a reconcile is still running after the grace period; the lock TTL covers it");
+        }
+    };
+    let server = axum::serve(listener, router(app))
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let deadline = async move {
+        let _ = fired_rx.wait_for(|f| *f).await;
+        tokio::time::sleep(grace + CLOSE_MARGIN).await;
+    };
+    tokio::select! {
+        r = server => r,
+        _ = deadline => {
+            tracing::warn!("shutdown: connections still open after the grace period; returning");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            is_json(&m)
+        };
+        assert!(h("application/json"));
+        assert!(h("Application/JSON; charset=UTF-8"));
+        assert!(h("application/json;charset=\"utf-8\""));
+        assert!(!h("application/json; charset=latin1"));
+        assert!(!h("text/plain"));
+        assert!(!h("application/jsonx"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    fn auth_header(v: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        m
+    }
+
+    #[test]
+    fn auth_bearer_and_basic() {
+        let a = Auth {
+            bearer: Some(Secret::new("tok")),
+            basic: Some(("am".into(), Secret::new("pw:x"))),
+            allow_unauthenticated: false,
+        };
+        assert!(a.check(&auth_header("Bearer tok")));
+        assert!(a.check(&auth_header("bearer tok")));
+        assert!(!a.check(&auth_header("Bearer tok2")));
+        assert!(!a.check(&auth_header("Bearer ")));
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        assert!(a.check(&auth_header(&format!("Basic {}", b64("am:pw:x")))));
+        assert!(!a.check(&auth_header(&format!("Basic {}", b64("am:pw")))));
+        assert!(!a.check(&auth_header(&format!("Basic {}", b64("xx:pw:x")))));
+        assert!(!a.check(&auth_header("Basic !!!")));
+        assert!(!a.check(&HeaderMap::new()));
+        assert!(!format!("{a:?}").contains("tok"));
+        let open = Auth {
+            allow_unauthenticated: true,
+            ..Auth::default()
+        };
+        assert!(open.check(&HeaderMap::new()));
+        assert!(!Auth::default().check(&HeaderMap::new()));
+    }
+}

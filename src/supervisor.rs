@@ -1,0 +1,442 @@
+//! Single-flight per cluster: at most one reconcile per cluster at a time, requests arriving
+//! during one coalesce into at most one automatic follow-up, different clusters run in parallel.
+//!
+//! Why a follow-up and not "join the running one": the running reconcile may have observed the
+//! cluster before the event that caused the new request, so its answer could be stale. Why only
+//! one: every follow-up re-observes everything, so one is enough for any number of duplicates
+//! (Alertmanager HA peers and retries do send duplicates).
+//!
+//! Reconciles run in their own task: a caller that goes away (HTTP client timeout) never cancels
+//! a reconcile half way; its outcome is still recorded in the audit trail.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Config;
+use crate::decide::{Plan, Trigger};
+use crate::events::{
+    lock, AlertInfo, EventKind, EventLog, NewEvent, TriggerSource, MAX_ALERTS_PER_EVENT,
+};
+use crate::model::{Observation, TopologyRecord};
+use crate::reconcile::{Outcome, Result_};
+
+/// Switches passed into every reconcile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Control {
+    pub source: TriggerSource,
+    /// Global or cluster pause: the pure core turns it into "no automatic action" (manual
+    /// triggers still run).
+    pub paused: bool,
+    /// Decide and log only (`service.dry_run`).
+    pub dry_run: bool,
+}
+
+/// What the operator API shows for a cluster besides our own state: provided by the reconciler
+/// (typically the poll loop's last observation and the last record read).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterSnapshot {
+    pub observation: Option<Observation>,
+    pub record: Option<TopologyRecord>,
+    /// Why something is missing (e.g. "coordinator unreachable: …"); secret-free.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The seam to the real `reconcile` (written by the lead). The supervisor guarantees it is
+/// never called twice concurrently for the same cluster.
+pub trait Reconciler: Send + Sync + 'static {
+    /// Observe → decide → lock → … → outcome. Must be bounded in time and must not panic
+    /// (a panic is reported as a failed, retryable outcome).
+    fn reconcile(
+        &self,
+        cluster: &str,
+        trigger: Trigger,
+        ctl: Control,
+    ) -> impl Future<Output = Outcome> + Send;
+    /// The configured cluster names. Read once, when the supervisor is built.
+    fn clusters(&self) -> Vec<String>;
+    /// Last observation and record for `GET /v1/clusters/{c}`. Should be cheap (cached).
+    fn snapshot(&self, cluster: &str) -> impl Future<Output = ClusterSnapshot> + Send;
+    /// Readiness (`/readyz`): config loaded and coordinator reachable. `Err` is a secret-free reason.
+    fn ready(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// One request for a reconcile.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub trigger: Trigger,
+    pub source: TriggerSource,
+    /// The alerts behind it (empty for API/CLI/periodic).
+    pub alerts: Vec<AlertInfo>,
+}
+
+impl Request {
+    pub fn new(trigger: Trigger, source: TriggerSource) -> Request {
+        Request {
+            trigger,
+            source,
+            alerts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("unknown cluster {0}")]
+    UnknownCluster(String),
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("too many queued manual requests for cluster {0}")]
+    Busy(String),
+}
+
+/// Bound on distinct queued manual requests per cluster (identical ones coalesce).
+pub const MAX_QUEUED_MANUAL: usize = 8;
+
+/// Static settings.
+#[derive(Clone, Debug, Default)]
+pub struct SupervisorConfig {
+    pub paused: bool,
+    pub paused_clusters: BTreeSet<String>,
+    pub dry_run: bool,
+    pub shutdown_grace: Duration,
+}
+
+impl SupervisorConfig {
+    pub fn from_config(c: &Config) -> SupervisorConfig {
+        SupervisorConfig {
+            paused: c.service.paused,
+            paused_clusters: c
+                .clusters
+                .iter()
+                .filter(|c| c.paused)
+                .map(|c| c.name.clone())
+                .collect(),
+            dry_run: c.service.dry_run,
+            shutdown_grace: c.service.shutdown_grace,
+        }
+    }
+}
+
+/// A queued reconcile and everyone waiting for it.
+struct Pending {
+    trigger: Trigger,
+    source: TriggerSource,
+    alerts: Vec<AlertInfo>,
+    alert_keys: HashSet<(String, String)>,
+    alerts_omitted: usize,
+    waiters: Vec<oneshot::Sender<Outcome>>,
+}
+
+impl Pending {
+    fn new(req: Request, tx: oneshot::Sender<Outcome>) -> Pending {
+        let mut p = Pending {
+            trigger: req.trigger,
+            source: req.source,
+            alerts: Vec::new(),
+            alert_keys: HashSet::new(),
+            alerts_omitted: 0,
+            waiters: vec![tx],
+        };
+        p.add_alerts(req.alerts);
+        p
+    }
+
+    fn add_alerts(&mut self, alerts: Vec<AlertInfo>) {
+        for a in alerts {
+            if !self
+                .alert_keys
+                .insert((a.fingerprint.clone(), a.starts_at.clone()))
+            {
+                continue;
+            }
+            if self.alerts.len() < MAX_ALERTS_PER_EVENT {
+                self.alerts.push(a);
+            } else {
+                self.alerts_omitted += 1;
+            }
+        }
+    }
+}
+
+fn auto_rank(t: &Trigger) -> u8 {
+    match t {
+        Trigger::MasterDown => 3,
+        Trigger::RoleMismatch => 2,
+        Trigger::Periodic => 1,
+        _ => 0,
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    running: bool,
+    queue: VecDeque<Pending>,
+    paused: bool,
+    last: Option<Outcome>,
+}
+
+/// Our state of one cluster, for the operator API.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterState {
+    pub name: String,
+    pub paused: bool,
+    /// Paused globally or for this cluster.
+    pub effectively_paused: bool,
+    pub running: bool,
+    pub queued: usize,
+    pub last_outcome: Option<Outcome>,
+}
+
+pub struct Supervisor<R: Reconciler> {
+    reconciler: Arc<R>,
+    events: Arc<EventLog>,
+    slots: Mutex<BTreeMap<String, Slot>>,
+    paused: AtomicBool,
+    dry_run: bool,
+    shutdown_grace: Duration,
+    shutting_down: AtomicBool,
+    /// Number of clusters with a running driver task (for the shutdown drain).
+    active: watch::Sender<usize>,
+}
+
+impl<R: Reconciler> Supervisor<R> {
+    pub fn new(reconciler: Arc<R>, events: Arc<EventLog>, cfg: SupervisorConfig) -> Arc<Self> {
+        let slots = reconciler
+            .clusters()
+            .into_iter()
+            .map(|name| {
+                let slot = Slot {
+                    paused: cfg.paused_clusters.contains(&name),
+                    ..Slot::default()
+                };
+                (name, slot)
+            })
+            .collect();
+        Arc::new(Supervisor {
+            reconciler,
+            events,
+            slots: Mutex::new(slots),
+            paused: AtomicBool::new(cfg.paused),
+            dry_run: cfg.dry_run,
+            shutdown_grace: cfg.shutdown_grace,
+            shutting_down: AtomicBool::new(false),
+            active: watch::channel(0).0,
+        })
+    }
+
+    pub fn reconciler(&self) -> &Arc<R> {
+        &self.reconciler
+    }
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    pub fn clusters(&self) -> BTreeSet<String> {
+        lock(&self.slots).keys().cloned().collect()
+    }
+
+    /// Run (or join) a reconcile of `cluster` and wait for its outcome.
+    ///
+    /// Automatic triggers (alerts, periodic) arriving while one runs merge into one queued
+    /// follow-up whose trigger is the strongest (MasterDown > RoleMismatch > Periodic). Manual
+    /// triggers are queued separately and coalesce only with an identical queued one, so an
+    /// operator's `failover to X` is never swallowed by an alert.
+    pub async fn submit(
+        self: &Arc<Self>,
+        cluster: &str,
+        req: Request,
+    ) -> Result<Outcome, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            if self.is_shutting_down() {
+                return Err(SubmitError::ShuttingDown);
+            }
+            let mut slots = lock(&self.slots);
+            let slot = slots
+                .get_mut(cluster)
+                .ok_or_else(|| SubmitError::UnknownCluster(cluster.to_string()))?;
+            if !slot.running {
+                slot.running = true;
+                slot.queue.push_back(Pending::new(req, tx));
+                self.active.send_modify(|n| *n += 1);
+                let me = Arc::clone(self);
+                let name = cluster.to_string();
+                tokio::spawn(async move { me.drive(name).await });
+            } else if req.trigger.is_manual() {
+                if let Some(p) = slot.queue.iter_mut().find(|p| p.trigger == req.trigger) {
+                    p.waiters.push(tx);
+                } else if slot.queue.iter().filter(|p| p.trigger.is_manual()).count()
+                    >= MAX_QUEUED_MANUAL
+                {
+                    return Err(SubmitError::Busy(cluster.to_string()));
+                } else {
+                    slot.queue.push_back(Pending::new(req, tx));
+                }
+            } else if let Some(p) = slot.queue.iter_mut().find(|p| !p.trigger.is_manual()) {
+                if auto_rank(&req.trigger) > auto_rank(&p.trigger) {
+                    p.trigger = req.trigger;
+                    p.source = req.source;
+                }
+                p.add_alerts(req.alerts);
+                p.waiters.push(tx);
+            } else {
+                slot.queue.push_back(Pending::new(req, tx));
+            }
+        }
+        // A dropped sender means the queued request was discarded by shutdown.
+        rx.await.map_err(|_| SubmitError::ShuttingDown)
+    }
+
+    /// The per-cluster driver: runs queued reconciles one after the other, then exits.
+    async fn drive(self: Arc<Self>, cluster: String) {
+        loop {
+            let next = {
+                let mut slots = lock(&self.slots);
+                let Some(slot) = slots.get_mut(&cluster) else {
+                    break;
+                };
+                match slot.queue.pop_front() {
+                    Some(p) if !self.is_shutting_down() => Some((p, self.control_for(slot))),
+                    _ => {
+                        // Queued requests are dropped on shutdown: their callers get
+                        // `ShuttingDown` (HTTP 503, so Alertmanager retries elsewhere/later).
+                        slot.queue.clear();
+                        slot.running = false;
+                        None
+                    }
+                }
+            };
+            let Some((pending, mut ctl)) = next else {
+                break;
+            };
+            ctl.source = pending.source;
+            let outcome = self.run_one(&cluster, pending.trigger.clone(), ctl).await;
+            self.events.record(NewEvent {
+                kind: EventKind::Reconcile,
+                cluster: Some(cluster.clone()),
+                source: pending.source,
+                trigger: Some(pending.trigger.clone()),
+                alerts: pending.alerts,
+                alerts_omitted: pending.alerts_omitted,
+                reason: outcome.plan.reason.clone(),
+                outcome: Some(outcome.clone()),
+            });
+            if let Some(slot) = lock(&self.slots).get_mut(&cluster) {
+                slot.last = Some(outcome.clone());
+            }
+            for w in pending.waiters {
+                let _ = w.send(outcome.clone());
+            }
+        }
+        self.active.send_modify(|n| *n = n.saturating_sub(1));
+    }
+
+    /// One reconcile in its own task, so a panic in it cannot wedge the cluster's slot.
+    async fn run_one(&self, cluster: &str, trigger: Trigger, ctl: Control) -> Outcome {
+        let started = Instant::now();
+        let r = Arc::clone(&self.reconciler);
+        let (c, t) = (cluster.to_string(), trigger.clone());
+        tracing::info!(
+            cluster,
+            trigger = trigger.label(),
+            source = ctl.source.as_str(),
+            paused = ctl.paused,
+            dry_run = ctl.dry_run,
+            "reconcile start"
+        );
+        let res = tokio::spawn(async move { r.reconcile(&c, t, ctl).await }).await;
+        let outcome = res.unwrap_or_else(|e| {
+            tracing::error!(cluster, error = %e, "reconcile task failed");
+            Outcome {
+                cluster: cluster.to_string(),
+                trigger,
+                plan: Plan::refuse("internal error: reconcile did not complete", true),
+                result: Result_::Failed {
+                    error: "reconcile task panicked or was cancelled".into(),
+                },
+                steps: Vec::new(),
+                observation: Vec::new(),
+                millis: started.elapsed().as_millis() as u64,
+                retryable: true,
+            }
+        });
+        tracing::info!(
+            cluster,
+            action = outcome.plan.action.label(),
+            result = ?outcome.result,
+            retryable = outcome.retryable,
+            millis = outcome.millis,
+            reason = %outcome.plan.reason,
+            "reconcile done"
+        );
+        outcome
+    }
+
+    fn control_for(&self, slot: &Slot) -> Control {
+        Control {
+            source: TriggerSource::Api,
+            paused: self.paused.load(Ordering::SeqCst) || slot.paused,
+            dry_run: self.dry_run,
+        }
+    }
+
+    /// Pause or resume automatic action, globally (`None`) or for one cluster.
+    pub fn set_paused(&self, cluster: Option<&str>, paused: bool) -> Result<(), SubmitError> {
+        match cluster {
+            None => self.paused.store(paused, Ordering::SeqCst),
+            Some(c) => {
+                lock(&self.slots)
+                    .get_mut(c)
+                    .ok_or_else(|| SubmitError::UnknownCluster(c.to_string()))?
+                    .paused = paused
+            }
+        }
+        Ok(())
+    }
+
+    pub fn globally_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    pub fn cluster_state(&self, cluster: &str) -> Option<ClusterState> {
+        let global = self.globally_paused();
+        lock(&self.slots).get(cluster).map(|s| ClusterState {
+            name: cluster.to_string(),
+            paused: s.paused,
+            effectively_paused: global || s.paused,
+            running: s.running,
+            queued: s.queue.len(),
+            last_outcome: s.last.clone(),
+        })
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Stop accepting work: new submits fail with `ShuttingDown`, queued ones are dropped
+    /// when the running reconcile ends.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Wait until no reconcile runs, at most `grace`. True if drained.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let mut rx = self.active.subscribe();
+        let drained = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
+        matches!(drained, Ok(Ok(_)))
+    }
+}
