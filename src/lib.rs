@@ -9,13 +9,17 @@
 //! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s.
 //! - [`reconcile`]: the only place that locks and acts.
+//! - [`metrics`]: the `/metrics` exporter (`Metrics` over a prometheus-client registry).
+//! - [`poller`]: the polling task that feeds `metrics` and keeps the last observation per cluster.
 //! - [`error`]: the top-level error with `is_retryable`.
 
 pub mod config;
 pub mod coord;
 pub mod decide;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod observe;
+pub mod poller;
 pub mod reconcile;
