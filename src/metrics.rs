@@ -34,7 +34,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::model::{Addr, LinkState, NodeObservation, NodeStatus, Observation, Role, TopologyRecord};
+use crate::model::{
+    Addr, LinkState, NodeObservation, NodeStatus, Observation, Role, TopologyRecord,
+};
 use crate::reconcile::Result_;
 
 /// Content type of [`Metrics::encode`] (OpenMetrics 1.0 text).
@@ -283,7 +285,9 @@ fn remediation_histogram() -> Histogram {
 fn poll_histogram() -> Histogram {
     // One poll is an INFO per node in parallel: milliseconds normally, up to the connect +
     // command timeouts (default 2.5 s) when a node hangs.
-    Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ])
 }
 
 impl Metrics {
@@ -327,169 +331,169 @@ impl Metrics {
         let r = &mut registry;
         r.register(
             "node_up",
-            "1 if the node answered INFO in the last poll, else 0.",
+            "1 if the node answered INFO in the last poll, else 0",
             m.node_up.family.clone(),
         );
         r.register(
             "node_role",
-            "Role the node reports (master, slave, master&&slave): 1 for the current role, 0 for the others. Absent while the node is unreachable.",
+            "Role the node reports (master, slave, master&&slave): 1 for the current role, 0 for the others. Absent while the node is unreachable",
             m.node_role.family.clone(),
         );
         r.register(
             "node_expected_role",
-            "Role the node should have according to the recorded topology: 1 for the expected role, 0 for the others. Absent for nodes not in the record.",
+            "Role the node should have according to the recorded topology: 1 for the expected role, 0 for the others. Absent for nodes not in the record",
             m.node_expected_role.family.clone(),
         );
         r.register(
             "node_master_link_up",
-            "For replicas: 1 if the link to the master (and every Pika DB link) is up, else 0. Absent for masters and unreachable nodes.",
+            "For replicas: 1 if the link to the master (and every Pika DB link) is up, else 0. Absent for masters and unreachable nodes",
             m.node_link_up.family.clone(),
         );
         r.register(
             "node_master_link_state",
-            "For replicas: 1 for the current replication link state (up, down, connecting, full_sync, error), 0 for the others.",
+            "For replicas: 1 for the current replication link state (up, down, connecting, full_sync, error), 0 for the others",
             m.node_link_state.family.clone(),
         );
         r.register_with_unit(
             "node_replication_offset",
-            "Replication offset: Redis master_repl_offset/slave_repl_offset; Pika slave_repl_offset or the binlog position summed over DBs.",
+            "Replication offset: Redis master_repl_offset/slave_repl_offset; Pika slave_repl_offset or the binlog position summed over DBs",
             Unit::Bytes,
             m.node_offset.family.clone(),
         );
         r.register(
             "node_binlog_file_number",
-            "Pika: binlog file number of each DB (binlog_offset filenum).",
+            "Pika: binlog file number of each DB (binlog_offset filenum)",
             m.node_binlog_file.family.clone(),
         );
         r.register_with_unit(
             "node_binlog_file_offset",
-            "Pika: offset inside the current binlog file of each DB.",
+            "Pika: offset inside the current binlog file of each DB",
             Unit::Bytes,
             m.node_binlog_offset.family.clone(),
         );
         r.register(
             "node_db_link_up",
-            "Pika replicas: 1 if the replication link of this DB is up, else 0.",
+            "Pika replicas: 1 if the replication link of this DB is up, else 0",
             m.node_db_link_up.family.clone(),
         );
         r.register_with_unit(
             "node_replica_lag",
-            "Replication lag of the replica `instance` as reported by its master `master` (Pika: binlog bytes summed over DBs; Redis: master offset minus acked offset). Absent while a DB is in full sync.",
+            "Replication lag of the replica `instance` as reported by its master `master` (Pika: binlog bytes summed over DBs; Redis: master offset minus acked offset). Absent while a DB is in full sync",
             Unit::Bytes,
             m.node_replica_lag.family.clone(),
         );
         r.register(
             "node_connected_replicas",
-            "connected_slaves as reported by the node.",
+            "connected_slaves as reported by the node",
             m.node_connected_replicas.family.clone(),
         );
         r.register(
             "node_promotion_eligible",
-            "1 if the node is a reachable replica with its link up that may be promoted (not never_promote, priority not 0, Pika eligible for election), else 0.",
+            "1 if the node is a reachable replica with its link up that may be promoted (not never_promote, priority not 0, Pika eligible for election), else 0",
             m.node_eligible.family.clone(),
         );
         r.register(
             "node_info",
-            "Engine (pika, redis, unknown) and version of the node; value always 1.",
+            "Engine (pika, redis, unknown) and version of the node; value always 1",
             m.node_info.family.clone(),
         );
         r.register(
             "cluster_nodes",
-            "Number of configured nodes in the cluster.",
+            "Number of configured nodes in the cluster",
             m.cluster_nodes.family.clone(),
         );
         r.register(
             "cluster_nodes_reachable",
-            "Number of nodes that answered INFO in the last poll.",
+            "Number of nodes that answered INFO in the last poll",
             m.cluster_nodes_reachable.family.clone(),
         );
         r.register(
             "cluster_masters_claimed",
-            "Number of reachable nodes reporting role master.",
+            "Number of reachable nodes reporting role master",
             m.cluster_masters_claimed.family.clone(),
         );
         r.register(
             "cluster_record_present",
-            "1 if a topology record for the cluster could be read from the coordinator (last known), else 0.",
+            "1 if a topology record for the cluster could be read from the coordinator (last known), else 0",
             m.cluster_record_present.family.clone(),
         );
         r.register(
             "cluster_recorded_master_info",
-            "The master according to the recorded topology; value always 1.",
+            "The master according to the recorded topology; value always 1",
             m.cluster_recorded_master.family.clone(),
         );
         r.register(
             "cluster_epoch",
-            "Epoch of the recorded topology (grows by one on every change of master).",
+            "Epoch of the recorded topology (grows by one on every change of master)",
             m.cluster_epoch.family.clone(),
         );
         r.register_with_unit(
             "cluster_last_failover_timestamp",
-            "Unix time of the last automatic failover recorded for the cluster.",
+            "Unix time of the last automatic failover recorded for the cluster",
             Unit::Seconds,
             m.cluster_last_failover_ts.family.clone(),
         );
         r.register_with_unit(
             "cluster_last_failover_age",
-            "Seconds since the last automatic failover recorded for the cluster, at the last poll.",
+            "Seconds since the last automatic failover recorded for the cluster, at the last poll",
             Unit::Seconds,
             m.cluster_last_failover_age.family.clone(),
         );
         r.register(
             "cluster_paused",
-            "1 if automatic remediation is paused for the cluster (globally or per cluster), else 0.",
+            "1 if automatic remediation is paused for the cluster (globally or per cluster), else 0",
             m.cluster_paused.family.clone(),
         );
         r.register(
             "webhooks",
-            "Alertmanager webhook requests handled, by outcome.",
+            "Alertmanager webhook requests handled, by outcome",
             m.webhooks.clone(),
         );
         r.register(
             "reconciles",
-            "Reconciles run, by trigger, planned action and result.",
+            "Reconciles run, by trigger, planned action and result",
             m.reconciles.clone(),
         );
         r.register(
             "remediations",
-            "Remediations (plans that sent commands to nodes) by kind and outcome.",
+            "Remediations (plans that sent commands to nodes) by kind and outcome",
             m.remediations.clone(),
         );
         r.register_with_unit(
             "remediation_duration",
-            "Wall time of remediations from lock to release, by kind and outcome.",
+            "Wall time of remediations from lock to release, by kind and outcome",
             Unit::Seconds,
             m.remediation_duration.clone(),
         );
         r.register(
             "lock_held",
-            "1 while this instance holds the cluster's failover lock, else 0.",
+            "1 while this instance holds the cluster's failover lock, else 0",
             m.lock_held.clone(),
         );
         r.register(
             "coordinator_up",
-            "1 if the last coordinator request succeeded, else 0.",
+            "1 if the last coordinator request succeeded, else 0",
             m.coordinator_up.clone(),
         );
         r.register_with_unit(
             "poll_duration",
-            "Wall time of one poll of all nodes of a cluster.",
+            "Wall time of one poll of all nodes of a cluster",
             Unit::Seconds,
             m.poll_duration.clone(),
         );
         r.register(
             "poll_errors",
-            "Node queries that failed during polls (unreachable, timeout, auth, parse).",
+            "Node queries that failed during polls (unreachable, timeout, auth, parse)",
             m.poll_errors.clone(),
         );
         r.register(
             "polls_skipped",
-            "Poll ticks skipped because the previous poll of the cluster was still running.",
+            "Poll ticks skipped because the previous poll of the cluster was still running",
             m.polls_skipped.clone(),
         );
         r.register(
             "build_info",
-            "Version of pika-remedy; value always 1.",
+            "Version of pika-remedy; value always 1",
             m.build_info.clone(),
         );
         m.build_info
