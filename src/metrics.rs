@@ -44,6 +44,13 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// Content type of [`Metrics::encode_classic`] (Prometheus text format 0.0.4).
 pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// `outcome` of a remediation whose steps all applied and were recorded.
+pub const REMEDIATION_APPLIED: &str = "applied";
+/// `outcome` of a remediation that failed part-way (alerted on by `PikaRemediationFailed`).
+pub const REMEDIATION_FAILED: &str = "failed";
+/// The `Action::label()`s that mutate nodes, pre-created per cluster.
+const REMEDIATION_KINDS: [&str; 4] = ["failover", "switchover", "demote", "repoint"];
+
 /// Every metric name starts with this (plus `_`).
 pub const PREFIX: &str = "pika_remedy";
 
@@ -118,6 +125,7 @@ struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReconcileLabels {
+    cluster: String,
     trigger: String,
     action: String,
     result: String,
@@ -125,6 +133,7 @@ struct ReconcileLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RemediationLabels {
+    cluster: String,
     kind: String,
     outcome: String,
 }
@@ -606,6 +615,7 @@ impl Metrics {
         self.node_eligible.replace(c, eligible);
         self.node_info.replace(c, info);
 
+        self.init_cluster_counters(c);
         let cl = ClusterLabels {
             cluster: c.to_string(),
         };
@@ -652,6 +662,25 @@ impl Metrics {
         }
     }
 
+    /// Create the counters alert rules take `increase()` of at 0, so the first failure is an
+    /// increase (a series born at 1 shows no increase), and `lock_held` at 0.
+    fn init_cluster_counters(&self, cluster: &str) {
+        for kind in REMEDIATION_KINDS {
+            for outcome in [REMEDIATION_APPLIED, REMEDIATION_FAILED] {
+                let _ = self.remediations.get_or_create(&RemediationLabels {
+                    cluster: cluster.to_string(),
+                    kind: kind.to_string(),
+                    outcome: outcome.to_string(),
+                });
+            }
+        }
+        let cl = ClusterLabels {
+            cluster: cluster.to_string(),
+        };
+        let _ = self.lock_held.get_or_create(&cl);
+        let _ = self.polls_skipped.get_or_create(&cl);
+    }
+
     /// One poll of `cluster` finished after `duration` with `errors` failed node queries.
     pub fn poll_done(&self, cluster: &str, duration: Duration, errors: u64) {
         let l = ClusterLabels {
@@ -683,10 +712,11 @@ impl Metrics {
             .inc();
     }
 
-    /// One reconcile: `Trigger::label()`, `Action::label()`, [`result_label`].
-    pub fn reconcile(&self, trigger: &str, action: &str, result: &str) {
+    /// One reconcile of `cluster`: `Trigger::label()`, `Action::label()`, [`result_label`].
+    pub fn reconcile(&self, cluster: &str, trigger: &str, action: &str, result: &str) {
         self.reconciles
             .get_or_create(&ReconcileLabels {
+                cluster: cluster.to_string(),
                 trigger: trigger.to_string(),
                 action: action.to_string(),
                 result: result.to_string(),
@@ -694,10 +724,12 @@ impl Metrics {
             .inc();
     }
 
-    /// One remediation (an applied plan that mutates nodes): `kind` is `Action::label()`,
-    /// `outcome` e.g. `applied`/`failed`.
-    pub fn remediation(&self, kind: &str, outcome: &str, duration: Duration) {
+    /// One remediation of `cluster` (a plan that sent mutating commands): `kind` is
+    /// `Action::label()`, `outcome` is [`REMEDIATION_APPLIED`] or [`REMEDIATION_FAILED`]
+    /// (the alert rule `PikaRemediationFailed` matches `outcome="failed"`).
+    pub fn remediation(&self, cluster: &str, kind: &str, outcome: &str, duration: Duration) {
         let l = RemediationLabels {
+            cluster: cluster.to_string(),
             kind: kind.to_string(),
             outcome: outcome.to_string(),
         };

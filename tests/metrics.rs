@@ -348,8 +348,8 @@ fn observed_metrics() -> Metrics {
     m.webhook("accepted");
     m.webhook("accepted");
     m.webhook("unauthorized");
-    m.reconcile("master_down", "failover", "applied");
-    m.remediation("failover", "applied", Duration::from_millis(1800));
+    m.reconcile("pika-a", "master_down", "failover", "applied");
+    m.remediation("pika-a", "failover", "applied", Duration::from_millis(1800));
     m.lock_held("pika-a", false);
     m.coordinator_up(true);
     m
@@ -607,6 +607,7 @@ fn values_read_back() {
             &s,
             "pika_remedy_reconciles_total",
             &[
+                c,
                 ("trigger", "master_down"),
                 ("action", "failover"),
                 ("result", "applied")
@@ -618,7 +619,7 @@ fn values_read_back() {
         value(
             &s,
             "pika_remedy_remediations_total",
-            &[("kind", "failover"), ("outcome", "applied")]
+            &[c, ("kind", "failover"), ("outcome", "applied")]
         ),
         1.0
     );
@@ -627,8 +628,8 @@ fn values_read_back() {
     assert_eq!(value(&s, "pika_remedy_coordinator_up", &[]), 1.0);
     assert_eq!(value(&s, "pika_remedy_lock_held", &[c]), 0.0);
     let text = m.encode();
-    assert!(text.contains("pika_remedy_remediation_duration_seconds_bucket{le=\"2.5\",kind=\"failover\",outcome=\"applied\"} 1")
-        || text.contains("pika_remedy_remediation_duration_seconds_bucket{kind=\"failover\",outcome=\"applied\",le=\"2.5\"} 1"),
+    assert!(text.contains("pika_remedy_remediation_duration_seconds_bucket{le=\"2.5\",cluster=\"pika-a\",kind=\"failover\",outcome=\"applied\"} 1")
+        || text.contains("pika_remedy_remediation_duration_seconds_bucket{cluster=\"pika-a\",kind=\"failover\",outcome=\"applied\",le=\"2.5\"} 1"),
         "{text}");
     assert!(text.contains("# TYPE pika_remedy_remediation_duration_seconds histogram"));
     assert!(text.contains("# UNIT pika_remedy_node_replica_lag_bytes bytes"));
@@ -970,12 +971,14 @@ async fn poll_loop_updates_metrics_skips_overlaps_and_stops() {
         skipped.first().copied().unwrap_or(0.0) >= 4.0,
         "{skipped:?}"
     );
-    assert!(find(
-        &s,
-        "pika_remedy_polls_skipped_total",
-        &[("cluster", "pika-a")]
-    )
-    .is_empty());
+    assert_eq!(
+        value(
+            &s,
+            "pika_remedy_polls_skipped_total",
+            &[("cluster", "pika-a")]
+        ),
+        0.0
+    );
     assert_eq!(value(&s, "pika_remedy_coordinator_up", &[]), 0.0);
     assert_eq!(
         value(
