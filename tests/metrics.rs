@@ -800,6 +800,44 @@ fn alertmanager_config_checks() {
         None,
     );
     assert!(ok, "amtool check-config:\n{out}");
+    // Routing: trigger alerts reach the webhook and humans; the rest humans only.
+    for (labels, receivers) in [
+        (
+            &["alertname=PikaMasterDown", "cluster=c1"][..],
+            "pika-remedy,pika-oncall",
+        ),
+        (
+            &["alertname=PikaRoleMismatch", "cluster=c1"],
+            "pika-remedy,pika-oncall",
+        ),
+        (
+            &["alertname=PikaReplicaLinkDown", "cluster=c1"],
+            "pika-oncall",
+        ),
+        (
+            &["alertname=PikaReplicationLagHigh", "cluster=c1"],
+            "pika-oncall",
+        ),
+        (
+            &["alertname=PikaRemediationFailed", "cluster=c1"],
+            "pika-oncall",
+        ),
+        (&["alertname=PikaRemedyDown"], "pika-oncall"),
+        (&["alertname=PikaRemedyCoordinatorDown"], "pika-oncall"),
+        (&["alertname=SomethingElse"], "ops-default"),
+    ] {
+        let verify = format!("--verify.receivers={receivers}");
+        let mut args = vec![
+            "config",
+            "routes",
+            "test",
+            "--config.file=alerts/alertmanager.yml",
+            verify.as_str(),
+        ];
+        args.extend_from_slice(labels);
+        let (ok, out) = run("amtool", "prometheus-alertmanager", &args, None);
+        assert!(ok, "amtool config routes test {labels:?}:\n{out}");
+    }
 }
 
 // ---- the poll loop, against fakes ----
