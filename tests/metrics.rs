@@ -789,6 +789,65 @@ fn prometheus_config_checks() {
         None,
     );
     assert!(ok, "promtool check config:\n{out}");
+    let (ok, out) = run(
+        "promtool",
+        "prometheus",
+        &["check", "config", "deploy/compose/prometheus.yml"],
+        None,
+    );
+    assert!(ok, "promtool check config (compose):\n{out}");
+    let (ok, out) = run(
+        "amtool",
+        "prometheus-alertmanager",
+        &["check-config", "deploy/compose/alertmanager.yml"],
+        None,
+    );
+    assert!(ok, "amtool check-config (compose):\n{out}");
+}
+
+/// Every PromQL expression of the Grafana dashboard parses (as a recording rule, through
+/// `promtool check rules`), with Grafana's variables replaced.
+#[test]
+fn grafana_dashboard_queries_parse() {
+    let text = std::fs::read_to_string(repo().join("deploy/grafana/pika-remedy.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut exprs = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match (k.as_str(), v) {
+                        ("expr", serde_json::Value::String(e)) => out.push(e.clone()),
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    walk(&dash, &mut exprs);
+    assert!(exprs.len() >= 20, "{}", exprs.len());
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e
+            .replace("$__rate_interval", "1m")
+            .replace("$cluster", ".*");
+        rules.push_str(&format!(
+            "      - record: dashboard:q{i}\n        expr: {}\n",
+            serde_json::to_string(&e).unwrap()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let (ok, out) = run(
+        "promtool",
+        "prometheus",
+        &["check", "rules", file.to_str().unwrap()],
+        None,
+    );
+    assert!(ok, "dashboard queries:\n{out}");
 }
 
 #[test]
