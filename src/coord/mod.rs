@@ -54,11 +54,7 @@ pub struct Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} (host {}, pid {})",
-            self.instance, self.host, self.pid
-        )
+        write!(f, "{} (host {}, pid {})", self.instance, self.host, self.pid)
     }
 }
 
