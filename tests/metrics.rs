@@ -1105,11 +1105,3 @@ async fn poll_loop_updates_metrics_skips_overlaps_and_stops() {
     assert_eq!(latest.len(), 2);
     assert_eq!(latest["pika-a"].reachable_count(), 4);
 }
-
-#[test]
-#[ignore = "writes the sample exposition for docs: cargo test --test metrics dump -- --ignored"]
-fn dump() {
-    let m = observed_metrics();
-    std::fs::write("/tmp/pr-metrics.om", m.encode()).unwrap();
-    std::fs::write("/tmp/pr-metrics.txt", m.encode_classic()).unwrap();
-}
