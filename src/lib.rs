@@ -16,6 +16,8 @@
 //! - [`supervisor`]: single-flight per cluster, coalesced follow-ups, pause, the `Reconciler` seam.
 //! - [`events`]: the audit trail (ring + JSON-lines file + coordinator sink).
 //! - [`http`]: the axum router (webhook, operator API, health, metrics) and `serve`.
+//! - [`metrics`]: the `/metrics` exporter (`Metrics` over a prometheus-client registry).
+//! - [`poller`]: the polling task that feeds `metrics` and keeps the last observation per cluster.
 //! - [`error`]: the top-level error with `is_retryable`.
 
 pub mod alert;
@@ -30,6 +32,11 @@ pub mod model;
 pub mod node;
 pub mod observe;
 pub mod ops;
+pub mod metrics;
+pub mod model;
+pub mod node;
+pub mod observe;
+pub mod poller;
 pub mod reconcile;
 pub mod status;
 pub mod supervisor;
