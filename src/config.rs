@@ -32,11 +32,50 @@ impl fmt::Debug for Secret {
 }
 
 /// Where a secret comes from: exactly one of `env` or `file`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+///
+/// Deserialized by hand so that an inline secret (`password = "hunter2"`) is rejected
+/// without echoing its value in the error, which serde's default message would do.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretSource {
     pub env: Option<String>,
     pub file: Option<PathBuf>,
+}
+
+impl<'de> Deserialize<'de> for SecretSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SecretSource;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table { env = \"VAR\" } or { file = \"/path\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, _v: &str) -> Result<SecretSource, E> {
+                Err(E::custom(
+                    "inline secrets are not accepted (the value is not shown); use { env = \"VAR\" } or { file = \"/path\" }",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<SecretSource, A::Error> {
+                let mut out = SecretSource {
+                    env: None,
+                    file: None,
+                };
+                while let Some(k) = m.next_key::<String>()? {
+                    match k.as_str() {
+                        "env" => out.env = Some(m.next_value()?),
+                        "file" => out.file = Some(m.next_value()?),
+                        other => {
+                            return Err(serde::de::Error::unknown_field(other, &["env", "file"]));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -393,7 +432,8 @@ impl Config {
             let field = e
                 .span()
                 .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    let upto = &text.as_bytes()[..s.start.min(text.len())];
+                    let line = upto.iter().filter(|b| **b == b'\n').count() + 1;
                     format!("line {line}")
                 })
                 .unwrap_or_else(|| "-".into());
@@ -690,6 +730,20 @@ nodes = [{ addr = "127.0.0.1:9221" }, { addr = "127.0.0.1:9222", priority = 10 }
         let e = Config::parse(&format!("{MIN}\nbogus = 1\n"), "t.toml").unwrap_err();
         assert!(e.to_string().starts_with("t.toml: "), "{e}");
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn inline_secret_is_rejected_without_echoing_it() {
+        let text = MIN.replace("name = \"main\"", "name = \"main\"\npassword = \"hunter2\"");
+        let e = Config::parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("inline secrets are not accepted"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn error_line_numbers_are_one_based() {
+        let e = Config::parse("\nbogus = 1\n", "t.toml").unwrap_err();
+        assert_eq!(e.field, "line 2", "{e}");
     }
 
     #[test]

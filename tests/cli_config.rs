@@ -77,6 +77,11 @@ fn bad_configs_fail_naming_file_and_field() {
             "{}: error must name the file: {stderr}",
             f.display()
         );
+        assert!(
+            !stderr.contains("hunter2"),
+            "{}: a secret value must never be echoed: {stderr}",
+            f.display()
+        );
         for e in expects {
             assert!(
                 stderr.contains(e),

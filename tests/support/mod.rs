@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod etcd;
 pub mod fakes;
 pub mod pika;
 pub mod redis;
-pub mod etcd;
