@@ -34,8 +34,12 @@ use crate::supervisor::{
     ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError, Supervisor,
 };
 
-/// Renders the metrics exposition (OpenMetrics text).
-pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+/// Renders the metrics exposition for the request's `Accept` header: (content type, body).
+/// Prometheus asks for OpenMetrics; anything else (curl, promtool) gets the classic text.
+pub type MetricsFn = Arc<dyn Fn(Option<&str>) -> (&'static str, String) + Send + Sync>;
+
+/// Counts webhook answers by outcome (`handled`, `retry`, `bad_request`, …) for `/metrics`.
+pub type WebhookCounter = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -116,6 +120,7 @@ pub struct App<R: Reconciler> {
     pub auth: Auth,
     pub webhook: WebhookConfig,
     pub metrics: MetricsFn,
+    webhook_counter: std::sync::OnceLock<WebhookCounter>,
 }
 
 impl<R: Reconciler> App<R> {
@@ -136,7 +141,14 @@ impl<R: Reconciler> App<R> {
             auth,
             webhook: loaded.config.webhook.clone(),
             metrics,
+            webhook_counter: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Count every `/v1/alerts` answer by outcome (set once, at wiring time).
+    pub fn with_webhook_counter(self: Arc<Self>, counter: WebhookCounter) -> Arc<Self> {
+        let _ = self.webhook_counter.set(counter);
+        self
     }
 
     fn events(&self) -> &Arc<EventLog> {
@@ -178,6 +190,10 @@ pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             refuse_when_shutting_down::<R>,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            app.clone(),
+            count_webhooks::<R>,
         ));
     Router::new()
         .merge(api)
@@ -186,6 +202,29 @@ pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
         .route("/metrics", get(metrics::<R>))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
+}
+
+/// Outermost on `/v1/*`: counts each webhook answer (including 401 and 503) by outcome.
+async fn count_webhooks<R: Reconciler>(
+    State(app): State<Arc<App<R>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let is_webhook = req.uri().path() == "/v1/alerts";
+    let resp = next.run(req).await;
+    if let (true, Some(count)) = (is_webhook, app.webhook_counter.get()) {
+        let outcome = match resp.status() {
+            StatusCode::OK => "handled",
+            StatusCode::SERVICE_UNAVAILABLE => "retry",
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::UNAUTHORIZED => "unauthorized",
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            _ => "other",
+        };
+        count(outcome);
+    }
+    resp
 }
 
 async fn refuse_when_shutting_down<R: Reconciler>(
@@ -593,9 +632,10 @@ async fn readyz<R: Reconciler>(State(app): State<Arc<App<R>>>) -> Response {
     }
 }
 
-async fn metrics<R: Reconciler>(State(app): State<Arc<App<R>>>) -> Response {
-    let text = (app.metrics)();
-    ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response()
+async fn metrics<R: Reconciler>(State(app): State<Arc<App<R>>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, text) = (app.metrics)(accept);
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 /// Serve until `shutdown` completes, then: refuse new work with 503 "shutting down" (the

@@ -342,7 +342,7 @@ async fn start(
         Arc::new(EventLog::in_memory(10)),
         SupervisorConfig::from_config(&l.config),
     );
-    let app = App::new(&l, sup, Arc::new(String::new));
+    let app = App::new(&l, sup, Arc::new(|_| ("text/plain", String::new())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
