@@ -11,6 +11,7 @@
 //! - [`reconcile`]: the only place that locks and acts.
 //! - [`ops`]: operator commands (plan, failover, switchover, demote, record) over `reconcile`.
 //! - [`demo`]: `make demo`: 3 local redis-servers, a writer, kill -9 and restart, with a timeline.
+//! - [`app`]: wiring for `serve`: coordinator, node clients, poller, periodic check, HTTP.
 //! - [`status`]: the `status` command: observe every cluster once, render a table or JSON.
 //! - [`alert`]: Alertmanager webhook payloads (v4): parsing, mapping alerts to cluster triggers.
 //! - [`supervisor`]: single-flight per cluster, coalesced follow-ups, pause, the `Reconciler` seam.
@@ -21,10 +22,11 @@
 //! - [`error`]: the top-level error with `is_retryable`.
 
 pub mod alert;
+pub mod app;
 pub mod config;
 pub mod coord;
 pub mod decide;
-// pub mod demo; (enabled once RedisNodes and Local land)
+pub mod demo;
 pub mod error;
 pub mod events;
 pub mod http;

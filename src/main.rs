@@ -10,6 +10,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use pika_remedy::config;
+use pika_remedy::decide::Trigger;
+use pika_remedy::model::Addr;
 
 const DEFAULT_CONFIG: &str = "/etc/pika-remedy/pika-remedy.toml";
 
@@ -63,6 +65,86 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the service: webhook, operator API, /metrics, poller (and the periodic check if set).
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Override `service.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Dry run: show the observation, the record, the plan with ranked candidates and the exact
+    /// commands that would be sent for a trigger (default: the periodic check).
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        /// Plan a failover (optionally to this node) instead of the periodic check.
+        #[arg(long)]
+        failover: bool,
+        #[arg(long)]
+        to: Option<Addr>,
+    },
+    /// Fail over now (the recorded master must be unreachable), optionally to a given node.
+    /// Ignores the cooldown. Exit: 0 done or nothing to do, 1 refused/failed/lock held, 3 retry.
+    Failover {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        to: Option<Addr>,
+        /// Decide and print, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Planned switchover of a healthy master (Redis: writes paused while the target catches up).
+    Switchover {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        to: Option<Addr>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make a node follow the recorded master (`SLAVEOF … force` on Pika) and persist it.
+    Demote {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        node: Addr,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Record the master by hand (bootstrap, or after an operator's repair).
+    Record {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        master: Addr,
+        /// Record it even if it does not answer as master.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the recorded topology and the audit trail (from `service.events_file`).
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// How many events.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Self-contained demo: 3 local redis-servers, kill -9 the master, restart it (`make demo`).
+    Demo,
 }
 
 fn init_tracing(format: LogFormat) {
@@ -128,5 +210,141 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
+        Command::Serve { config, listen } => {
+            let loaded = config::load(&config.config)?;
+            let rt = runtime()?;
+            rt.block_on(async move {
+                let addr = listen.unwrap_or(loaded.config.service.listen);
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                pika_remedy::app::run(loaded, listener, shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::msg)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            config,
+            cluster,
+            failover,
+            to,
+        } => {
+            let trigger = if failover || to.is_some() {
+                Trigger::Failover { to }
+            } else {
+                Trigger::Periodic
+            };
+            operator(&config.config, &cluster, false, |ctx| async move {
+                let (text, code) = pika_remedy::ops::plan(&ctx, &trigger).await;
+                print!("{text}");
+                code
+            })
+        }
+        Command::Failover {
+            config,
+            cluster,
+            to,
+            dry_run,
+        } => act(&config.config, &cluster, dry_run, Trigger::Failover { to }),
+        Command::Switchover {
+            config,
+            cluster,
+            to,
+            dry_run,
+        } => act(&config.config, &cluster, dry_run, Trigger::Switchover { to }),
+        Command::Demote {
+            config,
+            cluster,
+            node,
+            dry_run,
+        } => act(&config.config, &cluster, dry_run, Trigger::Demote { node }),
+        Command::Record {
+            config,
+            cluster,
+            master,
+            force,
+        } => operator(&config.config, &cluster, false, |ctx| async move {
+            let (text, code) = pika_remedy::ops::record(&ctx, &master, force).await;
+            print!("{text}");
+            code
+        }),
+        Command::History {
+            config,
+            cluster,
+            limit,
+        } => {
+            let loaded = config::load(&config.config)?;
+            let (text, code) =
+                runtime()?.block_on(pika_remedy::ops::history(&loaded, cluster.as_deref(), limit))?;
+            print!("{text}");
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Demo => {
+            let code = runtime()?
+                .block_on(pika_remedy::demo::run())
+                .map_err(anyhow::Error::msg)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
     }
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Build the per-cluster context (node client, coordinator, holder) and run `f` with it.
+fn operator<F, Fut>(path: &std::path::Path, cluster: &str, dry_run: bool, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(pika_remedy::reconcile::Ctx<'_, pika_remedy::node::redis::RedisNodes, pika_remedy::coord::AnyCoord>) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    let loaded = config::load(path)?;
+    let cfg = loaded
+        .cluster(cluster)
+        .with_context(|| format!("unknown cluster {cluster:?} in {}", path.display()))?
+        .clone();
+    let rt = runtime()?;
+    let code = rt.block_on(async {
+        let coord = pika_remedy::app::coordinator(&loaded)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let nodes = pika_remedy::node::redis::RedisNodes::new(
+            &loaded.config.timeouts,
+            loaded.password(cluster).cloned(),
+        );
+        let holder = pika_remedy::app::holder(&loaded);
+        let ctx = pika_remedy::reconcile::Ctx {
+            cluster: &cfg,
+            nodes: &nodes,
+            coord: &coord,
+            policy: &loaded.config.policy,
+            holder: &holder,
+            has_password: loaded.password(cluster).is_some_and(|p| !p.expose().is_empty()),
+            dry_run,
+            paused: false,
+        };
+        anyhow::Ok(f(ctx).await)
+    })?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+fn act(path: &std::path::Path, cluster: &str, dry_run: bool, trigger: Trigger) -> anyhow::Result<ExitCode> {
+    operator(path, cluster, dry_run, |ctx| async move {
+        let (text, _out, code) = pika_remedy::ops::act(&ctx, trigger).await;
+        print!("{text}");
+        code
+    })
 }

@@ -262,3 +262,75 @@ pub async fn record<N: Nodes, C: Coordinator>(
         Err(e) => (format!("coordinator unreachable: {e}\n"), exit::RETRY),
     }
 }
+
+/// `history`: the recorded topology per cluster and the newest audit events from the
+/// JSON-lines file (`service.events_file`).
+pub async fn history(
+    loaded: &crate::config::Loaded,
+    cluster: Option<&str>,
+    limit: usize,
+) -> Result<(String, i32), crate::error::Error> {
+    let mut s = String::new();
+    let coord = crate::app::coordinator(loaded).await.map_err(crate::error::Error::Other)?;
+    let mut code = exit::OK;
+    for c in &loaded.config.clusters {
+        if cluster.is_some_and(|x| x != c.name) {
+            continue;
+        }
+        match coord.read_record(&c.name).await {
+            Ok(Some(r)) => {
+                let v = &r.value;
+                let _ = writeln!(
+                    s,
+                    "cluster {}: master {} epoch {} updated {} last automatic failover {}; {}",
+                    c.name,
+                    v.master,
+                    v.epoch,
+                    v.updated_at,
+                    v.last_failover_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into()),
+                    v.reason
+                );
+            }
+            Ok(None) => {
+                let _ = writeln!(s, "cluster {}: no record", c.name);
+            }
+            Err(e) => {
+                let _ = writeln!(s, "cluster {}: coordinator unreachable: {e}", c.name);
+                code = exit::RETRY;
+            }
+        }
+    }
+    match &loaded.config.service.events_file {
+        None => {
+            let _ = writeln!(s, "no service.events_file configured: the audit trail is only in the running service (GET /v1/events)");
+        }
+        Some(p) => {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let events: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|e| cluster.is_none_or(|c| e.get("cluster").and_then(|v| v.as_str()) == Some(c)))
+                .collect();
+            let skip = events.len().saturating_sub(limit);
+            let _ = writeln!(s, "events ({} of {} in {}):", events.len() - skip, events.len(), p.display());
+            for e in &events[skip..] {
+                let get = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+                let result = e
+                    .pointer("/outcome/result/kind")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("-");
+                let _ = writeln!(
+                    s,
+                    "  {} {} {} [{}] {} -> {}",
+                    get("at"),
+                    get("cluster"),
+                    get("source"),
+                    get("kind"),
+                    get("reason"),
+                    result
+                );
+            }
+        }
+    }
+    Ok((s, code))
+}

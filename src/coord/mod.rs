@@ -164,3 +164,62 @@ pub trait Coordinator: Send + Sync {
     /// Cheap reachability probe for `/readyz` and the `coordinator_up` metric.
     fn ping(&self) -> impl Future<Output = Result<(), CoordError>> + Send;
 }
+
+/// The configured backend (closed enum dispatch: no trait objects needed).
+pub enum AnyCoord {
+    Local(local::Local),
+    Consul(consul::Consul),
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::Etcd),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $c:ident => $e:expr) => {
+        match $self {
+            AnyCoord::Local($c) => $e,
+            AnyCoord::Consul($c) => $e,
+            #[cfg(feature = "etcd")]
+            AnyCoord::Etcd($c) => $e,
+        }
+    };
+}
+
+impl Coordinator for AnyCoord {
+    fn kind(&self) -> &'static str {
+        dispatch!(self, c => c.kind())
+    }
+    async fn try_lock(&self, cluster: &str, holder: &Holder, ttl: Duration) -> Result<LockOutcome, CoordError> {
+        dispatch!(self, c => c.try_lock(cluster, holder, ttl).await)
+    }
+    async fn still_held(&self, lease: &Lease) -> Result<bool, CoordError> {
+        dispatch!(self, c => c.still_held(lease).await)
+    }
+    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
+        dispatch!(self, c => c.release(lease).await)
+    }
+    async fn read_record(&self, cluster: &str) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+        dispatch!(self, c => c.read_record(cluster).await)
+    }
+    async fn write_record(
+        &self,
+        cluster: &str,
+        record: &TopologyRecord,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
+        dispatch!(self, c => c.write_record(cluster, record, expected).await)
+    }
+    async fn append_event(&self, cluster: &str, event_json: &str) -> Result<(), CoordError> {
+        dispatch!(self, c => c.append_event(cluster, event_json).await)
+    }
+    async fn publish_roles(
+        &self,
+        cluster: &str,
+        master: &crate::model::Addr,
+        replicas: &[crate::model::Addr],
+    ) -> Result<(), CoordError> {
+        dispatch!(self, c => c.publish_roles(cluster, master, replicas).await)
+    }
+    async fn ping(&self) -> Result<(), CoordError> {
+        dispatch!(self, c => c.ping().await)
+    }
+}
