@@ -406,7 +406,10 @@ impl Config {
             message,
         };
         if self.clusters.is_empty() {
-            return Err(err("cluster".into(), "at least one [[cluster]] is required".into()));
+            return Err(err(
+                "cluster".into(),
+                "at least one [[cluster]] is required".into(),
+            ));
         }
         let mut names = BTreeSet::new();
         for (i, c) in self.clusters.iter().enumerate() {
@@ -423,7 +426,10 @@ impl Config {
                 ));
             }
             if !names.insert(c.name.clone()) {
-                return Err(err(format!("{at}.name"), format!("duplicate cluster name {:?}", c.name)));
+                return Err(err(
+                    format!("{at}.name"),
+                    format!("duplicate cluster name {:?}", c.name),
+                ));
             }
             if c.nodes.len() < 2 {
                 return Err(err(
@@ -446,11 +452,17 @@ impl Config {
         }
         let t = &self.timeouts;
         if t.connect.is_zero() || t.command.is_zero() {
-            return Err(err("timeouts".into(), "connect and command timeouts must be > 0".into()));
+            return Err(err(
+                "timeouts".into(),
+                "connect and command timeouts must be > 0".into(),
+            ));
         }
         let p = &self.policy;
         if p.min_observed == 0 {
-            return Err(err("policy.min_observed".into(), "must be at least 1".into()));
+            return Err(err(
+                "policy.min_observed".into(),
+                "must be at least 1".into(),
+            ));
         }
         for (name, d) in [
             ("policy.promote_timeout", p.promote_timeout),
@@ -461,7 +473,12 @@ impl Config {
                 return Err(err(name.into(), "must be > 0".into()));
             }
         }
-        let biggest = self.clusters.iter().map(|c| c.nodes.len()).max().unwrap_or(2);
+        let biggest = self
+            .clusters
+            .iter()
+            .map(|c| c.nodes.len())
+            .max()
+            .unwrap_or(2);
         let worst = p.worst_case_action(biggest, t);
         if p.lock_ttl <= worst {
             return Err(err(
@@ -485,7 +502,9 @@ impl Config {
                         format!("{:?} must start with http:// or https://", c.address),
                     ));
                 }
-                if c.session_ttl < Duration::from_secs(10) || c.session_ttl > Duration::from_secs(86400) {
+                if c.session_ttl < Duration::from_secs(10)
+                    || c.session_ttl > Duration::from_secs(86400)
+                {
                     return Err(err(
                         "coordinator.consul.session_ttl".into(),
                         "Consul accepts 10s to 24h".into(),
@@ -510,7 +529,10 @@ impl Config {
             CoordinatorKind::Etcd => {
                 let e = &self.coordinator.etcd;
                 if e.endpoints.is_empty() {
-                    return Err(err("coordinator.etcd.endpoints".into(), "at least one endpoint".into()));
+                    return Err(err(
+                        "coordinator.etcd.endpoints".into(),
+                        "at least one endpoint".into(),
+                    ));
                 }
                 if let Some(s) = &e.password {
                     check_source(s, "coordinator.etcd.password", file)?;
@@ -539,11 +561,15 @@ impl Config {
         if w.bearer_token.is_none() && w.basic_user.is_none() && !w.allow_unauthenticated {
             return Err(err(
                 "webhook".into(),
-                "set bearer_token or basic_user/basic_password, or allow_unauthenticated = true".into(),
+                "set bearer_token or basic_user/basic_password, or allow_unauthenticated = true"
+                    .into(),
             ));
         }
         if w.max_body_bytes < 1024 {
-            return Err(err("webhook.max_body_bytes".into(), "must be at least 1024".into()));
+            return Err(err(
+                "webhook.max_body_bytes".into(),
+                "must be at least 1024".into(),
+            ));
         }
         Ok(())
     }
@@ -561,7 +587,12 @@ fn check_source(s: &SecretSource, field: &str, file: &str) -> Result<(), ConfigE
 }
 
 /// Read a secret from its source. Errors name the field and the env var or file, never the value.
-pub fn resolve_secret(s: &SecretSource, field: &str, file: &str, base: &Path) -> Result<Secret, ConfigError> {
+pub fn resolve_secret(
+    s: &SecretSource,
+    field: &str,
+    file: &str,
+    base: &Path,
+) -> Result<Secret, ConfigError> {
     let err = |message: String| ConfigError {
         file: file.to_string(),
         field: field.to_string(),
@@ -573,8 +604,13 @@ pub fn resolve_secret(s: &SecretSource, field: &str, file: &str, base: &Path) ->
             .map_err(|_| err(format!("environment variable {var} is not set")));
     }
     if let Some(p) = &s.file {
-        let p = if p.is_relative() { base.join(p) } else { p.clone() };
-        let text = std::fs::read_to_string(&p).map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
+        let p = if p.is_relative() {
+            base.join(p)
+        } else {
+            p.clone()
+        };
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
         return Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()));
     }
     Err(err("no source".into()))
@@ -599,14 +635,21 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         }
     }
     let opt = |s: &Option<SecretSource>, field: &str| -> Result<Option<Secret>, ConfigError> {
-        s.as_ref().map(|s| resolve_secret(s, field, &file, &base)).transpose()
+        s.as_ref()
+            .map(|s| resolve_secret(s, field, &file, &base))
+            .transpose()
     };
     let consul_token = match config.coordinator.kind {
-        CoordinatorKind::Consul => opt(&config.coordinator.consul.token, "coordinator.consul.token")?,
+        CoordinatorKind::Consul => {
+            opt(&config.coordinator.consul.token, "coordinator.consul.token")?
+        }
         _ => None,
     };
     let etcd_password = match config.coordinator.kind {
-        CoordinatorKind::Etcd => opt(&config.coordinator.etcd.password, "coordinator.etcd.password")?,
+        CoordinatorKind::Etcd => opt(
+            &config.coordinator.etcd.password,
+            "coordinator.etcd.password",
+        )?,
         _ => None,
     };
     let webhook_bearer = opt(&config.webhook.bearer_token, "webhook.bearer_token")?;
@@ -651,7 +694,10 @@ nodes = [{ addr = "127.0.0.1:9221" }, { addr = "127.0.0.1:9222", priority = 10 }
 
     #[test]
     fn secret_debug_is_redacted() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
     }
 
     #[test]

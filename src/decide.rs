@@ -73,9 +73,14 @@ pub struct Candidate {
 pub enum Action {
     NoAction,
     /// Not safe to act. `retryable`: a retry may help (e.g. not enough observations) → HTTP 503.
-    Refuse { retryable: bool },
+    Refuse {
+        retryable: bool,
+    },
     /// Write the first record (no mutating node command).
-    Bootstrap { master: Addr, replicas: Vec<Addr> },
+    Bootstrap {
+        master: Addr,
+        replicas: Vec<Addr>,
+    },
     /// Promote `promote`, repoint `repoint` (reachable nodes) to it. `old_master` is the recorded
     /// master (dead or not); it is demoted when it comes back.
     Failover {
@@ -93,9 +98,15 @@ pub enum Action {
         old_master: Addr,
     },
     /// A node claiming master that is not the recorded master: make it follow `to`.
-    Demote { node: Addr, to: Addr },
+    Demote {
+        node: Addr,
+        to: Addr,
+    },
     /// Replicas following the wrong master (or none): repoint them to `to`.
-    Repoint { nodes: Vec<Addr>, to: Addr },
+    Repoint {
+        nodes: Vec<Addr>,
+        to: Addr,
+    },
 }
 
 impl Action {
@@ -112,7 +123,10 @@ impl Action {
     }
     /// True if applying it sends mutating commands to nodes.
     pub fn mutates_nodes(&self) -> bool {
-        !matches!(self, Action::NoAction | Action::Refuse { .. } | Action::Bootstrap { .. })
+        !matches!(
+            self,
+            Action::NoAction | Action::Refuse { .. } | Action::Bootstrap { .. }
+        )
     }
 }
 
@@ -173,7 +187,9 @@ impl Step {
 fn todo_commands(step: &Step, has_password: bool) -> Vec<String> {
     match step {
         Step::PauseWrites { node, millis } => vec![format!("{node}: CLIENT PAUSE {millis} WRITE")],
-        Step::WaitCatchUp { node, of } => vec![format!("{node}: poll INFO until offset >= offset of {of}")],
+        Step::WaitCatchUp { node, of } => {
+            vec![format!("{node}: poll INFO until offset >= offset of {of}")]
+        }
         Step::Promote { node } => vec![
             format!("{node}: SLAVEOF NO ONE"),
             format!("{node}: poll INFO until role:master"),
@@ -189,9 +205,16 @@ fn todo_commands(step: &Step, has_password: bool) -> Vec<String> {
                 v.push(format!("{node}: CONFIG SET masterauth <password>"));
             }
             let f = if *force { " force" } else { "" };
-            v.push(format!("{node}: SLAVEOF {} {}{f}", master.host, master.port));
+            v.push(format!(
+                "{node}: SLAVEOF {} {}{f}",
+                master.host, master.port
+            ));
             v.push(format!("{node}: poll INFO until master_link_status:up"));
-            let retry_force = if *engine == Engine::Pika { " force" } else { "" };
+            let retry_force = if *engine == Engine::Pika {
+                " force"
+            } else {
+                ""
+            };
             v.push(format!(
                 "{node}: on link timeout, once: SLAVEOF NO ONE; SLAVEOF {} {}{retry_force}",
                 master.host, master.port
@@ -200,7 +223,9 @@ fn todo_commands(step: &Step, has_password: bool) -> Vec<String> {
         }
         Step::Persist { node } => vec![format!("{node}: CONFIG REWRITE")],
         Step::Unpause { node } => vec![format!("{node}: CLIENT UNPAUSE")],
-        Step::Record { master, .. } => vec![format!("coordinator: record master {master} (compare-and-set)")],
+        Step::Record { master, .. } => vec![format!(
+            "coordinator: record master {master} (compare-and-set)"
+        )],
     }
 }
 

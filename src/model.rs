@@ -50,10 +50,13 @@ impl FromStr for Addr {
             why,
         };
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, p) = rest.split_once("]:").ok_or_else(|| err("expected [v6]:port"))?;
+            let (h, p) = rest
+                .split_once("]:")
+                .ok_or_else(|| err("expected [v6]:port"))?;
             (h, p)
         } else {
-            s.rsplit_once(':').ok_or_else(|| err("expected host:port"))?
+            s.rsplit_once(':')
+                .ok_or_else(|| err("expected host:port"))?
         };
         if host.is_empty() {
             return Err(err("empty host"));
@@ -61,7 +64,9 @@ impl FromStr for Addr {
         if host.chars().any(|c| c.is_whitespace() || c == '/') {
             return Err(err("host contains whitespace or '/'"));
         }
-        let port: u16 = port.parse().map_err(|_| err("port is not a number in 1..65535"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| err("port is not a number in 1..65535"))?;
         if port == 0 {
             return Err(err("port 0"));
         }
@@ -196,7 +201,9 @@ pub struct NodeStatus {
 impl NodeStatus {
     /// True if this node reports itself as a replica whose link to `master` is up.
     pub fn follows_with_link_up(&self, master: &Addr) -> bool {
-        self.role.is_replica() && self.master.as_ref() == Some(master) && self.link == Some(LinkState::Up)
+        self.role.is_replica()
+            && self.master.as_ref() == Some(master)
+            && self.link == Some(LinkState::Up)
     }
 }
 
@@ -281,7 +288,16 @@ mod tests {
 
     #[test]
     fn addr_rejects_garbage() {
-        for bad in ["", "host", ":1", "h:0", "h:70000", "h:x", "a b:1", "[::1]6379"] {
+        for bad in [
+            "",
+            "host",
+            ":1",
+            "h:0",
+            "h:70000",
+            "h:x",
+            "a b:1",
+            "[::1]6379",
+        ] {
             assert!(bad.parse::<Addr>().is_err(), "{bad:?} should be rejected");
         }
     }

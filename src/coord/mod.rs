@@ -54,7 +54,11 @@ pub struct Holder {
 
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (host {}, pid {})", self.instance, self.host, self.pid)
+        write!(
+            f,
+            "{} (host {}, pid {})",
+            self.instance, self.host, self.pid
+        )
     }
 }
 
@@ -73,11 +77,14 @@ pub struct Lease {
 pub(crate) enum LeaseInner {
     Local {
         generation: u64,
+        /// Stops renewal and frees the lock when the lease is dropped without `release`.
+        guard: local::LocalGuard,
     },
     Consul {
         session: String,
         lock_index: u64,
-        renew: tokio::task::JoinHandle<()>,
+        /// The renewal task; aborted when the lease is released or dropped.
+        renew: consul::RenewTask,
     },
     #[cfg(feature = "etcd")]
     Etcd {
