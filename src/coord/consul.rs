@@ -1,1 +1,793 @@
-//! `Consul`: sessions + KV acquire + CAS over Consul's HTTP API (thin client on reqwest).
+//! `Consul`: sessions + KV acquire + CAS over Consul's HTTP API, as a thin client on reqwest.
+//!
+//! No maintained crate covers sessions with renewal, `?acquire=` and `?cas=` together (see
+//! the README), and the needed surface is a dozen calls, so we speak the HTTP API directly.
+//!
+//! # Keys (all under `<prefix>/<cluster>/`)
+//! - `lock`: the failover lock, acquired with `?acquire=<session>`; value = the `Holder` JSON.
+//! - `topology`: the `TopologyRecord` JSON; version = its `ModifyIndex`; written with a
+//!   transaction whose first op is a `cas` (index 0 = create only) and whose second op sets
+//!   `master` = `host:port` as plain text for consul-template, so the mirror never disagrees
+//!   with the record.
+//! - `events/<20-digit unix millis>-<random>`: audit events, trimmed to `events_keep`.
+//!
+//! # Lock, fencing and TTL
+//! Every `try_lock` creates a fresh session (`Behavior = release`, TTL and lock-delay from the
+//! config) because Consul lets the *same* session re-acquire a key it holds; a fresh session
+//! makes a second `try_lock` by the same instance answer `HeldBy` like anyone else's. The
+//! fencing token is `<session>:<LockIndex>` read with `?consistent`; `still_held` re-reads
+//! the key and compares both. The session is renewed every TTL/2 by a background task that
+//! stops on `release`, when the `Lease` is dropped, or when Consul answers 404 (session gone).
+//! The `ttl` argument of `try_lock` is not used: the session TTL is `session_ttl` from the
+//! config (Consul accepts 10 s to 24 h).
+//!
+//! # Consul pitfalls this design accounts for
+//! - **Session TTL is a lower bound:** Consul arms its timer at 2×TTL (and may extend it
+//!   under load), so a holder that stopped renewing keeps the lock for up to 2×TTL, plus the
+//!   lock-delay. Holders must re-check `still_held` before acting (fencing), not trust time.
+//! - **Health checks drop locks on blips:** Consul binds new sessions to the node's
+//!   `serfHealth` check by default, and a few seconds of gossip trouble then invalidates the
+//!   session and releases the lock mid-failover. We therefore send `Checks: []` and
+//!   `NodeChecks: []` (both, because Consul ≥ 1.7 reads `NodeChecks`/`ServiceChecks` and older
+//!   versions read `Checks`) unless `checks` is configured: only the TTL or an explicit destroy
+//!   ends our sessions.
+//! - **Lock-delay:** after a session is invalidated (TTL, destroy, check failure) its keys
+//!   cannot be re-acquired for `LockDelay` (Consul default 15 s). We default to 1 ms (as
+//!   Patroni does) so a takeover is not stalled, and `release` clears the key with
+//!   `?release=` *before* destroying the session, which involves no lock-delay at all.
+//!   During a lock-delay the key has no `Session`; `try_lock` then answers `HeldBy(None)`.
+//! - Locking is advisory: writes without `?acquire` still succeed on a locked key, which is
+//!   why the record is guarded by its own CAS and fencing is checked by callers.
+//!
+//! # Discovery
+//! `publish_roles` registers each node as an external node `pika-<cluster>-<host>-<port>`
+//! with one service instance (name from `catalog_service`, default `pika-<cluster>`) tagged
+//! `master` or `replica`. Clients can resolve `master.pika-<cluster>.service.consul`.
+//! Nodes removed from the config stay registered until deregistered by hand.
+//!
+//! # Errors
+//! Transport errors, timeouts, 429 and 5xx are `Unreachable`; 403 is `Backend` naming the ACL
+//! permission that is missing. The token travels only in the `X-Consul-Token` header (marked
+//! sensitive) and never appears in logs, `Debug` or error texts.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::header::HeaderValue;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{CasOutcome, CoordError, Coordinator, Holder, Lease, LeaseInner, LockOutcome};
+use crate::config::{ConsulConfig, Secret, Timeouts};
+use crate::model::{Addr, TopologyRecord, Versioned};
+
+/// The session renewal task; aborted when dropped, so a dropped `Lease` stops renewing and
+/// its session lapses after the TTL.
+#[derive(Debug)]
+pub(crate) struct RenewTask(tokio::task::JoinHandle<()>);
+
+impl Drop for RenewTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Consul coordinator. `Clone` shares the HTTP connection pool.
+#[derive(Clone, Debug)]
+pub struct Consul {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    /// `http(s)://host:port` without a trailing slash.
+    base: String,
+    /// Marked sensitive: its `Debug` prints `Sensitive`.
+    token: Option<HeaderValue>,
+    datacenter: Option<String>,
+    prefix: String,
+    session_ttl: Duration,
+    lock_delay: Duration,
+    checks: Vec<String>,
+    catalog: bool,
+    catalog_service: String,
+    events_keep: usize,
+    event_seq: AtomicU64,
+}
+
+/// One KV entry as Consul returns it (`GET /v1/kv/<key>`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KvEntry {
+    #[serde(default)]
+    lock_index: u64,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    modify_index: u64,
+}
+
+impl KvEntry {
+    fn bytes(&self) -> Result<Vec<u8>, CoordError> {
+        match &self.value {
+            None => Ok(Vec::new()),
+            Some(v) => base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map_err(|e| CoordError::Backend(format!("consul: KV value is not base64: {e}"))),
+        }
+    }
+    fn holder_session(&self) -> Option<&str> {
+        self.session.as_deref().filter(|s| !s.is_empty())
+    }
+}
+
+/// Which ACL permission a request needs, for 403 messages.
+#[derive(Clone, Copy)]
+enum Perm {
+    KeyRead,
+    KeyWrite,
+    Session,
+    Catalog,
+    None,
+}
+
+impl Perm {
+    fn describe(self, prefix: &str) -> String {
+        match self {
+            Perm::KeyRead => format!("key:read on \"{prefix}/\""),
+            Perm::KeyWrite => format!("key:write on \"{prefix}/\""),
+            Perm::Session => "session:write on the agent's node".into(),
+            Perm::Catalog => "node:write and service:write for the registered nodes".into(),
+            Perm::None => "no permission (unexpected 403)".into(),
+        }
+    }
+}
+
+enum Body {
+    Empty,
+    Json(serde_json::Value),
+    Raw(Vec<u8>),
+}
+
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        let t = String::from_utf8_lossy(&self.body);
+        let t = t.trim();
+        // Bounded: error texts end up in logs.
+        t.chars().take(200).collect()
+    }
+    fn json<T: for<'de> Deserialize<'de>>(&self, what: &str) -> Result<T, CoordError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            CoordError::Backend(format!(
+                "consul: {what}: unexpected answer ({e}): {}",
+                self.text()
+            ))
+        })
+    }
+    fn ok(self, what: &str) -> Result<Reply, CoordError> {
+        if (200..300).contains(&self.status) {
+            Ok(self)
+        } else {
+            Err(CoordError::Backend(format!(
+                "consul: {what}: HTTP {}: {}",
+                self.status,
+                self.text()
+            )))
+        }
+    }
+}
+
+/// Go duration syntax, as Consul parses it.
+fn go_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis().max(1))
+    }
+}
+
+/// Consul node names: keep `[A-Za-z0-9-]`, map everything else to `-`.
+fn node_name(cluster: &str, a: &Addr) -> String {
+    format!("pika-{cluster}-{}-{}", a.host, a.port)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+impl Consul {
+    /// Build the client. No request is made; use `ping` to check reachability.
+    /// `https://` addresses need the `consul-tls` cargo feature (on by default).
+    pub fn new(
+        cfg: &ConsulConfig,
+        token: Option<Secret>,
+        timeouts: &Timeouts,
+    ) -> Result<Consul, CoordError> {
+        let base = cfg.address.trim_end_matches('/').to_string();
+        let https = base.starts_with("https://");
+        if !https && !base.starts_with("http://") {
+            return Err(CoordError::Backend(format!(
+                "consul address {base:?} must start with http:// or https://"
+            )));
+        }
+        let builder = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.connect + timeouts.command);
+        let builder = if https {
+            with_tls(builder, cfg)?
+        } else {
+            builder
+        };
+        let http = builder
+            .build()
+            .map_err(|e| CoordError::Backend(format!("consul: cannot build HTTP client: {e}")))?;
+        let token = token
+            .map(|t| {
+                HeaderValue::from_str(t.expose())
+                    .map(|mut v| {
+                        v.set_sensitive(true);
+                        v
+                    })
+                    .map_err(|_| {
+                        CoordError::Backend(
+                            "consul token contains characters not allowed in a header".into(),
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok(Consul {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                token,
+                datacenter: cfg.datacenter.clone(),
+                prefix: cfg.prefix.trim_matches('/').to_string(),
+                session_ttl: cfg.session_ttl,
+                lock_delay: cfg.lock_delay,
+                checks: cfg.checks.clone(),
+                catalog: cfg.catalog,
+                catalog_service: cfg.catalog_service.clone(),
+                events_keep: cfg.events_keep,
+                event_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    fn key(&self, cluster: &str, leaf: &str) -> String {
+        format!("{}/{cluster}/{leaf}", self.inner.prefix)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Body,
+        perm: Perm,
+    ) -> Result<Reply, CoordError> {
+        call(&self.inner, method, path, query, body, perm).await
+    }
+
+    async fn get_kv(&self, key: &str) -> Result<Option<KvEntry>, CoordError> {
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/kv/{key}"),
+                &[("consistent", String::new())],
+                Body::Empty,
+                Perm::KeyRead,
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(None);
+        }
+        let entries: Vec<KvEntry> = r.ok(&format!("read {key}"))?.json(&format!("read {key}"))?;
+        Ok(entries.into_iter().next())
+    }
+
+    async fn create_session(&self, cluster: &str, holder: &Holder) -> Result<String, CoordError> {
+        let i = &self.inner;
+        let body = json!({
+            "Name": format!("pika-remedy {cluster} {}", holder.instance),
+            "TTL": go_duration(i.session_ttl),
+            "Behavior": "release",
+            "LockDelay": go_duration(i.lock_delay),
+            "Checks": i.checks,
+            "NodeChecks": i.checks,
+        });
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "ID")]
+            id: String,
+        }
+        let r = self
+            .call(
+                Method::PUT,
+                "/v1/session/create",
+                &[],
+                Body::Json(body),
+                Perm::Session,
+            )
+            .await?
+            .ok("create session")?;
+        Ok(r.json::<Created>("create session")?.id)
+    }
+
+    async fn destroy_session(&self, session: &str) -> Result<(), CoordError> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/session/destroy/{session}"),
+            &[],
+            Body::Empty,
+            Perm::Session,
+        )
+        .await?
+        .ok("destroy session")
+        .map(|_| ())
+    }
+
+    /// The part of `try_lock` after the session exists; the caller destroys the session on
+    /// any outcome but `Acquired`.
+    async fn acquire(
+        &self,
+        cluster: &str,
+        holder: &Holder,
+        session: &str,
+    ) -> Result<Option<(u64, Holder)>, CoordError> {
+        let key = self.key(cluster, "lock");
+        let value = serde_json::to_vec(holder)
+            .map_err(|e| CoordError::Backend(format!("consul: cannot encode holder: {e}")))?;
+        let got: bool = self
+            .call(
+                Method::PUT,
+                &format!("/v1/kv/{key}"),
+                &[("acquire", session.to_string())],
+                Body::Raw(value),
+                Perm::KeyWrite,
+            )
+            .await?
+            .ok(&format!("acquire {key}"))?
+            .json(&format!("acquire {key}"))?;
+        if !got {
+            return Ok(None);
+        }
+        match self.get_kv(&key).await? {
+            Some(e) if e.holder_session() == Some(session) => {
+                Ok(Some((e.lock_index, holder.clone())))
+            }
+            // Acquired and lost within one round trip (an operator or a TTL): report as held.
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(feature = "consul-tls")]
+fn with_tls(
+    builder: reqwest::ClientBuilder,
+    cfg: &ConsulConfig,
+) -> Result<reqwest::ClientBuilder, CoordError> {
+    let Some(path) = &cfg.ca_file else {
+        return Ok(builder);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        CoordError::Backend(format!(
+            "consul ca_file {}: cannot read: {e}",
+            path.display()
+        ))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        CoordError::Backend(format!(
+            "consul ca_file {}: not a PEM bundle: {e}",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(CoordError::Backend(format!(
+            "consul ca_file {}: no certificate found",
+            path.display()
+        )));
+    }
+    Ok(certs
+        .into_iter()
+        .fold(builder, |b, c| b.add_root_certificate(c)))
+}
+
+#[cfg(not(feature = "consul-tls"))]
+fn with_tls(
+    _builder: reqwest::ClientBuilder,
+    _cfg: &ConsulConfig,
+) -> Result<reqwest::ClientBuilder, CoordError> {
+    Err(CoordError::Backend(
+        "https needs the `consul-tls` cargo feature (this binary was built without it)".into(),
+    ))
+}
+
+async fn call(
+    inner: &Inner,
+    method: Method,
+    path: &str,
+    query: &[(&str, String)],
+    body: Body,
+    perm: Perm,
+) -> Result<Reply, CoordError> {
+    let what = format!("{method} {path}");
+    let mut req = inner.http.request(method, format!("{}{path}", inner.base));
+    if !query.is_empty() {
+        req = req.query(query);
+    }
+    if let Some(dc) = &inner.datacenter {
+        req = req.query(&[("dc", dc)]);
+    }
+    if let Some(t) = &inner.token {
+        req = req.header("X-Consul-Token", t.clone());
+    }
+    req = match body {
+        Body::Empty => req,
+        Body::Json(v) => req.json(&v),
+        Body::Raw(b) => req.body(b),
+    };
+    // reqwest errors name the URL (no token: it is only in a header).
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| CoordError::Unreachable(format!("consul {what}: {e}")))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| CoordError::Unreachable(format!("consul {what}: reading the answer: {e}")))?
+        .to_vec();
+    let reply = Reply { status, body };
+    match status {
+        403 => Err(CoordError::Backend(format!(
+            "consul {what}: permission denied (HTTP 403): the ACL token needs {}",
+            perm.describe(&inner.prefix)
+        ))),
+        429 | 500..=599 => Err(CoordError::Unreachable(format!(
+            "consul {what}: HTTP {status}: {}",
+            reply.text()
+        ))),
+        _ => Ok(reply),
+    }
+}
+
+/// Renew `session` every TTL/2 until aborted or Consul says the session is gone.
+fn spawn_renew(inner: Arc<Inner>, session: String) -> RenewTask {
+    let every = inner.session_ttl / 2;
+    RenewTask(tokio::spawn(async move {
+        let mut wait = every;
+        loop {
+            tokio::time::sleep(wait).await;
+            let path = format!("/v1/session/renew/{session}");
+            match call(&inner, Method::PUT, &path, &[], Body::Empty, Perm::Session).await {
+                Ok(r) if r.status == 404 => {
+                    tracing::warn!(session = %session, "consul session is gone; lock lost, renewal stopped");
+                    return;
+                }
+                Ok(r) if (200..300).contains(&r.status) => wait = every,
+                Ok(r) => {
+                    tracing::warn!(session = %session, status = r.status, "consul session renewal refused; retrying");
+                    wait = every / 4;
+                }
+                Err(e) => {
+                    tracing::warn!(session = %session, error = %e, "consul session renewal failed; retrying");
+                    wait = every / 4;
+                }
+            }
+        }
+    }))
+}
+
+impl Coordinator for Consul {
+    fn kind(&self) -> &'static str {
+        "consul"
+    }
+
+    async fn try_lock(
+        &self,
+        cluster: &str,
+        holder: &Holder,
+        _ttl: Duration,
+    ) -> Result<LockOutcome, CoordError> {
+        let session = self.create_session(cluster, holder).await?;
+        match self.acquire(cluster, holder, &session).await {
+            Ok(Some((lock_index, holder))) => {
+                let renew = spawn_renew(self.inner.clone(), session.clone());
+                Ok(LockOutcome::Acquired(Lease {
+                    cluster: cluster.to_string(),
+                    token: format!("{session}:{lock_index}"),
+                    holder,
+                    inner: LeaseInner::Consul {
+                        session,
+                        lock_index,
+                        renew,
+                    },
+                }))
+            }
+            other => {
+                // Best effort: an unused session lapses after its TTL anyway.
+                if let Err(e) = self.destroy_session(&session).await {
+                    tracing::debug!(error = %e, "could not destroy an unused consul session");
+                }
+                other?;
+                let entry = self.get_kv(&self.key(cluster, "lock")).await?;
+                let who = entry
+                    .filter(|e| e.holder_session().is_some())
+                    .and_then(|e| e.bytes().ok())
+                    .and_then(|b| serde_json::from_slice::<Holder>(&b).ok());
+                Ok(LockOutcome::HeldBy(who))
+            }
+        }
+    }
+
+    async fn still_held(&self, lease: &Lease) -> Result<bool, CoordError> {
+        let LeaseInner::Consul {
+            session,
+            lock_index,
+            ..
+        } = &lease.inner
+        else {
+            return Err(CoordError::Backend(
+                "lease was not issued by the consul coordinator".into(),
+            ));
+        };
+        Ok(
+            match self.get_kv(&self.key(&lease.cluster, "lock")).await? {
+                Some(e) => {
+                    e.holder_session() == Some(session.as_str()) && e.lock_index == *lock_index
+                }
+                None => false,
+            },
+        )
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
+        let LeaseInner::Consul { session, renew, .. } = lease.inner else {
+            return Err(CoordError::Backend(
+                "lease was not issued by the consul coordinator".into(),
+            ));
+        };
+        drop(renew);
+        let key = self.key(&lease.cluster, "lock");
+        // `?release=` first: unlike destroying a locked session it sets no lock-delay.
+        let released = self
+            .call(
+                Method::PUT,
+                &format!("/v1/kv/{key}"),
+                &[("release", session.clone())],
+                Body::Empty,
+                Perm::KeyWrite,
+            )
+            .await
+            .and_then(|r| r.ok(&format!("release {key}")).map(|_| ()));
+        let destroyed = self.destroy_session(&session).await;
+        released.and(destroyed)
+    }
+
+    async fn read_record(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+        let key = self.key(cluster, "topology");
+        let Some(e) = self.get_kv(&key).await? else {
+            return Ok(None);
+        };
+        let value: TopologyRecord = serde_json::from_slice(&e.bytes()?).map_err(|err| {
+            CoordError::Backend(format!(
+                "consul: {key} is not a valid topology record: {err}"
+            ))
+        })?;
+        Ok(Some(Versioned {
+            value,
+            version: e.modify_index,
+        }))
+    }
+
+    async fn write_record(
+        &self,
+        cluster: &str,
+        record: &TopologyRecord,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let value = serde_json::to_vec(record)
+            .map_err(|e| CoordError::Backend(format!("consul: cannot encode record: {e}")))?;
+        // One transaction: the CAS on the record and the plain-text master mirror.
+        let ops = json!([
+            {"KV": {"Verb": "cas", "Key": self.key(cluster, "topology"), "Value": b64(&value), "Index": expected.unwrap_or(0)}},
+            {"KV": {"Verb": "set", "Key": self.key(cluster, "master"), "Value": b64(record.master.to_string().as_bytes())}},
+        ]);
+        let r = self
+            .call(Method::PUT, "/v1/txn", &[], Body::Json(ops), Perm::KeyWrite)
+            .await?;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct TxnKv {
+            #[serde(rename = "KV")]
+            kv: KvEntry,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct TxnError {
+            op_index: usize,
+            what: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct TxnReply {
+            #[serde(default)]
+            results: Option<Vec<TxnKv>>,
+            #[serde(default)]
+            errors: Option<Vec<TxnError>>,
+        }
+        match r.status {
+            200 => {
+                let reply: TxnReply = r.json("write record")?;
+                let first = reply
+                    .results
+                    .and_then(|v| v.into_iter().next())
+                    .ok_or_else(|| {
+                        CoordError::Backend(
+                            "consul: write record: transaction answered without results".into(),
+                        )
+                    })?;
+                Ok(CasOutcome::Written(first.kv.modify_index))
+            }
+            409 => {
+                let reply: TxnReply = r.json("write record")?;
+                let errors = reply.errors.unwrap_or_default();
+                if let Some(e) = errors
+                    .iter()
+                    .find(|e| e.what.to_ascii_lowercase().contains("permission denied"))
+                {
+                    return Err(CoordError::Backend(format!(
+                        "consul: write record: permission denied ({}): the ACL token needs {}",
+                        e.what,
+                        Perm::KeyWrite.describe(&self.inner.prefix)
+                    )));
+                }
+                if errors.iter().all(|e| e.op_index == 0) {
+                    Ok(CasOutcome::Conflict)
+                } else {
+                    let what: Vec<&str> = errors.iter().map(|e| e.what.as_str()).collect();
+                    Err(CoordError::Backend(format!(
+                        "consul: write record: {}",
+                        what.join("; ")
+                    )))
+                }
+            }
+            _ => Err(r.ok("write record").err().unwrap_or_else(|| {
+                CoordError::Backend("consul: write record: unexpected answer".into())
+            })),
+        }
+    }
+
+    async fn append_event(&self, cluster: &str, event_json: &str) -> Result<(), CoordError> {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        // Random suffix: events from two instances in the same millisecond must not collide.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(self.inner.event_seq.fetch_add(1, Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let key = self.key(
+            cluster,
+            &format!("events/{millis:020}-{:08x}", h.finish() as u32),
+        );
+        self.call(
+            Method::PUT,
+            &format!("/v1/kv/{key}"),
+            &[],
+            Body::Raw(event_json.as_bytes().to_vec()),
+            Perm::KeyWrite,
+        )
+        .await?
+        .ok("append event")?;
+        let dir = self.key(cluster, "events/");
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/kv/{dir}"),
+                &[("keys", String::new())],
+                Body::Empty,
+                Perm::KeyRead,
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(());
+        }
+        let mut keys: Vec<String> = r.ok("list events")?.json("list events")?;
+        keys.sort();
+        let excess = keys.len().saturating_sub(self.inner.events_keep);
+        for old in &keys[..excess] {
+            self.call(
+                Method::DELETE,
+                &format!("/v1/kv/{old}"),
+                &[],
+                Body::Empty,
+                Perm::KeyWrite,
+            )
+            .await?
+            .ok("trim events")?;
+        }
+        Ok(())
+    }
+
+    async fn publish_roles(
+        &self,
+        cluster: &str,
+        master: &Addr,
+        replicas: &[Addr],
+    ) -> Result<(), CoordError> {
+        if !self.inner.catalog {
+            return Ok(());
+        }
+        let service = self.inner.catalog_service.replace("{cluster}", cluster);
+        let nodes =
+            std::iter::once((master, "master")).chain(replicas.iter().map(|r| (r, "replica")));
+        for (addr, tag) in nodes {
+            let node = node_name(cluster, addr);
+            let mut body = json!({
+                "Node": node,
+                "Address": addr.host,
+                "NodeMeta": {"external-node": "true", "external-probe": "false"},
+                "Service": {
+                    "ID": node,
+                    "Service": service,
+                    "Address": addr.host,
+                    "Port": addr.port,
+                    "Tags": [tag],
+                },
+            });
+            if let Some(dc) = &self.inner.datacenter {
+                body["Datacenter"] = json!(dc);
+            }
+            self.call(
+                Method::PUT,
+                "/v1/catalog/register",
+                &[],
+                Body::Json(body),
+                Perm::Catalog,
+            )
+            .await?
+            .ok(&format!("register {node}"))?;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CoordError> {
+        let leader: String = self
+            .call(
+                Method::GET,
+                "/v1/status/leader",
+                &[],
+                Body::Empty,
+                Perm::None,
+            )
+            .await?
+            .ok("status/leader")?
+            .json("status/leader")?;
+        if leader.is_empty() {
+            return Err(CoordError::Unreachable("consul has no leader".into()));
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,431 @@
-//! `Local`: embedded in-process lock plus a JSON record file written atomically.
+//! `Local`: the default coordinator for a single instance on one host.
+//!
+//! - **Lock:** an in-process lock table (cluster → generation, holder, expiry) plus an OS
+//!   advisory lock (`flock` via `File::try_lock`) on `<dir>/<cluster>.lock`, so a CLI
+//!   `pika-remedy failover` and a running `serve` on the same host exclude each other. The
+//!   holder JSON is written into the lock file so the loser can name the holder.
+//! - **Fencing token:** a generation counter persisted in `<dir>/<cluster>.generation`,
+//!   incremented on every acquisition (token `local:<generation>`).
+//! - **TTL:** in-process. A background task extends the expiry while the `Lease` is alive
+//!   (the contract's "renewed in the background"); `release` or dropping the `Lease` stops it
+//!   and frees the lock. Across processes the OS lock lasts until release, drop or process
+//!   exit (the kernel drops `flock` locks of a dead process), which is the failure that
+//!   matters on one host.
+//! - **Record:** `<dir>/<cluster>.topology.json` holding `{version, record}`, replaced
+//!   atomically (temp file in the same dir, fsync, rename, fsync dir). The compare-and-set is
+//!   serialised across processes by a short `flock` on `<dir>/<cluster>.record.lock`.
+//! - I/O problems are `CoordError::Unreachable` naming the path (a full disk or a read-only
+//!   mount may clear up); a record file we cannot parse is `CoordError::Backend`.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{CasOutcome, CoordError, Coordinator, Holder, Lease, LeaseInner, LockOutcome};
+use crate::model::{Addr, TopologyRecord, Versioned};
+
+/// How long `write_record` waits for another process's record update (they take milliseconds).
+const RECORD_LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Local file-backed coordinator. `Clone` shares the lock table.
+#[derive(Clone, Debug)]
+pub struct Local {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    table: Mutex<HashMap<String, Entry>>,
+    /// Makes temp file names unique within the process.
+    tmp_seq: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    generation: u64,
+    holder: Holder,
+    expires: Instant,
+    /// Open lock file holding the OS lock; dropping it releases the lock.
+    _file: File,
+}
+
+/// Stops the renewal and frees the lock if a `Lease` is dropped without `release`.
+#[derive(Debug)]
+pub(crate) struct LocalGuard {
+    shared: Arc<Shared>,
+    cluster: String,
+    generation: u64,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LocalGuard {
+    fn drop(&mut self) {
+        self.renew.abort();
+        let mut table = lock_table(&self.shared);
+        if table.get(&self.cluster).map(|e| e.generation) == Some(self.generation) {
+            table.remove(&self.cluster);
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordFile {
+    version: u64,
+    record: TopologyRecord,
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> CoordError {
+    CoordError::Unreachable(format!("local store: {what} {}: {e}", path.display()))
+}
+
+fn lock_table(shared: &Shared) -> MutexGuard<'_, HashMap<String, Entry>> {
+    // A panic while holding the table cannot leave it half-updated (single inserts/removes).
+    shared.table.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Cluster names become file names: refuse anything that could escape the directory.
+fn check_name(cluster: &str) -> Result<(), CoordError> {
+    let ok = !cluster.is_empty()
+        && !cluster.starts_with('.')
+        && cluster
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(CoordError::Backend(format!(
+            "local store: cluster name {cluster:?} is not usable as a file name"
+        )))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CoordError> + Send + 'static,
+) -> Result<T, CoordError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CoordError::Backend(format!("local store: worker failed: {e}")))?
+}
+
+impl Local {
+    /// Use `dir` (created if missing) for lock, generation and record files.
+    pub fn new(dir: &Path) -> Result<Local, CoordError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, "cannot create directory", e))?;
+        Ok(Local {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                table: Mutex::new(HashMap::new()),
+                tmp_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    fn path(&self, cluster: &str, suffix: &str) -> PathBuf {
+        self.shared.dir.join(format!("{cluster}.{suffix}"))
+    }
+}
+
+impl Shared {
+    /// Write `bytes` to `path` atomically: a temp file in the same dir, fsync, rename, fsync dir.
+    /// The temp file is removed on any failure.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), CoordError> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
+        let res = (|| {
+            let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
+            f.write_all(bytes)
+                .map_err(|e| io_err(&tmp, "cannot write", e))?;
+            f.sync_all().map_err(|e| io_err(&tmp, "cannot fsync", e))?;
+            std::fs::rename(&tmp, path).map_err(|e| io_err(path, "cannot rename into", e))?;
+            // The rename is durable only once the directory entry is.
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err(&self.dir, "cannot fsync directory", e))
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    fn read_record(&self, path: &Path) -> Result<Option<RecordFile>, CoordError> {
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(path, "cannot read", e)),
+        };
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            CoordError::Backend(format!(
+                "local store: {} is not a valid topology record ({e}); fix or remove it",
+                path.display()
+            ))
+        })
+    }
+}
+
+fn renew_loop(
+    shared: Arc<Shared>,
+    cluster: String,
+    generation: u64,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let every = (ttl / 3).max(Duration::from_millis(10));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let mut table = lock_table(&shared);
+            match table.get_mut(&cluster) {
+                Some(e) if e.generation == generation && e.expires > Instant::now() => {
+                    e.expires = Instant::now() + ttl;
+                }
+                // Expired, released or taken over: never resurrect a lost lease.
+                _ => return,
+            }
+        }
+    })
+}
+
+impl Coordinator for Local {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn try_lock(
+        &self,
+        cluster: &str,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<LockOutcome, CoordError> {
+        check_name(cluster)?;
+        let me = self.clone();
+        let cluster_s = cluster.to_string();
+        let holder = holder.clone();
+        let got = blocking(move || {
+            let shared = &me.shared;
+            let mut table = lock_table(shared);
+            if let Some(e) = table.get(&cluster_s) {
+                if e.expires > Instant::now() {
+                    return Ok(Err(Some(e.holder.clone())));
+                }
+                // Expired: dropping the entry closes the file and frees the OS lock.
+                table.remove(&cluster_s);
+            }
+            let lock_path = me.path(&cluster_s, "lock");
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock_path)
+                .map_err(|e| io_err(&lock_path, "cannot open", e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    // Another process holds it; it wrote its holder JSON into the file.
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Ok(Err(serde_json::from_str::<Holder>(&text).ok()));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(io_err(&lock_path, "cannot lock", e))
+                }
+            }
+            let gen_path = me.path(&cluster_s, "generation");
+            let previous = match std::fs::read_to_string(&gen_path) {
+                Ok(t) => t.trim().parse::<u64>().map_err(|_| {
+                    CoordError::Backend(format!(
+                        "local store: {} does not hold a number; fix or remove it",
+                        gen_path.display()
+                    ))
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(io_err(&gen_path, "cannot read", e)),
+            };
+            let generation = previous + 1;
+            shared.write_atomic(&gen_path, format!("{generation}\n").as_bytes())?;
+            let json = serde_json::to_vec(&holder).map_err(|e| {
+                CoordError::Backend(format!("local store: cannot encode holder: {e}"))
+            })?;
+            file.set_len(0)
+                .and_then(|_| file.seek(SeekFrom::Start(0)))
+                .and_then(|_| file.write_all(&json))
+                .map_err(|e| io_err(&lock_path, "cannot write holder to", e))?;
+            table.insert(
+                cluster_s.clone(),
+                Entry {
+                    generation,
+                    holder: holder.clone(),
+                    expires: Instant::now() + ttl,
+                    _file: file,
+                },
+            );
+            Ok(Ok((generation, holder)))
+        })
+        .await?;
+        match got {
+            Err(who) => Ok(LockOutcome::HeldBy(who)),
+            Ok((generation, holder)) => {
+                let renew = renew_loop(self.shared.clone(), cluster.to_string(), generation, ttl);
+                Ok(LockOutcome::Acquired(Lease {
+                    cluster: cluster.to_string(),
+                    token: format!("local:{generation}"),
+                    holder,
+                    inner: LeaseInner::Local {
+                        generation,
+                        guard: LocalGuard {
+                            shared: self.shared.clone(),
+                            cluster: cluster.to_string(),
+                            generation,
+                            renew,
+                        },
+                    },
+                }))
+            }
+        }
+    }
+
+    async fn still_held(&self, lease: &Lease) -> Result<bool, CoordError> {
+        let LeaseInner::Local { generation, .. } = &lease.inner else {
+            return Err(CoordError::Backend(
+                "lease was not issued by the local coordinator".into(),
+            ));
+        };
+        let in_table = {
+            let table = lock_table(&self.shared);
+            matches!(table.get(&lease.cluster), Some(e) if e.generation == *generation && e.expires > Instant::now())
+        };
+        if !in_table {
+            return Ok(false);
+        }
+        // Answer from the store too: the persisted generation must still be ours.
+        let gen_path = self.path(&lease.cluster, "generation");
+        let text = tokio::fs::read_to_string(&gen_path)
+            .await
+            .map_err(|e| io_err(&gen_path, "cannot read", e))?;
+        Ok(text.trim().parse::<u64>().ok() == Some(*generation))
+    }
+
+    async fn release(&self, lease: Lease) -> Result<(), CoordError> {
+        if let LeaseInner::Local { generation, guard } = &lease.inner {
+            guard.renew.abort();
+            let mut table = lock_table(&self.shared);
+            if table.get(&lease.cluster).map(|e| e.generation) == Some(*generation) {
+                // Dropping the entry closes the lock file, which frees the OS lock.
+                table.remove(&lease.cluster);
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_record(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+        check_name(cluster)?;
+        let me = self.clone();
+        let path = self.path(cluster, "topology.json");
+        blocking(move || {
+            Ok(me.shared.read_record(&path)?.map(|r| Versioned {
+                value: r.record,
+                version: r.version,
+            }))
+        })
+        .await
+    }
+
+    async fn write_record(
+        &self,
+        cluster: &str,
+        record: &TopologyRecord,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
+        check_name(cluster)?;
+        let me = self.clone();
+        let path = self.path(cluster, "topology.json");
+        let lock_path = self.path(cluster, "record.lock");
+        let record = record.clone();
+        blocking(move || {
+            let lock_file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock_path)
+                .map_err(|e| io_err(&lock_path, "cannot open", e))?;
+            // Bounded wait: another process's read-compare-rename takes milliseconds.
+            let start = Instant::now();
+            loop {
+                match lock_file.try_lock() {
+                    Ok(()) => break,
+                    Err(std::fs::TryLockError::WouldBlock)
+                        if start.elapsed() < RECORD_LOCK_WAIT =>
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        return Err(CoordError::Unreachable(format!(
+                            "local store: {} stayed locked for {RECORD_LOCK_WAIT:?}",
+                            lock_path.display()
+                        )))
+                    }
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(io_err(&lock_path, "cannot lock", e))
+                    }
+                }
+            }
+            let current = me.shared.read_record(&path)?.map(|r| r.version);
+            if current != expected {
+                return Ok(CasOutcome::Conflict);
+            }
+            let version = current.unwrap_or(0) + 1;
+            let bytes =
+                serde_json::to_vec_pretty(&RecordFile { version, record }).map_err(|e| {
+                    CoordError::Backend(format!("local store: cannot encode record: {e}"))
+                })?;
+            me.shared.write_atomic(&path, &bytes)?;
+            drop(lock_file);
+            Ok(CasOutcome::Written(version))
+        })
+        .await
+    }
+
+    async fn append_event(&self, _cluster: &str, _event_json: &str) -> Result<(), CoordError> {
+        Ok(())
+    }
+
+    async fn publish_roles(
+        &self,
+        _cluster: &str,
+        _master: &Addr,
+        _replicas: &[Addr],
+    ) -> Result<(), CoordError> {
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CoordError> {
+        let me = self.clone();
+        blocking(move || {
+            let probe = me.shared.dir.join(format!(".ping-{}", std::process::id()));
+            let res = File::create(&probe)
+                .and_then(|mut f| f.write_all(b"ok"))
+                .map_err(|e| io_err(&me.shared.dir, "directory is not writable:", e));
+            let _ = std::fs::remove_file(&probe);
+            res
+        })
+        .await
+    }
+}

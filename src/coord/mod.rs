@@ -79,11 +79,14 @@ pub(crate) enum LeaseInner {
     External,
     Local {
         generation: u64,
+        /// Stops renewal and frees the lock when the lease is dropped without `release`.
+        guard: local::LocalGuard,
     },
     Consul {
         session: String,
         lock_index: u64,
-        renew: tokio::task::JoinHandle<()>,
+        /// The renewal task; aborted when the lease is released or dropped.
+        renew: consul::RenewTask,
     },
     #[cfg(feature = "etcd")]
     Etcd {
