@@ -14,12 +14,15 @@ use crate::config::{ClusterConfig, CoordinatorKind, Loaded};
 use crate::coord::{AnyCoord, Coordinator, Holder};
 use crate::decide::{Action, Trigger};
 use crate::events::EventLog;
+use crate::events::TriggerSource;
 use crate::http;
 use crate::metrics::{LatestObservations, Metrics};
 use crate::node::redis::RedisNodes;
 use crate::poller::{poll_loop, PollSettings, PollShared, PollTarget};
 use crate::reconcile::{reconcile, Ctx, Outcome, Result_};
-use crate::supervisor::{ClusterSnapshot, Control, Reconciler, Request, Supervisor, SupervisorConfig, TriggerSource};
+use crate::supervisor::{
+    ClusterSnapshot, Control, Reconciler, Request, Supervisor, SupervisorConfig,
+};
 
 /// Build the configured coordinator.
 pub async fn coordinator(loaded: &Loaded) -> Result<AnyCoord, String> {
@@ -45,7 +48,9 @@ pub async fn coordinator(loaded: &Loaded) -> Result<AnyCoord, String> {
         .map(AnyCoord::Etcd)
         .map_err(|e| e.to_string()),
         #[cfg(not(feature = "etcd"))]
-        CoordinatorKind::Etcd => Err("this build has no etcd support (cargo feature `etcd`)".into()),
+        CoordinatorKind::Etcd => {
+            Err("this build has no etcd support (cargo feature `etcd`)".into())
+        }
     }
 }
 
@@ -53,7 +58,11 @@ pub async fn coordinator(loaded: &Loaded) -> Result<AnyCoord, String> {
 pub fn holder(loaded: &Loaded) -> Holder {
     let host = std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".into());
     let pid = std::process::id();
@@ -79,7 +88,10 @@ pub fn node_clients(loaded: &Loaded) -> BTreeMap<String, Arc<RedisNodes>> {
         .map(|c| {
             (
                 c.name.clone(),
-                Arc::new(RedisNodes::new(&loaded.config.timeouts, loaded.password(&c.name).cloned())),
+                Arc::new(RedisNodes::new(
+                    &loaded.config.timeouts,
+                    loaded.password(&c.name).cloned(),
+                )),
             )
         })
         .collect()
@@ -121,7 +133,10 @@ impl Reconciler for Service {
             coord: self.coord.as_ref(),
             policy: &self.loaded.config.policy,
             holder: &self.holder,
-            has_password: self.loaded.password(cluster).is_some_and(|p| !p.expose().is_empty()),
+            has_password: self
+                .loaded
+                .password(cluster)
+                .is_some_and(|p| !p.expose().is_empty()),
             dry_run: ctl.dry_run,
             paused: ctl.paused,
         };
@@ -131,7 +146,10 @@ impl Reconciler for Service {
             Err(_) => {
                 let mut out = unknown_cluster(cluster, trigger);
                 out.plan = crate::decide::Plan::refuse(
-                    format!("reconcile did not finish within {}", humantime::format_duration(bound)),
+                    format!(
+                        "reconcile did not finish within {}",
+                        humantime::format_duration(bound)
+                    ),
                     true,
                 );
                 out.result = Result_::Failed {
@@ -143,8 +161,15 @@ impl Reconciler for Service {
         };
         let m = &self.metrics;
         let result = crate::metrics::result_label(&out.result);
-        m.reconcile(cluster, out.trigger.label(), out.plan.action.label(), result);
-        if out.plan.action.mutates_nodes() && matches!(out.result, Result_::Applied | Result_::Failed { .. }) {
+        m.reconcile(
+            cluster,
+            out.trigger.label(),
+            out.plan.action.label(),
+            result,
+        );
+        if out.plan.action.mutates_nodes()
+            && matches!(out.result, Result_::Applied | Result_::Failed { .. })
+        {
             let outcome = if out.result == Result_::Applied {
                 crate::metrics::REMEDIATION_APPLIED
             } else {
@@ -152,16 +177,28 @@ impl Reconciler for Service {
             };
             m.remediation(cluster, out.plan.action.label(), outcome, start.elapsed());
         }
-        m.coordinator_up(!matches!(out.result, Result_::CoordinatorUnreachable { .. }));
+        m.coordinator_up(!matches!(
+            out.result,
+            Result_::CoordinatorUnreachable { .. }
+        ));
         out
     }
 
     fn clusters(&self) -> Vec<String> {
-        self.loaded.config.clusters.iter().map(|c| c.name.clone()).collect()
+        self.loaded
+            .config
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     async fn snapshot(&self, cluster: &str) -> ClusterSnapshot {
-        let observation = self.latest.read().ok().and_then(|m| m.get(cluster).cloned());
+        let observation = self
+            .latest
+            .read()
+            .ok()
+            .and_then(|m| m.get(cluster).cloned());
         match self.coord.read_record(cluster).await {
             Ok(r) => ClusterSnapshot {
                 observation,
@@ -195,7 +232,11 @@ fn unknown_cluster(cluster: &str, trigger: Trigger) -> Outcome {
 }
 
 /// Run the service until `shutdown` resolves.
-pub async fn run(loaded: Loaded, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), String> {
+pub async fn run(
+    loaded: Loaded,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
     let cfg = loaded.config.clone();
     let coord = Arc::new(coordinator(&loaded).await?);
     let metrics = Arc::new(Metrics::new());
@@ -203,7 +244,9 @@ pub async fn run(loaded: Loaded, listener: TcpListener, shutdown: impl Future<Ou
     let nodes = node_clients(&loaded);
     let me = holder(&loaded);
     if cfg.webhook.allow_unauthenticated {
-        warn!("webhook.allow_unauthenticated = true: the webhook and the operator API accept anyone");
+        warn!(
+            "webhook.allow_unauthenticated = true: the webhook and the operator API accept anyone"
+        );
     }
     info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -215,16 +258,19 @@ pub async fn run(loaded: Loaded, listener: TcpListener, shutdown: impl Future<Ou
     );
 
     let sink_coord = Arc::clone(&coord);
-    let events = EventLog::open(cfg.service.events_capacity, cfg.service.events_file.as_deref())
-        .map_err(|e| e.to_string())?
-        .with_sink(Arc::new(move |cluster: String, json: String| {
-            let c = Arc::clone(&sink_coord);
-            Box::pin(async move {
-                if let Err(e) = c.append_event(&cluster, &json).await {
-                    warn!(cluster = %cluster, error = %e, "event not copied to the coordinator");
-                }
-            })
-        }));
+    let events = EventLog::open(
+        cfg.service.events_capacity,
+        cfg.service.events_file.as_deref(),
+    )
+    .map_err(|e| e.to_string())?
+    .with_sink(Arc::new(move |cluster: String, json: String| {
+        let c = Arc::clone(&sink_coord);
+        Box::pin(async move {
+            if let Err(e) = c.append_event(&cluster, &json).await {
+                warn!(cluster = %cluster, error = %e, "event not copied to the coordinator");
+            }
+        })
+    }));
     let service = Arc::new(Service {
         loaded: loaded.clone(),
         coord: Arc::clone(&coord),
@@ -233,13 +279,21 @@ pub async fn run(loaded: Loaded, listener: TcpListener, shutdown: impl Future<Ou
         metrics: Arc::clone(&metrics),
         latest: latest.clone(),
     });
-    let sup = Supervisor::new(service, Arc::new(events), SupervisorConfig::from_config(&cfg));
+    let sup = Supervisor::new(
+        service,
+        Arc::new(events),
+        SupervisorConfig::from_config(&cfg),
+    );
     let m2 = Arc::clone(&metrics);
-    let app = http::App::new(&loaded, Arc::clone(&sup), Arc::new(move |accept: Option<&str>| m2.encode_for_accept(accept)))
-        .with_webhook_counter({
-            let m = Arc::clone(&metrics);
-            Arc::new(move |outcome: &str| m.webhook(outcome))
-        });
+    let app = http::App::new(
+        &loaded,
+        Arc::clone(&sup),
+        Arc::new(move |accept: Option<&str>| m2.encode_for_accept(accept)),
+    )
+    .with_webhook_counter({
+        let m = Arc::clone(&metrics);
+        Arc::new(move |outcome: &str| m.webhook(outcome))
+    });
 
     // Poller: feeds /metrics and the API's last observation.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -258,7 +312,9 @@ pub async fn run(loaded: Loaded, listener: TcpListener, shutdown: impl Future<Ou
         coord: Arc::clone(&coord),
         metrics: Arc::clone(&metrics),
         latest,
-        paused: move |c: &str| sup_p.globally_paused() || sup_p.cluster_state(c).is_some_and(|s| s.paused),
+        paused: move |c: &str| {
+            sup_p.globally_paused() || sup_p.cluster_state(c).is_some_and(|s| s.paused)
+        },
         settings: PollSettings::new(cfg.service.poll_interval, &cfg.timeouts),
     });
     let poller = tokio::spawn(poll_loop(targets, shared, stop_rx.clone()));

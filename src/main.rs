@@ -235,11 +235,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 Trigger::Periodic
             };
-            operator(&config.config, &cluster, false, |ctx| async move {
-                let (text, code) = pika_remedy::ops::plan(&ctx, &trigger).await;
-                print!("{text}");
-                code
-            })
+            operator(&config.config, &cluster, false, Op::Plan(trigger))
         }
         Command::Failover {
             config,
@@ -252,7 +248,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             cluster,
             to,
             dry_run,
-        } => act(&config.config, &cluster, dry_run, Trigger::Switchover { to }),
+        } => act(
+            &config.config,
+            &cluster,
+            dry_run,
+            Trigger::Switchover { to },
+        ),
         Command::Demote {
             config,
             cluster,
@@ -264,19 +265,23 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             cluster,
             master,
             force,
-        } => operator(&config.config, &cluster, false, |ctx| async move {
-            let (text, code) = pika_remedy::ops::record(&ctx, &master, force).await;
-            print!("{text}");
-            code
-        }),
+        } => operator(
+            &config.config,
+            &cluster,
+            false,
+            Op::Record { master, force },
+        ),
         Command::History {
             config,
             cluster,
             limit,
         } => {
             let loaded = config::load(&config.config)?;
-            let (text, code) =
-                runtime()?.block_on(pika_remedy::ops::history(&loaded, cluster.as_deref(), limit))?;
+            let (text, code) = runtime()?.block_on(pika_remedy::ops::history(
+                &loaded,
+                cluster.as_deref(),
+                limit,
+            ))?;
             print!("{text}");
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
@@ -305,12 +310,20 @@ async fn shutdown_signal() {
     }
 }
 
-/// Build the per-cluster context (node client, coordinator, holder) and run `f` with it.
-fn operator<F, Fut>(path: &std::path::Path, cluster: &str, dry_run: bool, f: F) -> anyhow::Result<ExitCode>
-where
-    F: FnOnce(pika_remedy::reconcile::Ctx<'_, pika_remedy::node::redis::RedisNodes, pika_remedy::coord::AnyCoord>) -> Fut,
-    Fut: std::future::Future<Output = i32>,
-{
+/// What an operator command does once it has a context.
+enum Op {
+    Plan(Trigger),
+    Act(Trigger),
+    Record { master: Addr, force: bool },
+}
+
+/// Build the per-cluster context (node client, coordinator, holder) and run `op` with it.
+fn operator(
+    path: &std::path::Path,
+    cluster: &str,
+    dry_run: bool,
+    op: Op,
+) -> anyhow::Result<ExitCode> {
     let loaded = config::load(path)?;
     let cfg = loaded
         .cluster(cluster)
@@ -332,19 +345,31 @@ where
             coord: &coord,
             policy: &loaded.config.policy,
             holder: &holder,
-            has_password: loaded.password(cluster).is_some_and(|p| !p.expose().is_empty()),
+            has_password: loaded
+                .password(cluster)
+                .is_some_and(|p| !p.expose().is_empty()),
             dry_run,
             paused: false,
         };
-        anyhow::Ok(f(ctx).await)
+        let (text, code) = match op {
+            Op::Plan(t) => pika_remedy::ops::plan(&ctx, &t).await,
+            Op::Act(t) => {
+                let (text, _out, code) = pika_remedy::ops::act(&ctx, t).await;
+                (text, code)
+            }
+            Op::Record { master, force } => pika_remedy::ops::record(&ctx, &master, force).await,
+        };
+        print!("{text}");
+        anyhow::Ok(code)
     })?;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
-fn act(path: &std::path::Path, cluster: &str, dry_run: bool, trigger: Trigger) -> anyhow::Result<ExitCode> {
-    operator(path, cluster, dry_run, |ctx| async move {
-        let (text, _out, code) = pika_remedy::ops::act(&ctx, trigger).await;
-        print!("{text}");
-        code
-    })
+fn act(
+    path: &std::path::Path,
+    cluster: &str,
+    dry_run: bool,
+    trigger: Trigger,
+) -> anyhow::Result<ExitCode> {
+    operator(path, cluster, dry_run, Op::Act(trigger))
 }

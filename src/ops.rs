@@ -271,7 +271,9 @@ pub async fn history(
     limit: usize,
 ) -> Result<(String, i32), crate::error::Error> {
     let mut s = String::new();
-    let coord = crate::app::coordinator(loaded).await.map_err(crate::error::Error::Other)?;
+    let coord = crate::app::coordinator(loaded)
+        .await
+        .map_err(crate::error::Error::Other)?;
     let mut code = exit::OK;
     for c in &loaded.config.clusters {
         if cluster.is_some_and(|x| x != c.name) {
@@ -287,7 +289,9 @@ pub async fn history(
                     v.master,
                     v.epoch,
                     v.updated_at,
-                    v.last_failover_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into()),
+                    v.last_failover_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "never".into()),
                     v.reason
                 );
             }
@@ -309,10 +313,18 @@ pub async fn history(
             let events: Vec<serde_json::Value> = text
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|e| cluster.is_none_or(|c| e.get("cluster").and_then(|v| v.as_str()) == Some(c)))
+                .filter(|e| {
+                    cluster.is_none_or(|c| e.get("cluster").and_then(|v| v.as_str()) == Some(c))
+                })
                 .collect();
             let skip = events.len().saturating_sub(limit);
-            let _ = writeln!(s, "events ({} of {} in {}):", events.len() - skip, events.len(), p.display());
+            let _ = writeln!(
+                s,
+                "events ({} of {} in {}):",
+                events.len() - skip,
+                events.len(),
+                p.display()
+            );
             for e in &events[skip..] {
                 let get = |k: &str| e.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
                 let result = e

@@ -174,7 +174,8 @@ async fn start() -> Svc {
         events,
         SupervisorConfig::from_config(&loaded.config),
     );
-    let metrics: http::MetricsFn = Arc::new(|_| (http::OPENMETRICS_CONTENT_TYPE, "# EOF\n".to_string()));
+    let metrics: http::MetricsFn =
+        Arc::new(|_| (http::OPENMETRICS_CONTENT_TYPE, "# EOF\n".to_string()));
     let app = App::new(&loaded, sup, metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -191,7 +191,12 @@ impl Coordinator for AnyCoord {
     fn kind(&self) -> &'static str {
         dispatch!(self, c => c.kind())
     }
-    async fn try_lock(&self, cluster: &str, holder: &Holder, ttl: Duration) -> Result<LockOutcome, CoordError> {
+    async fn try_lock(
+        &self,
+        cluster: &str,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<LockOutcome, CoordError> {
         dispatch!(self, c => c.try_lock(cluster, holder, ttl).await)
     }
     async fn still_held(&self, lease: &Lease) -> Result<bool, CoordError> {
@@ -200,7 +205,10 @@ impl Coordinator for AnyCoord {
     async fn release(&self, lease: Lease) -> Result<(), CoordError> {
         dispatch!(self, c => c.release(lease).await)
     }
-    async fn read_record(&self, cluster: &str) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+    async fn read_record(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
         dispatch!(self, c => c.read_record(cluster).await)
     }
     async fn write_record(
