@@ -35,7 +35,9 @@ impl RedisProc {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let conf = dir.join("redis.conf");
         let mut text = format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\nsave \"\"\nappendonly no\nprotected-mode no\nlogfile {}\n",
+            "port {port}\nbind 127.0.0.1\ndir {}\nsave \"\"\nappendonly no\nprotected-mode no\nlogfile {}\n\
+             # Start a full sync at once (Redis waits 5 s by default to batch replicas).\n\
+             repl-diskless-sync-delay 0\n",
             dir.display(),
             dir.join("redis.log").display()
         );
@@ -211,6 +213,7 @@ pub async fn run() -> Result<i32, String> {
     // The writer follows the recorded master, like a client using discovery.
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
+    let acked_keys = Arc::new(Mutex::new(Vec::<u64>::new()));
     let failed = Arc::new(AtomicU64::new(0));
     let after_kill = Arc::new(Mutex::new(AfterKill::default()));
     let writer = tokio::spawn(writer_loop(
@@ -219,6 +222,7 @@ pub async fn run() -> Result<i32, String> {
         acked.clone(),
         failed.clone(),
         after_kill.clone(),
+        acked_keys.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     tl.note(format!(
@@ -318,11 +322,15 @@ pub async fn run() -> Result<i32, String> {
     for line in crate::reconcile::summarize(&crate::observe::observe(&nodes, &cluster).await) {
         println!("  {line}");
     }
+    let keys = acked_keys.lock().map(|k| k.clone()).unwrap_or_default();
+    let lost = count_missing(&promoted, &keys).await;
     println!(
-        "\nwrites: {} acknowledged ({} before the kill), {} failed attempts while the master was down",
+        "\nwrites: {} acknowledged ({} before the kill), {} failed attempts while the master was down; \
+         acknowledged writes missing on the new master: {}",
         acked.load(Ordering::SeqCst),
         acked_at_kill,
-        failed.load(Ordering::SeqCst)
+        failed.load(Ordering::SeqCst),
+        lost.map(|n| n.to_string()).unwrap_or_else(|| "could not check".into())
     );
     let ok = back_as_replica && matches!(out.plan.action, Action::NoAction);
     println!("{}", if ok { "demo OK" } else { "demo FAILED" });
@@ -391,6 +399,7 @@ async fn writer_loop(
     acked: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
     after_kill: Arc<Mutex<AfterKill>>,
+    acked_keys: Arc<Mutex<Vec<u64>>>,
 ) {
     let mut n: u64 = 0;
     let mut conn: Option<(Addr, redis::aio::MultiplexedConnection)> = None;
@@ -416,6 +425,9 @@ async fn writer_loop(
         match r {
             Ok(()) => {
                 acked.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut k) = acked_keys.lock() {
+                    k.push(n);
+                }
                 if let Ok(mut k) = after_kill.lock() {
                     if let (Some((t, old)), None) = (&k.killed, &k.first_ack) {
                         if old != addr {
@@ -430,6 +442,22 @@ async fn writer_loop(
             }
         }
     }
+}
+
+/// How many of the acknowledged keys the master does not have (asynchronous replication can
+/// lose the last writes before a crash; Redis Sentinel has the same exposure).
+async fn count_missing(master: &Addr, keys: &[u64]) -> Option<usize> {
+    let mut c = connect(master).await?;
+    let mut missing = 0;
+    for chunk in keys.chunks(500) {
+        let mut p = redis::pipe();
+        for n in chunk {
+            p.cmd("EXISTS").arg(format!("k:{n}"));
+        }
+        let found: Vec<i64> = p.query_async(&mut c).await.ok()?;
+        missing += found.iter().filter(|x| **x == 0).count();
+    }
+    Some(missing)
 }
 
 async fn connect(a: &Addr) -> Option<redis::aio::MultiplexedConnection> {

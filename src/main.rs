@@ -147,9 +147,9 @@ enum Command {
     Demo,
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -162,7 +162,13 @@ fn init_tracing(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The demo prints its own timeline; its log lines would only clutter it.
+    let level = if matches!(cli.command, Command::Demo) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_tracing(cli.log_format, level);
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
