@@ -105,11 +105,20 @@ pub struct Service {
     holder: Holder,
     metrics: Arc<Metrics>,
     latest: LatestObservations,
+    master_offsets: crate::poller::MasterOffsets,
 }
 
 impl Service {
     fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
         self.loaded.cluster(name)
+    }
+
+    /// The recorded master's last seen offset, if the poller saw the *currently recorded*
+    /// master alive (a value for a previous master is useless as a reference).
+    async fn last_master_offset(&self, cluster: &str) -> Option<u64> {
+        let (addr, offset) = self.master_offsets.lock().ok()?.get(cluster).cloned()?;
+        let rec = self.coord.read_record(cluster).await.ok()??;
+        (rec.value.master == addr).then_some(offset)
     }
 
     /// An upper bound for one reconcile, so a webhook never waits forever: two looks, the
@@ -139,6 +148,7 @@ impl Reconciler for Service {
                 .is_some_and(|p| !p.expose().is_empty()),
             dry_run: ctl.dry_run,
             paused: ctl.paused,
+            last_master_offset: self.last_master_offset(cluster).await,
         };
         let bound = self.bound(cfg.nodes.len());
         let out = match tokio::time::timeout(bound, reconcile(&ctx, trigger.clone())).await {
@@ -241,6 +251,7 @@ pub async fn run(
     let coord = Arc::new(coordinator(&loaded).await?);
     let metrics = Arc::new(Metrics::new());
     let latest: LatestObservations = Default::default();
+    let master_offsets: crate::poller::MasterOffsets = Default::default();
     let nodes = node_clients(&loaded);
     let me = holder(&loaded);
     if cfg.webhook.allow_unauthenticated {
@@ -278,6 +289,7 @@ pub async fn run(
         holder: me,
         metrics: Arc::clone(&metrics),
         latest: latest.clone(),
+        master_offsets: master_offsets.clone(),
     });
     let sup = Supervisor::new(
         service,
@@ -312,6 +324,7 @@ pub async fn run(
         coord: Arc::clone(&coord),
         metrics: Arc::clone(&metrics),
         latest,
+        master_offsets,
         paused: move |c: &str| {
             sup_p.globally_paused() || sup_p.cluster_state(c).is_some_and(|s| s.paused)
         },

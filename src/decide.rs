@@ -140,6 +140,12 @@ pub struct Gate {
     pub now: u64,
     /// Global or per-cluster pause: no automatic action (manual triggers still run).
     pub paused: bool,
+    /// The recorded master's replication offset the last time we saw it alive (the service's
+    /// poller remembers it). With it, the lag limit is absolute, like Patroni's
+    /// `maximum_lag_on_failover`: a candidate further than `max_lag_bytes` behind what the
+    /// master had is excluded, so a failover can be refused for lag. `None` (e.g. the CLI,
+    /// which has no history): lag is only measured against the best candidate.
+    pub last_master_offset: Option<u64>,
 }
 
 /// Why each replica was or was not a promotion candidate, best first.
@@ -568,6 +574,10 @@ enum Exclusion {
         by: u64,
         limit: u64,
     },
+    BehindMaster {
+        by: u64,
+        limit: u64,
+    },
     OffsetUnknown,
 }
 
@@ -586,6 +596,9 @@ impl Exclusion {
             Exclusion::MissingDb(db) => format!("missing DB {db}"),
             Exclusion::Behind { by, limit } => {
                 format!("behind the best by {by} bytes (limit {limit})")
+            }
+            Exclusion::BehindMaster { by, limit } => {
+                format!("behind the master's last seen offset by {by} bytes (limit {limit})")
             }
             Exclusion::OffsetUnknown => "offset unknown".into(),
         }
@@ -630,6 +643,7 @@ fn assess<'a>(
     master: &Addr,
     policy: &Policy,
     need_link_up: bool,
+    last_master_offset: Option<u64>,
 ) -> Vec<Assessed<'a>> {
     // DBs present anywhere in the cluster (Pika only; Redis has no per-DB view).
     let all_dbs: BTreeSet<&String> = obs
@@ -703,6 +717,15 @@ fn assess<'a>(
     if let Some(best) = best {
         for a in assessed.iter_mut().filter(|a| a.exclusions.is_empty()) {
             match a.offset {
+                Some(o)
+                    if last_master_offset
+                        .is_some_and(|m| m.saturating_sub(o) > policy.max_lag_bytes) =>
+                {
+                    a.exclusions.push(Exclusion::BehindMaster {
+                        by: last_master_offset.unwrap_or(o).saturating_sub(o),
+                        limit: policy.max_lag_bytes,
+                    })
+                }
                 Some(o) if best - o > policy.max_lag_bytes => {
                     a.exclusions.push(Exclusion::Behind {
                         by: best - o,
@@ -946,7 +969,7 @@ impl Ctx<'_> {
                 return self.not_configured(to);
             }
         }
-        let assessed = assess(self.obs, m, self.policy, true);
+        let assessed = assess(self.obs, m, self.policy, true, None);
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
         let chosen = match to {
             Some(to) => {
@@ -1157,7 +1180,13 @@ impl Ctx<'_> {
     /// The recorded master is unreachable and nothing vetoed a failover: pick and promote.
     fn failover(&self, manual: Option<Option<&Addr>>) -> Plan {
         let m = self.m();
-        let assessed = assess(self.obs, m, self.policy, false);
+        let assessed = assess(
+            self.obs,
+            m,
+            self.policy,
+            false,
+            self.gate.last_master_offset,
+        );
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
         let (chosen, overridden) = match manual.flatten() {
             Some(to) => {

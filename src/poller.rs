@@ -58,7 +58,24 @@ pub struct PollShared<C, P> {
     pub latest: LatestObservations,
     /// Is automatic remediation paused for this cluster (global or per-cluster switch)?
     pub paused: P,
+    /// Per cluster: the recorded master and its offset the last time a poll saw it alive as
+    /// master. A failover uses it as the lag reference (see `decide::Gate::last_master_offset`).
+    pub master_offsets: MasterOffsets,
     pub settings: PollSettings,
+}
+
+/// Per cluster: (recorded master, its last seen offset).
+pub type MasterOffsets = Arc<Mutex<std::collections::BTreeMap<String, (crate::model::Addr, u64)>>>;
+
+/// The recorded master's offset from `obs`, if it is reachable and reports role master.
+pub fn master_offset(
+    obs: &crate::model::Observation,
+    record: Option<&TopologyRecord>,
+) -> Option<(crate::model::Addr, u64)> {
+    let m = &record?.master;
+    let s = obs.node(m)?.reachable()?;
+    (s.role == crate::model::Role::Master).then_some(())?;
+    Some((m.clone(), s.offset?))
 }
 
 /// Last record read successfully, per cluster (see module docs).
@@ -108,6 +125,11 @@ where
             cache.lock().ok().and_then(|c| c.clone())
         }
     };
+    if let Some(seen) = master_offset(&obs, record.as_ref()) {
+        if let Ok(mut m) = shared.master_offsets.lock() {
+            m.insert(name.to_string(), seen);
+        }
+    }
     let errors = obs.nodes.iter().filter(|n| n.status.is_err()).count() as u64;
     shared
         .metrics

@@ -76,6 +76,9 @@ pub struct Ctx<'a, N: Nodes, C: Coordinator> {
     pub dry_run: bool,
     /// Global or per-cluster pause.
     pub paused: bool,
+    /// The recorded master's offset when last seen alive (from the service's poller), the
+    /// absolute lag reference for candidates; `None` when there is no history (CLI).
+    pub last_master_offset: Option<u64>,
 }
 
 /// How often bounded waits poll INFO.
@@ -140,6 +143,7 @@ pub async fn look<N: Nodes, C: Coordinator>(
     let gate = Gate {
         now: now_unix(),
         paused: ctx.paused,
+        last_master_offset: ctx.last_master_offset,
     };
     let plan = decide(
         trigger,

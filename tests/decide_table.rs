@@ -387,6 +387,7 @@ fn row(name: &'static str, trigger: Trigger, obs: ClusterB, record: Option<RecB>
         gate: Gate {
             now: NOW,
             paused: false,
+            last_master_offset: None,
         },
         action: NOTHING,
         reason: Reason::Has(""),
@@ -397,6 +398,10 @@ fn row(name: &'static str, trigger: Trigger, obs: ClusterB, record: Option<RecB>
 impl Row {
     fn policy(mut self, f: impl FnOnce(&mut Policy)) -> Self {
         f(&mut self.policy);
+        self
+    }
+    fn master_last_seen_at(mut self, offset: u64) -> Self {
+        self.gate.last_master_offset = Some(offset);
         self
     }
     fn paused(mut self) -> Self {
@@ -578,6 +583,22 @@ fn rows() -> Vec<Row> {
             master_dead().replica("r3:1").of("m1:1").link(Up).offset(1000), m1())
             .expect(NOTHING,
                 "recorded master m1:1 is unreachable from here, but r3:1 still reports its link up; not failing over on our own view"),
+        row("absolute lag: every replica far behind the master's last seen offset: refuse", Trigger::MasterDown,
+            master_dead(), m1())
+            .policy(|p| p.max_lag_bytes = 100)
+            .master_last_seen_at(5000)
+            .expect(REFUSE, "no promotable replica: r1:1: behind the master's last seen offset by 4010 bytes (limit 100); r2:1: behind the master's last seen offset by 4000 bytes (limit 100)"),
+        row("absolute lag: within the limit of the master's last seen offset: fail over", Trigger::MasterDown,
+            master_dead(), m1())
+            .policy(|p| p.max_lag_bytes = 100)
+            .master_last_seen_at(1050)
+            .expect(failover("r2:1", &["r1:1"], "m1:1", true),
+                "recorded master m1:1 is unreachable and no replica sees it; promoting r2:1 (priority 100, offset 1000)"),
+        row("absolute lag: an operator may override it by naming the node", manual_failover(Some("r1:1")),
+            master_dead(), m1())
+            .policy(|p| p.max_lag_bytes = 100)
+            .master_last_seen_at(5000)
+            .expect_has(failover("r1:1", &["r2:1"], "m1:1", false), "operator override of: behind the master's last seen offset"),
         row("master dead: fail over to the best offset", Trigger::MasterDown, master_dead(), m1())
             .expect(failover("r2:1", &["r1:1"], "m1:1", true),
                 "recorded master m1:1 is unreachable and no replica sees it; promoting r2:1 (priority 100, offset 1000)")

@@ -238,6 +238,7 @@ fn pika_record() -> TopologyRecord {
         epoch: 7,
         updated_at: 1_700_000_000,
         last_failover_at: Some(1_700_000_000),
+        pending: None,
         reason: "test".into(),
     }
 }
@@ -1023,6 +1024,7 @@ async fn poll_loop_updates_metrics_skips_overlaps_and_stops() {
         coord: Arc::clone(&coord),
         metrics: Arc::clone(&metrics),
         latest: latest.clone(),
+        master_offsets: Default::default(),
         paused: |c: &str| c == "redis-b",
         settings: PollSettings {
             interval: Duration::from_secs(1),
