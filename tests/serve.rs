@@ -76,6 +76,13 @@ fn setup(cluster: &RedisCluster, service: &str, policy: &str) -> Setup {
     let bearer = dir.path().join("bearer");
     std::fs::write(&bearer, format!("{BEARER}\n")).unwrap();
     std::fs::create_dir_all(dir.path().join("coord")).unwrap();
+    // Defaults for these tests unless the caller sets them.
+    let mut policy = policy.to_string();
+    for (k, v) in [("confirm_window", "\"200ms\""), ("link_timeout", "\"5s\"")] {
+        if !policy.contains(k) {
+            policy.push_str(&format!("\n{k} = {v}"));
+        }
+    }
     let text = format!(
         r#"
 [service]
@@ -86,8 +93,6 @@ events_file = "{events}"
 connect = "500ms"
 command = "2s"
 [policy]
-confirm_window = "200ms"
-link_timeout = "5s"
 {policy}
 [coordinator]
 kind = "local"
@@ -305,4 +310,244 @@ async fn failover_then_demotion_then_idempotent() {
     no_secrets(&bodies, "API answers");
     no_secrets(&svc.log(), "serve log");
     no_secrets(&file, "events file");
+}
+
+/// Count reconcile events in the JSON-lines file whose plan action is `action`.
+fn file_events(s: &Setup, action: &str) -> (usize, usize) {
+    let text = std::fs::read_to_string(s.events_file()).unwrap_or_default();
+    let evs: Vec<Value> = text.lines().map(json).collect();
+    let reconciles = evs.iter().filter(|e| e["kind"] == "reconcile").count();
+    let matching = evs
+        .iter()
+        .filter(|e| e["kind"] == "reconcile" && e["outcome"]["plan"]["action"]["kind"] == action)
+        .count();
+    (reconciles, matching)
+}
+
+/// N identical firing webhooks at once against a dead master: exactly one failover (epoch +1)
+/// and a small, bounded number of INFO calls per surviving node (single flight + one
+/// coalesced follow-up), not one look per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicate_webhooks_fail_over_once() {
+    // 1000 at once is fine on 2 cores: the requests only queue on the single flight, the
+    // service does one reconcile (+ one follow-up) for all of them. ulimit -n is checked by
+    // reqwest/axum failing loudly, not silently.
+    const N: usize = 1000;
+    let mut c = RedisCluster::start(2, Some(PASSWORD));
+    // The poller ticks once at start, then not again during the test: every INFO counted
+    // below comes from reconciles.
+    let s = setup(&c, "poll_interval = \"1h\"", "confirm_window = \"2s\"");
+    record(&s, &c.master);
+    let svc = Service::start(&s.config).await;
+    let e0 = epoch(&recorded(&svc).await);
+    // Let the poller's first (immediate) tick finish before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Vec<u64> = c.replicas.iter().map(info_calls).collect();
+
+    let payload = master_down_payload(&c.master);
+    c.master.kill9();
+    let t = Instant::now();
+    let reqs = (0..N).map(|_| {
+        let client = svc.client.clone();
+        let url = svc.url("/v1/alerts");
+        let body = payload.clone();
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(BEARER)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("webhook request");
+            let st = r.status().as_u16();
+            (st, r.text().await.unwrap_or_default())
+        }
+    });
+    let answers = futures_util::future::join_all(reqs).await;
+    let all_ms = t.elapsed().as_millis();
+    let after: Vec<u64> = c.replicas.iter().map(info_calls).collect();
+
+    let mut failovers = 0;
+    for (st, body) in &answers {
+        assert_eq!(*st, 200, "{body}");
+        let a = json(body);
+        match a["clusters"][CLUSTER]["action"].as_str() {
+            Some("failover") => failovers += 1,
+            Some("no_action") => {}
+            other => panic!("unexpected action {other:?}: {body}"),
+        }
+    }
+    // Every answer is either the failover's outcome (joined it) or a later no-op.
+    assert!(failovers >= 1);
+    let rec = recorded(&svc).await;
+    assert_eq!(epoch(&rec), e0 + 1, "exactly one failover: {rec}");
+    let (reconciles, failover_events) = file_events(&s, "failover");
+    assert_eq!(failover_events, 1, "one failover in the audit trail");
+    // All requests arrive during the failover (its 2 s confirmation window) and share ONE
+    // queued follow-up. (With a 200 ms window, measured: the 1000 requests trickle in over
+    // ~1 s of connection set-up, so 5 to 29 short no-op follow-ups ran, still one failover.)
+    assert!(
+        reconciles <= 3,
+        "{N} duplicates ran {reconciles} reconciles; expected the single flight to coalesce them"
+    );
+    // Per node and reconcile: two looks (one INFO each), plus the promote/link waits of the
+    // failover and our two INFO commandstats.
+    let calls: Vec<u64> = before.iter().zip(&after).map(|(b, a)| a - b).collect();
+    for (i, n) in calls.iter().enumerate() {
+        assert!(
+            *n <= 20,
+            "replica {i}: {n} INFO calls for {N} duplicate webhooks ({reconciles} reconciles)"
+        );
+    }
+    eprintln!(
+        "{N} concurrent webhooks: all answered in {all_ms} ms; {reconciles} reconciles; \
+         {failovers} answers carried the failover; INFO calls per surviving node: {calls:?}"
+    );
+    no_secrets(&svc.log(), "serve log");
+}
+
+/// Bad requests get their 4xx and leave the service serving: a good webhook right after works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_keeps_the_service_serving() {
+    let c = RedisCluster::start(1, Some(PASSWORD));
+    let s = setup(&c, "poll_interval = \"500ms\"", "");
+    let svc = Service::start(&s.config).await;
+    let good = master_down_payload(&c.master);
+    let post = |body: Vec<u8>, ct: &'static str, auth: Option<&'static str>| {
+        let mut r = svc
+            .client
+            .post(svc.url("/v1/alerts"))
+            .header("content-type", ct)
+            .body(body);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        async move {
+            let r = r.send().await.expect("request");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let bearer: &'static str = Box::leak(format!("Bearer {BEARER}").into_boxed_str());
+    let json_ct = "application/json";
+    let mut bodies = String::new();
+    let cases: Vec<(&str, u16, Vec<u8>, &'static str, Option<&'static str>)> = vec![
+        ("no credentials", 401, good.clone(), json_ct, None),
+        ("wrong token", 401, good.clone(), json_ct, Some("Bearer nope")),
+        ("not JSON", 400, b"{\"version\":".to_vec(), json_ct, Some(bearer)),
+        (
+            "wrong version",
+            400,
+            String::from_utf8(good.clone())
+                .unwrap()
+                .replace("\"version\":\"4\"", "\"version\":\"3\"")
+                .into_bytes(),
+            json_ct,
+            Some(bearer),
+        ),
+        ("deep nesting", 400, [b'['; 5000].to_vec(), json_ct, Some(bearer)),
+        ("too large", 413, vec![b' '; 70_000], json_ct, Some(bearer)),
+        ("text/plain", 415, good.clone(), "text/plain", Some(bearer)),
+    ];
+    for (what, want, body, ct, auth) in cases {
+        let (st, text) = post(body, ct, auth).await;
+        assert_eq!(st, want, "{what}: {text}");
+        bodies.push_str(&text);
+        let h = svc.client.get(svc.url("/healthz")).send().await.unwrap();
+        assert_eq!(h.status(), 200, "healthz after {what}");
+    }
+    // No record yet and a clean picture: the good alert bootstraps the record.
+    let (st, text) = post(good, json_ct, Some(bearer)).await;
+    assert_eq!(st, 200, "{text}");
+    bodies.push_str(&text);
+    let a = json(&text);
+    assert_eq!(a["clusters"][CLUSTER]["action"], "bootstrap", "{text}");
+    assert_eq!(recorded(&svc).await["master"], c.master.addr().to_string());
+    // Every answer was counted by outcome.
+    let m = svc
+        .client
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (outcome, n) in [
+        ("unauthorized", 2),
+        ("bad_request", 3),
+        ("too_large", 1),
+        ("unsupported_media_type", 1),
+        ("handled", 1),
+    ] {
+        let line = format!("pika_remedy_webhooks_total{{outcome=\"{outcome}\"}} {n}");
+        assert!(m.contains(&line), "missing `{line}` in /metrics:\n{m}");
+    }
+    no_secrets(&bodies, "API answers");
+    no_secrets(&svc.log(), "serve log");
+}
+
+/// Operator API: pause → a master-down alert does nothing ("cluster is paused"); resume; a
+/// manual failover to a named replica over the API works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_pause_resume_and_manual_failover() {
+    let mut c = RedisCluster::start(2, Some(PASSWORD));
+    let s = setup(&c, "poll_interval = \"500ms\"", "");
+    record(&s, &c.master);
+    let svc = Service::start(&s.config).await;
+    let e0 = epoch(&recorded(&svc).await);
+
+    let (st, body) = svc.post("/v1/pause", BEARER, Vec::new()).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["paused"], true);
+    let payload = master_down_payload(&c.master);
+    c.master.kill9();
+    let (st, body) = svc.post("/v1/alerts", BEARER, payload).await;
+    assert_eq!(st, 200, "{body}");
+    let a = json(&body);
+    assert_eq!(a["clusters"][CLUSTER]["action"], "no_action", "{body}");
+    assert!(
+        a["clusters"][CLUSTER]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cluster is paused"),
+        "{body}"
+    );
+    assert_eq!(epoch(&recorded(&svc).await), e0);
+    assert!(c.replicas.iter().all(|r| r.role() == "slave"));
+    let (_, view) = svc.get(&format!("/v1/clusters/{CLUSTER}"), BEARER).await;
+    assert_eq!(json(&view)["effectively_paused"], true, "{view}");
+
+    let (st, body) = svc.post("/v1/resume", BEARER, Vec::new()).await;
+    assert_eq!(st, 200, "{body}");
+    // A manual failover to the second replica (not necessarily the one ranked first).
+    let to = c.replicas[1].addr().to_string();
+    let (st, body) = svc
+        .post(
+            &format!("/v1/clusters/{CLUSTER}/failover"),
+            BEARER,
+            format!("{{\"to\":\"{to}\"}}").into_bytes(),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let o = &json(&body)["outcome"];
+    assert_eq!(o["plan"]["action"]["kind"], "failover", "{body}");
+    assert_eq!(o["plan"]["action"]["promote"], to, "{body}");
+    assert_eq!(o["result"]["kind"], "applied", "{body}");
+    assert_eq!(c.replicas[1].role(), "master");
+    let port = c.replicas[1].port();
+    wait_for(Duration::from_secs(10), "replica 0 follows the new master", || {
+        c.replicas[0].is_linked_to(port)
+    });
+    let rec = recorded(&svc).await;
+    assert_eq!(rec["master"], to);
+    assert_eq!(epoch(&rec), e0 + 1);
+    // Audit: pause and resume are recorded as control events, the failover with source api.
+    let (_, evs) = svc.get("/v1/events", BEARER).await;
+    let evs = json(&evs);
+    let evs = evs.as_array().unwrap();
+    assert_eq!(evs.iter().filter(|e| e["kind"] == "control").count(), 2);
+    assert!(evs.iter().any(|e| e["source"] == "api"
+        && e["outcome"]["plan"]["action"]["kind"] == "failover"));
+    no_secrets(&svc.log(), "serve log");
 }
