@@ -551,3 +551,134 @@ async fn operator_pause_resume_and_manual_failover() {
         && e["outcome"]["plan"]["action"]["kind"] == "failover"));
     no_secrets(&svc.log(), "serve log");
 }
+
+/// The local coordinator's generation counter (bumped on every lock acquisition).
+fn generation(s: &Setup) -> u64 {
+    std::fs::read_to_string(s.coord_dir().join(format!("{CLUSTER}.generation")))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// SIGTERM while a failover holds the lock: new work gets 503, the in-flight reconcile
+/// finishes (its webhook gets 200), the process exits 0 within the grace period, and the
+/// lock is free right after (a CLI `demote` takes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_the_in_flight_reconcile() {
+    const GRACE: Duration = Duration::from_secs(10);
+    let mut c = RedisCluster::start(2, Some(PASSWORD));
+    let s = setup(
+        &c,
+        "poll_interval = \"500ms\"\nshutdown_grace = \"10s\"",
+        "confirm_window = \"1s\"",
+    );
+    record(&s, &c.master);
+    let mut svc = Service::start(&s.config).await;
+    let g0 = generation(&s);
+
+    // A stopped replica accepts TCP connections (kernel backlog) but never answers: every
+    // look waits for it until the connect timeout (500 ms, AUTH is part of the connection
+    // set-up), so the reconcile takes ~2 s, ~1.5 s of them under the lock (confirm window 1 s
+    // + the second look).
+    let stopped_pid = redis_pid(&c.replicas[1]);
+    svc::signal_pid(stopped_pid, "STOP");
+    let payload = master_down_payload(&c.master);
+    c.master.kill9();
+    let t0 = Instant::now();
+    let hook = {
+        let client = svc.client.clone();
+        let url = svc.url("/v1/alerts");
+        let body = payload.clone();
+        tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(BEARER)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("in-flight webhook");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        })
+    };
+    let locked = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if generation(&s) > g0 {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    assert!(locked, "the failover never took the lock; log:\n{}", svc.log());
+    let t_lock = t0.elapsed();
+    svc.signal("TERM");
+    let t_term = Instant::now();
+
+    // While draining: new work is refused with 503 (Alertmanager retries), not dropped.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (st, body) = svc.post("/v1/alerts", BEARER, payload).await;
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    let r = svc.client.get(svc.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+
+    let (st, body) = hook.await.unwrap();
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    let a = json(&body);
+    assert_eq!(a["clusters"][CLUSTER]["action"], "failover", "{body}");
+    assert_eq!(a["clusters"][CLUSTER]["result"]["kind"], "applied", "{body}");
+    let status = svc
+        .wait_exit(GRACE + Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("serve did not exit; log:\n{}", svc.log()));
+    let exit_after = t_term.elapsed();
+    assert_eq!(status.code(), Some(0), "log:\n{}", svc.log());
+    assert!(exit_after < GRACE + Duration::from_secs(2), "{exit_after:?}");
+    let log = svc.log();
+    let i_sig = log
+        .find("shutdown: refusing new work, waiting for in-flight reconciles")
+        .unwrap_or_else(|| panic!("no shutdown line:\n{log}"));
+    let i_done = log[i_sig..]
+        .find("reconcile done")
+        .unwrap_or_else(|| panic!("the reconcile did not finish after SIGTERM:\n{log}"));
+    assert!(log[i_sig + i_done..].contains("shutdown: no reconcile in flight"), "{log}");
+    assert!(log.contains("pika-remedy stopped"), "{log}");
+
+    // The lock is free: the CLI takes it and repairs the replica we had stopped.
+    svc::signal_pid(stopped_pid, "CONT");
+    let promoted = a["clusters"][CLUSTER]["plan"]["action"]["promote"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(promoted, c.replicas[0].addr().to_string());
+    let g1 = generation(&s);
+    let (code, out, err) = cli(
+        &[
+            "demote",
+            "--config",
+            s.config_arg(),
+            "--cluster",
+            CLUSTER,
+            "--node",
+            &c.replicas[1].addr().to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "demote after shutdown:\n{out}\n{err}");
+    assert!(generation(&s) > g1);
+    let port = c.replicas[0].port();
+    wait_for(Duration::from_secs(10), "stopped replica follows the new master", || {
+        c.replicas[1].is_linked_to(port)
+    });
+    eprintln!(
+        "lock taken {:.1}s after the webhook; SIGTERM → exit 0 in {:.1}s (grace {GRACE:?})",
+        t_lock.as_secs_f64(),
+        exit_after.as_secs_f64()
+    );
+    no_secrets(&log, "serve log");
+    no_secrets(&(out + &err), "demote output");
+}
