@@ -45,7 +45,10 @@ fn master_down_payload(node: &RedisNode) -> Vec<u8> {
 fn role_mismatch_payload(node: &RedisNode) -> Vec<u8> {
     let body = String::from_utf8(master_down_payload(node)).unwrap();
     body.replace("\"RedisDown\"", "\"PikaRoleMismatch\"")
-        .replace("alertname=\\\"RedisDown\\\"", "alertname=\\\"PikaRoleMismatch\\\"")
+        .replace(
+            "alertname=\\\"RedisDown\\\"",
+            "alertname=\\\"PikaRoleMismatch\\\"",
+        )
         .into_bytes()
 }
 
@@ -211,15 +214,23 @@ async fn failover_then_demotion_then_idempotent() {
     assert_eq!(ans["trigger"]["kind"], "master_down", "{body}");
     assert_eq!(ans["result"]["kind"], "applied", "{body}");
     let reason = ans["reason"].as_str().unwrap();
-    assert!(reason.contains(&old) && reason.contains("promoting"), "{reason}");
-    let promoted = ans["plan"]["action"]["promote"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains(&old) && reason.contains("promoting"),
+        "{reason}"
+    );
+    let promoted = ans["plan"]["action"]["promote"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let p = replica_index(&c, &promoted);
     let other = 1 - p;
     assert_eq!(c.replicas[p].role(), "master");
     let new_port = c.replicas[p].port();
-    wait_for(Duration::from_secs(10), "other replica follows the new master", || {
-        c.replicas[other].is_linked_to(new_port)
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "other replica follows the new master",
+        || c.replicas[other].is_linked_to(new_port),
+    );
     let rec = recorded(&svc).await;
     assert_eq!(rec["master"], promoted);
     assert_eq!(epoch(&rec), e0 + 1);
@@ -241,7 +252,10 @@ async fn failover_then_demotion_then_idempotent() {
     assert_eq!(ev["alerts"][0]["fingerprint"], FINGERPRINT);
     assert_eq!(ev["alerts"][0]["alertname"], "RedisDown");
     assert_eq!(ev["alerts"][0]["node"], old);
-    assert_eq!(ev["alerts"][0]["labels"]["instance"], format!("redis://{old}"));
+    assert_eq!(
+        ev["alerts"][0]["labels"]["instance"],
+        format!("redis://{old}")
+    );
     assert_eq!(ev["alerts"][0]["labels"]["cluster"], CLUSTER);
     let out = &ev["outcome"];
     assert_eq!(out["result"]["kind"], "applied");
@@ -251,7 +265,10 @@ async fn failover_then_demotion_then_idempotent() {
         assert_eq!(st["ok"], true, "{st}");
         assert!(st["millis"].as_u64().is_some(), "{st}");
     }
-    let kinds: Vec<&str> = steps.iter().map(|s| s["step"]["step"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = steps
+        .iter()
+        .map(|s| s["step"]["step"].as_str().unwrap())
+        .collect();
     for k in ["promote", "persist", "record", "follow"] {
         assert!(kinds.contains(&k), "step {k} missing in {kinds:?}");
     }
@@ -281,9 +298,11 @@ async fn failover_then_demotion_then_idempotent() {
     assert_eq!(ans["result"]["kind"], "applied", "{body}");
     assert_eq!(ans["plan"]["action"]["node"], old);
     assert_eq!(ans["plan"]["action"]["to"], promoted);
-    wait_for(Duration::from_secs(10), "old master follows the new one", || {
-        c.master.is_linked_to(new_port)
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "old master follows the new one",
+        || c.master.is_linked_to(new_port),
+    );
     // CONFIG REWRITE persisted the demotion.
     assert!(
         c.master
@@ -292,7 +311,11 @@ async fn failover_then_demotion_then_idempotent() {
         "{}",
         c.master.conf_text()
     );
-    assert_eq!(epoch(&recorded(&svc).await), e0 + 1, "a demotion keeps the epoch");
+    assert_eq!(
+        epoch(&recorded(&svc).await),
+        e0 + 1,
+        "a demotion keeps the epoch"
+    );
 
     // --- idempotency: the same firing payload again after convergence.
     let (st, body) = svc.post("/v1/alerts", BEARER, payload).await;
@@ -300,7 +323,10 @@ async fn failover_then_demotion_then_idempotent() {
     assert_eq!(st, 200, "{body}");
     let a = json(&body);
     assert_eq!(a["clusters"][CLUSTER]["action"], "no_action", "{body}");
-    assert_eq!(a["clusters"][CLUSTER]["result"]["kind"], "no_action", "{body}");
+    assert_eq!(
+        a["clusters"][CLUSTER]["result"]["kind"], "no_action",
+        "{body}"
+    );
     let rec = recorded(&svc).await;
     assert_eq!(epoch(&rec), e0 + 1);
     assert_eq!(rec["master"], promoted);
@@ -433,8 +459,20 @@ async fn bad_input_keeps_the_service_serving() {
     let mut bodies = String::new();
     let cases: Vec<(&str, u16, Vec<u8>, &'static str, Option<&'static str>)> = vec![
         ("no credentials", 401, good.clone(), json_ct, None),
-        ("wrong token", 401, good.clone(), json_ct, Some("Bearer nope")),
-        ("not JSON", 400, b"{\"version\":".to_vec(), json_ct, Some(bearer)),
+        (
+            "wrong token",
+            401,
+            good.clone(),
+            json_ct,
+            Some("Bearer nope"),
+        ),
+        (
+            "not JSON",
+            400,
+            b"{\"version\":".to_vec(),
+            json_ct,
+            Some(bearer),
+        ),
         (
             "wrong version",
             400,
@@ -445,7 +483,13 @@ async fn bad_input_keeps_the_service_serving() {
             json_ct,
             Some(bearer),
         ),
-        ("deep nesting", 400, [b'['; 5000].to_vec(), json_ct, Some(bearer)),
+        (
+            "deep nesting",
+            400,
+            [b'['; 5000].to_vec(),
+            json_ct,
+            Some(bearer),
+        ),
         ("too large", 413, vec![b' '; 70_000], json_ct, Some(bearer)),
         ("text/plain", 415, good.clone(), "text/plain", Some(bearer)),
     ];
@@ -536,9 +580,11 @@ async fn operator_pause_resume_and_manual_failover() {
     assert_eq!(o["result"]["kind"], "applied", "{body}");
     assert_eq!(c.replicas[1].role(), "master");
     let port = c.replicas[1].port();
-    wait_for(Duration::from_secs(10), "replica 0 follows the new master", || {
-        c.replicas[0].is_linked_to(port)
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "replica 0 follows the new master",
+        || c.replicas[0].is_linked_to(port),
+    );
     let rec = recorded(&svc).await;
     assert_eq!(rec["master"], to);
     assert_eq!(epoch(&rec), e0 + 1);
@@ -547,8 +593,9 @@ async fn operator_pause_resume_and_manual_failover() {
     let evs = json(&evs);
     let evs = evs.as_array().unwrap();
     assert_eq!(evs.iter().filter(|e| e["kind"] == "control").count(), 2);
-    assert!(evs.iter().any(|e| e["source"] == "api"
-        && e["outcome"]["plan"]["action"]["kind"] == "failover"));
+    assert!(evs
+        .iter()
+        .any(|e| e["source"] == "api" && e["outcome"]["plan"]["action"]["kind"] == "failover"));
     no_secrets(&svc.log(), "serve log");
 }
 
@@ -613,7 +660,11 @@ async fn sigterm_waits_for_the_in_flight_reconcile() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    assert!(locked, "the failover never took the lock; log:\n{}", svc.log());
+    assert!(
+        locked,
+        "the failover never took the lock; log:\n{}",
+        svc.log()
+    );
     let t_lock = t0.elapsed();
     svc.signal("TERM");
     let t_term = Instant::now();
@@ -630,14 +681,20 @@ async fn sigterm_waits_for_the_in_flight_reconcile() {
     assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
     let a = json(&body);
     assert_eq!(a["clusters"][CLUSTER]["action"], "failover", "{body}");
-    assert_eq!(a["clusters"][CLUSTER]["result"]["kind"], "applied", "{body}");
+    assert_eq!(
+        a["clusters"][CLUSTER]["result"]["kind"], "applied",
+        "{body}"
+    );
     let status = svc
         .wait_exit(GRACE + Duration::from_secs(5))
         .await
         .unwrap_or_else(|| panic!("serve did not exit; log:\n{}", svc.log()));
     let exit_after = t_term.elapsed();
     assert_eq!(status.code(), Some(0), "log:\n{}", svc.log());
-    assert!(exit_after < GRACE + Duration::from_secs(2), "{exit_after:?}");
+    assert!(
+        exit_after < GRACE + Duration::from_secs(2),
+        "{exit_after:?}"
+    );
     let log = svc.log();
     let i_sig = log
         .find("shutdown: refusing new work, waiting for in-flight reconciles")
@@ -645,7 +702,10 @@ async fn sigterm_waits_for_the_in_flight_reconcile() {
     let i_done = log[i_sig..]
         .find("reconcile done")
         .unwrap_or_else(|| panic!("the reconcile did not finish after SIGTERM:\n{log}"));
-    assert!(log[i_sig + i_done..].contains("shutdown: no reconcile in flight"), "{log}");
+    assert!(
+        log[i_sig + i_done..].contains("shutdown: no reconcile in flight"),
+        "{log}"
+    );
     assert!(log.contains("pika-remedy stopped"), "{log}");
 
     // The lock is free: the CLI takes it and repairs the replica we had stopped.
@@ -671,9 +731,11 @@ async fn sigterm_waits_for_the_in_flight_reconcile() {
     assert_eq!(code, 0, "demote after shutdown:\n{out}\n{err}");
     assert!(generation(&s) > g1);
     let port = c.replicas[0].port();
-    wait_for(Duration::from_secs(10), "stopped replica follows the new master", || {
-        c.replicas[1].is_linked_to(port)
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "stopped replica follows the new master",
+        || c.replicas[1].is_linked_to(port),
+    );
     eprintln!(
         "lock taken {:.1}s after the webhook; SIGTERM → exit 0 in {:.1}s (grace {GRACE:?})",
         t_lock.as_secs_f64(),
