@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::redis::{info_field, wait_for, wait_until, RedisCluster, RedisNode};
+use support::redis::{info_field, wait_for, RedisCluster, RedisNode};
 use svc::{assert_no_secret, cli, Service};
 
 const CLUSTER: &str = "mymaster";
@@ -457,7 +457,14 @@ async fn bad_input_keeps_the_service_serving() {
     let bearer: &'static str = Box::leak(format!("Bearer {BEARER}").into_boxed_str());
     let json_ct = "application/json";
     let mut bodies = String::new();
-    let cases: Vec<(&str, u16, Vec<u8>, &'static str, Option<&'static str>)> = vec![
+    type Case = (
+        &'static str,
+        u16,
+        Vec<u8>,
+        &'static str,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
         ("no credentials", 401, good.clone(), json_ct, None),
         (
             "wrong token",
@@ -743,4 +750,212 @@ async fn sigterm_waits_for_the_in_flight_reconcile() {
     );
     no_secrets(&log, "serve log");
     no_secrets(&(out + &err), "demote output");
+}
+
+/// A minimal stand-in for a Consul agent whose KV answers fail: `/v1/status/leader` says
+/// there is a leader (so the service is ready), every other call gets HTTP 500 with Consul's
+/// "ACL not found" text. Counts the requests that carried `token` in `X-Consul-Token`.
+fn fake_consul(token: &'static str) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let with_token = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&with_token);
+    std::thread::spawn(move || {
+        // Lives as long as the test process; each connection is handled and closed.
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let seen = std::sync::Arc::clone(&seen);
+            std::thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                let mut first = String::new();
+                if r.read_line(&mut first).unwrap_or(0) == 0 {
+                    return;
+                }
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if lower.starts_with("x-consul-token:") && h.contains(token) {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                let _ = r.read_exact(&mut body);
+                let (status, text) = if first.starts_with("GET /v1/status/leader") {
+                    ("200 OK", "\"127.0.0.1:8300\"")
+                } else {
+                    (
+                        "500 Internal Server Error",
+                        "rpc error making call: ACL not found",
+                    )
+                };
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            });
+        }
+    });
+    (port, with_token)
+}
+
+/// Secrets never show up: the node password, the webhook token and the Consul token are all
+/// in use (nodes polled with AUTH, webhooks authenticated, Consul called with the token and
+/// failing), and none of them appears in the log, the answers, the events or /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_logs_or_answers_with_consul() {
+    const CONSUL_TOKEN: &str = "c0nsul-acl-t0ken-Qw8";
+    let c = RedisCluster::start(1, Some(PASSWORD));
+    let (consul_port, with_token) = fake_consul(CONSUL_TOKEN);
+    let s = setup(&c, "poll_interval = \"200ms\"", "");
+    let token_file = s.dir.path().join("consul-token");
+    std::fs::write(&token_file, CONSUL_TOKEN).unwrap();
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(
+            "kind = \"local\"",
+            &format!(
+                "kind = \"consul\"\n[coordinator.consul]\naddress = \"http://127.0.0.1:{consul_port}\"\n\
+                 token = {{ file = \"{}\" }}",
+                token_file.display()
+            ),
+        );
+    std::fs::write(&s.config, text).unwrap();
+    let svc = Service::start(&s.config).await;
+    let mut bodies = String::new();
+    // The coordinator fails: the webhook is answered 503 (retryable) with the reason.
+    let (st, body) = svc
+        .post("/v1/alerts", BEARER, master_down_payload(&c.master))
+        .await;
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("ACL not found"), "{body}");
+    bodies.push_str(&body);
+    for path in ["/v1/clusters", "/v1/events", "/v1/clusters/mymaster"] {
+        let (st, body) = svc.get(path, BEARER).await;
+        assert_eq!(st, 200, "{path}: {body}");
+        bodies.push_str(&body);
+    }
+    let (st, body) = svc.get("/v1/events", "wrong-token").await;
+    assert_eq!(st, 401);
+    bodies.push_str(&body);
+    let metrics = svc
+        .client
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    bodies.push_str(&metrics);
+    assert!(
+        metrics.contains("pika_remedy_node_up{cluster=\"mymaster\""),
+        "the poller reached the nodes (AUTH with the password):\n{metrics}"
+    );
+    assert!(
+        with_token.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "Consul never saw the token"
+    );
+    let log = svc.log();
+    assert!(
+        log.contains("ACL not found"),
+        "the Consul error is logged:\n{log}"
+    );
+    let secrets = [PASSWORD, BEARER, CONSUL_TOKEN];
+    assert_no_secret(&log, "serve log", &secrets);
+    assert_no_secret(&bodies, "API answers and /metrics", &secrets);
+    let events = std::fs::read_to_string(s.events_file()).unwrap_or_default();
+    assert_no_secret(&events, "events file", &secrets);
+}
+
+/// SIGTERM while a reconcile outlasts `shutdown_grace`: the process still exits 0 soon after
+/// the grace period (it does not hang on the running reconcile), says so in the log, the
+/// in-flight webhook gets no 2xx (Alertmanager retries), and the lock is free afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_up_after_the_grace_period() {
+    let mut c = RedisCluster::start(2, Some(PASSWORD));
+    // The failover sleeps 5 s under the lock (confirmation window) before acting.
+    let s = setup(
+        &c,
+        "poll_interval = \"500ms\"\nshutdown_grace = \"1s\"",
+        "confirm_window = \"5s\"",
+    );
+    record(&s, &c.master);
+    let mut svc = Service::start(&s.config).await;
+    let g0 = generation(&s);
+    let payload = master_down_payload(&c.master);
+    c.master.kill9();
+    let hook = {
+        let client = svc.client.clone();
+        let url = svc.url("/v1/alerts");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(BEARER)
+                .header("content-type", "application/json")
+                .body(payload)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while generation(&s) == g0 {
+        assert!(
+            Instant::now() < deadline,
+            "no lock taken; log:\n{}",
+            svc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    svc.signal("TERM");
+    let t = Instant::now();
+    let status = svc
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("serve hung after the grace period; log:\n{}", svc.log()));
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(0), "log:\n{}", svc.log());
+    // grace 1 s + CLOSE_MARGIN 1 s, plus slack for a loaded machine.
+    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+    let log = svc.log();
+    assert!(
+        log.contains("a reconcile is still running after the grace period"),
+        "{log}"
+    );
+    // No answer at all (connection closed) is fine too: Alertmanager retries.
+    if let Ok(st) = hook.await.unwrap() {
+        assert!(
+            st >= 500,
+            "the interrupted webhook must not be answered 2xx: {st}"
+        );
+    }
+    // Nothing was done (the process died in the confirmation window) and the lock is free:
+    // a CLI failover takes it and completes the job.
+    assert!(c.replicas.iter().all(|r| r.role() == "slave"));
+    let (code, out, err) = cli(
+        &["failover", "--config", s.config_arg(), "--cluster", CLUSTER],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "failover after shutdown:\n{out}\n{err}");
+    assert_eq!(
+        c.replicas.iter().filter(|r| r.role() == "master").count(),
+        1
+    );
+    eprintln!(
+        "SIGTERM with a 1 s grace: exit 0 after {:.1}s",
+        took.as_secs_f64()
+    );
+    no_secrets(&log, "serve log");
 }
