@@ -959,3 +959,60 @@ async fn sigterm_gives_up_after_the_grace_period() {
     );
     no_secrets(&log, "serve log");
 }
+
+/// The same failover with a real etcd (auth enabled) as coordinator: the etcd password is in
+/// use for every record/lock call and never appears in the log or the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_with_etcd_auth_leaks_no_secret() {
+    const ETCD_PASSWORD: &str = "etcd-r00t-pw-Kd3";
+    let etcd = support::etcd::EtcdServer::start_new();
+    let ep = etcd.endpoint();
+    for args in [vec!["user", "add", "root"], vec!["auth", "enable"]] {
+        let mut cmd =
+            std::process::Command::new(support::redis::require_binary("etcdctl", "etcd-client"));
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={ep}"))
+            .args(&args);
+        if args[0] == "user" {
+            cmd.arg(format!("--new-user-password={ETCD_PASSWORD}"));
+        }
+        let out = cmd.output().expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut c = RedisCluster::start(2, Some(PASSWORD));
+    let s = setup(&c, "poll_interval = \"500ms\"", "");
+    let pw_file = s.dir.path().join("etcd-password");
+    std::fs::write(&pw_file, ETCD_PASSWORD).unwrap();
+    let text = std::fs::read_to_string(&s.config).unwrap().replace(
+        "kind = \"local\"",
+        &format!(
+            "kind = \"etcd\"\n[coordinator.etcd]\nendpoints = [\"{ep}\"]\nprefix = \"/serve-test\"\n\
+             user = \"root\"\npassword = {{ file = \"{}\" }}",
+            pw_file.display()
+        ),
+    );
+    std::fs::write(&s.config, text).unwrap();
+    record(&s, &c.master);
+    let svc = Service::start(&s.config).await;
+    let e0 = epoch(&recorded(&svc).await);
+    let payload = master_down_payload(&c.master);
+    c.master.kill9();
+    let (st, body) = svc.post("/v1/alerts", BEARER, payload).await;
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    let a = json(&body);
+    assert_eq!(a["clusters"][CLUSTER]["action"], "failover", "{body}");
+    assert_eq!(
+        a["clusters"][CLUSTER]["result"]["kind"], "applied",
+        "{body}"
+    );
+    let rec = recorded(&svc).await;
+    assert_eq!(epoch(&rec), e0 + 1);
+    let (_, evs) = svc.get("/v1/events", BEARER).await;
+    let secrets = [PASSWORD, BEARER, ETCD_PASSWORD];
+    assert_no_secret(&svc.log(), "serve log", &secrets);
+    assert_no_secret(&(body + &evs + &rec.to_string()), "API answers", &secrets);
+}
