@@ -125,7 +125,11 @@ fn snapshot(rc: &RedisCluster) -> Vec<(String, String)> {
 fn operator_commands_from_bootstrap_to_demotion() {
     let d = dir();
     let mut rc = RedisCluster::start(2, None);
-    let cfg = write_config(d.path(), &rc.cluster_toml("c", &[]), &local_coordinator(d.path()));
+    let cfg = write_config(
+        d.path(),
+        &rc.cluster_toml("c", &[]),
+        &local_coordinator(d.path()),
+    );
     let m = rc.master.addr().to_string();
     let r1 = rc.replicas[0].addr().to_string();
 
@@ -142,7 +146,10 @@ fn operator_commands_from_bootstrap_to_demotion() {
         r.stdout.contains(&format!("{m} redis role=master")),
         "{r:?}"
     );
-    assert!(r.stdout.contains(&format!("{r1} redis role=slave")), "{r:?}");
+    assert!(
+        r.stdout.contains(&format!("{r1} redis role=slave")),
+        "{r:?}"
+    );
     let r = cli(&cfg, &["history", "--cluster", "c"]);
     assert!(r.stdout.contains("cluster c: no record"), "{r:?}");
 
@@ -152,7 +159,11 @@ fn operator_commands_from_bootstrap_to_demotion() {
     assert!(r.stdout.contains("--force"), "{r:?}");
     let r = cli(&cfg, &["record", "--cluster", "c", "--master", &m]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(r.stdout.contains(&format!("recorded master {m} at epoch 1")), "{r:?}");
+    assert!(
+        r.stdout
+            .contains(&format!("recorded master {m} at epoch 1")),
+        "{r:?}"
+    );
     let r = cli(&cfg, &["plan", "--cluster", "c"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.contains("converged"), "{r:?}");
@@ -215,7 +226,8 @@ fn operator_commands_from_bootstrap_to_demotion() {
     let r = cli(&cfg, &["history", "--cluster", "c"]);
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        r.stdout.contains(&format!("cluster c: master {new} epoch 2")),
+        r.stdout
+            .contains(&format!("cluster c: master {new} epoch 2")),
         "{r:?}"
     );
     assert!(r.stdout.contains("events ("), "{r:?}");
@@ -237,6 +249,77 @@ fn unreachable_coordinator_exits_3() {
         vec!["plan", "--cluster", "c"],
         vec!["failover", "--cluster", "c"],
         vec!["record", "--cluster", "c", "--master", &m],
+        vec!["history", "--cluster", "c"],
+    ] {
+        let r = cli(&cfg, &args);
+        assert_eq!(r.code, 3, "{args:?}: {r:?}");
+        assert!(
+            r.stdout.contains("coordinator unreachable"),
+            "{args:?}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn refusals_and_switchover_exit_codes() {
+    let d = dir();
+    let rc = RedisCluster::start(2, None);
+    let cfg = write_config(
+        d.path(),
+        &rc.cluster_toml("c", &[]),
+        &local_coordinator(d.path()),
+    );
+    let m = rc.master.addr().to_string();
+    let to = rc.replicas[1].addr();
+
+    // Manual triggers need a record first.
+    let r = cli(&cfg, &["failover", "--cluster", "c"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("pika-remedy record --cluster c"), "{r:?}");
+    let r = cli(&cfg, &["record", "--cluster", "c", "--master", &m]);
+    assert_eq!(r.code, 0, "{r:?}");
+
+    let r = cli(&cfg, &["failover", "--cluster", "c"]);
+    assert_eq!(r.code, 1, "healthy master: {r:?}");
+    assert!(r.stdout.contains("use switchover"), "{r:?}");
+    let r = cli(&cfg, &["demote", "--cluster", "c", "--node", &m]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let r = cli(&cfg, &["plan", "--cluster", "nope"]);
+    assert_eq!(r.code, 2, "{r:?}");
+
+    let r = cli(
+        &cfg,
+        &["switchover", "--cluster", "c", "--to", &to.to_string()],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("result: applied"), "{r:?}");
+    assert!(r.stdout.contains("pause writes on"), "{r:?}");
+    assert!(r.stdout.contains("unpause"), "{r:?}");
+    wait_for(
+        Duration::from_secs(5),
+        "old master follows the target",
+        || rc.master.is_linked_to(to.port),
+    );
+    assert_eq!(rc.replicas[1].cmd(&["SET", "k", "v"]), "OK");
+    let r = cli(&cfg, &["history", "--cluster", "c"]);
+    assert!(r.stdout.contains(&format!("master {to} epoch 2")), "{r:?}");
+}
+
+#[test]
+fn unusable_local_coordinator_dir_exits_3() {
+    let d = dir();
+    let rc = RedisCluster::start(1, None);
+    // A regular file where the coordinator's directory should be: every access fails.
+    let blocker = d.path().join("not-a-dir");
+    std::fs::write(&blocker, "").expect("write");
+    let local = format!(
+        "[coordinator]\nkind = \"local\"\n\n[coordinator.local]\ndir = \"{}\"\n",
+        blocker.join("coord").display()
+    );
+    let cfg = write_config(d.path(), &rc.cluster_toml("c", &[]), &local);
+    for args in [
+        vec!["plan", "--cluster", "c"],
+        vec!["failover", "--cluster", "c"],
         vec!["history", "--cluster", "c"],
     ] {
         let r = cli(&cfg, &args);
