@@ -600,3 +600,76 @@ async fn switchover_on_redis_pauses_promotes_repoints_and_unpauses() {
     assert_eq!((rec.master, rec.epoch), (to, 2));
     assert_eq!(rec.last_failover_at, None, "a switchover is not automatic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_was_down_during_the_failover_is_repointed_when_it_returns() {
+    let mut env = Env::new(2, None);
+    env.bootstrap().await;
+    // The second replica dies with the master; the first is the only candidate.
+    env.rc.replicas[1].kill9();
+    env.kill_master();
+    let out = env.run(Trigger::MasterDown).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    let p = promoted(&out);
+    assert_eq!(p, env.rc.replicas[0].addr());
+
+    // It comes back from its config: a replica of the dead old master.
+    env.rc.replicas[1].restart();
+    let back = &env.rc.replicas[1];
+    assert_eq!(back.role(), "slave");
+    let out = env.run(Trigger::Periodic).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert!(
+        matches!(&out.plan.action, Action::Repoint { nodes, to } if *nodes == vec![back.addr()] && *to == p),
+        "{out:#?}"
+    );
+    wait_for(Duration::from_secs(5), "returned replica linked", || {
+        back.is_linked_to(p.port)
+    });
+    assert_eq!(
+        replicaof_lines(&back.conf_text()),
+        vec![format!("replicaof 127.0.0.1 {}", p.port)]
+    );
+    assert_eq!(env.record().await.expect("record").epoch, 2);
+    let out = env.run(Trigger::Periodic).await;
+    assert_eq!(out.result, Result_::NoAction, "{out:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_triggers_from_two_coordinator_instances_give_one_failover() {
+    // Two `Local`s on one directory behave like two processes on one host (CLI and serve):
+    // only the OS lock and the compare-and-set stand between them.
+    let mut env = Env::new(2, None);
+    env.bootstrap().await;
+    for r in &env.rc.replicas {
+        r.cmd(&["CONFIG", "RESETSTAT"]);
+    }
+    env.kill_master();
+    let second = Local::new(env._dir.path()).expect("second local");
+    let env = Arc::new(env);
+    let second = Arc::new(second);
+    let a = {
+        let env = env.clone();
+        tokio::spawn(async move { env.run(Trigger::MasterDown).await })
+    };
+    let b = {
+        let env = env.clone();
+        let second = second.clone();
+        tokio::spawn(async move {
+            let h = holder("test-b");
+            let ctx = Ctx {
+                coord: &*second,
+                holder: &h,
+                ..env.ctx()
+            };
+            env.run_ctx(&ctx, Trigger::MasterDown).await
+        })
+    };
+    let outs = [a.await.expect("task a"), b.await.expect("task b")];
+    let applied = outs.iter().filter(|o| o.result == Result_::Applied).count();
+    assert_eq!(applied, 1, "exactly one applied: {outs:#?}");
+    assert_eq!(env.record().await.expect("record").epoch, 2);
+    for r in &env.rc.replicas {
+        assert_eq!(calls(r, "slaveof"), 1, "one SLAVEOF on {}", r.addr());
+    }
+}
