@@ -388,3 +388,149 @@ async fn masterauth_is_set_before_slaveof_when_the_cluster_has_a_password() {
     assert!(!format!("{out:?}").contains(pw), "secret in the outcome");
     assert_pika_dialect(&[&m1, &m2, &r]);
 }
+
+/// Make the peers' INFO agree with each other: every master lists exactly the peers that are
+/// slaves of it (what the real nodes report once links settle).
+fn reflect(peers: &[&PikaPeer]) {
+    let states: Vec<(Addr, PikaState)> = peers.iter().map(|p| (p.addr(), p.state())).collect();
+    for p in peers {
+        let me = hp(&p.addr());
+        let slaves: Vec<(String, u16)> = states
+            .iter()
+            .filter(|(_, s)| s.role == PeerRole::Slave && s.master.as_ref() == Some(&me))
+            .map(|(a, _)| hp(a))
+            .collect();
+        p.with_state(|s| {
+            if s.role == PeerRole::Master {
+                s.slaves = slaves;
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn pika_failover_then_restarted_old_master_is_demoted_and_stays_a_slave() {
+    let m1 = PikaPeer::start(PikaState::master()).await;
+    let r1 = PikaPeer::start(PikaState::slave_of(&m1.addr(), PeerLink::Up)).await;
+    let r2 = PikaPeer::start(PikaState::slave_of(&m1.addr(), PeerLink::Up)).await;
+    let all = [&m1, &r1, &r2];
+    reflect(&all);
+    let env = Env::new(
+        &[(m1.addr(), 100), (r1.addr(), 1), (r2.addr(), 100)],
+        &m1.addr(),
+        1,
+        None,
+    )
+    .await;
+
+    // The master dies: its port stops answering, the replicas' links go down.
+    let m1_state = m1.state();
+    let m1_addr = m1.addr();
+    drop(m1);
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", m1_addr.port))
+            .await
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "the dropped peer's port still answers");
+    for r in [&r1, &r2] {
+        r.with_state(|s| s.link = PeerLink::Down);
+    }
+    let out = env.run(Trigger::MasterDown).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert_eq!(
+        mutations(&r1),
+        vec!["SLAVEOF NO ONE".to_string(), "CONFIG REWRITE".to_string()]
+    );
+    assert_eq!(
+        mutations(&r2),
+        vec![
+            format!("SLAVEOF 127.0.0.1 {}", r1.port()),
+            "CONFIG REWRITE".to_string()
+        ]
+    );
+    assert_eq!(r1.state().persisted_master, None, "promotion persisted");
+    assert_eq!(r2.state().persisted_master, Some(hp(&r1.addr())));
+
+    // The old master restarts on its port from its config (no slaveof): a second master.
+    let port = m1_addr.port;
+    let mut st = m1_state;
+    st.commands.clear();
+    st.restart();
+    let m1 = PikaPeer::start_on(port, st).await;
+    reflect(&[&m1, &r1, &r2]);
+    let out = env.run(Trigger::RoleMismatch).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert_eq!(
+        mutations(&m1),
+        vec![
+            format!("SLAVEOF 127.0.0.1 {} force", r1.port()),
+            "CONFIG REWRITE".to_string()
+        ]
+    );
+    // And after one more restart it is still a slave of the new master.
+    m1.restart();
+    reflect(&[&m1, &r1, &r2]);
+    let out = env.run(Trigger::Periodic).await;
+    assert_eq!(out.result, Result_::NoAction, "{out:#?}");
+    assert!(out.plan.reason.contains("converged"), "{}", out.plan.reason);
+    let rec = env.record().await;
+    assert_eq!((rec.master, rec.epoch), (r1.addr(), 2));
+    assert_pika_dialect(&[&m1, &r1, &r2]);
+}
+
+#[tokio::test]
+async fn demotion_repoints_the_old_masters_replicas_first() {
+    // The restarted old master M1 picked up a replica R2; Pika refuses SLAVEOF on M1 until R2
+    // has left (its stale entry then lingers for two more refusals).
+    let m2 = PikaPeer::start(PikaState::master()).await;
+    let r = PikaPeer::start(PikaState::slave_of(&m2.addr(), PeerLink::Up)).await;
+    let m1 = PikaPeer::start(PikaState::master()).await;
+    let r2 = PikaPeer::start(PikaState::slave_of(&m1.addr(), PeerLink::Up)).await;
+    reflect(&[&m1, &m2, &r, &r2]);
+    m1.with_state(|s| s.slaves_linger = Some(2));
+    let env = Env::new(
+        &[
+            (m1.addr(), 100),
+            (m2.addr(), 100),
+            (r.addr(), 100),
+            (r2.addr(), 100),
+        ],
+        &m2.addr(),
+        2,
+        None,
+    )
+    .await;
+
+    let out = env.run(Trigger::RoleMismatch).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert!(
+        out.plan.reason.contains("repointed first"),
+        "{}",
+        out.plan.reason
+    );
+    let to = format!("SLAVEOF 127.0.0.1 {}", m2.port());
+    assert_eq!(
+        mutations(&r2),
+        vec![to.clone(), "CONFIG REWRITE".to_string()]
+    );
+    let forced = format!("{to} force");
+    assert_eq!(
+        mutations(&m1),
+        vec![
+            forced.clone(),
+            forced.clone(),
+            forced,
+            "CONFIG REWRITE".to_string()
+        ]
+    );
+    assert_eq!(r2.state().master, Some(hp(&m2.addr())));
+    assert_eq!(m1.state().master, Some(hp(&m2.addr())));
+    assert_pika_dialect(&[&m1, &m2, &r, &r2]);
+}
