@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::{ClusterConfig, CoordinatorKind, Loaded};
-use crate::coord::{AnyCoord, Coordinator, Holder};
+use crate::coord::{AnyCoord, CoordError, Coordinator, Holder};
 use crate::decide::{Action, Trigger};
 use crate::events::EventLog;
 use crate::events::TriggerSource;
@@ -24,20 +24,20 @@ use crate::supervisor::{
     ClusterSnapshot, Control, Reconciler, Request, Supervisor, SupervisorConfig,
 };
 
-/// Build the configured coordinator.
-pub async fn coordinator(loaded: &Loaded) -> Result<AnyCoord, String> {
+/// Build the configured coordinator. The error keeps its kind: a store that cannot be reached
+/// yet (e.g. the local directory cannot be created) is retryable (CLI exit 3), a bad setting is not.
+pub async fn coordinator(loaded: &Loaded) -> Result<AnyCoord, CoordError> {
     let c = &loaded.config;
     match c.coordinator.kind {
-        CoordinatorKind::Local => crate::coord::local::Local::new(&c.coordinator.local.dir)
-            .map(AnyCoord::Local)
-            .map_err(|e| e.to_string()),
+        CoordinatorKind::Local => {
+            crate::coord::local::Local::new(&c.coordinator.local.dir).map(AnyCoord::Local)
+        }
         CoordinatorKind::Consul => crate::coord::consul::Consul::new(
             &c.coordinator.consul,
             loaded.consul_token.clone(),
             &c.timeouts,
         )
-        .map(AnyCoord::Consul)
-        .map_err(|e| e.to_string()),
+        .map(AnyCoord::Consul),
         #[cfg(feature = "etcd")]
         CoordinatorKind::Etcd => crate::coord::etcd::Etcd::connect(
             &c.coordinator.etcd,
@@ -45,12 +45,11 @@ pub async fn coordinator(loaded: &Loaded) -> Result<AnyCoord, String> {
             &c.timeouts,
         )
         .await
-        .map(AnyCoord::Etcd)
-        .map_err(|e| e.to_string()),
+        .map(AnyCoord::Etcd),
         #[cfg(not(feature = "etcd"))]
-        CoordinatorKind::Etcd => {
-            Err("this build has no etcd support (cargo feature `etcd`)".into())
-        }
+        CoordinatorKind::Etcd => Err(CoordError::Backend(
+            "this build has no etcd support (cargo feature `etcd`)".into(),
+        )),
     }
 }
 
@@ -248,7 +247,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let cfg = loaded.config.clone();
-    let coord = Arc::new(coordinator(&loaded).await?);
+    let coord = Arc::new(coordinator(&loaded).await.map_err(|e| e.to_string())?);
     let metrics = Arc::new(Metrics::new());
     let latest: LatestObservations = Default::default();
     let master_offsets: crate::poller::MasterOffsets = Default::default();

@@ -337,9 +337,15 @@ fn operator(
         .clone();
     let rt = runtime()?;
     let code = rt.block_on(async {
-        let coord = pika_remedy::app::coordinator(&loaded)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let coord = match pika_remedy::app::coordinator(&loaded).await {
+            Ok(c) => c,
+            // Same contract as a failed read under way: unreachable is retryable (exit 3).
+            Err(e) if e.is_retryable() => {
+                println!("{e}");
+                return anyhow::Ok(pika_remedy::ops::exit::RETRY);
+            }
+            Err(e) => return Err(anyhow::Error::new(e)),
+        };
         let nodes = pika_remedy::node::redis::RedisNodes::new(
             &loaded.config.timeouts,
             loaded.password(cluster).cloned(),

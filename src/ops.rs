@@ -271,9 +271,11 @@ pub async fn history(
     limit: usize,
 ) -> Result<(String, i32), crate::error::Error> {
     let mut s = String::new();
-    let coord = crate::app::coordinator(loaded)
-        .await
-        .map_err(crate::error::Error::Other)?;
+    let coord = match crate::app::coordinator(loaded).await {
+        Ok(c) => c,
+        Err(e) if e.is_retryable() => return Ok((format!("{e}\n"), exit::RETRY)),
+        Err(e) => return Err(crate::error::Error::Other(e.to_string())),
+    };
     let mut code = exit::OK;
     for c in &loaded.config.clusters {
         if cluster.is_some_and(|x| x != c.name) {

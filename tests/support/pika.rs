@@ -299,9 +299,15 @@ impl Drop for PikaPeer {
 impl PikaPeer {
     /// Listen on 127.0.0.1:0 with `state` and serve until dropped.
     pub async fn start(state: PikaState) -> PikaPeer {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        PikaPeer::start_on(0, state).await
+    }
+
+    /// Listen on 127.0.0.1:`port` (0 = any): a "restart" of a dropped peer on its old port,
+    /// so the cluster's configured address answers again.
+    pub async fn start_on(port: u16, state: PikaState) -> PikaPeer {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
         let port = listener.local_addr().expect("local_addr").port();
         let state = Arc::new(Mutex::new(state));
         let st = state.clone();
