@@ -185,7 +185,10 @@ async fn start() -> Svc {
     }));
     Svc {
         base,
+        // No connection reuse: after rejecting a body (413) the server closes the connection,
+        // and a pooled keep-alive connection would then fail on the client side, not ours.
         client: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap(),
