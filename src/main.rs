@@ -367,7 +367,10 @@ fn operator(
         let (text, code) = match op {
             Op::Plan(t) => pika_remedy::ops::plan(&ctx, &t).await,
             Op::Act(t) => {
-                let (text, _out, code) = pika_remedy::ops::act(&ctx, t).await;
+                let (text, out, code) = pika_remedy::ops::act(&ctx, t).await;
+                if !dry_run {
+                    pika_remedy::ops::audit_cli(&loaded, &coord, &out).await;
+                }
                 (text, code)
             }
             Op::Record { master, force } => pika_remedy::ops::record(&ctx, &master, force).await,

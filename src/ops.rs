@@ -348,3 +348,32 @@ pub async fn history(
     }
     Ok((s, code))
 }
+
+/// Record an operator command's outcome in the same audit trail as the service (the JSON-lines
+/// file, and the coordinator's bounded event list), so `history` shows CLI actions too.
+pub async fn audit_cli<C: Coordinator>(loaded: &crate::config::Loaded, coord: &C, out: &Outcome) {
+    use crate::events::{EventKind, EventLog, NewEvent, TriggerSource};
+    let ev = NewEvent {
+        kind: EventKind::Reconcile,
+        cluster: Some(out.cluster.clone()),
+        source: TriggerSource::Cli,
+        trigger: Some(out.trigger.clone()),
+        alerts: Vec::new(),
+        alerts_omitted: 0,
+        reason: out.plan.reason.clone(),
+        outcome: Some(out.clone()),
+    };
+    let log = match EventLog::open(1, loaded.config.service.events_file.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the events file; CLI action not recorded there");
+            EventLog::in_memory(1)
+        }
+    };
+    let recorded = log.record(ev);
+    if let Ok(json) = serde_json::to_string(&recorded) {
+        if let Err(e) = coord.append_event(&out.cluster, &json).await {
+            tracing::warn!(error = %e, "CLI action not copied to the coordinator's event list");
+        }
+    }
+}

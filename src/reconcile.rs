@@ -415,13 +415,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 force,
                 engine,
             } => self.follow(node, master, *force, *engine).await,
-            Step::Persist { node } => {
-                self.fence().await?;
-                nodes.config_rewrite(node).await.map_err(|e| {
-                    StepError::Persist(format!("CONFIG REWRITE on {node} failed: {e}"))
-                })?;
-                Ok("config rewritten".into())
-            }
+            Step::Persist { node } => self.persist(node).await,
             Step::Record {
                 master,
                 replicas,
@@ -432,6 +426,27 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             }
             Step::Intent { promote } => self.intent(promote).await,
         }
+    }
+
+    /// `CONFIG REWRITE`, retried a few times (a busy disk or a transient error must not leave
+    /// a role change unpersisted: a restart would undo it). Still failing → reported.
+    async fn persist(&self, node: &Addr) -> Result<String, StepError> {
+        const ATTEMPTS: u32 = 3;
+        let mut last = String::new();
+        for attempt in 1..=ATTEMPTS {
+            self.fence().await?;
+            match self.ctx.nodes.config_rewrite(node).await {
+                Ok(()) if attempt == 1 => return Ok("config rewritten".into()),
+                Ok(()) => return Ok(format!("config rewritten (attempt {attempt})")),
+                Err(e) => last = e.to_string(),
+            }
+            if attempt < ATTEMPTS {
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+        }
+        Err(StepError::Persist(format!(
+            "CONFIG REWRITE on {node} failed {ATTEMPTS} times: {last}; a restart of {node} would undo its new role"
+        )))
     }
 
     /// Poll a node until `pred` holds, bounded. Returns seconds waited.
@@ -490,7 +505,9 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                             .follow(&n.addr, master, false)
                             .await
                             .map_err(StepError::node)?;
-                        notes.push(format!("detached {} first", n.addr));
+                        // Its new role must survive a restart too.
+                        self.persist(&n.addr).await?;
+                        notes.push(format!("moved {} to {master} first", n.addr));
                     }
                 }
             }

@@ -338,3 +338,17 @@ async fn false_alarm_is_no_action() {
     assert_eq!(out.result, Result_::NoAction, "{out:#?}");
     assert!(nodes.commands().is_empty());
 }
+
+#[tokio::test]
+async fn a_transient_config_rewrite_failure_is_retried() {
+    let (nodes, coord) = dead_master_cluster(Engine::Pika);
+    nodes.set(R1, |n| n.fail_rewrite_times = 1);
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    let persist = out
+        .steps
+        .iter()
+        .find(|s| matches!(&s.step, pika_remedy::decide::Step::Persist { node } if *node == a(R1)))
+        .expect("persist step");
+    assert_eq!(persist.detail, "config rewritten (attempt 2)");
+}

@@ -25,6 +25,8 @@ pub struct FakeNode {
     /// Answer `already master of others` this many more times.
     pub linger_others: u32,
     pub fail_rewrite: bool,
+    /// Fail this many more `CONFIG REWRITE`s, then succeed (a transient error).
+    pub fail_rewrite_times: u32,
 }
 
 impl FakeNode {
@@ -38,6 +40,7 @@ impl FakeNode {
             stuck_until_force: false,
             linger_others: 0,
             fail_rewrite: false,
+            fail_rewrite_times: 0,
         }
     }
 }
@@ -228,7 +231,12 @@ impl Nodes for FakeNodes {
 
     async fn config_rewrite(&self, node: &Addr) -> Result<(), NodeError> {
         self.with_up(node, |all| {
-            if all[node].fail_rewrite {
+            let me = all.get_mut(node).expect("present");
+            if me.fail_rewrite_times > 0 {
+                me.fail_rewrite_times -= 1;
+                return Err(NodeError::Node("ERR Rewire CONFIG fail".into()));
+            }
+            if me.fail_rewrite {
                 Err(NodeError::Node("ERR Rewire CONFIG fail".into()))
             } else {
                 Ok(())
