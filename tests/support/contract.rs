@@ -31,31 +31,58 @@ pub fn record(master: &str, epoch: u64) -> TopologyRecord {
 
 /// Record semantics: absent → None; create-only; CAS on version; conflicts write nothing.
 pub async fn record_cas<C: Coordinator>(a: &C, b: &C, cluster: &str) {
-    assert_eq!(a.read_record(cluster).await.expect("read"), None, "fresh cluster has no record");
-    let v1 = match a.write_record(cluster, &record("127.0.0.1:1", 1), None).await.expect("create") {
+    assert_eq!(
+        a.read_record(cluster).await.expect("read"),
+        None,
+        "fresh cluster has no record"
+    );
+    let v1 = match a
+        .write_record(cluster, &record("127.0.0.1:1", 1), None)
+        .await
+        .expect("create")
+    {
         CasOutcome::Written(v) => v,
         other => panic!("create should succeed, got {other:?}"),
     };
     assert_eq!(
-        b.write_record(cluster, &record("127.0.0.1:9", 1), None).await.expect("create again"),
+        b.write_record(cluster, &record("127.0.0.1:9", 1), None)
+            .await
+            .expect("create again"),
         CasOutcome::Conflict,
         "create-only must fail when the record exists"
     );
-    let got = b.read_record(cluster).await.expect("read").expect("present");
+    let got = b
+        .read_record(cluster)
+        .await
+        .expect("read")
+        .expect("present");
     assert_eq!(got.value, record("127.0.0.1:1", 1));
     assert_eq!(got.version, v1);
-    let v2 = match b.write_record(cluster, &record("127.0.0.1:2", 2), Some(v1)).await.expect("cas") {
+    let v2 = match b
+        .write_record(cluster, &record("127.0.0.1:2", 2), Some(v1))
+        .await
+        .expect("cas")
+    {
         CasOutcome::Written(v) => v,
         other => panic!("cas with the current version should succeed, got {other:?}"),
     };
     assert_ne!(v1, v2, "version must change on every write");
     assert_eq!(
-        a.write_record(cluster, &record("127.0.0.1:3", 3), Some(v1)).await.expect("stale cas"),
+        a.write_record(cluster, &record("127.0.0.1:3", 3), Some(v1))
+            .await
+            .expect("stale cas"),
         CasOutcome::Conflict,
         "cas with a stale version must fail"
     );
-    let got = a.read_record(cluster).await.expect("read").expect("present");
-    assert_eq!(got.value.epoch, 2, "the conflicting write must not have landed");
+    let got = a
+        .read_record(cluster)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(
+        got.value.epoch, 2,
+        "the conflicting write must not have landed"
+    );
     assert_eq!(got.version, v2);
 }
 
@@ -72,7 +99,10 @@ pub async fn lock_within<C: Coordinator>(
         match c.try_lock(cluster, h, ttl).await.expect("try_lock") {
             LockOutcome::Acquired(l) => return l,
             LockOutcome::HeldBy(who) => {
-                assert!(start.elapsed() < within, "lock still held by {who:?} after {within:?}");
+                assert!(
+                    start.elapsed() < within,
+                    "lock still held by {who:?} after {within:?}"
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -88,20 +118,30 @@ pub async fn lock_exclusion<C: Coordinator>(a: &C, b: &C, cluster: &str, ttl: Du
         other => panic!("first lock must be acquired, got {other:?}"),
     };
     assert_eq!(la.holder, ha);
-    assert!(a.still_held(&la).await.expect("still_held"), "holder must see itself holding");
+    assert!(
+        a.still_held(&la).await.expect("still_held"),
+        "holder must see itself holding"
+    );
     match b.try_lock(cluster, &hb, ttl).await.expect("lock b") {
-        LockOutcome::HeldBy(Some(h)) => assert_eq!(h.instance, "instance-a", "must name the holder"),
+        LockOutcome::HeldBy(Some(h)) => {
+            assert_eq!(h.instance, "instance-a", "must name the holder")
+        }
         other => panic!("second lock must report the holder, got {other:?}"),
     }
     // Same instance asking again does not get a second lease either.
     match a.try_lock(cluster, &ha, ttl).await.expect("lock a again") {
         LockOutcome::HeldBy(_) => {}
-        LockOutcome::Acquired(_) => panic!("a second lease for the same cluster must not be granted"),
+        LockOutcome::Acquired(_) => {
+            panic!("a second lease for the same cluster must not be granted")
+        }
     }
     let token_a = la.token.clone();
     a.release(la).await.expect("release");
     let lb = lock_within(b, cluster, &hb, ttl, Duration::from_secs(5)).await;
-    assert_ne!(lb.token, token_a, "fencing token must change on every acquisition");
+    assert_ne!(
+        lb.token, token_a,
+        "fencing token must change on every acquisition"
+    );
     assert!(b.still_held(&lb).await.expect("still_held b"));
     b.release(lb).await.expect("release b");
 }

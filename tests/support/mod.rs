@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod contract;
+pub mod fake_consul;
