@@ -6,3 +6,4 @@ pub mod etcd;
 pub mod fakes;
 pub mod pika;
 pub mod redis;
+pub mod fake_consul;
