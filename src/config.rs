@@ -273,9 +273,6 @@ pub struct ConsulConfig {
     pub ca_file: Option<PathBuf>,
     /// KV prefix: keys are `<prefix>/<cluster>/{lock,topology,master,events}`.
     pub prefix: String,
-    /// Session TTL (Consul enforces up to 2×).
-    #[serde(with = "humantime_serde")]
-    pub session_ttl: Duration,
     /// Session lock-delay (Consul's default 15 s would stall a takeover).
     #[serde(with = "humantime_serde")]
     pub lock_delay: Duration,
@@ -298,7 +295,6 @@ impl Default for ConsulConfig {
             datacenter: None,
             ca_file: None,
             prefix: "pika-remedy".into(),
-            session_ttl: Duration::from_secs(15),
             lock_delay: Duration::from_millis(1),
             checks: Vec::new(),
             catalog: true,
@@ -542,12 +538,11 @@ impl Config {
                         format!("{:?} must start with http:// or https://", c.address),
                     ));
                 }
-                if c.session_ttl < Duration::from_secs(10)
-                    || c.session_ttl > Duration::from_secs(86400)
-                {
+                // The lock TTL is Consul's session TTL: Consul accepts 10 s to 24 h.
+                if p.lock_ttl < Duration::from_secs(10) || p.lock_ttl > Duration::from_secs(86400) {
                     return Err(err(
-                        "coordinator.consul.session_ttl".into(),
-                        "Consul accepts 10s to 24h".into(),
+                        "policy.lock_ttl".into(),
+                        "with the consul coordinator it is the session TTL: Consul accepts 10s to 24h".into(),
                     ));
                 }
                 if c.lock_delay > Duration::from_secs(60) {

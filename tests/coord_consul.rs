@@ -60,9 +60,16 @@ fn session_of(lease: &Lease) -> String {
         .to_string()
 }
 
+/// A session TTL below Consul's 10 s minimum; only the test server accepts it (`min_ttl`).
+const SHORT_TTL: Duration = Duration::from_millis(600);
+
 async fn acquired(c: &Consul, cluster: &str, who: &str) -> Lease {
+    acquired_with(c, cluster, who, TTL).await
+}
+
+async fn acquired_with(c: &Consul, cluster: &str, who: &str, ttl: Duration) -> Lease {
     match c
-        .try_lock(cluster, &contract::holder(who), TTL)
+        .try_lock(cluster, &contract::holder(who), ttl)
         .await
         .expect("try_lock")
     {
@@ -242,12 +249,8 @@ async fn renewal_keeps_the_lease_past_its_ttl_and_stops_when_dropped() {
         ttl_multiplier: 2,
     })
     .await;
-    let c = ConsulConfig {
-        session_ttl: Duration::from_millis(600),
-        ..cfg("")
-    };
-    let a = client(&fake, c);
-    let l = acquired(&a, "ren", "a").await;
+    let a = client(&fake, cfg(""));
+    let l = acquired_with(&a, "ren", "a", SHORT_TTL).await;
     // 5× the TTL, 2.5× the fake's 2×TTL expiry: only renewal can keep it.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert!(
@@ -265,7 +268,7 @@ async fn renewal_keeps_the_lease_past_its_ttl_and_stops_when_dropped() {
     drop(l);
 
     // A dropped lease stops renewing, so its session lapses on the real clock too.
-    let l2 = acquired(&a, "ren2", "a").await;
+    let l2 = acquired_with(&a, "ren2", "a", SHORT_TTL).await;
     drop(l2);
     let start = Instant::now();
     while !fake.sessions().is_empty() {

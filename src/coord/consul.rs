@@ -18,8 +18,9 @@
 //! fencing token is `<session>:<LockIndex>` read with `?consistent`; `still_held` re-reads
 //! the key and compares both. The session is renewed every TTL/2 by a background task that
 //! stops on `release`, when the `Lease` is dropped, or when Consul answers 404 (session gone).
-//! The `ttl` argument of `try_lock` is not used: the session TTL is `session_ttl` from the
-//! config (Consul accepts 10 s to 24 h).
+//! The session TTL is the `ttl` argument of `try_lock` (the service passes `policy.lock_ttl`,
+//! which config validation keeps above the longest step and within Consul's 10 s..24 h), so one
+//! knob governs every backend.
 //!
 //! # Consul pitfalls this design accounts for
 //! - **Session TTL is a lower bound:** Consul arms its timer at 2×TTL (and may extend it
@@ -91,7 +92,6 @@ struct Inner {
     token: Option<HeaderValue>,
     datacenter: Option<String>,
     prefix: String,
-    session_ttl: Duration,
     lock_delay: Duration,
     checks: Vec<String>,
     catalog: bool,
@@ -259,7 +259,6 @@ impl Consul {
                 token,
                 datacenter: cfg.datacenter.clone(),
                 prefix: cfg.prefix.trim_matches('/').to_string(),
-                session_ttl: cfg.session_ttl,
                 lock_delay: cfg.lock_delay,
                 checks: cfg.checks.clone(),
                 catalog: cfg.catalog,
@@ -302,11 +301,16 @@ impl Consul {
         Ok(entries.into_iter().next())
     }
 
-    async fn create_session(&self, cluster: &str, holder: &Holder) -> Result<String, CoordError> {
+    async fn create_session(
+        &self,
+        cluster: &str,
+        holder: &Holder,
+        ttl: Duration,
+    ) -> Result<String, CoordError> {
         let i = &self.inner;
         let body = json!({
             "Name": format!("pika-remedy {cluster} {}", holder.instance),
-            "TTL": go_duration(i.session_ttl),
+            "TTL": go_duration(ttl),
             "Behavior": "release",
             "LockDelay": go_duration(i.lock_delay),
             "Checks": i.checks,
@@ -469,8 +473,8 @@ async fn call(
 }
 
 /// Renew `session` every TTL/2 until aborted or Consul says the session is gone.
-fn spawn_renew(inner: Arc<Inner>, session: String) -> RenewTask {
-    let every = inner.session_ttl / 2;
+fn spawn_renew(inner: Arc<Inner>, session: String, ttl: Duration) -> RenewTask {
+    let every = ttl / 2;
     RenewTask(tokio::spawn(async move {
         let mut wait = every;
         loop {
@@ -504,12 +508,12 @@ impl Coordinator for Consul {
         &self,
         cluster: &str,
         holder: &Holder,
-        _ttl: Duration,
+        ttl: Duration,
     ) -> Result<LockOutcome, CoordError> {
-        let session = self.create_session(cluster, holder).await?;
+        let session = self.create_session(cluster, holder, ttl).await?;
         match self.acquire(cluster, holder, &session).await {
             Ok(Some((lock_index, holder))) => {
-                let renew = spawn_renew(self.inner.clone(), session.clone());
+                let renew = spawn_renew(self.inner.clone(), session.clone(), ttl);
                 Ok(LockOutcome::Acquired(Lease {
                     cluster: cluster.to_string(),
                     token: format!("{session}:{lock_index}"),

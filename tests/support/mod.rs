@@ -3,7 +3,7 @@
 
 pub mod contract;
 pub mod etcd;
+pub mod fake_consul;
 pub mod fakes;
 pub mod pika;
 pub mod redis;
-pub mod fake_consul;
