@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use super::{CasOutcome, CoordError, Coordinator, Holder, Lease, LeaseInner, LockOutcome};
 use crate::config::{EtcdConfig, Secret, Timeouts};
-use crate::model::{Addr, TopologyRecord, Versioned};
+use crate::model::{TopologyRecord, Versioned};
 
 /// The renewal task of one lease. Aborted on drop, so a `Lease` that is dropped without
 /// `release` stops renewing and the lock expires after its TTL.
@@ -564,16 +564,6 @@ impl Coordinator for Etcd {
             ));
         }
         self.trim_events(cluster).await
-    }
-
-    async fn publish_roles(
-        &self,
-        _cluster: &str,
-        _master: &Addr,
-        _replicas: &[Addr],
-    ) -> Result<(), CoordError> {
-        // etcd has no service catalog; clients discover the master via `<prefix>/<cluster>/master`.
-        Ok(())
     }
 
     async fn ping(&self) -> Result<(), CoordError> {

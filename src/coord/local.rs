@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{CasOutcome, CoordError, Coordinator, Holder, Lease, LeaseInner, LockOutcome};
-use crate::model::{Addr, TopologyRecord, Versioned};
+use crate::model::{TopologyRecord, Versioned};
 
 /// How long `write_record` waits for another process's record update (they take milliseconds).
 const RECORD_LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -401,19 +401,6 @@ impl Coordinator for Local {
             Ok(CasOutcome::Written(version))
         })
         .await
-    }
-
-    async fn append_event(&self, _cluster: &str, _event_json: &str) -> Result<(), CoordError> {
-        Ok(())
-    }
-
-    async fn publish_roles(
-        &self,
-        _cluster: &str,
-        _master: &Addr,
-        _replicas: &[Addr],
-    ) -> Result<(), CoordError> {
-        Ok(())
     }
 
     async fn ping(&self) -> Result<(), CoordError> {

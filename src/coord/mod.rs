@@ -150,20 +150,27 @@ pub trait Coordinator: Send + Sync {
         record: &TopologyRecord,
         expected: Option<u64>,
     ) -> impl Future<Output = Result<CasOutcome, CoordError>> + Send;
-    /// Append an audit event (JSON) to the store's bounded event list. Local: no-op (events go
-    /// to the JSON-lines file). Best effort.
+    /// Append an audit event (JSON) to the store's bounded event list. Default: no-op (the
+    /// local backend keeps events in the JSON-lines file only). Best effort.
     fn append_event(
         &self,
         cluster: &str,
         event_json: &str,
-    ) -> impl Future<Output = Result<(), CoordError>> + Send;
-    /// Publish node roles for client discovery (Consul catalog). Others: no-op.
+    ) -> impl Future<Output = Result<(), CoordError>> + Send {
+        let _ = (cluster, event_json);
+        async { Ok(()) }
+    }
+    /// Publish node roles for client discovery (the Consul catalog). Default: no-op (etcd and
+    /// local clients read the recorded master instead).
     fn publish_roles(
         &self,
         cluster: &str,
         master: &crate::model::Addr,
         replicas: &[crate::model::Addr],
-    ) -> impl Future<Output = Result<(), CoordError>> + Send;
+    ) -> impl Future<Output = Result<(), CoordError>> + Send {
+        let _ = (cluster, master, replicas);
+        async { Ok(()) }
+    }
     /// Cheap reachability probe for `/readyz` and the `coordinator_up` metric.
     fn ping(&self) -> impl Future<Output = Result<(), CoordError>> + Send;
 }

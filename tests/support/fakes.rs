@@ -398,17 +398,6 @@ impl Coordinator for FakeCoord {
         }
         Ok(CasOutcome::Written(version))
     }
-    async fn append_event(&self, _cluster: &str, _event_json: &str) -> Result<(), CoordError> {
-        Ok(())
-    }
-    async fn publish_roles(
-        &self,
-        _cluster: &str,
-        _master: &Addr,
-        _replicas: &[Addr],
-    ) -> Result<(), CoordError> {
-        Ok(())
-    }
     async fn ping(&self) -> Result<(), CoordError> {
         self.check()
     }
