@@ -5,4 +5,5 @@ pub mod contract;
 pub mod etcd;
 pub mod fakes;
 pub mod pika;
+pub mod prom;
 pub mod redis;
