@@ -101,10 +101,8 @@ fn run(coord: Coord, tag: &str) {
         || {
             prom.query("pika_remedy_node_up == 1")
                 .is_ok_and(|v| v.len() == 3)
-                && prom.value_for(
-                    "pika_remedy_node_expected_role{role=\"master\"}",
-                    &old,
-                ) == Some(1.0)
+                && prom.value_for("pika_remedy_node_expected_role{role=\"master\"}", &old)
+                    == Some(1.0)
         },
     );
     tl.note(format!(
@@ -144,7 +142,10 @@ fn run(coord: Coord, tag: &str) {
     );
     assert_eq!(cl.master.role(), "master");
     assert!(cl.replicas.iter().all(|r| r.is_linked_to(cl.master.port())));
-    assert_eq!(remedy.recorded_master(CLUSTER).as_deref(), Some(old.as_str()));
+    assert_eq!(
+        remedy.recorded_master(CLUSTER).as_deref(),
+        Some(old.as_str())
+    );
 
     // (a) kill -9 the master.
     let seq = last_seq(&remedy, CLUSTER);
@@ -261,8 +262,6 @@ fn run(coord: Coord, tag: &str) {
             assert_eq!(e["source"], "alertmanager", "{}", event_line(e));
         }
     }
-    // Show the timeline also on success (cargo test hides it unless --nocapture).
-    println!("{}", tl.text());
 }
 
 #[test]

@@ -316,7 +316,10 @@ pub struct PromAlert {
 
 impl PromAlert {
     pub fn name(&self) -> &str {
-        self.labels.get("alertname").map(String::as_str).unwrap_or("")
+        self.labels
+            .get("alertname")
+            .map(String::as_str)
+            .unwrap_or("")
     }
     pub fn label(&self, k: &str) -> &str {
         self.labels.get(k).map(String::as_str).unwrap_or("")
