@@ -22,7 +22,6 @@
 //! target/bench/failover.json.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod support;
 
 use std::collections::BTreeMap;

@@ -142,13 +142,19 @@ pub fn urlencode(s: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Timeline (printed when a test fails).
 
+/// Text producers for the failure dump.
+type Extras = Arc<Mutex<Vec<Box<dyn Fn() -> String + Send>>>>;
+
+/// Labels of one series.
+pub type Labels = BTreeMap<String, String>;
+
 /// Notes with the elapsed time since creation; printed by `dump` (and on drop while panicking).
 #[derive(Clone)]
 pub struct Timeline {
     start: Instant,
     lines: Arc<Mutex<Vec<String>>>,
     /// Extra text for the failure dump (logs, events), produced at dump time.
-    extra: Arc<Mutex<Vec<Box<dyn Fn() -> String + Send>>>>,
+    extra: Extras,
 }
 
 impl Default for Timeline {
@@ -405,12 +411,11 @@ impl Prometheus {
     }
 
     /// Instant query: (labels, value) per series.
-    pub fn query(&self, promql: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+    pub fn query(&self, promql: &str) -> Result<Vec<(Labels, f64)>, String> {
         let data = self.api(&format!("/api/v1/query?query={}", urlencode(promql)))?;
         let mut out = Vec::new();
         for s in data["result"].as_array().cloned().unwrap_or_default() {
-            let labels: BTreeMap<String, String> =
-                serde_json::from_value(s["metric"].clone()).unwrap_or_default();
+            let labels: Labels = serde_json::from_value(s["metric"].clone()).unwrap_or_default();
             let v = s["value"][1]
                 .as_str()
                 .and_then(|v| v.parse().ok())
