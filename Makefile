@@ -37,9 +37,10 @@ demo: deps
 	$(CARGO) build --release
 	./target/release/pika-remedy demo
 
+# Failover benchmark vs Redis Sentinel (release build; BENCH_RUNS=N, default 5). Writes
+# docs/bench.md and target/bench/failover.json.
 bench: deps
-	$(CARGO) build --release
-	./target/release/pika-remedy bench
+	$(CARGO) bench --bench failover
 
 clean:
 	$(CARGO) clean

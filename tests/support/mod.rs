@@ -6,4 +6,5 @@ pub mod etcd;
 pub mod fake_consul;
 pub mod fakes;
 pub mod pika;
+pub mod prom;
 pub mod redis;
