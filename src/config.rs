@@ -135,7 +135,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9121)),
             instance_id: None,
-            poll_interval: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(500),
             check_interval: Duration::from_secs(0),
             events_file: None,
             events_capacity: 1000,
@@ -200,7 +200,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             max_lag_bytes: 1024 * 1024,
-            confirm_window: Duration::from_millis(500),
+            confirm_window: Duration::from_millis(200),
             cooldown: Duration::from_secs(300),
             min_observed: 1,
             promote_timeout: Duration::from_secs(10),
