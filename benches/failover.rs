@@ -832,9 +832,22 @@ fn render_doc(runs: usize, table: &str, bd: &str, errors: &[String], took: Durat
     s.push_str("## Settings\n\n");
     s.push_str("| | setting |\n| --- | --- |\n");
     s.push_str("| Prometheus (shipped `deploy/prometheus/prometheus.yml`) | scrape 1 s (timeout 1 s), evaluation 1 s, `honor_labels: true` |\n");
-    s.push_str("| rules (shipped `rules/pika-remedy.yml`, unchanged) | PikaMasterDown `for: 1s`, PikaRoleMismatch `for: 2s` |\n");
+    s.push_str(&format!(
+        "| rules (shipped `rules/pika-remedy.yml`, unchanged) | PikaMasterDown `for: {}`, PikaRoleMismatch `for: {}` |\n",
+        shipped_for("PikaMasterDown"),
+        shipped_for("PikaRoleMismatch")
+    ));
     s.push_str("| Alertmanager (shipped `alerts/alertmanager.yml`, unchanged timings) | pika-remedy route group_wait 0s, group_interval 1s, repeat_interval 1m; bearer `credentials_file` |\n");
-    s.push_str("| pika-remedy (defaults) | poll_interval 1 s, policy.confirm_window 500 ms, timeouts connect 500 ms / command 2 s, coordinator local |\n");
+    {
+        let c = pika_remedy::config::Config::parse("", "defaults").expect("empty config parses");
+        s.push_str(&format!(
+            "| pika-remedy (defaults) | poll_interval {}, policy.confirm_window {}, timeouts connect {} / command {}, coordinator local |\n",
+            humantime::format_duration(c.service.poll_interval),
+            humantime::format_duration(c.policy.confirm_window),
+            humantime::format_duration(c.timeouts.connect),
+            humantime::format_duration(c.timeouts.command),
+        ));
+    }
     s.push_str("| pika-remedy \"alerts\" | `check_interval = 0s`: every action comes from an Alertmanager notification |\n");
     s.push_str("| pika-remedy \"alerts + check 1s\" | `check_interval = 1s`: the periodic check (a shipped feature, off by default) runs the same reconcile every second; whichever comes first acts |\n");
     s.push_str("| Redis Sentinel | 3 sentinels, quorum 2, down-after-milliseconds 1000, failover-timeout 10000, parallel-syncs 1 |\n\n");
@@ -851,4 +864,18 @@ fn render_doc(runs: usize, table: &str, bd: &str, errors: &[String], took: Durat
         }
     }
     s
+}
+
+/// The `for:` of a shipped rule, read from `rules/pika-remedy.yml` (so the report never
+/// states a stale setting).
+fn shipped_for(alert: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/pika-remedy.yml");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let Some(start) = text.find(&format!("- alert: {alert}")) else {
+        return "?".into();
+    };
+    text[start..]
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("for:").map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| "?".into())
 }
