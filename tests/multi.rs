@@ -457,3 +457,98 @@ async fn race_etcd_one_failover() {
 async fn race_consul_one_failover() {
     race(Backend::consul().await).await;
 }
+
+// ------------------------------------------------------------------------------------------
+// 2. Fencing.
+
+async fn fencing(backend: Backend) {
+    let b = backend.name();
+    let mut c = RedisCluster::start(2, None);
+    // The slow instance sits under the lock for its confirmation window: time to see it
+    // there and freeze it.
+    let slow = Timing {
+        confirm_window: "1500ms",
+        link_timeout: "1s",
+        lock_ttl: backend.ttl(Duration::from_secs(8)),
+    };
+    let fast = Timing {
+        confirm_window: "200ms",
+        link_timeout: "2s",
+        lock_ttl: backend.ttl(Duration::from_secs(8)),
+    };
+    let toml = c.cluster_toml(CLUSTER, &[]);
+    let ia = instance(&backend, &toml, "fence-a", &slow);
+    let ib = instance(&backend, &toml, "fence-b", &fast);
+    bootstrap_record(&ia, &c.master).await;
+    let e0 = backend.record().await.epoch;
+    let sa = Service::start(&ia.config).await;
+    let sb = Service::start(&ib.config).await;
+    let replicas: Vec<&RedisNode> = c.replicas.iter().collect();
+    let before = all_mutations(&replicas);
+
+    let payload = master_down_payload(&c.master);
+    c.master.kill9();
+    let ha = post_alert(&sa, &payload);
+    backend.wait_holder(&ia.id, Duration::from_secs(5)).await;
+    sa.signal("STOP");
+    let frozen = Instant::now();
+    assert_eq!(
+        all_mutations(&replicas),
+        before,
+        "{b}: A acted before its confirmation window ended"
+    );
+    backend.lapse_lock(slow.lock_ttl).await;
+
+    let a_b = answer(post_alert(&sb, &payload), Duration::from_secs(30), &sb).await;
+    assert_eq!(result_kind(&a_b), "applied", "{b}: B fails over: {a_b}\n{}", sb.log());
+    assert_eq!(a_b["action"], "failover", "{b}: {a_b}");
+    let rec = backend.record().await;
+    assert_eq!(rec.epoch, e0 + 1, "{b}: {rec:?}");
+    let by_b = all_mutations(&replicas);
+    assert_ne!(by_b, before, "{b}: B's failover is visible in commandstats");
+
+    sa.signal("CONT");
+    let a_a = answer(ha, Duration::from_secs(30), &sa).await;
+    let frozen_for = frozen.elapsed();
+    let kind = result_kind(&a_a).to_string();
+    let says_lost = a_a["result"]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("lock lost"));
+    assert!(
+        kind == "plan_changed" || (kind == "failed" && says_lost),
+        "{b}: the resumed holder must notice: {a_a}\nlog:\n{}",
+        sa.log()
+    );
+    // Let anything A might still send arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        all_mutations(&replicas),
+        by_b,
+        "{b}: the resumed holder sent a mutating command\nlog:\n{}",
+        sa.log()
+    );
+    let rec2 = backend.record().await;
+    assert_eq!(rec2, rec, "{b}: the record is untouched by the resumed holder");
+    assert_eq!(rec2.pending, None);
+    let promoted = node_by_addr(&c, &rec2.master.to_string());
+    let other = c
+        .replicas
+        .iter()
+        .find(|r| r.port() != promoted.port())
+        .expect("the other replica");
+    assert_converged(promoted, &[other], "consistent topology after the resume");
+    eprintln!(
+        "{b} fencing: A frozen {frozen_for:?}, answered {kind}: {}",
+        a_a["reason"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fencing_etcd_frozen_holder_sends_nothing() {
+    fencing(Backend::etcd().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fencing_consul_frozen_holder_sends_nothing() {
+    fencing(Backend::consul().await).await;
+}
