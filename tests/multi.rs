@@ -552,3 +552,130 @@ async fn fencing_etcd_frozen_holder_sends_nothing() {
 async fn fencing_consul_frozen_holder_sends_nothing() {
     fencing(Backend::consul().await).await;
 }
+
+// ------------------------------------------------------------------------------------------
+// 3. Restart.
+
+/// Poll `cond` every 20 ms until it holds; panics naming `what` after `within`.
+async fn wait_async(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < within, "timed out after {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn master_port_of(n: &RedisNode) -> Option<u16> {
+    n.try_cmd(&["INFO", "replication"])
+        .ok()
+        .and_then(|i| info_field(&i, "master_port"))
+        .and_then(|p| p.parse().ok())
+}
+
+async fn restart(backend: Backend) {
+    let b = backend.name();
+    let mut c = RedisCluster::start(3, None);
+    let (r1, r2, r3) = (&c.replicas[0], &c.replicas[1], &c.replicas[2]);
+    // r1 is the preferred candidate, so r2 is repointed first and r3 after it.
+    let nodes: Vec<String> = c
+        .addrs()
+        .iter()
+        .map(|a| {
+            let prio = if *a == r1.addr() { 10 } else { 100 };
+            format!("{{ addr = \"{a}\", priority = {prio} }}")
+        })
+        .collect();
+    let toml = format!(
+        "[[cluster]]\nname = \"{CLUSTER}\"\nnodes = [{}]\n",
+        nodes.join(", ")
+    );
+    // A 2×1.5 s link wait for r2 (plus a forced re-issue): the window to kill the holder in.
+    let timing = Timing {
+        confirm_window: "200ms",
+        link_timeout: "1500ms",
+        lock_ttl: backend.ttl(Duration::from_secs(7)),
+    };
+    let ia = instance(&backend, &toml, "restart-a", &timing);
+    let ib = instance(&backend, &toml, "restart-b", &timing);
+    bootstrap_record(&ia, &c.master).await;
+    let e0 = backend.record().await.epoch;
+    // The candidate refuses to serve replication (PSYNC and SYNC), everything else works:
+    // whoever follows it never gets its link up.
+    r1.cmd(&["ACL", "SETUSER", "default", "-psync", "-sync"]);
+    let sa = Service::start(&ia.config).await;
+    let before = mutations(r1);
+    let (m_port, r1_port) = (c.master.port(), r1.port());
+
+    let payload = master_down_payload(&c.master);
+    c.master.kill9();
+    let ha = post_alert(&sa, &payload);
+    // Promoted, recorded, and r2 told to follow r1: the holder now waits for r2's link.
+    wait_async(Duration::from_secs(10), "r1 promoted and r2 repointed", || {
+        r1.role() == "master" && master_port_of(r2) == Some(r1_port)
+    })
+    .await;
+    let mut sa = sa;
+    sa.kill();
+    let killed = Instant::now();
+    let _ = ha.await;
+    let rec = backend.record().await;
+    assert_eq!(rec.master, r1.addr(), "{b}: recorded right after the promotion");
+    assert_eq!(rec.epoch, e0 + 1, "{b}: {rec:?}");
+    assert_eq!(
+        master_port_of(r3),
+        Some(m_port),
+        "{b}: r3 was not repointed yet (the plan was cut short)"
+    );
+    assert_eq!(
+        backend.lock_holder().await.as_deref(),
+        Some(ia.id.as_str()),
+        "{b}: the dead holder's lock outlives it until its TTL"
+    );
+    // The obstacle goes away; the fresh instance must finish the job.
+    r1.cmd(&["ACL", "SETUSER", "default", "+psync", "+sync"]);
+
+    let sb = Service::start(&ib.config).await;
+    let first = answer(post_alert(&sb, &payload), Duration::from_secs(30), &sb).await;
+    assert_eq!(result_kind(&first), "lock_held", "{b}: {first}");
+    assert!(
+        first["result"]["holder"]
+            .as_str()
+            .is_some_and(|h| h.contains(&ia.id)),
+        "{b}: names the dead holder: {first}"
+    );
+    backend.lapse_lock(timing.lock_ttl).await;
+    let second = answer(post_alert(&sb, &payload), Duration::from_secs(30), &sb).await;
+    assert_eq!(
+        result_kind(&second),
+        "applied",
+        "{b}: {second}\n{}",
+        sb.log()
+    );
+    assert_eq!(second["action"], "repoint", "{b}: {second}");
+
+    assert_converged(r1, &[r2, r3], "every replica follows the recorded master");
+    let rec2 = backend.record().await;
+    assert_eq!(rec2.master, r1.addr(), "{b}: {rec2:?}");
+    assert_eq!(rec2.epoch, e0 + 1, "{b}: rolled forward, not failed over again");
+    assert_eq!(rec2.pending, None, "{b}: no intent left");
+    assert_eq!(
+        mutations(r1).slaveof - before.slaveof,
+        1,
+        "{b}: r1 promoted exactly once"
+    );
+    eprintln!(
+        "{b} restart: killed A mid-plan; B rolled forward {:?} after the kill: {}",
+        killed.elapsed(),
+        second["reason"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_etcd_fresh_instance_rolls_forward() {
+    restart(Backend::etcd().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_consul_fresh_instance_rolls_forward() {
+    restart(Backend::consul().await).await;
+}
