@@ -572,8 +572,21 @@ fn master_port_of(n: &RedisNode) -> Option<u16> {
         .and_then(|p| p.parse().ok())
 }
 
-async fn restart(backend: Backend) {
-    let b = backend.name();
+/// Where the holder dies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    /// After promote + record, while it waits for the first repointed replica's link (the
+    /// candidate refuses PSYNC/SYNC). The record names the new master; r3 still follows the
+    /// dead one.
+    AfterRecord,
+    /// After the promotion, before the record: the candidate refuses CONFIG REWRITE, so the
+    /// holder sits in its persist retries (~0.6 s). The record still names the dead master,
+    /// with the write-ahead intent `pending` = the candidate.
+    BeforeRecord,
+}
+
+async fn restart(backend: Backend, cut: Cut) {
+    let b = format!("{} {cut:?}", backend.name());
     let mut c = RedisCluster::start(3, None);
     let (r1, r2, r3) = (&c.replicas[0], &c.replicas[1], &c.replicas[2]);
     // r1 is the preferred candidate, so r2 is repointed first and r3 after it.
@@ -599,9 +612,18 @@ async fn restart(backend: Backend) {
     let ib = instance(&backend, &toml, "restart-b", &timing);
     bootstrap_record(&ia, &c.master).await;
     let e0 = backend.record().await.epoch;
-    // The candidate refuses to serve replication (PSYNC and SYNC), everything else works:
-    // whoever follows it never gets its link up.
-    r1.cmd(&["ACL", "SETUSER", "default", "-psync", "-sync"]);
+    // The obstacle on the candidate; every other command works.
+    let (block, unblock): (&[&str], &[&str]) = match cut {
+        Cut::AfterRecord => (
+            &["ACL", "SETUSER", "default", "-psync", "-sync"],
+            &["ACL", "SETUSER", "default", "+psync", "+sync"],
+        ),
+        Cut::BeforeRecord => (
+            &["ACL", "SETUSER", "default", "-config|rewrite"],
+            &["ACL", "SETUSER", "default", "+config|rewrite"],
+        ),
+    };
+    r1.cmd(block);
     let sa = Service::start(&ia.config).await;
     let before = mutations(r1);
     let (m_port, r1_port) = (c.master.port(), r1.port());
@@ -609,18 +631,42 @@ async fn restart(backend: Backend) {
     let payload = master_down_payload(&c.master);
     c.master.kill9();
     let ha = post_alert(&sa, &payload);
-    // Promoted, recorded, and r2 told to follow r1: the holder now waits for r2's link.
-    wait_async(Duration::from_secs(10), "r1 promoted and r2 repointed", || {
-        r1.role() == "master" && master_port_of(r2) == Some(r1_port)
-    })
-    .await;
+    match cut {
+        // Promoted, recorded, and r2 told to follow r1: the holder now waits for r2's link.
+        Cut::AfterRecord => {
+            wait_async(Duration::from_secs(10), "r1 promoted and r2 repointed", || {
+                r1.role() == "master" && master_port_of(r2) == Some(r1_port)
+            })
+            .await
+        }
+        Cut::BeforeRecord => {
+            wait_async(Duration::from_secs(10), "r1 promoted", || {
+                r1.role() == "master"
+            })
+            .await
+        }
+    }
     let mut sa = sa;
     sa.kill();
     let killed = Instant::now();
     let _ = ha.await;
     let rec = backend.record().await;
-    assert_eq!(rec.master, r1.addr(), "{b}: recorded right after the promotion");
-    assert_eq!(rec.epoch, e0 + 1, "{b}: {rec:?}");
+    match cut {
+        Cut::AfterRecord => {
+            assert_eq!(rec.master, r1.addr(), "{b}: recorded right after the promotion");
+            assert_eq!(rec.epoch, e0 + 1, "{b}: {rec:?}");
+            assert_eq!(rec.pending, None, "{b}: {rec:?}");
+        }
+        Cut::BeforeRecord => {
+            assert_eq!(
+                (rec.master.port, rec.epoch, rec.pending.clone()),
+                (m_port, e0, Some(r1.addr())),
+                "{b}: killed between the promotion and the record (if this fails on timing, \
+                 the ~0.6 s persist-retry window was missed): {rec:?}"
+            );
+            assert_eq!(master_port_of(r2), Some(m_port), "{b}: r2 untouched");
+        }
+    }
     assert_eq!(
         master_port_of(r3),
         Some(m_port),
@@ -632,7 +678,7 @@ async fn restart(backend: Backend) {
         "{b}: the dead holder's lock outlives it until its TTL"
     );
     // The obstacle goes away; the fresh instance must finish the job.
-    r1.cmd(&["ACL", "SETUSER", "default", "+psync", "+sync"]);
+    r1.cmd(unblock);
 
     let sb = Service::start(&ib.config).await;
     let first = answer(post_alert(&sb, &payload), Duration::from_secs(30), &sb).await;
@@ -651,17 +697,31 @@ async fn restart(backend: Backend) {
         "{b}: {second}\n{}",
         sb.log()
     );
-    assert_eq!(second["action"], "repoint", "{b}: {second}");
+    let want_action = match cut {
+        Cut::AfterRecord => "repoint",
+        Cut::BeforeRecord => "failover",
+    };
+    assert_eq!(second["action"], want_action, "{b}: {second}");
 
     assert_converged(r1, &[r2, r3], "every replica follows the recorded master");
     let rec2 = backend.record().await;
     assert_eq!(rec2.master, r1.addr(), "{b}: {rec2:?}");
-    assert_eq!(rec2.epoch, e0 + 1, "{b}: rolled forward, not failed over again");
+    assert_eq!(rec2.epoch, e0 + 1, "{b}: rolled forward, epoch bumped once");
     assert_eq!(rec2.pending, None, "{b}: no intent left");
+    // AfterRecord: r1 was promoted once. BeforeRecord: the fresh instance re-issues the
+    // (idempotent) promotion as part of completing the failover.
+    let promotions = match cut {
+        Cut::AfterRecord => 1,
+        Cut::BeforeRecord => 2,
+    };
     assert_eq!(
         mutations(r1).slaveof - before.slaveof,
-        1,
-        "{b}: r1 promoted exactly once"
+        promotions,
+        "{b}: SLAVEOF NO ONE on r1"
+    );
+    assert!(
+        !r1.conf_text().contains("replicaof"),
+        "{b}: r1's new role is persisted"
     );
     eprintln!(
         "{b} restart: killed A mid-plan; B rolled forward {:?} after the kill: {}",
@@ -672,10 +732,20 @@ async fn restart(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_etcd_fresh_instance_rolls_forward() {
-    restart(Backend::etcd().await).await;
+    restart(Backend::etcd().await, Cut::AfterRecord).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_etcd_before_record_completes_the_intent() {
+    restart(Backend::etcd().await, Cut::BeforeRecord).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_consul_fresh_instance_rolls_forward() {
-    restart(Backend::consul().await).await;
+    restart(Backend::consul().await, Cut::AfterRecord).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_consul_before_record_completes_the_intent() {
+    restart(Backend::consul().await, Cut::BeforeRecord).await;
 }
