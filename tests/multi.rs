@@ -572,6 +572,24 @@ fn master_port_of(n: &RedisNode) -> Option<u16> {
         .and_then(|p| p.parse().ok())
 }
 
+/// The cluster block with the first replica as the preferred candidate (priority 10, others
+/// 100), so the second replica is repointed first and the third after it.
+fn preferring_first_replica(c: &RedisCluster) -> String {
+    let r1 = c.replicas[0].addr();
+    let nodes: Vec<String> = c
+        .addrs()
+        .iter()
+        .map(|a| {
+            let prio = if *a == r1 { 10 } else { 100 };
+            format!("{{ addr = \"{a}\", priority = {prio} }}")
+        })
+        .collect();
+    format!(
+        "[[cluster]]\nname = \"{CLUSTER}\"\nnodes = [{}]\n",
+        nodes.join(", ")
+    )
+}
+
 /// Where the holder dies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cut {
@@ -589,19 +607,7 @@ async fn restart(backend: Backend, cut: Cut) {
     let b = format!("{} {cut:?}", backend.name());
     let mut c = RedisCluster::start(3, None);
     let (r1, r2, r3) = (&c.replicas[0], &c.replicas[1], &c.replicas[2]);
-    // r1 is the preferred candidate, so r2 is repointed first and r3 after it.
-    let nodes: Vec<String> = c
-        .addrs()
-        .iter()
-        .map(|a| {
-            let prio = if *a == r1.addr() { 10 } else { 100 };
-            format!("{{ addr = \"{a}\", priority = {prio} }}")
-        })
-        .collect();
-    let toml = format!(
-        "[[cluster]]\nname = \"{CLUSTER}\"\nnodes = [{}]\n",
-        nodes.join(", ")
-    );
+    let toml = preferring_first_replica(&c);
     // A 2×1.5 s link wait for r2 (plus a forced re-issue): the window to kill the holder in.
     let timing = Timing {
         confirm_window: "200ms",
@@ -748,4 +754,83 @@ async fn restart_consul_fresh_instance_rolls_forward() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_consul_before_record_completes_the_intent() {
     restart(Backend::consul().await, Cut::BeforeRecord).await;
+}
+
+// ------------------------------------------------------------------------------------------
+// 2b. Fencing mid-plan: frozen between two mutating steps, so only the fence can stop it.
+
+async fn fencing_mid_plan(backend: Backend) {
+    let b = backend.name();
+    let mut c = RedisCluster::start(3, None);
+    let (r1, r2, r3) = (&c.replicas[0], &c.replicas[1], &c.replicas[2]);
+    let toml = preferring_first_replica(&c);
+    let timing = Timing {
+        confirm_window: "200ms",
+        link_timeout: "1500ms",
+        lock_ttl: backend.ttl(Duration::from_secs(7)),
+    };
+    let ia = instance(&backend, &toml, "midplan-a", &timing);
+    let ib = instance(&backend, &toml, "midplan-b", &timing);
+    bootstrap_record(&ia, &c.master).await;
+    let e0 = backend.record().await.epoch;
+    // r2's link to r1 cannot come up while r1 refuses replication: A waits in that step.
+    r1.cmd(&["ACL", "SETUSER", "default", "-psync", "-sync"]);
+    let sa = Service::start(&ia.config).await;
+    let sb = Service::start(&ib.config).await;
+    let replicas: Vec<&RedisNode> = c.replicas.iter().collect();
+    let r1_port = r1.port();
+
+    let payload = master_down_payload(&c.master);
+    c.master.kill9();
+    let ha = post_alert(&sa, &payload);
+    wait_async(Duration::from_secs(10), "r1 promoted and r2 repointed", || {
+        r1.role() == "master" && master_port_of(r2) == Some(r1_port)
+    })
+    .await;
+    sa.signal("STOP");
+    let frozen = Instant::now();
+    // A's next mutating steps would be CONFIG REWRITE on r2, then SLAVEOF on r3.
+    backend.lapse_lock(timing.lock_ttl).await;
+    r1.cmd(&["ACL", "SETUSER", "default", "+psync", "+sync"]);
+
+    let a_b = answer(post_alert(&sb, &payload), Duration::from_secs(30), &sb).await;
+    assert_eq!(result_kind(&a_b), "applied", "{b}: B finishes: {a_b}\n{}", sb.log());
+    assert_converged(r1, &[r2, r3], "B converged the cluster");
+    let rec = backend.record().await;
+    assert_eq!(
+        (rec.master.clone(), rec.epoch, rec.pending.clone()),
+        (r1.addr(), e0 + 1, None),
+        "{b}: {rec:?}"
+    );
+    let by_b = all_mutations(&replicas);
+
+    sa.signal("CONT");
+    let a_a = answer(ha, Duration::from_secs(30), &sa).await;
+    let frozen_for = frozen.elapsed();
+    let err = a_a["result"]["error"].as_str().unwrap_or_default();
+    assert!(
+        result_kind(&a_a) == "failed" && err.contains("lock lost"),
+        "{b}: the resumed holder must stop at its fence: {a_a}\nlog:\n{}",
+        sa.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        all_mutations(&replicas),
+        by_b,
+        "{b}: the resumed holder sent a mutating command\nlog:\n{}",
+        sa.log()
+    );
+    assert_eq!(backend.record().await, rec, "{b}: record untouched");
+    assert_converged(r1, &[r2, r3], "still consistent after the resume");
+    eprintln!("{b} fencing mid-plan: A frozen {frozen_for:?}, then: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fencing_etcd_mid_plan_stops_at_the_fence() {
+    fencing_mid_plan(Backend::etcd().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fencing_consul_mid_plan_stops_at_the_fence() {
+    fencing_mid_plan(Backend::consul().await).await;
 }
