@@ -166,7 +166,10 @@ impl Backend {
                     );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                eprintln!("etcd: the lock lapsed {:?} after we started waiting", t.elapsed());
+                eprintln!(
+                    "etcd: the lock lapsed {:?} after we started waiting",
+                    t.elapsed()
+                );
             }
             Backend::Consul(f) => {
                 f.advance(ttl * 2 + Duration::from_secs(1));
@@ -388,8 +391,18 @@ async fn race(backend: Backend) {
     let applied: Vec<usize> = (0..answers.len())
         .filter(|i| result_kind(&answers[*i]) == "applied")
         .collect();
-    let logs = || svcs.iter().map(|s| s.log()).collect::<Vec<_>>().join("\n----\n");
-    assert_eq!(applied.len(), 1, "{b}: exactly one failover: {answers:#?}\n{}", logs());
+    let logs = || {
+        svcs.iter()
+            .map(|s| s.log())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    assert_eq!(
+        applied.len(),
+        1,
+        "{b}: exactly one failover: {answers:#?}\n{}",
+        logs()
+    );
     let winner = applied[0];
     assert_eq!(answers[winner]["action"], "failover", "{b}: {answers:#?}");
     let mut seen = Vec::new();
@@ -423,10 +436,18 @@ async fn race(backend: Backend) {
         .iter()
         .find(|r| r.port() != promoted.port())
         .expect("the other replica");
-    assert_converged(promoted, &[other], "the other replica follows the new master");
+    assert_converged(
+        promoted,
+        &[other],
+        "the other replica follows the new master",
+    );
     let after = all_mutations(&replicas);
     let delta = |n: &RedisNode| {
-        let i = c.replicas.iter().position(|r| r.port() == n.port()).unwrap();
+        let i = c
+            .replicas
+            .iter()
+            .position(|r| r.port() == n.port())
+            .unwrap();
         Mutations {
             slaveof: after[i].slaveof - before[i].slaveof,
             config: after[i].config - before[i].config,
@@ -461,8 +482,20 @@ async fn race_consul_one_failover() {
 // ------------------------------------------------------------------------------------------
 // 2. Fencing.
 
-async fn fencing(backend: Backend) {
-    let b = backend.name();
+/// When the frozen holder is resumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resume {
+    /// After the other instance finished its failover: the resumed holder's second look
+    /// under its (lost) lock sees the new topology.
+    AfterTakeover,
+    /// While the other instance holds the lock and has not acted yet (it sits in its own
+    /// confirmation window): the resumed holder's second look sees the SAME plan, so only the
+    /// fence can stop it, and its release must not free the new holder's lock.
+    DuringTakeover,
+}
+
+async fn fencing(backend: Backend, resume: Resume) {
+    let b = format!("{} {resume:?}", backend.name());
     let mut c = RedisCluster::start(2, None);
     // The slow instance sits under the lock for its confirmation window: time to see it
     // there and freeze it.
@@ -471,14 +504,17 @@ async fn fencing(backend: Backend) {
         link_timeout: "1s",
         lock_ttl: backend.ttl(Duration::from_secs(8)),
     };
-    let fast = Timing {
-        confirm_window: "200ms",
-        link_timeout: "2s",
+    let other = Timing {
+        confirm_window: match resume {
+            Resume::AfterTakeover => "200ms",
+            Resume::DuringTakeover => "2s",
+        },
+        link_timeout: "1s",
         lock_ttl: backend.ttl(Duration::from_secs(8)),
     };
     let toml = c.cluster_toml(CLUSTER, &[]);
     let ia = instance(&backend, &toml, "fence-a", &slow);
-    let ib = instance(&backend, &toml, "fence-b", &fast);
+    let ib = instance(&backend, &toml, "fence-b", &other);
     bootstrap_record(&ia, &c.master).await;
     let e0 = backend.record().await.epoch;
     let sa = Service::start(&ia.config).await;
@@ -499,23 +535,55 @@ async fn fencing(backend: Backend) {
     );
     backend.lapse_lock(slow.lock_ttl).await;
 
-    let a_b = answer(post_alert(&sb, &payload), Duration::from_secs(30), &sb).await;
-    assert_eq!(result_kind(&a_b), "applied", "{b}: B fails over: {a_b}\n{}", sb.log());
+    let hb = post_alert(&sb, &payload);
+    let (a_a, a_b, by_b) = match resume {
+        Resume::AfterTakeover => {
+            let a_b = answer(hb, Duration::from_secs(30), &sb).await;
+            let by_b = all_mutations(&replicas);
+            sa.signal("CONT");
+            (answer(ha, Duration::from_secs(30), &sa).await, a_b, by_b)
+        }
+        Resume::DuringTakeover => {
+            backend.wait_holder(&ib.id, Duration::from_secs(5)).await;
+            sa.signal("CONT");
+            let a_a = answer(ha, Duration::from_secs(30), &sa).await;
+            assert_eq!(
+                backend.lock_holder().await.as_deref(),
+                Some(ib.id.as_str()),
+                "{b}: the resumed holder's release must not free B's lock"
+            );
+            assert_eq!(
+                all_mutations(&replicas),
+                before,
+                "{b}: the resumed holder sent a mutating command\nlog:\n{}",
+                sa.log()
+            );
+            let a_b = answer(hb, Duration::from_secs(30), &sb).await;
+            (a_a, a_b, all_mutations(&replicas))
+        }
+    };
+    let frozen_for = frozen.elapsed();
+    assert_eq!(
+        result_kind(&a_b),
+        "applied",
+        "{b}: B fails over: {a_b}\n{}",
+        sb.log()
+    );
     assert_eq!(a_b["action"], "failover", "{b}: {a_b}");
     let rec = backend.record().await;
     assert_eq!(rec.epoch, e0 + 1, "{b}: {rec:?}");
-    let by_b = all_mutations(&replicas);
-    assert_ne!(by_b, before, "{b}: B's failover is visible in commandstats");
+    assert_eq!(rec.pending, None);
 
-    sa.signal("CONT");
-    let a_a = answer(ha, Duration::from_secs(30), &sa).await;
-    let frozen_for = frozen.elapsed();
     let kind = result_kind(&a_a).to_string();
     let says_lost = a_a["result"]["error"]
         .as_str()
         .is_some_and(|e| e.contains("lock lost"));
+    let expected = match resume {
+        Resume::AfterTakeover => kind == "plan_changed" || (kind == "failed" && says_lost),
+        Resume::DuringTakeover => kind == "failed" && says_lost,
+    };
     assert!(
-        kind == "plan_changed" || (kind == "failed" && says_lost),
+        expected,
         "{b}: the resumed holder must notice: {a_a}\nlog:\n{}",
         sa.log()
     );
@@ -527,30 +595,56 @@ async fn fencing(backend: Backend) {
         "{b}: the resumed holder sent a mutating command\nlog:\n{}",
         sa.log()
     );
-    let rec2 = backend.record().await;
-    assert_eq!(rec2, rec, "{b}: the record is untouched by the resumed holder");
-    assert_eq!(rec2.pending, None);
-    let promoted = node_by_addr(&c, &rec2.master.to_string());
+    assert_eq!(backend.record().await, rec, "{b}: the record is untouched");
+    let promoted = node_by_addr(&c, &rec.master.to_string());
     let other = c
         .replicas
         .iter()
         .find(|r| r.port() != promoted.port())
         .expect("the other replica");
     assert_converged(promoted, &[other], "consistent topology after the resume");
+    // Exactly B's failover: one promotion and one repoint, each persisted once.
+    let idx = |n: &RedisNode| {
+        c.replicas
+            .iter()
+            .position(|r| r.port() == n.port())
+            .unwrap()
+    };
+    for n in [promoted, other] {
+        let (x, y) = (before[idx(n)], by_b[idx(n)]);
+        assert_eq!(
+            (y.slaveof - x.slaveof, y.config - x.config),
+            (1, 1),
+            "{b}: {} got exactly B's commands",
+            n.addr()
+        );
+    }
     eprintln!(
         "{b} fencing: A frozen {frozen_for:?}, answered {kind}: {}",
-        a_a["reason"]
+        a_a["result"]["error"]
+            .as_str()
+            .unwrap_or(a_a["reason"].as_str().unwrap_or(""))
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fencing_etcd_frozen_holder_sends_nothing() {
-    fencing(Backend::etcd().await).await;
+    fencing(Backend::etcd().await, Resume::AfterTakeover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fencing_etcd_resumed_under_the_new_holder_stops_at_the_fence() {
+    fencing(Backend::etcd().await, Resume::DuringTakeover).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fencing_consul_frozen_holder_sends_nothing() {
-    fencing(Backend::consul().await).await;
+    fencing(Backend::consul().await, Resume::AfterTakeover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fencing_consul_resumed_under_the_new_holder_stops_at_the_fence() {
+    fencing(Backend::consul().await, Resume::DuringTakeover).await;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -640,9 +734,11 @@ async fn restart(backend: Backend, cut: Cut) {
     match cut {
         // Promoted, recorded, and r2 told to follow r1: the holder now waits for r2's link.
         Cut::AfterRecord => {
-            wait_async(Duration::from_secs(10), "r1 promoted and r2 repointed", || {
-                r1.role() == "master" && master_port_of(r2) == Some(r1_port)
-            })
+            wait_async(
+                Duration::from_secs(10),
+                "r1 promoted and r2 repointed",
+                || r1.role() == "master" && master_port_of(r2) == Some(r1_port),
+            )
             .await
         }
         Cut::BeforeRecord => {
@@ -659,7 +755,11 @@ async fn restart(backend: Backend, cut: Cut) {
     let rec = backend.record().await;
     match cut {
         Cut::AfterRecord => {
-            assert_eq!(rec.master, r1.addr(), "{b}: recorded right after the promotion");
+            assert_eq!(
+                rec.master,
+                r1.addr(),
+                "{b}: recorded right after the promotion"
+            );
             assert_eq!(rec.epoch, e0 + 1, "{b}: {rec:?}");
             assert_eq!(rec.pending, None, "{b}: {rec:?}");
         }
@@ -783,9 +883,11 @@ async fn fencing_mid_plan(backend: Backend) {
     let payload = master_down_payload(&c.master);
     c.master.kill9();
     let ha = post_alert(&sa, &payload);
-    wait_async(Duration::from_secs(10), "r1 promoted and r2 repointed", || {
-        r1.role() == "master" && master_port_of(r2) == Some(r1_port)
-    })
+    wait_async(
+        Duration::from_secs(10),
+        "r1 promoted and r2 repointed",
+        || r1.role() == "master" && master_port_of(r2) == Some(r1_port),
+    )
     .await;
     sa.signal("STOP");
     let frozen = Instant::now();
@@ -794,7 +896,12 @@ async fn fencing_mid_plan(backend: Backend) {
     r1.cmd(&["ACL", "SETUSER", "default", "+psync", "+sync"]);
 
     let a_b = answer(post_alert(&sb, &payload), Duration::from_secs(30), &sb).await;
-    assert_eq!(result_kind(&a_b), "applied", "{b}: B finishes: {a_b}\n{}", sb.log());
+    assert_eq!(
+        result_kind(&a_b),
+        "applied",
+        "{b}: B finishes: {a_b}\n{}",
+        sb.log()
+    );
     assert_converged(r1, &[r2, r3], "B converged the cluster");
     let rec = backend.record().await;
     assert_eq!(
