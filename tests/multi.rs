@@ -56,6 +56,8 @@ fn master_down_payload(node: &RedisNode) -> Vec<u8> {
 // ------------------------------------------------------------------------------------------
 // The coordinator under test, and how the test looks into it.
 
+/// One per test, so the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Etcd {
         server: EtcdServer,
