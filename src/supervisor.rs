@@ -106,6 +106,10 @@ pub struct SupervisorConfig {
     pub paused_clusters: BTreeSet<String>,
     pub dry_run: bool,
     pub shutdown_grace: Duration,
+    /// After an outcome "lock held by another instance", check the cluster again this much
+    /// later (the lock TTL): if the holder died mid-plan, nobody else would (Alertmanager got
+    /// a 200 and only re-sends at its `repeat_interval`). Zero turns it off.
+    pub recheck_after_lock_held: Duration,
 }
 
 impl SupervisorConfig {
@@ -120,6 +124,7 @@ impl SupervisorConfig {
                 .collect(),
             dry_run: c.service.dry_run,
             shutdown_grace: c.service.shutdown_grace,
+            recheck_after_lock_held: c.policy.lock_ttl,
         }
     }
 }
@@ -180,6 +185,8 @@ struct Slot {
     queue: VecDeque<Pending>,
     paused: bool,
     last: Option<Outcome>,
+    /// A delayed re-check after "lock held" is already scheduled (at most one per cluster).
+    recheck_scheduled: bool,
 }
 
 /// Our state of one cluster, for the operator API.
@@ -204,6 +211,7 @@ pub struct Supervisor<R: Reconciler> {
     shutting_down: AtomicBool,
     /// Number of clusters with a running driver task (for the shutdown drain).
     active: watch::Sender<usize>,
+    recheck_after_lock_held: Duration,
 }
 
 impl<R: Reconciler> Supervisor<R> {
@@ -228,6 +236,7 @@ impl<R: Reconciler> Supervisor<R> {
             shutdown_grace: cfg.shutdown_grace,
             shutting_down: AtomicBool::new(false),
             active: watch::channel(0).0,
+            recheck_after_lock_held: cfg.recheck_after_lock_held,
         })
     }
 
@@ -300,6 +309,47 @@ impl<R: Reconciler> Supervisor<R> {
         rx.await.map_err(|_| SubmitError::ShuttingDown)
     }
 
+    /// Another instance holds the lock: if it dies mid-plan, its lease lapses after the TTL and
+    /// the cluster is left half-done with nobody to finish it. So look again after the TTL
+    /// (level-triggered: a converged cluster then yields "no action"). One per cluster at a time.
+    fn schedule_recheck(self: &Arc<Self>, cluster: &str) {
+        let delay = self.recheck_after_lock_held;
+        if delay.is_zero() || self.is_shutting_down() {
+            return;
+        }
+        {
+            let mut slots = lock(&self.slots);
+            let Some(slot) = slots.get_mut(cluster) else {
+                return;
+            };
+            if slot.recheck_scheduled {
+                return;
+            }
+            slot.recheck_scheduled = true;
+        }
+        let me = Arc::clone(self);
+        let cluster = cluster.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(slot) = lock(&me.slots).get_mut(&cluster) {
+                slot.recheck_scheduled = false;
+            }
+            if me.is_shutting_down() {
+                return;
+            }
+            let req = Request::new(Trigger::Periodic, TriggerSource::Periodic);
+            match me.submit(&cluster, req).await {
+                Ok(out) => tracing::info!(
+                    cluster = %cluster,
+                    action = out.plan.action.label(),
+                    reason = %out.plan.reason,
+                    "re-check after the lock was held by another instance"
+                ),
+                Err(e) => tracing::debug!(cluster = %cluster, error = %e, "re-check not run"),
+            }
+        });
+    }
+
     /// The per-cluster driver: runs queued reconciles one after the other, then exits.
     async fn drive(self: Arc<Self>, cluster: String) {
         loop {
@@ -336,6 +386,9 @@ impl<R: Reconciler> Supervisor<R> {
             });
             if let Some(slot) = lock(&self.slots).get_mut(&cluster) {
                 slot.last = Some(outcome.clone());
+            }
+            if matches!(outcome.result, Result_::LockHeld { .. }) {
+                self.schedule_recheck(&cluster);
             }
             for w in pending.waiters {
                 let _ = w.send(outcome.clone());

@@ -29,6 +29,8 @@ struct Fake {
     max_total: AtomicUsize,
     seen: Mutex<Vec<(String, Trigger, Control)>>,
     panic_next: AtomicBool,
+    /// Answer "lock held by another instance" this many more times.
+    lock_held_next: AtomicUsize,
 }
 
 impl Fake {
@@ -70,11 +72,21 @@ impl Reconciler for Fake {
         if self.panic_next.swap(false, Ordering::SeqCst) {
             panic!("scripted panic");
         }
+        let held = self
+            .lock_held_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |k| k.checked_sub(1))
+            .is_ok();
         Outcome {
             cluster: cluster.to_string(),
             trigger,
             plan: Plan::no_action(format!("call {n}")),
-            result: Result_::NoAction,
+            result: if held {
+                Result_::LockHeld {
+                    holder: "instance-b".into(),
+                }
+            } else {
+                Result_::NoAction
+            },
             steps: Vec::new(),
             observation: Vec::new(),
             millis: 1,
@@ -252,6 +264,7 @@ async fn pause_and_dry_run_are_passed_to_the_reconciler() {
             paused_clusters: ["b".to_string()].into(),
             dry_run: true,
             shutdown_grace: Duration::from_secs(1),
+            recheck_after_lock_held: Duration::ZERO,
         },
     );
     sup.submit("a", alert()).await.unwrap();
@@ -435,4 +448,41 @@ async fn shutdown_is_bounded_by_the_grace_period() {
         "shutdown took {:?}",
         t0.elapsed()
     );
+}
+
+/// "Lock held by another instance" is answered 200, so Alertmanager will not retry soon; if
+/// that holder dies mid-plan nobody would finish. The supervisor looks again after the lock
+/// TTL (once, even for many lock-held answers) and stops re-checking once it can act.
+#[tokio::test(start_paused = true)]
+async fn lock_held_schedules_one_recheck_after_the_ttl() {
+    let fake = Fake::new(&["a"], Duration::from_millis(0));
+    fake.lock_held_next.store(2, Ordering::SeqCst);
+    let sup = Supervisor::new(
+        Arc::clone(&fake),
+        Arc::new(EventLog::in_memory(100)),
+        SupervisorConfig {
+            shutdown_grace: Duration::from_secs(1),
+            recheck_after_lock_held: Duration::from_secs(60),
+            ..SupervisorConfig::default()
+        },
+    );
+    let out = sup.submit("a", alert()).await.expect("submit");
+    assert!(matches!(out.result, Result_::LockHeld { .. }));
+    // A second lock-held answer while a re-check is pending does not add another one.
+    let out = sup.submit("a", alert()).await.expect("submit");
+    assert!(matches!(out.result, Result_::LockHeld { .. }));
+    assert_eq!(fake.calls(), 2);
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(fake.calls(), 2, "not before the TTL");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(fake.calls(), 3, "exactly one re-check after the TTL");
+    let (_, trigger, ctl) = fake.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(trigger, Trigger::Periodic);
+    assert_eq!(ctl.source, TriggerSource::Periodic);
+    // That re-check could act (no lock held): nothing more is scheduled.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(fake.calls(), 3);
 }
