@@ -1,6 +1,7 @@
 //! Failover and demotion end to end against REAL `redis-server` processes: `reconcile` with
-//! `RedisNodes` and the `local` coordinator in a temp dir, short policy timeouts, every wait
-//! bounded. Redis stands in for Pika here (same SLAVEOF / CONFIG REWRITE / INFO surface); the
+//! `RedisNodes` and a coordinator, short policy timeouts, every wait bounded. The core tests
+//! (failover, demotion + persistence, auth, idempotency, two instances racing) run on every
+//! backend: `local` in a temp dir, a real `etcd`, and the Consul API test server. Redis stands in for Pika here (same SLAVEOF / CONFIG REWRITE / INFO surface); the
 //! Pika-only paths are in `tests/pika_paths.rs`.
 
 mod support;
@@ -8,14 +9,75 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pika_remedy::config::{ClusterConfig, NodeConfig, Policy, Secret, Timeouts};
+use pika_remedy::config::{
+    ClusterConfig, ConsulConfig, EtcdConfig, NodeConfig, Policy, Secret, Timeouts,
+};
+use pika_remedy::coord::consul::Consul;
+use pika_remedy::coord::etcd::Etcd;
 use pika_remedy::coord::local::Local;
-use pika_remedy::coord::{Coordinator, Holder};
+use pika_remedy::coord::{AnyCoord, Coordinator, Holder};
 use pika_remedy::decide::{Action, Trigger};
 use pika_remedy::model::{Addr, TopologyRecord};
 use pika_remedy::node::redis::RedisNodes;
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
+use support::etcd::EtcdServer;
+use support::fake_consul::FakeConsul;
 use support::redis::{info_field, wait_for, wait_until, RedisCluster, RedisNode};
+
+/// Which coordinator a test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Local,
+    Etcd,
+    Consul,
+}
+
+/// The store behind the coordinator, kept alive for the test.
+enum Store {
+    Local(tempfile::TempDir),
+    Etcd(EtcdServer),
+    Consul(FakeConsul),
+}
+
+/// Run an `async fn(Backend)` test on every backend.
+macro_rules! on_every_backend {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() {
+                super::$name(super::Backend::Local).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd() {
+                super::$name(super::Backend::Etcd).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn consul() {
+                super::$name(super::Backend::Consul).await
+            }
+        }
+    };
+}
+
+async fn etcd_client(server: &EtcdServer) -> AnyCoord {
+    let cfg = EtcdConfig {
+        endpoints: vec![server.endpoint()],
+        ..EtcdConfig::default()
+    };
+    AnyCoord::Etcd(
+        Etcd::connect(&cfg, None, &timeouts())
+            .await
+            .expect("etcd client"),
+    )
+}
+
+fn consul_client(fake: &FakeConsul) -> AnyCoord {
+    let cfg = ConsulConfig {
+        address: fake.url(),
+        ..ConsulConfig::default()
+    };
+    AnyCoord::Consul(Consul::new(&cfg, None, &timeouts()).expect("consul client"))
+}
 
 /// Upper bound for one reconcile in these tests (the policy bounds are far below it).
 const RECONCILE_BOUND: Duration = Duration::from_secs(30);
@@ -53,15 +115,51 @@ struct Env {
     rc: RedisCluster,
     cfg: ClusterConfig,
     nodes: RedisNodes,
-    coord: Local,
+    coord: AnyCoord,
     policy: Policy,
     holder: Holder,
     has_password: bool,
-    _dir: tempfile::TempDir,
+    store: Store,
 }
 
 impl Env {
+    /// On the local coordinator.
     fn new(replicas: usize, password: Option<&str>) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("pika-remedy-failover-")
+            .tempdir()
+            .expect("temp dir");
+        let coord = AnyCoord::Local(Local::new(dir.path()).expect("local coordinator"));
+        Env::assemble(replicas, password, coord, Store::Local(dir))
+    }
+
+    /// On the given backend (etcd and Consul get a store of their own).
+    async fn on(backend: Backend, replicas: usize, password: Option<&str>) -> Env {
+        match backend {
+            Backend::Local => Env::new(replicas, password),
+            Backend::Etcd => {
+                let server = EtcdServer::start_new();
+                let coord = etcd_client(&server).await;
+                Env::assemble(replicas, password, coord, Store::Etcd(server))
+            }
+            Backend::Consul => {
+                let fake = FakeConsul::start().await;
+                let coord = consul_client(&fake);
+                Env::assemble(replicas, password, coord, Store::Consul(fake))
+            }
+        }
+    }
+
+    /// A second, independent client of the same store (another process's view).
+    async fn second_coord(&self) -> AnyCoord {
+        match &self.store {
+            Store::Local(dir) => AnyCoord::Local(Local::new(dir.path()).expect("second local")),
+            Store::Etcd(server) => etcd_client(server).await,
+            Store::Consul(fake) => consul_client(fake),
+        }
+    }
+
+    fn assemble(replicas: usize, password: Option<&str>, coord: AnyCoord, store: Store) -> Env {
         let rc = RedisCluster::start(replicas, password);
         let cfg = ClusterConfig {
             name: CLUSTER.into(),
@@ -77,11 +175,6 @@ impl Env {
                 })
                 .collect(),
         };
-        let dir = tempfile::Builder::new()
-            .prefix("pika-remedy-failover-")
-            .tempdir()
-            .expect("temp dir");
-        let coord = Local::new(dir.path()).expect("local coordinator");
         Env {
             nodes: RedisNodes::new(&timeouts(), password.map(Secret::new)),
             has_password: password.is_some(),
@@ -90,11 +183,11 @@ impl Env {
             coord,
             policy: policy(),
             holder: holder("test-a"),
-            _dir: dir,
+            store,
         }
     }
 
-    fn ctx(&self) -> Ctx<'_, RedisNodes, Local> {
+    fn ctx(&self) -> Ctx<'_, RedisNodes, AnyCoord> {
         Ctx {
             cluster: &self.cfg,
             nodes: &self.nodes,
@@ -112,7 +205,7 @@ impl Env {
         self.run_ctx(&self.ctx(), trigger).await
     }
 
-    async fn run_ctx(&self, ctx: &Ctx<'_, RedisNodes, Local>, trigger: Trigger) -> Outcome {
+    async fn run_ctx(&self, ctx: &Ctx<'_, RedisNodes, AnyCoord>, trigger: Trigger) -> Outcome {
         tokio::time::timeout(RECONCILE_BOUND, reconcile(ctx, trigger))
             .await
             .expect("reconcile is bounded")
@@ -229,18 +322,20 @@ async fn fail_over(env: &mut Env) -> (Addr, Addr) {
     (p, other)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_master_promotes_a_replica_and_repoints_the_other() {
-    let mut env = Env::new(2, None);
+on_every_backend!(kill9_master_promotes_a_replica_and_repoints_the_other);
+async fn kill9_master_promotes_a_replica_and_repoints_the_other(backend: Backend) {
+    let mut env = Env::on(backend, 2, None).await;
     env.bootstrap().await;
     let t = Instant::now();
     fail_over(&mut env).await;
     eprintln!("failover + checks took {:?}", t.elapsed());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarted_old_master_is_demoted_and_stays_demoted_after_a_second_restart() {
-    let mut env = Env::new(2, None);
+on_every_backend!(restarted_old_master_is_demoted_and_stays_demoted_after_a_second_restart);
+async fn restarted_old_master_is_demoted_and_stays_demoted_after_a_second_restart(
+    backend: Backend,
+) {
+    let mut env = Env::on(backend, 2, None).await;
     env.bootstrap().await;
     let (p, other) = fail_over(&mut env).await;
     let old = env.rc.master.addr();
@@ -418,10 +513,10 @@ async fn lagging_replicas_are_refused_against_the_masters_last_seen_offset() {
     assert_eq!((rec.master, rec.epoch), (env.rc.master.addr(), 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn password_cluster_fails_over_and_demotes_with_masterauth() {
+on_every_backend!(password_cluster_fails_over_and_demotes_with_masterauth);
+async fn password_cluster_fails_over_and_demotes_with_masterauth(backend: Backend) {
     let pw = "s3cret-pw";
-    let mut env = Env::new(2, Some(pw));
+    let mut env = Env::on(backend, 2, Some(pw)).await;
     env.bootstrap().await;
     // Clear masterauth on the replicas (their links stay up): the repointed replica can only
     // authenticate to the new master if pika-remedy sends `CONFIG SET masterauth` first.
@@ -449,9 +544,9 @@ async fn password_cluster_fails_over_and_demotes_with_masterauth() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_trigger_twice_gives_one_failover() {
-    let mut env = Env::new(2, None);
+on_every_backend!(the_same_trigger_twice_gives_one_failover);
+async fn the_same_trigger_twice_gives_one_failover(backend: Backend) {
+    let mut env = Env::on(backend, 2, None).await;
     env.bootstrap().await;
     for r in &env.rc.replicas {
         r.cmd(&["CONFIG", "RESETSTAT"]);
@@ -635,17 +730,18 @@ async fn a_replica_that_was_down_during_the_failover_is_repointed_when_it_return
     assert_eq!(out.result, Result_::NoAction, "{out:#?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_triggers_from_two_coordinator_instances_give_one_failover() {
-    // Two `Local`s on one directory behave like two processes on one host (CLI and serve):
-    // only the OS lock and the compare-and-set stand between them.
-    let mut env = Env::new(2, None);
+on_every_backend!(concurrent_triggers_from_two_coordinator_instances_give_one_failover);
+async fn concurrent_triggers_from_two_coordinator_instances_give_one_failover(backend: Backend) {
+    // Two independent coordinator clients on one store behave like two processes (two `Local`s
+    // on one directory: CLI and serve on one host; two etcd/Consul clients: two instances):
+    // only the lock and the compare-and-set stand between them.
+    let mut env = Env::on(backend, 2, None).await;
     env.bootstrap().await;
     for r in &env.rc.replicas {
         r.cmd(&["CONFIG", "RESETSTAT"]);
     }
     env.kill_master();
-    let second = Local::new(env._dir.path()).expect("second local");
+    let second = env.second_coord().await;
     let env = Arc::new(env);
     let second = Arc::new(second);
     let a = {
