@@ -85,7 +85,7 @@
 //!   are repointed after plain ones, so their children have left them first.
 //! - `force` is never set for Redis (it rejects the extra argument), nor for unknown engines.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -570,6 +570,10 @@ enum Exclusion {
     /// Switchover only: the candidate must be replicating now.
     LinkNotUp(&'static str),
     MissingDb(String),
+    /// Pika: its ReplicationID differs from the one the other nodes share.
+    ReplidDiffers(String),
+    /// Pika: empty ReplicationID while the others have one.
+    ReplidEmpty,
     Behind {
         by: u64,
         limit: u64,
@@ -594,6 +598,13 @@ impl Exclusion {
             Exclusion::LinkError => "link error".into(),
             Exclusion::LinkNotUp(state) => format!("link {state}"),
             Exclusion::MissingDb(db) => format!("missing DB {db}"),
+            Exclusion::ReplidDiffers(id) => {
+                format!(
+                    "ReplicationID {} differs from the other nodes'",
+                    short_id(id)
+                )
+            }
+            Exclusion::ReplidEmpty => "empty ReplicationID while the other nodes have one".into(),
             Exclusion::Behind { by, limit } => {
                 format!("behind the best by {by} bytes (limit {limit})")
             }
@@ -615,6 +626,35 @@ impl Exclusion {
                 | Exclusion::LinkError
                 | Exclusion::LinkNotUp(_)
         )
+    }
+}
+
+/// The ReplicationID that a strict plurality of reachable Pika nodes carry, if any. A tie
+/// means we cannot tell which ID is the cluster's, so nothing is excluded for it. Redis is left
+/// out: its `master_replid` changes on promotion by design.
+fn shared_pika_replid(obs: &Observation) -> Option<String> {
+    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+    for s in obs.nodes.iter().filter_map(NodeObservation::reachable) {
+        if s.engine == Engine::Pika {
+            if let Some(r) = &s.replid {
+                *counts.entry(r).or_default() += 1;
+            }
+        }
+    }
+    let best = counts.values().copied().max()?;
+    let mut leaders = counts.into_iter().filter(|(_, n)| *n == best);
+    let leader = leaders.next()?;
+    match leaders.next() {
+        Some(_) => None,
+        None => Some(leader.0.clone()),
+    }
+}
+
+fn short_id(id: &str) -> String {
+    if id.len() > 12 {
+        format!("{}…", &id[..12])
+    } else {
+        id.to_string()
     }
 }
 
@@ -653,6 +693,8 @@ fn assess<'a>(
         .filter(|s| s.engine == Engine::Pika)
         .flat_map(|s| s.db_offsets.keys().chain(s.db_links.keys()))
         .collect();
+
+    let shared_replid = shared_pika_replid(obs);
 
     let mut assessed: Vec<Assessed> = obs
         .nodes
@@ -697,6 +739,18 @@ fn assess<'a>(
                 let has: BTreeSet<&String> = s.db_offsets.keys().chain(s.db_links.keys()).collect();
                 if let Some(db) = all_dbs.iter().find(|db| !has.contains(*db)) {
                     exclusions.push(Exclusion::MissingDb((*db).clone()));
+                }
+                // Pika refuses a slave whose ReplicationID differs from its master's, with no
+                // retry; and a promoted node with an empty ID mints a new one at its first
+                // slave, locking out every replica that still carries the cluster's ID.
+                if let Some(shared) = &shared_replid {
+                    match &s.replid {
+                        Some(r) if r != shared => {
+                            exclusions.push(Exclusion::ReplidDiffers(r.clone()))
+                        }
+                        None => exclusions.push(Exclusion::ReplidEmpty),
+                        Some(_) => {}
+                    }
                 }
             }
             Assessed {

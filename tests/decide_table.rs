@@ -46,6 +46,8 @@ struct NodeB {
     never_promote: bool,
     slave_priority: Option<Option<i64>>,
     eligible: Option<Option<bool>>,
+    /// `None`: the engine's usual cluster ID.
+    replid: Option<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,7 @@ impl ClusterB {
             never_promote: false,
             slave_priority: None,
             eligible: None,
+            replid: None,
         });
         self
     }
@@ -154,6 +157,10 @@ impl ClusterB {
     }
     fn eligible(mut self, e: Option<bool>) -> Self {
         self.last().eligible = Some(e);
+        self
+    }
+    fn replid(mut self, id: Option<&str>) -> Self {
+        self.last().replid = Some(id.map(str::to_string));
         self
     }
 
@@ -251,10 +258,12 @@ impl ClusterB {
             db_links,
             db_offsets,
             offset: n.offset,
-            replid: Some(if pika {
-                "6d1b5bba1d8d0f7ad47b77d0cbc3e11c9a1e8e4fd6f33c5b01".into()
-            } else {
-                "3f2a0d4c8e1b7a6f5d4c3b2a19080706f5e4d3c2".into()
+            replid: n.replid.clone().unwrap_or_else(|| {
+                Some(if pika {
+                    "6d1b5bba1d8d0f7ad47b77d0cbc3e11c9a1e8e4fd6f33c5b01".into()
+                } else {
+                    "3f2a0d4c8e1b7a6f5d4c3b2a19080706f5e4d3c2".into()
+                })
             }),
             eligible,
             priority: slave_priority,
@@ -599,6 +608,23 @@ fn rows() -> Vec<Row> {
             .policy(|p| p.max_lag_bytes = 100)
             .master_last_seen_at(5000)
             .expect_has(failover("r1:1", &["r2:1"], "m1:1", false), "operator override of: behind the master's last seen offset"),
+        row("pika: a candidate whose ReplicationID differs from the others' is skipped", Trigger::MasterDown,
+            cluster("c").down("m1:1").replica("r1:1").of("m1:1").link(Down).offset(990)
+                .replica("r2:1").of("m1:1").link(Down).offset(1000).replid(Some("0000000000ffffffffffffffffffffffffffffffffffffffff"))
+                .replica("r3:1").of("m1:1").link(Down).offset(980), m1())
+            .expect_has(failover("r1:1", &["r2:1", "r3:1"], "m1:1", true), "promoting r1:1")
+            .candidates(&[("r1:1", None), ("r3:1", None),
+                ("r2:1", Some("ReplicationID 0000000000ff… differs from the other nodes'"))]),
+        row("pika: a candidate with an empty ReplicationID is skipped (it would mint a new one)", Trigger::MasterDown,
+            cluster("c").down("m1:1").replica("r1:1").of("m1:1").link(Down).offset(990)
+                .replica("r2:1").of("m1:1").link(Down).offset(1000).replid(None)
+                .replica("r3:1").of("m1:1").link(Down).offset(980), m1())
+            .expect_has(failover("r1:1", &["r2:1", "r3:1"], "m1:1", true), "promoting r1:1")
+            .candidates(&[("r1:1", None), ("r3:1", None),
+                ("r2:1", Some("empty ReplicationID while the other nodes have one"))]),
+        row("pika: two replicas with different IDs and no majority: nothing excluded for it", Trigger::MasterDown,
+            master_dead().replid(Some("0000000000ffffffffffffffffffffffffffffffffffffffff")), m1())
+            .expect_has(failover("r2:1", &["r1:1"], "m1:1", true), "promoting r2:1"),
         row("master dead: fail over to the best offset", Trigger::MasterDown, master_dead(), m1())
             .expect(failover("r2:1", &["r1:1"], "m1:1", true),
                 "recorded master m1:1 is unreachable and no replica sees it; promoting r2:1 (priority 100, offset 1000)")
