@@ -87,10 +87,10 @@ pub fn node_clients(loaded: &Loaded) -> BTreeMap<String, Arc<RedisNodes>> {
         .map(|c| {
             (
                 c.name.clone(),
-                Arc::new(RedisNodes::new(
-                    &loaded.config.timeouts,
-                    loaded.password(&c.name).cloned(),
-                )),
+                Arc::new(
+                    RedisNodes::new(&loaded.config.timeouts, loaded.password(&c.name).cloned())
+                        .with_renames(c.renames()),
+                ),
             )
         })
         .collect()

@@ -2,7 +2,7 @@
 //! Errors name the file and the field. Secrets are never inline: they come from an env var
 //! or a file, are read at load time, and are wrapped in [`Secret`], whose `Debug` is redacted.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -380,7 +380,27 @@ pub struct ClusterConfig {
     /// Start paused (no automatic action for this cluster).
     #[serde(default)]
     pub paused: bool,
+    /// The nodes' `rename-command` map: original command name -> the name the nodes know it
+    /// by, e.g. `{ SLAVEOF = "sl4ve0f-x", CONFIG = "c0nf1g-x" }`. Keys are case-insensitive
+    /// (see [`RENAMEABLE_COMMANDS`]); every node of the cluster must use the same renames.
+    /// Use [`ClusterConfig::renames`] for the normalised (upper-case keys) map.
+    #[serde(default)]
+    pub rename_commands: BTreeMap<String, String>,
     pub nodes: Vec<NodeConfig>,
+}
+
+/// The commands pika-remedy sends and that `rename_commands` may rename. `AUTH` is not among
+/// them: the redis crate sends it itself on connect, under its fixed name.
+pub const RENAMEABLE_COMMANDS: [&str; 4] = ["SLAVEOF", "CONFIG", "INFO", "CLIENT"];
+
+impl ClusterConfig {
+    /// `rename_commands` with upper-case keys (what `RedisNodes::with_renames` expects).
+    pub fn renames(&self) -> BTreeMap<String, String> {
+        self.rename_commands
+            .iter()
+            .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -492,6 +512,7 @@ impl Config {
             if let Some(p) = &c.password {
                 check_source(p, &format!("cluster.{}.password", c.name), file)?;
             }
+            check_renames(c, file)?;
         }
         let t = &self.timeouts;
         if t.connect.is_zero() || t.command.is_zero() {
@@ -608,6 +629,50 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `rename_commands`: only commands we send, each renamed at most once, to a usable name.
+fn check_renames(c: &ClusterConfig, file: &str) -> Result<(), ConfigError> {
+    let mut seen_keys = BTreeSet::new();
+    let mut seen_values = BTreeMap::new();
+    for (k, v) in &c.rename_commands {
+        let field = format!("cluster.{}.rename_commands.{k}", c.name);
+        let err = |message: String| ConfigError {
+            file: file.to_string(),
+            field: field.clone(),
+            message,
+        };
+        let key = k.to_ascii_uppercase();
+        if !RENAMEABLE_COMMANDS.contains(&key.as_str()) {
+            return Err(err(format!(
+                "{k:?} cannot be renamed: only {} (the commands pika-remedy sends) can",
+                RENAMEABLE_COMMANDS.join(", ")
+            )));
+        }
+        if !seen_keys.insert(key.clone()) {
+            return Err(err(format!(
+                "{key} is renamed twice (keys are case-insensitive)"
+            )));
+        }
+        // `rename-command X ""` disables X on the node; pika-remedy cannot work without it.
+        if v.is_empty() {
+            return Err(err(format!(
+                "empty name: that means {key} is disabled on the nodes (rename-command {key} \"\"), \
+                 but pika-remedy needs it; give the renamed name instead"
+            )));
+        }
+        if v.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+            return Err(err(format!(
+                "{v:?} must not contain whitespace or control characters"
+            )));
+        }
+        if let Some(other) = seen_values.insert(v.to_ascii_uppercase(), key.clone()) {
+            return Err(err(format!(
+                "{other} and {key} cannot both be renamed to {v:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_source(s: &SecretSource, field: &str, file: &str) -> Result<(), ConfigError> {
@@ -755,5 +820,49 @@ nodes = [{ addr = "127.0.0.1:9221" }, { addr = "127.0.0.1:9222", priority = 10 }
         let c = Config::parse(&text, "t.toml").unwrap();
         let e = c.validate("t.toml").unwrap_err();
         assert_eq!(e.field, "policy.lock_ttl", "{e}");
+    }
+
+    fn with_renames(table: &str) -> Result<Config, ConfigError> {
+        let text = MIN.replace(
+            "name = \"main\"",
+            &format!("name = \"main\"\nrename_commands = {table}"),
+        );
+        let c = Config::parse(&text, "t.toml")?;
+        c.validate("t.toml")?;
+        Ok(c)
+    }
+
+    #[test]
+    fn rename_commands_are_normalised_to_upper_case() {
+        let c = with_renames(r#"{ slaveof = "sl4ve0f-x", Config = "c0nf1g-x" }"#).unwrap();
+        let r = c.clusters[0].renames();
+        assert_eq!(r.get("SLAVEOF").map(String::as_str), Some("sl4ve0f-x"));
+        assert_eq!(r.get("CONFIG").map(String::as_str), Some("c0nf1g-x"));
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn rename_commands_default_to_none() {
+        let c = Config::parse(MIN, "t.toml").unwrap();
+        assert!(c.clusters[0].renames().is_empty());
+    }
+
+    #[test]
+    fn bad_rename_commands_are_rejected_naming_the_field() {
+        for (table, needle) in [
+            (r#"{ FLUSHALL = "x" }"#, "cannot be renamed"),
+            (r#"{ AUTH = "x" }"#, "cannot be renamed"),
+            (r#"{ SLAVEOF = "" }"#, "disabled"),
+            (r#"{ CONFIG = "c 1" }"#, "whitespace"),
+            (r#"{ slaveof = "a", SLAVEOF = "b" }"#, "renamed twice"),
+            (r#"{ SLAVEOF = "a", CONFIG = "A" }"#, "cannot both"),
+        ] {
+            let e = with_renames(table).unwrap_err();
+            assert!(
+                e.field.starts_with("cluster.main.rename_commands."),
+                "{table}: {e}"
+            );
+            assert!(e.message.contains(needle), "{table}: {e}");
+        }
     }
 }

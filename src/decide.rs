@@ -278,16 +278,36 @@ impl Step {
 
     /// The exact commands this step may send, for `plan` output (passwords shown as `<password>`).
     pub fn commands(&self, has_password: bool) -> Vec<String> {
+        self.commands_renamed(has_password, &BTreeMap::new())
+    }
+
+    /// Like [`Step::commands`], with command names as the nodes know them under
+    /// `rename-command` (`renames`: upper-case original -> renamed, see
+    /// `ClusterConfig::renames`), so the plan shows what is really sent.
+    pub fn commands_renamed(
+        &self,
+        has_password: bool,
+        renames: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let name = |n: &'static str| renames.get(n).map(String::as_str).unwrap_or(n);
+        let (slaveof, config, info, client) = (
+            name("SLAVEOF"),
+            name("CONFIG"),
+            name("INFO"),
+            name("CLIENT"),
+        );
         match self {
             Step::PauseWrites { node, millis } => {
-                vec![format!("{node}: CLIENT PAUSE {millis} WRITE")]
+                vec![format!("{node}: {client} PAUSE {millis} WRITE")]
             }
             Step::WaitCatchUp { node, of } => {
-                vec![format!("{node}: poll INFO until offset >= offset of {of}")]
+                vec![format!(
+                    "{node}: poll {info} until offset >= offset of {of}"
+                )]
             }
             Step::Promote { node } => vec![
-                format!("{node}: SLAVEOF NO ONE"),
-                format!("{node}: poll INFO until role:master"),
+                format!("{node}: {slaveof} NO ONE"),
+                format!("{node}: poll {info} until role:master"),
             ],
             Step::Follow {
                 node,
@@ -297,14 +317,14 @@ impl Step {
             } => {
                 let mut v = Vec::new();
                 if has_password {
-                    v.push(format!("{node}: CONFIG SET masterauth <password>"));
+                    v.push(format!("{node}: {config} SET masterauth <password>"));
                 }
                 let f = if *force { " force" } else { "" };
                 v.push(format!(
-                    "{node}: SLAVEOF {} {}{f}",
+                    "{node}: {slaveof} {} {}{f}",
                     master.host, master.port
                 ));
-                v.push(format!("{node}: poll INFO until master_link_status:up"));
+                v.push(format!("{node}: poll {info} until master_link_status:up"));
                 // The one retry is forced on Pika even when the first try was not: an identical
                 // SLAVEOF is a no-op there, and a link that did not come up usually means Error.
                 let retry_force = if *engine == Engine::Pika {
@@ -313,13 +333,13 @@ impl Step {
                     ""
                 };
                 v.push(format!(
-                    "{node}: on link timeout, once: SLAVEOF NO ONE; SLAVEOF {} {}{retry_force}",
+                    "{node}: on link timeout, once: {slaveof} NO ONE; {slaveof} {} {}{retry_force}",
                     master.host, master.port
                 ));
                 v
             }
-            Step::Persist { node } => vec![format!("{node}: CONFIG REWRITE")],
-            Step::Unpause { node } => vec![format!("{node}: CLIENT UNPAUSE")],
+            Step::Persist { node } => vec![format!("{node}: {config} REWRITE")],
+            Step::Unpause { node } => vec![format!("{node}: {client} UNPAUSE")],
             Step::Intent { promote } => vec![format!(
                 "coordinator: record intent \"failover to {promote} in progress\" (compare-and-set)"
             )],

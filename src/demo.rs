@@ -150,6 +150,7 @@ pub async fn run() -> Result<i32, String> {
         name: "demo".into(),
         password: None,
         paused: false,
+        rename_commands: Default::default(),
         nodes: procs
             .iter()
             .map(|p| NodeConfig {

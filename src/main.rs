@@ -349,7 +349,8 @@ fn operator(
         let nodes = pika_remedy::node::redis::RedisNodes::new(
             &loaded.config.timeouts,
             loaded.password(cluster).cloned(),
-        );
+        )
+        .with_renames(cfg.renames());
         let holder = pika_remedy::app::holder(&loaded);
         let ctx = pika_remedy::reconcile::Ctx {
             cluster: &cfg,

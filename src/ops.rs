@@ -88,10 +88,15 @@ pub fn render_plan<N: Nodes, C: Coordinator>(
         }
     }
     let steps = plan.steps(obs, ctx.policy);
+    let renames = ctx.cluster.renames();
     if !steps.is_empty() {
         let _ = writeln!(s, "steps:");
         for (i, st) in steps.iter().enumerate() {
-            for (j, c) in st.commands(ctx.has_password).iter().enumerate() {
+            for (j, c) in st
+                .commands_renamed(ctx.has_password, &renames)
+                .iter()
+                .enumerate()
+            {
                 if j == 0 {
                     let _ = writeln!(s, "  {:>2}. {c}", i + 1);
                 } else {

@@ -104,7 +104,8 @@ fn selected<'a>(loaded: &'a Loaded, cluster: Option<&str>) -> Result<Vec<&'a Clu
 pub async fn collect(loaded: &Loaded, cluster: Option<&str>) -> Result<StatusReport> {
     let clusters = selected(loaded, cluster)?;
     let observations = join_all(clusters.iter().map(|c| async move {
-        let nodes = RedisNodes::new(&loaded.config.timeouts, loaded.password(&c.name).cloned());
+        let nodes = RedisNodes::new(&loaded.config.timeouts, loaded.password(&c.name).cloned())
+            .with_renames(c.renames());
         (c.paused, observe(&nodes, c).await)
     }))
     .await;

@@ -165,6 +165,7 @@ impl Env {
             name: CLUSTER.into(),
             password: None,
             paused: false,
+            rename_commands: Default::default(),
             nodes: rc
                 .addrs()
                 .into_iter()

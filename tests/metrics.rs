@@ -984,6 +984,7 @@ fn cluster_config(obs: &Observation) -> ClusterConfig {
         name: obs.cluster.clone(),
         password: None,
         paused: false,
+        rename_commands: Default::default(),
         nodes: obs
             .nodes
             .iter()

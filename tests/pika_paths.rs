@@ -47,6 +47,7 @@ impl Env {
             name: CLUSTER.into(),
             password: None,
             paused: false,
+            rename_commands: Default::default(),
             nodes: nodes
                 .iter()
                 .map(|(addr, priority)| NodeConfig {

@@ -18,6 +18,7 @@ fn cluster(nodes: &[&str]) -> ClusterConfig {
         name: "c".into(),
         password: None,
         paused: false,
+        rename_commands: Default::default(),
         nodes: nodes
             .iter()
             .map(|n| NodeConfig {

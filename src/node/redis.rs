@@ -9,9 +9,14 @@
 //! - Only `SLAVEOF` is used (never `REPLICAOF`/`ROLE`): Pika has neither.
 //! - Every call is bounded twice: by the crate's connect/response timeouts, and by an overall
 //!   tokio timeout as a safety net for anything the crate does not cover.
+//! - `rename-command` on the nodes is honoured through [`RedisNodes::with_renames`]: every
+//!   command is built by [`RedisNodes::cmd`], which swaps in the renamed name. There is no
+//!   fallback to the original name: a node that answers "unknown command" is an error, so a
+//!   wrong map is loud instead of half-working.
 //! - Error texts are built from the server's reply or the error kind; the password is
 //!   additionally scrubbed from every text before it leaves this module.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -32,6 +37,8 @@ pub struct RedisNodes {
     connect_timeout: Duration,
     command_timeout: Duration,
     password: Option<Secret>,
+    /// `rename-command` map, upper-case original name -> name on the nodes.
+    renames: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for RedisNodes {
@@ -40,6 +47,7 @@ impl std::fmt::Debug for RedisNodes {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("renames", &self.renames)
             .finish()
     }
 }
@@ -52,7 +60,81 @@ impl RedisNodes {
             command_timeout: timeouts.command,
             // An empty password means "no password": AUTH "" would only fail.
             password: password.filter(|p| !p.expose().is_empty()),
+            renames: BTreeMap::new(),
         }
+    }
+
+    /// Use the nodes' `rename-command` map (original name -> renamed), e.g. the cluster's
+    /// [`ClusterConfig::renames`](crate::config::ClusterConfig::renames). Keys are matched
+    /// case-insensitively; empty values are ignored (config validation rejects them).
+    pub fn with_renames(mut self, renames: BTreeMap<String, String>) -> Self {
+        self.renames = renames
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_ascii_uppercase(), v))
+            .collect();
+        self
+    }
+
+    /// The name a command has on the nodes (`name` itself unless renamed).
+    pub fn command_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.renames
+            .get(&name.to_ascii_uppercase())
+            .map(String::as_str)
+            .unwrap_or(name)
+    }
+
+    /// A command under the name the nodes know it by. Every command sent is built here.
+    fn cmd(&self, name: &str) -> redis::Cmd {
+        redis::cmd(self.command_name(name))
+    }
+
+    fn info_cmd(&self, section: &str) -> redis::Cmd {
+        let mut c = self.cmd("INFO");
+        c.arg(section);
+        c
+    }
+
+    fn promote_cmd(&self) -> redis::Cmd {
+        let mut c = self.cmd("SLAVEOF");
+        c.arg("NO").arg("ONE");
+        c
+    }
+
+    fn follow_cmd(&self, master: &Addr, force: bool) -> redis::Cmd {
+        let mut c = self.cmd("SLAVEOF");
+        c.arg(&master.host).arg(master.port);
+        if force {
+            // The literal word; Pika rejects `-f`/`--force` (pika.md §2.1).
+            c.arg("force");
+        }
+        c
+    }
+
+    fn masterauth_cmd(&self, pw: &Secret) -> redis::Cmd {
+        let mut c = self.cmd("CONFIG");
+        c.arg("SET").arg("masterauth").arg(pw.expose());
+        c
+    }
+
+    fn rewrite_cmd(&self) -> redis::Cmd {
+        let mut c = self.cmd("CONFIG");
+        c.arg("REWRITE");
+        c
+    }
+
+    fn pause_cmd(&self, for_how_long: Duration) -> redis::Cmd {
+        let mut c = self.cmd("CLIENT");
+        c.arg("PAUSE")
+            .arg(for_how_long.as_millis().max(1) as u64)
+            .arg("WRITE");
+        c
+    }
+
+    fn unpause_cmd(&self) -> redis::Cmd {
+        let mut c = self.cmd("CLIENT");
+        c.arg("UNPAUSE");
+        c
     }
 
     /// Open one connection (AUTH included), bounded by the connect timeout.
@@ -107,12 +189,13 @@ impl RedisNodes {
     }
 
     /// Send one command and return the raw reply (server errors become `NodeError`s).
-    /// For diagnostics and tests; the `Nodes` methods are the normal interface.
+    /// For diagnostics and tests; the `Nodes` methods are the normal interface. The command
+    /// name goes through the rename map like every other command.
     pub async fn command(&self, node: &Addr, args: &[&str]) -> Result<Value, NodeError> {
         let Some((name, rest)) = args.split_first() else {
             return Err(NodeError::Protocol("empty command".into()));
         };
-        let mut c = redis::cmd(name);
+        let mut c = self.cmd(name);
         for a in rest {
             c.arg(*a);
         }
@@ -124,11 +207,12 @@ impl RedisNodes {
 
     /// The raw text of `INFO server` + `INFO replication` (what `status` parses).
     pub async fn info_text(&self, node: &Addr) -> Result<String, NodeError> {
-        let mut server = redis::cmd("INFO");
-        server.arg("server");
-        let mut repl = redis::cmd("INFO");
-        repl.arg("replication");
-        let replies = self.exchange(node, vec![server, repl]).await?;
+        let replies = self
+            .exchange(
+                node,
+                vec![self.info_cmd("server"), self.info_cmd("replication")],
+            )
+            .await?;
         let mut text = String::new();
         for v in replies {
             let part = value_text(&v)
@@ -242,48 +326,30 @@ impl Nodes for RedisNodes {
     }
 
     async fn promote(&self, node: &Addr) -> Result<(), NodeError> {
-        let mut c = redis::cmd("SLAVEOF");
-        c.arg("NO").arg("ONE");
-        self.expect_ok(node, c).await
+        self.expect_ok(node, self.promote_cmd()).await
     }
 
     async fn follow(&self, node: &Addr, master: &Addr, force: bool) -> Result<(), NodeError> {
-        let mut c = redis::cmd("SLAVEOF");
-        c.arg(&master.host).arg(master.port);
-        if force {
-            // The literal word; Pika rejects `-f`/`--force` (pika.md §2.1).
-            c.arg("force");
-        }
-        self.expect_ok(node, c).await
+        self.expect_ok(node, self.follow_cmd(master, force)).await
     }
 
     async fn set_masterauth(&self, node: &Addr) -> Result<(), NodeError> {
         let Some(pw) = &self.password else {
             return Ok(());
         };
-        let mut c = redis::cmd("CONFIG");
-        c.arg("SET").arg("masterauth").arg(pw.expose());
-        self.expect_ok(node, c).await
+        self.expect_ok(node, self.masterauth_cmd(pw)).await
     }
 
     async fn config_rewrite(&self, node: &Addr) -> Result<(), NodeError> {
-        let mut c = redis::cmd("CONFIG");
-        c.arg("REWRITE");
-        self.expect_ok(node, c).await
+        self.expect_ok(node, self.rewrite_cmd()).await
     }
 
     async fn pause_writes(&self, node: &Addr, for_how_long: Duration) -> Result<(), NodeError> {
-        let mut c = redis::cmd("CLIENT");
-        c.arg("PAUSE")
-            .arg(for_how_long.as_millis().max(1) as u64)
-            .arg("WRITE");
-        self.expect_ok(node, c).await
+        self.expect_ok(node, self.pause_cmd(for_how_long)).await
     }
 
     async fn unpause_writes(&self, node: &Addr) -> Result<(), NodeError> {
-        let mut c = redis::cmd("CLIENT");
-        c.arg("UNPAUSE");
-        self.expect_ok(node, c).await
+        self.expect_ok(node, self.unpause_cmd()).await
     }
 }
 
@@ -332,5 +398,60 @@ mod tests {
     #[test]
     fn empty_password_means_none() {
         assert!(nodes(Some("")).password.is_none());
+    }
+
+    /// The command's words as sent on the wire.
+    fn words(c: &redis::Cmd) -> Vec<String> {
+        c.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "<other>".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn commands_are_built_with_the_renamed_names() {
+        let renames = BTreeMap::from([
+            ("slaveof".to_string(), "sl4ve0f-x".to_string()),
+            ("CONFIG".to_string(), "c0nf1g-x".to_string()),
+            ("Info".to_string(), "1nf0-x".to_string()),
+            ("CLIENT".to_string(), "cl1ent-x".to_string()),
+        ]);
+        let n = nodes(Some("pw")).with_renames(renames);
+        let master = Addr::new("127.0.0.1", 6380);
+        let sent: Vec<Vec<String>> = [
+            n.info_cmd("replication"),
+            n.promote_cmd(),
+            n.follow_cmd(&master, true),
+            n.masterauth_cmd(&Secret::new("pw")),
+            n.rewrite_cmd(),
+            n.pause_cmd(Duration::from_millis(1500)),
+            n.unpause_cmd(),
+        ]
+        .iter()
+        .map(words)
+        .collect();
+        let expected: Vec<Vec<&str>> = vec![
+            vec!["1nf0-x", "replication"],
+            vec!["sl4ve0f-x", "NO", "ONE"],
+            vec!["sl4ve0f-x", "127.0.0.1", "6380", "force"],
+            vec!["c0nf1g-x", "SET", "masterauth", "pw"],
+            vec!["c0nf1g-x", "REWRITE"],
+            vec!["cl1ent-x", "PAUSE", "1500", "WRITE"],
+            vec!["cl1ent-x", "UNPAUSE"],
+        ];
+        assert_eq!(sent, expected);
+        assert_eq!(n.command_name("slaveof"), "sl4ve0f-x");
+        assert_eq!(n.command_name("PING"), "PING");
+    }
+
+    #[test]
+    fn without_renames_the_original_names_are_used() {
+        let n = nodes(None);
+        assert_eq!(words(&n.promote_cmd()), ["SLAVEOF", "NO", "ONE"]);
+        assert_eq!(words(&n.rewrite_cmd()), ["CONFIG", "REWRITE"]);
+        assert_eq!(words(&n.info_cmd("server")), ["INFO", "server"]);
+        assert_eq!(words(&n.unpause_cmd()), ["CLIENT", "UNPAUSE"]);
     }
 }
