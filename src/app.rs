@@ -112,14 +112,6 @@ impl Service {
         self.loaded.cluster(name)
     }
 
-    /// The recorded master's last seen offset, if the poller saw the *currently recorded*
-    /// master alive (a value for a previous master is useless as a reference).
-    async fn last_master_offset(&self, cluster: &str) -> Option<u64> {
-        let (addr, offset) = self.master_offsets.lock().ok()?.get(cluster).cloned()?;
-        let rec = self.coord.read_record(cluster).await.ok()??;
-        (rec.value.master == addr).then_some(offset)
-    }
-
     /// An upper bound for one reconcile, so a webhook never waits forever: two looks, the
     /// confirmation window, and the steps of the biggest plan.
     fn bound(&self, nodes: usize) -> Duration {
@@ -147,7 +139,11 @@ impl Reconciler for Service {
                 .is_some_and(|p| !p.expose().is_empty()),
             dry_run: ctl.dry_run,
             paused: ctl.paused,
-            last_master_offset: self.last_master_offset(cluster).await,
+            last_seen_master: self
+                .master_offsets
+                .lock()
+                .ok()
+                .and_then(|m| m.get(cluster).cloned()),
         };
         let bound = self.bound(cfg.nodes.len());
         let out = match tokio::time::timeout(bound, reconcile(&ctx, trigger.clone())).await {

@@ -353,6 +353,33 @@ impl Step {
     }
 }
 
+impl std::fmt::Display for Step {
+    /// One short line per step, for operator output and failure messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Step::PauseWrites { node, millis } => format!("pause writes on {node} for {millis} ms"),
+            Step::WaitCatchUp { node, of } => format!("wait for {node} to catch up with {of}"),
+            Step::Promote { node } => format!("promote {node}"),
+            Step::Follow {
+                node,
+                master,
+                force,
+                ..
+            } => {
+                format!(
+                    "{node} follows {master}{}",
+                    if *force { " (force)" } else { "" }
+                )
+            }
+            Step::Persist { node } => format!("CONFIG REWRITE {node}"),
+            Step::Unpause { node } => format!("unpause {node}"),
+            Step::Record { master, .. } => format!("record master {master}"),
+            Step::Intent { promote } => format!("record intent to promote {promote}"),
+        };
+        f.write_str(&text)
+    }
+}
+
 impl Plan {
     pub fn no_action(reason: impl Into<String>) -> Plan {
         Plan {

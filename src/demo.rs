@@ -186,7 +186,7 @@ pub async fn run() -> Result<i32, String> {
         has_password: false,
         dry_run: false,
         paused: false,
-        last_master_offset: None,
+        last_seen_master: None,
     };
     let tl = Arc::new(Timeline {
         start: Instant::now(),

@@ -363,7 +363,7 @@ fn operator(
                 .is_some_and(|p| !p.expose().is_empty()),
             dry_run,
             paused: false,
-            last_master_offset: None,
+            last_seen_master: None,
         };
         let (text, code) = match op {
             Op::Plan(t) => pika_remedy::ops::plan(&ctx, &t).await,

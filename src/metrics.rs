@@ -34,9 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::model::{
-    Addr, LinkState, NodeObservation, NodeStatus, Observation, Role, TopologyRecord,
-};
+use crate::model::{Addr, LinkState, NodeObservation, Observation, Role, TopologyRecord};
 use crate::reconcile::Result_;
 
 /// Content type of [`Metrics::encode`] (OpenMetrics 1.0 text).
@@ -556,7 +554,7 @@ impl Metrics {
                 NodeInfoLabels {
                     cluster: c.to_string(),
                     instance: inst.clone(),
-                    engine: engine_label(s).to_string(),
+                    engine: s.engine.as_str().to_string(),
                     version: s.version.clone().unwrap_or_default(),
                 },
                 1,
@@ -790,14 +788,6 @@ fn db_labels(cluster: &str, instance: &str, db: &str) -> DbLabels {
         cluster: cluster.to_string(),
         instance: instance.to_string(),
         db: db.to_string(),
-    }
-}
-
-fn engine_label(s: &NodeStatus) -> &'static str {
-    match s.engine {
-        crate::model::Engine::Pika => "pika",
-        crate::model::Engine::Redis => "redis",
-        crate::model::Engine::Unknown => "unknown",
     }
 }
 

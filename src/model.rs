@@ -97,6 +97,17 @@ pub enum Engine {
     Unknown,
 }
 
+impl Engine {
+    /// The lower-case name used in logs, metrics labels and the status table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Pika => "pika",
+            Engine::Redis => "redis",
+            Engine::Unknown => "unknown",
+        }
+    }
+}
+
 /// The role a node reports in `INFO replication`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

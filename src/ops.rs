@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::coord::{CasOutcome, Coordinator};
-use crate::decide::{Action, Plan, Step, Trigger};
+use crate::decide::{Action, Plan, Trigger};
 use crate::model::{Addr, Observation, Role, TopologyRecord, Versioned};
 use crate::node::Nodes;
 use crate::reconcile::{self, look, now_unix, summarize, Ctx, Outcome, Result_};
@@ -143,7 +143,7 @@ pub fn render_outcome(out: &Outcome) -> String {
             "  [{}] {:>6} ms  {}: {}",
             if st.ok { "ok" } else { "FAILED" },
             st.millis,
-            step_title(&st.step),
+            st.step,
             st.detail
         );
     }
@@ -162,29 +162,6 @@ pub fn render_outcome(out: &Outcome) -> String {
     };
     let _ = writeln!(s, "result: {result} ({} ms)", out.millis);
     s
-}
-
-fn step_title(st: &Step) -> String {
-    match st {
-        Step::PauseWrites { node, millis } => format!("pause writes on {node} for {millis} ms"),
-        Step::WaitCatchUp { node, of } => format!("wait for {node} to catch up with {of}"),
-        Step::Promote { node } => format!("promote {node}"),
-        Step::Follow {
-            node,
-            master,
-            force,
-            ..
-        } => {
-            format!(
-                "{node} follows {master}{}",
-                if *force { " (force)" } else { "" }
-            )
-        }
-        Step::Persist { node } => format!("CONFIG REWRITE {node}"),
-        Step::Unpause { node } => format!("unpause {node}"),
-        Step::Record { master, .. } => format!("record master {master}"),
-        Step::Intent { promote } => format!("record intent to promote {promote}"),
-    }
 }
 
 /// `record --master X`: write the topology by hand (bootstrap or after an operator's fix).

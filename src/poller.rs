@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -81,13 +81,6 @@ pub fn master_offset(
 /// Last record read successfully, per cluster (see module docs).
 type RecordCache = Arc<Mutex<Option<TopologyRecord>>>;
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Poll one cluster once: observe, read the record, update metrics and the latest map.
 /// Returns the number of failed node queries (all nodes if the poll hit its bound).
 pub async fn poll_cluster<N, C, P>(
@@ -131,9 +124,12 @@ where
         }
     }
     let errors = obs.nodes.iter().filter(|n| n.status.is_err()).count() as u64;
-    shared
-        .metrics
-        .observe_cluster(&obs, record.as_ref(), (shared.paused)(name), now_unix());
+    shared.metrics.observe_cluster(
+        &obs,
+        record.as_ref(),
+        (shared.paused)(name),
+        crate::reconcile::now_unix(),
+    );
     shared.metrics.poll_done(name, started.elapsed(), errors);
     match shared.latest.write() {
         Ok(mut m) => {

@@ -76,9 +76,10 @@ pub struct Ctx<'a, N: Nodes, C: Coordinator> {
     pub dry_run: bool,
     /// Global or per-cluster pause.
     pub paused: bool,
-    /// The recorded master's offset when last seen alive (from the service's poller), the
-    /// absolute lag reference for candidates; `None` when there is no history (CLI).
-    pub last_master_offset: Option<u64>,
+    /// A master and its offset when the service's poller last saw it alive. If it is the
+    /// recorded master, that offset is the absolute lag reference for candidates; `None` when
+    /// there is no history (CLI).
+    pub last_seen_master: Option<(Addr, u64)>,
 }
 
 /// How often bounded waits poll INFO.
@@ -98,12 +99,7 @@ pub fn summarize(obs: &Observation) -> Vec<String> {
         .map(|n| match &n.status {
             Err(e) => format!("{} unreachable: {e}", n.addr),
             Ok(s) => {
-                let mut line = format!(
-                    "{} {} role={}",
-                    n.addr,
-                    engine_label(s.engine),
-                    s.role.as_str()
-                );
+                let mut line = format!("{} {} role={}", n.addr, s.engine.as_str(), s.role.as_str());
                 if let Some(m) = &s.master {
                     line.push_str(&format!(" master={m}"));
                 }
@@ -122,14 +118,6 @@ pub fn summarize(obs: &Observation) -> Vec<String> {
         .collect()
 }
 
-fn engine_label(e: Engine) -> &'static str {
-    match e {
-        Engine::Pika => "pika",
-        Engine::Redis => "redis",
-        Engine::Unknown => "unknown",
-    }
-}
-
 /// Observe, read the record, decide: no lock, no mutation. Used by `plan` and as the first pass.
 pub async fn look<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
@@ -140,10 +128,15 @@ pub async fn look<N: Nodes, C: Coordinator>(
         ctx.coord.read_record(&ctx.cluster.name)
     );
     let record = record?;
+    // An offset seen for a previous master is no reference for this one.
+    let last_master_offset = match (&ctx.last_seen_master, &record) {
+        (Some((addr, offset)), Some(r)) if *addr == r.value.master => Some(*offset),
+        _ => None,
+    };
     let gate = Gate {
         now: now_unix(),
         paused: ctx.paused,
-        last_master_offset: ctx.last_master_offset,
+        last_master_offset,
     };
     let plan = decide(
         trigger,
@@ -323,7 +316,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 Err(StepError::Persist(e)) => soft_failures.push(e),
                 Err(e) => {
                     result = Result_::Failed {
-                        error: format!("{}: {e}", step_name(&step)),
+                        error: format!("{step}: {e}"),
                     };
                     break;
                 }
@@ -363,12 +356,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 nodes
                     .pause_writes(node, Duration::from_millis(*millis))
                     .await
-                    .map_err(StepError::node)?;
+                    .map_err(StepError::Node)?;
                 Ok(format!("writes paused for {millis} ms"))
             }
             Step::Unpause { node } => {
                 self.fence().await?;
-                nodes.unpause_writes(node).await.map_err(StepError::node)?;
+                nodes.unpause_writes(node).await.map_err(StepError::Node)?;
                 Ok("writes unpaused".into())
             }
             Step::WaitCatchUp { node, of } => {
@@ -377,7 +370,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 loop {
                     let (a, b) = tokio::join!(nodes.status(node), nodes.status(of));
                     if let (Ok(a), Ok(b)) = (&a, &b) {
-                        if let (Some(x), Some(y)) = (caught_up_offset(a), caught_up_offset(b)) {
+                        if let (Some(x), Some(y)) = (a.offset, b.offset) {
                             if x >= y {
                                 return Ok(format!(
                                     "offset {x} >= {y} after {:.1}s",
@@ -397,7 +390,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             }
             Step::Promote { node } => {
                 self.fence().await?;
-                nodes.promote(node).await.map_err(StepError::node)?;
+                nodes.promote(node).await.map_err(StepError::Node)?;
                 let waited = self
                     .wait(node, p.promote_timeout, |s| s.role == Role::Master)
                     .await
@@ -480,7 +473,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
     ) -> Result<String, StepError> {
         let nodes = self.ctx.nodes;
         let p = self.ctx.policy;
-        let current = nodes.status(node).await.map_err(StepError::node)?;
+        let current = nodes.status(node).await.map_err(StepError::Node)?;
         if current.follows_with_link_up(master) && !force {
             return Ok("already following with link up".into());
         }
@@ -499,12 +492,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                             nodes
                                 .set_masterauth(&n.addr)
                                 .await
-                                .map_err(StepError::node)?;
+                                .map_err(StepError::Node)?;
                         }
                         nodes
                             .follow(&n.addr, master, false)
                             .await
-                            .map_err(StepError::node)?;
+                            .map_err(StepError::Node)?;
                         // Its new role must survive a restart too.
                         self.persist(&n.addr).await?;
                         notes.push(format!("moved {} to {master} first", n.addr));
@@ -514,12 +507,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         }
         if self.ctx.has_password {
             self.fence().await?;
-            nodes.set_masterauth(node).await.map_err(StepError::node)?;
+            nodes.set_masterauth(node).await.map_err(StepError::Node)?;
         }
         // An identical SLAVEOF is a silent no-op on Pika (even in a broken state): reset first.
         if current.role.is_replica() && current.master.as_ref() == Some(master) {
             self.fence().await?;
-            nodes.promote(node).await.map_err(StepError::node)?;
+            nodes.promote(node).await.map_err(StepError::Node)?;
         }
         self.slaveof_with_detach_retry(node, master, force).await?;
         let t = Instant::now();
@@ -538,7 +531,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             if retry_force { " force" } else { "" }
         ));
         self.fence().await?;
-        nodes.promote(node).await.map_err(StepError::node)?;
+        nodes.promote(node).await.map_err(StepError::Node)?;
         self.slaveof_with_detach_retry(node, master, retry_force)
             .await?;
         match self
@@ -590,7 +583,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
-                Err(e) => return Err(StepError::node(e)),
+                Err(e) => return Err(StepError::Node(e)),
             }
         }
     }
@@ -683,24 +676,6 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
     }
 }
 
-/// The offset used to compare a replica with its master during a switchover.
-fn caught_up_offset(s: &NodeStatus) -> Option<u64> {
-    s.offset
-}
-
-fn step_name(s: &Step) -> String {
-    match s {
-        Step::PauseWrites { node, .. } => format!("pause writes on {node}"),
-        Step::WaitCatchUp { node, of } => format!("wait for {node} to catch up with {of}"),
-        Step::Promote { node } => format!("promote {node}"),
-        Step::Follow { node, master, .. } => format!("make {node} follow {master}"),
-        Step::Persist { node } => format!("persist {node}"),
-        Step::Unpause { node } => format!("unpause {node}"),
-        Step::Record { master, .. } => format!("record master {master}"),
-        Step::Intent { promote } => format!("record the intent to promote {promote}"),
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 enum StepError {
     #[error("{0}")]
@@ -713,10 +688,4 @@ enum StepError {
     Persist(String),
     #[error("{0}")]
     Record(String),
-}
-
-impl StepError {
-    fn node(e: NodeError) -> StepError {
-        StepError::Node(e)
-    }
 }

@@ -281,8 +281,8 @@ pub fn render_table(report: &StatusReport) -> String {
             .iter()
             .map(|n| {
                 let engine = match (&n.engine, &n.version) {
-                    (Some(e), Some(v)) => format!("{} {v}", engine_name(*e)),
-                    (Some(e), None) => engine_name(*e).to_string(),
+                    (Some(e), Some(v)) => format!("{} {v}", e.as_str()),
+                    (Some(e), None) => e.as_str().to_string(),
                     _ => "-".into(),
                 };
                 [
@@ -334,14 +334,6 @@ pub fn render_table(report: &StatusReport) -> String {
         out.push('\n');
     }
     out
-}
-
-fn engine_name(e: Engine) -> &'static str {
-    match e {
-        Engine::Pika => "pika",
-        Engine::Redis => "redis",
-        Engine::Unknown => "unknown",
-    }
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ impl Env {
             has_password: self.has_password,
             dry_run: false,
             paused: false,
-            last_master_offset: None,
+            last_seen_master: None,
         }
     }
 
@@ -494,7 +494,7 @@ async fn lagging_replicas_are_refused_against_the_masters_last_seen_offset() {
     policy.max_lag_bytes = 1024;
     let ctx = Ctx {
         policy: &policy,
-        last_master_offset: Some(master_offset),
+        last_seen_master: Some((env.rc.master.addr(), master_offset)),
         ..env.ctx()
     };
     let out = env.run_ctx(&ctx, Trigger::MasterDown).await;

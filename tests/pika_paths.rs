@@ -109,7 +109,7 @@ impl Env {
             has_password: self.has_password,
             dry_run: false,
             paused: false,
-            last_master_offset: None,
+            last_seen_master: None,
         };
         tokio::time::timeout(Duration::from_secs(30), reconcile(&ctx, trigger))
             .await

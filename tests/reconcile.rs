@@ -75,7 +75,7 @@ async fn run_with(
         has_password: false,
         dry_run: false,
         paused: false,
-        last_master_offset: None,
+        last_seen_master: None,
     };
     tweak(&mut ctx);
     tokio::time::timeout(Duration::from_secs(30), reconcile(&ctx, trigger))

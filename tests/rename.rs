@@ -137,7 +137,7 @@ impl Env {
             has_password: true,
             dry_run: false,
             paused: false,
-            last_master_offset: None,
+            last_seen_master: None,
         }
     }
 
