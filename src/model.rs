@@ -216,6 +216,24 @@ impl NodeStatus {
             && self.master.as_ref() == Some(master)
             && self.link == Some(LinkState::Up)
     }
+
+    /// Pika before 3.5 rewrites only keys already uncommented in pika.conf, and the stock file
+    /// has `#slaveof`, so its `CONFIG REWRITE` may answer `+OK` and persist no role change
+    /// (docs: pika.md, CONFIG REWRITE). Nothing a client can read shows the file, so the
+    /// caller can only warn. An unknown or unparsable version is not flagged.
+    pub fn rewrite_may_skip_slaveof(&self) -> bool {
+        if self.engine != Engine::Pika {
+            return false;
+        }
+        let Some(v) = self.version.as_deref() else {
+            return false;
+        };
+        let mut parts = v.trim().split('.').map(|p| p.parse::<u32>().ok());
+        match (parts.next().flatten(), parts.next().flatten()) {
+            (Some(major), Some(minor)) => (major, minor) < (3, 5),
+            _ => false,
+        }
+    }
 }
 
 /// One node as configured plus what we saw when we asked it.
@@ -300,6 +318,33 @@ mod tests {
         let v6: Addr = "[::1]:6379".parse().unwrap();
         assert_eq!(v6.host, "::1");
         assert_eq!(v6.to_string(), "[::1]:6379");
+    }
+
+    #[test]
+    fn only_pika_before_3_5_may_skip_slaveof_on_rewrite() {
+        let status = |server: &str| {
+            let text = format!("# Server\r\n{server}\r\n\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\n");
+            crate::node::info::parse(&text).unwrap()
+        };
+        for (server, flagged) in [
+            ("pika_version:3.2.9", true),
+            ("pika_version:3.3.6", true),
+            ("pika_version:3.4.2", true),
+            ("pika_version:3.5.0", false),
+            ("pika_version:3.5.4", false),
+            ("pika_version:4.0.0", false),
+            ("pika_version:garbage", false),
+            ("redis_version:3.2.0", false),
+        ] {
+            assert_eq!(
+                status(server).rewrite_may_skip_slaveof(),
+                flagged,
+                "{server}"
+            );
+        }
+        let mut s = status("pika_version:3.3.6");
+        s.version = None;
+        assert!(!s.rewrite_may_skip_slaveof(), "unknown version: no warning");
     }
 
     #[test]

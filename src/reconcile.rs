@@ -429,8 +429,19 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         for attempt in 1..=ATTEMPTS {
             self.fence().await?;
             match self.ctx.nodes.config_rewrite(node).await {
-                Ok(()) if attempt == 1 => return Ok("config rewritten".into()),
-                Ok(()) => return Ok(format!("config rewritten (attempt {attempt})")),
+                Ok(()) => {
+                    let mut done = if attempt == 1 {
+                        "config rewritten".to_string()
+                    } else {
+                        format!("config rewritten (attempt {attempt})")
+                    };
+                    if let Some(caveat) = self.rewrite_caveat(node) {
+                        warn!(cluster = %self.ctx.cluster.name, %node, "{caveat}");
+                        done.push_str("; warning: ");
+                        done.push_str(&caveat);
+                    }
+                    return Ok(done);
+                }
                 Err(e) => last = e.to_string(),
             }
             if attempt < ATTEMPTS {
@@ -440,6 +451,19 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         Err(StepError::Persist(format!(
             "CONFIG REWRITE on {node} failed {ATTEMPTS} times: {last}; a restart of {node} would undo its new role"
         )))
+    }
+
+    /// The warning for a node whose `CONFIG REWRITE` may have persisted nothing (Pika < 3.5).
+    fn rewrite_caveat(&self, node: &Addr) -> Option<String> {
+        let s = self.obs.node(node)?.status.as_ref().ok()?;
+        if !s.rewrite_may_skip_slaveof() {
+            return None;
+        }
+        Some(format!(
+            "Pika {} rewrites slaveof only if pika.conf already has an uncommented `slaveof` line \
+             (the stock file has `#slaveof`); without it the role change is lost on restart",
+            s.version.as_deref().unwrap_or("?")
+        ))
     }
 
     /// Poll a node until `pred` holds, bounded. Returns seconds waited.

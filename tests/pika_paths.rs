@@ -208,6 +208,11 @@ async fn restarted_old_master_is_demoted_with_slaveof_force_and_rewrite() {
     );
     assert!(mutations(&m2).is_empty(), "{:?}", mutations(&m2));
     assert!(mutations(&r).is_empty(), "{:?}", mutations(&r));
+    assert_eq!(
+        persist_detail(&out, &m1.addr()),
+        "config rewritten",
+        "no caveat on 4.x"
+    );
     assert_eq!(m1.state().persisted_master, Some(hp(&m2.addr())));
     assert_eq!(env.record().await.epoch, 2, "a demotion keeps the epoch");
 
@@ -219,6 +224,65 @@ async fn restarted_old_master_is_demoted_with_slaveof_force_and_rewrite() {
     assert_eq!(out.result, Result_::NoAction, "{out:#?}");
     assert!(out.plan.reason.contains("converged"), "{}", out.plan.reason);
     assert_pika_dialect(&[&m1, &m2, &r]);
+}
+
+fn persist_detail(out: &Outcome, node: &Addr) -> String {
+    out.steps
+        .iter()
+        .find(|s| matches!(&s.step, Step::Persist { node: n } if n == node))
+        .map(|s| s.detail.clone())
+        .expect("a persist step")
+}
+
+#[tokio::test]
+async fn pika_3_3_demotion_warns_that_the_rewrite_may_not_persist_and_a_restart_is_demoted_again() {
+    // Pika 3.2–3.4 with the stock pika.conf (`#slaveof`): CONFIG REWRITE says +OK and
+    // persists nothing. No command shows the file, so the tool cannot verify it: it warns.
+    let old = PikaState {
+        family: "3.3".into(),
+        ..PikaState::master()
+    };
+    let (m1, m2, r) = restarted_old_master(old).await;
+    let env = demote_env(&m1, &m2, &r, None).await;
+
+    let out = env.run(Trigger::RoleMismatch).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    let detail = persist_detail(&out, &m1.addr());
+    assert!(
+        detail.starts_with(
+            "config rewritten; warning: Pika 3.3.6 rewrites slaveof only if pika.conf"
+        ),
+        "{detail}"
+    );
+    assert_eq!(
+        m1.state().persisted_master,
+        None,
+        "the stock 3.3 file kept nothing"
+    );
+
+    // Exactly what the warning says: the restart brings it back as a master, and the next
+    // check demotes it again (the record still names m2).
+    m1.restart();
+    assert_eq!(m1.state().role, PeerRole::Master);
+    let out = env.run(Trigger::RoleMismatch).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert_eq!(
+        out.plan.action,
+        Action::Demote {
+            node: m1.addr(),
+            to: m2.addr()
+        }
+    );
+
+    // With an uncommented `slaveof` line the rewrite sticks (still warned: not verifiable).
+    m1.with_state(|s| s.conf_has_slaveof_line = true);
+    m1.restart();
+    let out = env.run(Trigger::RoleMismatch).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert!(persist_detail(&out, &m1.addr()).contains("warning"));
+    assert_eq!(m1.state().persisted_master, Some(hp(&m2.addr())));
+    m1.restart();
+    assert_eq!(m1.state().role, PeerRole::Slave);
 }
 
 #[tokio::test]

@@ -95,6 +95,10 @@ pub struct PikaState {
     pub rewrite_fails: bool,
     /// Number of successful `CONFIG REWRITE`s.
     pub rewrites: u32,
+    /// pika.conf has an uncommented `slaveof` line. Family 3.3 (like all of 3.2–3.4) rewrites
+    /// only keys already present, so without it CONFIG REWRITE answers `+OK` and persists no
+    /// `slaveof` (pika.md). 3.5+ appends the key. Default `false`: the stock file (`#slaveof`).
+    pub conf_has_slaveof_line: bool,
     /// The `slaveof` persisted by the last successful `CONFIG REWRITE` (what a restart uses).
     pub persisted_master: Option<(String, u16)>,
     /// Whether the last accepted SLAVEOF carried `force`.
@@ -123,6 +127,7 @@ impl Default for PikaState {
             handshake_never_retries: false,
             rewrite_fails: false,
             rewrites: 0,
+            conf_has_slaveof_line: false,
             persisted_master: None,
             last_force: false,
             silent: false,
@@ -626,7 +631,9 @@ fn config(st: &mut PikaState, rest: &[String]) -> Vec<u8> {
                 error("ERR Rewire CONFIG fail")
             } else {
                 st.rewrites += 1;
-                st.persisted_master = st.master.clone();
+                if st.family != "3.3" || st.conf_has_slaveof_line {
+                    st.persisted_master = st.master.clone();
+                }
                 simple("OK")
             }
         }
