@@ -15,7 +15,7 @@ use pika_remedy::coord::{CasOutcome, Coordinator, Holder};
 use pika_remedy::decide::{Action, Step, Trigger};
 use pika_remedy::model::{Addr, TopologyRecord};
 use pika_remedy::node::redis::RedisNodes;
-use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
+use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_, StepReport};
 use support::pika::{PeerLink, PeerRole, PikaPeer, PikaState};
 
 const CLUSTER: &str = "p";
@@ -177,12 +177,25 @@ async fn demote_env(m1: &PikaPeer, m2: &PikaPeer, r: &PikaPeer, password: Option
     .await
 }
 
-fn follow_step_millis(out: &Outcome, node: &Addr) -> u64 {
+/// The report of the first step that `is_kind` accepts.
+fn step_report<'a>(
+    out: &'a Outcome,
+    what: &str,
+    is_kind: impl Fn(&Step) -> bool,
+) -> &'a StepReport {
     out.steps
         .iter()
-        .find(|s| matches!(&s.step, Step::Follow { node: n, .. } if n == node))
-        .map(|s| s.millis)
-        .expect("a follow step")
+        .find(|s| is_kind(&s.step))
+        .unwrap_or_else(|| panic!("a {what} step: {out:#?}"))
+}
+
+fn follow_step_millis(out: &Outcome, node: &Addr) -> u64 {
+    step_report(
+        out,
+        "follow",
+        |s| matches!(s, Step::Follow { node: n, .. } if n == node),
+    )
+    .millis
 }
 
 #[tokio::test]
@@ -227,11 +240,13 @@ async fn restarted_old_master_is_demoted_with_slaveof_force_and_rewrite() {
 }
 
 fn persist_detail(out: &Outcome, node: &Addr) -> String {
-    out.steps
-        .iter()
-        .find(|s| matches!(&s.step, Step::Persist { node: n } if n == node))
-        .map(|s| s.detail.clone())
-        .expect("a persist step")
+    step_report(
+        out,
+        "persist",
+        |s| matches!(s, Step::Persist { node: n } if n == node),
+    )
+    .detail
+    .clone()
 }
 
 #[tokio::test]
