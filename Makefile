@@ -5,6 +5,12 @@ CARGO ?= cargo
 DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler libssl-dev pkg-config openssl
 DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl
 
+# The real Pika server for the real-Pika suite (tests/pika_real.rs): PIKA_BIN=/path/to/pika,
+# default ../shared/pika/bin/pika when that file exists. Without it the suite is skipped
+# (outside CI) and `make test` ends by saying so; with CI=true a missing binary fails.
+PIKA_BIN ?= $(shell f="$(CURDIR)/../shared/pika/bin/pika"; [ -x "$$f" ] && echo "$$f")
+export PIKA_BIN
+
 .PHONY: deps test lint unit rules-check demo bench build clean
 
 # Install missing Debian packages (apt-get update once, only if something is missing).
@@ -32,6 +38,8 @@ rules-check: deps
 
 test: deps lint rules-check
 	$(CARGO) test -- --test-threads=$${TEST_THREADS:-2}
+	@if [ -n "$(PIKA_BIN)" ]; then echo "real-Pika suite ran against $(PIKA_BIN) ($$($(PIKA_BIN) -v 2>/dev/null | grep -m1 -E pika_version))"; \
+	else echo "NOTE: the real-Pika suite (tests/pika_real.rs) did NOT run: no Pika binary. Run it with: make test PIKA_BIN=/path/to/pika"; fi
 
 demo: deps
 	$(CARGO) build --release

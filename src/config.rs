@@ -205,7 +205,7 @@ impl Default for Policy {
             min_observed: 1,
             promote_timeout: Duration::from_secs(10),
             link_timeout: Duration::from_secs(10),
-            detach_timeout: Duration::from_secs(5),
+            detach_timeout: Duration::from_secs(10),
             switchover_pause: Duration::from_secs(5),
             lock_ttl: Duration::from_secs(60),
         }

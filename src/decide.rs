@@ -255,6 +255,12 @@ pub enum Step {
     Persist { node: Addr },
     /// Redis: `CLIENT UNPAUSE` on the old master (also done on failure paths).
     Unpause { node: Addr },
+    /// Pika 4.x switchover: `ACL SETUSER default -@write` on the old master, so no write is
+    /// acknowledged by a node that is about to follow another (open connections included).
+    FenceWrites { node: Addr },
+    /// Pika 4.x: `ACL SETUSER default +@write`, once the fenced node follows the new master
+    /// (or on the failure path, once the cluster is put back as it was).
+    UnfenceWrites { node: Addr },
     /// Write-ahead: record (compare-and-set) that a failover to `promote` is starting, so a
     /// crash between the promotion and the final record rolls forward instead of needing an operator.
     Intent { promote: Addr },
@@ -340,6 +346,12 @@ impl Step {
             }
             Step::Persist { node } => vec![format!("{node}: {config} REWRITE")],
             Step::Unpause { node } => vec![format!("{node}: {client} UNPAUSE")],
+            Step::FenceWrites { node } => {
+                vec![format!("{node}: {} SETUSER default -@write", name("ACL"))]
+            }
+            Step::UnfenceWrites { node } => {
+                vec![format!("{node}: {} SETUSER default +@write", name("ACL"))]
+            }
             Step::Intent { promote } => vec![format!(
                 "coordinator: record intent \"failover to {promote} in progress\" (compare-and-set)"
             )],
@@ -373,6 +385,8 @@ impl std::fmt::Display for Step {
             }
             Step::Persist { node } => format!("CONFIG REWRITE {node}"),
             Step::Unpause { node } => format!("unpause {node}"),
+            Step::FenceWrites { node } => format!("fence writes on {node}"),
+            Step::UnfenceWrites { node } => format!("unfence writes on {node}"),
             Step::Record { master, .. } => format!("record master {master}"),
             Step::Intent { promote } => format!("record intent to promote {promote}"),
         };
@@ -441,31 +455,10 @@ impl Plan {
                 repoint,
                 old_master,
             } => {
-                let old_engine = engine_of(obs, old_master);
-                let redis = old_engine == Engine::Redis;
-                if redis {
-                    steps.push(Step::PauseWrites {
-                        node: old_master.clone(),
-                        millis: u64::try_from(policy.switchover_pause.as_millis())
-                            .unwrap_or(u64::MAX),
-                    });
-                }
-                steps.push(Step::WaitCatchUp {
-                    node: promote.clone(),
-                    of: old_master.clone(),
-                });
-                promote_and_record(&mut steps, obs, promote, false);
-                // The old master is always forced on Pika: without a write pause its binlog
-                // may be ahead of the new master's.
-                follow_and_persist(&mut steps, obs, old_master, promote, true);
-                if redis {
-                    steps.push(Step::Unpause {
-                        node: old_master.clone(),
-                    });
-                }
-                for node in repoint {
-                    let force = needs_force(obs, node, promote);
-                    follow_and_persist(&mut steps, obs, node, promote, force);
+                if engine_of(obs, old_master) == Engine::Redis {
+                    redis_switchover(&mut steps, obs, policy, promote, repoint, old_master);
+                } else {
+                    pika_switchover(&mut steps, obs, promote, repoint, old_master);
                 }
             }
             Action::Demote { node, to } => {
@@ -483,6 +476,74 @@ impl Plan {
             }
         }
         steps
+    }
+}
+
+/// Redis: writes paused (`CLIENT PAUSE … WRITE`, which lifts itself) while the target catches
+/// up; the old master follows right after the record, then is unpaused.
+fn redis_switchover(
+    steps: &mut Vec<Step>,
+    obs: &Observation,
+    policy: &Policy,
+    promote: &Addr,
+    repoint: &[Addr],
+    old_master: &Addr,
+) {
+    steps.push(Step::PauseWrites {
+        node: old_master.clone(),
+        millis: u64::try_from(policy.switchover_pause.as_millis()).unwrap_or(u64::MAX),
+    });
+    steps.push(Step::WaitCatchUp {
+        node: promote.clone(),
+        of: old_master.clone(),
+    });
+    promote_and_record(steps, obs, promote, false);
+    follow_and_persist(steps, obs, old_master, promote, false);
+    steps.push(Step::Unpause {
+        node: old_master.clone(),
+    });
+    for node in repoint {
+        let force = needs_force(obs, node, promote);
+        follow_and_persist(steps, obs, node, promote, force);
+    }
+}
+
+/// Pika: the old master answers `already master of others` to `SLAVEOF` while any slave is
+/// attached (and ~2.7 s after the last left), so every other slave moves to the new master
+/// BEFORE the old master is demoted. On Pika 4.x the old master's writes are fenced (ACL) for
+/// the whole switchover, so its binlog cannot get ahead of the new master's and it can follow
+/// without `force` (no full resync; the follow step still forces once if the link stays down).
+/// Older Pika has no fence: the old master may be ahead, so it is forced.
+fn pika_switchover(
+    steps: &mut Vec<Step>,
+    obs: &Observation,
+    promote: &Addr,
+    repoint: &[Addr],
+    old_master: &Addr,
+) {
+    let fence = obs
+        .node(old_master)
+        .and_then(NodeObservation::reachable)
+        .is_some_and(NodeStatus::can_fence_writes);
+    if fence {
+        steps.push(Step::FenceWrites {
+            node: old_master.clone(),
+        });
+    }
+    steps.push(Step::WaitCatchUp {
+        node: promote.clone(),
+        of: old_master.clone(),
+    });
+    promote_and_record(steps, obs, promote, false);
+    for node in repoint {
+        let force = needs_force(obs, node, promote);
+        follow_and_persist(steps, obs, node, promote, force);
+    }
+    follow_and_persist(steps, obs, old_master, promote, !fence);
+    if fence {
+        steps.push(Step::UnfenceWrites {
+            node: old_master.clone(),
+        });
     }
 }
 

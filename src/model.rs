@@ -234,6 +234,19 @@ impl NodeStatus {
             _ => false,
         }
     }
+
+    /// Pika 4.x has ACLs, so its writes can be fenced for a switchover (`ACL SETUSER default
+    /// -@write`, which also applies to open connections). Older Pika and unknown versions: no.
+    pub fn can_fence_writes(&self) -> bool {
+        if self.engine != Engine::Pika {
+            return false;
+        }
+        self.version
+            .as_deref()
+            .and_then(|v| v.trim().split('.').next())
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some_and(|major| major >= 4)
+    }
 }
 
 /// One node as configured plus what we saw when we asked it.

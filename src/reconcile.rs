@@ -84,6 +84,15 @@ pub struct Ctx<'a, N: Nodes, C: Coordinator> {
 
 /// How often bounded waits poll INFO.
 const POLL_EVERY: Duration = Duration::from_millis(100);
+/// Failed probes in a row after which a wait takes the node it depends on for gone.
+const GONE_AFTER: u32 = 3;
+
+/// Why a bounded wait ended without its condition.
+enum WaitEnd {
+    Timeout,
+    /// The watched node stopped answering (the text says which, how and when).
+    Gone(String),
+}
 
 pub fn now_unix() -> u64 {
     SystemTime::now()
@@ -227,6 +236,10 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
     };
     out.observation = summarize(&obs2);
     if plan2.action != plan.action {
+        // The cluster is moving (a node answered one look and not the other, e.g. a Pika
+        // slave whose INFO blocks for seconds after its master died). When the plan under the
+        // lock still acts, a retry can help: 503, so Alertmanager sends the alert again.
+        out.retryable = plan2.action.mutates_nodes();
         out.plan = plan2;
         out.result = Result_::PlanChanged;
         release(ctx, lease).await;
@@ -283,44 +296,89 @@ struct Exec<'a, 'c, N: Nodes, C: Coordinator> {
 }
 
 impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
+    /// Run one step and report it (with `prefix` before its detail, e.g. "rollback: ").
+    async fn run(
+        &mut self,
+        step: &Step,
+        plan: &Plan,
+        prefix: &str,
+        reports: &mut Vec<StepReport>,
+    ) -> Result<String, StepError> {
+        let t = Instant::now();
+        let r = self.step(step, plan).await;
+        let (ok, detail) = match &r {
+            Ok(d) => (true, d.clone()),
+            Err(e) => (false, e.to_string()),
+        };
+        reports.push(StepReport {
+            step: step.clone(),
+            ok,
+            millis: t.elapsed().as_millis() as u64,
+            detail: format!("{prefix}{detail}"),
+        });
+        r
+    }
+
+    /// Runs exactly the plan's steps. Before the new master is recorded, a failed step stops
+    /// the plan and a switchover is put back as it was (the promoted node follows the old
+    /// master again, the old master's writes are unfenced). After the record, the plan goes
+    /// on: a node whose follow step failed is skipped (a fenced old master stays fenced, so it
+    /// cannot acknowledge writes it would lose), the others still converge.
     async fn apply(mut self, plan: &Plan, reports: &mut Vec<StepReport>) -> Result_ {
         let steps = plan.steps(self.obs, self.ctx.policy);
         let mut paused: Option<Addr> = None;
+        let mut fenced: Option<Addr> = None;
+        let mut promoted: Option<Addr> = None;
+        let mut recorded = false;
+        let mut stop_now = false;
+        let mut skipped: Vec<Addr> = Vec::new();
         let mut soft_failures: Vec<String> = Vec::new();
-        let mut result = Result_::Applied;
+        let mut errors: Vec<String> = Vec::new();
         for step in steps {
-            let t = Instant::now();
-            let r = self.step(&step, plan).await;
-            let (ok, detail) = match &r {
-                Ok(d) => (true, d.clone()),
-                Err(e) => (false, e.to_string()),
-            };
-            reports.push(StepReport {
-                step: step.clone(),
-                ok,
-                millis: t.elapsed().as_millis() as u64,
-                detail,
-            });
-            if let Step::PauseWrites { node, .. } = &step {
-                if ok {
-                    paused = Some(node.clone());
-                }
+            if step_node(&step).is_some_and(|n| skipped.contains(n)) {
+                continue;
             }
-            if let Step::Unpause { .. } = &step {
-                paused = None;
+            let r = self.run(&step, plan, "", reports).await;
+            let ok = r.is_ok();
+            match &step {
+                Step::PauseWrites { node, .. } if ok => paused = Some(node.clone()),
+                Step::Unpause { .. } => paused = None,
+                Step::FenceWrites { node } if ok => fenced = Some(node.clone()),
+                Step::UnfenceWrites { .. } if ok => fenced = None,
+                // Even a promotion that timed out may have happened: roll it back too.
+                Step::Promote { node } => promoted = Some(node.clone()),
+                Step::Record { .. } if ok => recorded = true,
+                _ => {}
             }
             match r {
                 Ok(_) => {}
                 // A failed CONFIG REWRITE is reported, but the role change already happened:
                 // keep going so the cluster converges, and fail the outcome at the end.
                 Err(StepError::Persist(e)) => soft_failures.push(e),
-                Err(e) => {
-                    result = Result_::Failed {
-                        error: format!("{step}: {e}"),
-                    };
+                Err(e @ (StepError::LockLost(_) | StepError::ClusterChanged(_))) => {
+                    errors.push(format!("{step}: {e}"));
+                    stop_now = true;
                     break;
                 }
+                Err(e) => {
+                    errors.push(format!("{step}: {e}"));
+                    match &step {
+                        Step::Follow { node, .. } if recorded => {
+                            if fenced.as_ref() == Some(node) {
+                                errors.push(format!(
+                                    "{node} stays fenced (no write can be acknowledged there) until it follows the recorded master"
+                                ));
+                            }
+                            skipped.push(node.clone());
+                        }
+                        _ => break,
+                    }
+                }
             }
+        }
+        if !errors.is_empty() && !recorded && !stop_now {
+            self.roll_back(plan, promoted.as_ref(), fenced.take(), reports, &mut errors)
+                .await;
         }
         if let Some(node) = paused {
             // Never leave a master paused on a failure path.
@@ -328,12 +386,55 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 warn!(node = %node, error = %e, "CLIENT UNPAUSE failed on the failure path");
             }
         }
-        if result == Result_::Applied && !soft_failures.is_empty() {
-            result = Result_::Failed {
-                error: soft_failures.join("; "),
-            };
+        if errors.is_empty() && soft_failures.is_empty() {
+            return Result_::Applied;
         }
-        result
+        errors.extend(soft_failures);
+        Result_::Failed {
+            error: errors.join("; "),
+        }
+    }
+
+    /// A switchover that failed before its record: the promoted node follows the old master
+    /// again, then the old master's writes are unfenced. Reported as `rollback:` steps.
+    async fn roll_back(
+        &mut self,
+        plan: &Plan,
+        promoted: Option<&Addr>,
+        fenced: Option<Addr>,
+        reports: &mut Vec<StepReport>,
+        errors: &mut Vec<String>,
+    ) {
+        let mut back = Vec::new();
+        if let (Action::Switchover { old_master, .. }, Some(p)) = (&plan.action, promoted) {
+            let engine = self
+                .obs
+                .node(p)
+                .and_then(|n| n.reachable())
+                .map(|s| s.engine)
+                .unwrap_or(Engine::Redis);
+            back.push(Step::Follow {
+                node: p.clone(),
+                master: old_master.clone(),
+                force: false,
+                engine,
+            });
+            back.push(Step::Persist { node: p.clone() });
+        }
+        if let Some(node) = fenced {
+            back.push(Step::UnfenceWrites { node });
+        }
+        for step in back {
+            if let Err(e) = self.run(&step, plan, "rollback: ", reports).await {
+                errors.push(format!("rollback: {step}: {e}"));
+                if !matches!(e, StepError::Persist(_)) {
+                    break;
+                }
+            }
+        }
+        if !back_is_empty(reports) {
+            errors.push("the switchover was rolled back".into());
+        }
     }
 
     /// Fencing: before every mutating command, the lease must still be ours in the store.
@@ -364,9 +465,20 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 nodes.unpause_writes(node).await.map_err(StepError::Node)?;
                 Ok("writes unpaused".into())
             }
+            Step::FenceWrites { node } => {
+                self.fence().await?;
+                nodes.fence_writes(node).await.map_err(StepError::Node)?;
+                Ok("writes fenced (ACL: default user -@write)".into())
+            }
+            Step::UnfenceWrites { node } => {
+                self.fence().await?;
+                nodes.unfence_writes(node).await.map_err(StepError::Node)?;
+                Ok("writes unfenced (ACL: default user +@write)".into())
+            }
             Step::WaitCatchUp { node, of } => {
                 let t = Instant::now();
                 let deadline = t + p.switchover_pause;
+                let mut misses = 0u32;
                 loop {
                     let (a, b) = tokio::join!(nodes.status(node), nodes.status(of));
                     if let (Ok(a), Ok(b)) = (&a, &b) {
@@ -376,6 +488,17 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                                     "offset {x} >= {y} after {:.1}s",
                                     t.elapsed().as_secs_f64()
                                 ));
+                            }
+                        }
+                    }
+                    match &b {
+                        Ok(_) => misses = 0,
+                        Err(e) => {
+                            misses += 1;
+                            if misses >= GONE_AFTER {
+                                return Err(StepError::ClusterChanged(format!(
+                                    "{of} stopped answering ({e}, {misses} probes in a row)"
+                                )));
                             }
                         }
                     }
@@ -392,7 +515,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 self.fence().await?;
                 nodes.promote(node).await.map_err(StepError::Node)?;
                 let waited = self
-                    .wait(node, p.promote_timeout, |s| s.role == Role::Master)
+                    .wait(node, p.promote_timeout, None, |s| s.role == Role::Master)
                     .await
                     .map_err(|_| {
                         StepError::Timeout(format!(
@@ -466,22 +589,47 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         ))
     }
 
-    /// Poll a node until `pred` holds, bounded. Returns seconds waited.
+    /// Poll a node until `pred` holds, bounded. Returns seconds waited. With `watch`, the node
+    /// it depends on (the master it was told to follow, the master it catches up with) is
+    /// probed alongside: after [`GONE_AFTER`] failed probes in a row the wait ends early, so a
+    /// plan never sits out a long bound behind a master that has died meanwhile.
     async fn wait(
         &self,
         node: &Addr,
         bound: Duration,
+        watch: Option<&Addr>,
         pred: impl Fn(&NodeStatus) -> bool,
-    ) -> Result<f64, ()> {
+    ) -> Result<f64, WaitEnd> {
         let t = Instant::now();
+        let mut misses = 0u32;
         loop {
-            if let Ok(s) = self.ctx.nodes.status(node).await {
+            let (me, other) = tokio::join!(self.ctx.nodes.status(node), async {
+                match watch {
+                    Some(m) => Some(self.ctx.nodes.status(m).await),
+                    None => None,
+                }
+            });
+            if let Ok(s) = me {
                 if pred(&s) {
                     return Ok(t.elapsed().as_secs_f64());
                 }
             }
+            if let (Some(m), Some(r)) = (watch, other) {
+                match r {
+                    Ok(_) => misses = 0,
+                    Err(e) => {
+                        misses += 1;
+                        if misses >= GONE_AFTER {
+                            return Err(WaitEnd::Gone(format!(
+                                "{m} stopped answering ({e}, {misses} probes in a row) after {:.1}s",
+                                t.elapsed().as_secs_f64()
+                            )));
+                        }
+                    }
+                }
+            }
             if t.elapsed() >= bound {
-                return Err(());
+                return Err(WaitEnd::Timeout);
             }
             tokio::time::sleep(POLL_EVERY).await;
         }
@@ -540,12 +688,18 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         }
         self.slaveof_with_detach_retry(node, master, force).await?;
         let t = Instant::now();
-        if let Ok(w) = self
-            .wait(node, p.link_timeout, |s| s.follows_with_link_up(master))
+        match self
+            .wait(node, p.link_timeout, Some(master), |s| {
+                s.follows_with_link_up(master)
+            })
             .await
         {
-            notes.push(format!("link up after {w:.1}s"));
-            return Ok(notes.join("; "));
+            Ok(w) => {
+                notes.push(format!("link up after {w:.1}s"));
+                return Ok(notes.join("; "));
+            }
+            Err(WaitEnd::Gone(why)) => return Err(StepError::ClusterChanged(why)),
+            Err(WaitEnd::Timeout) => {}
         }
         // Pika never retries a failed handshake: re-issue the whole sequence once, forced on Pika.
         let retry_force = engine == Engine::Pika;
@@ -559,14 +713,17 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         self.slaveof_with_detach_retry(node, master, retry_force)
             .await?;
         match self
-            .wait(node, p.link_timeout, |s| s.follows_with_link_up(master))
+            .wait(node, p.link_timeout, Some(master), |s| {
+                s.follows_with_link_up(master)
+            })
             .await
         {
             Ok(w) => {
                 notes.push(format!("link up after {w:.1}s"));
                 Ok(notes.join("; "))
             }
-            Err(()) => {
+            Err(WaitEnd::Gone(why)) => Err(StepError::ClusterChanged(why)),
+            Err(WaitEnd::Timeout) => {
                 let state = match nodes.status(node).await {
                     Ok(s) => format!(
                         "role={} master={} link={}",
@@ -700,6 +857,26 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
     }
 }
 
+/// The node a step acts on (none for coordinator steps).
+fn step_node(step: &Step) -> Option<&Addr> {
+    match step {
+        Step::PauseWrites { node, .. }
+        | Step::WaitCatchUp { node, .. }
+        | Step::Promote { node }
+        | Step::Follow { node, .. }
+        | Step::Persist { node }
+        | Step::Unpause { node }
+        | Step::FenceWrites { node }
+        | Step::UnfenceWrites { node } => Some(node),
+        Step::Intent { .. } | Step::Record { .. } => None,
+    }
+}
+
+/// True when no rollback step was reported.
+fn back_is_empty(reports: &[StepReport]) -> bool {
+    !reports.iter().any(|r| r.detail.starts_with("rollback: "))
+}
+
 #[derive(Debug, thiserror::Error)]
 enum StepError {
     #[error("{0}")]
@@ -712,4 +889,8 @@ enum StepError {
     Persist(String),
     #[error("{0}")]
     Record(String),
+    /// The cluster changed under the plan (a master it depends on stopped answering): the plan
+    /// stops so the next reconcile decides afresh (e.g. fails over).
+    #[error("the cluster changed: {0}; plan stopped")]
+    ClusterChanged(String),
 }

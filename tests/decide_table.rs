@@ -1036,11 +1036,12 @@ fn redis_switchover_pauses_and_unpauses_the_old_master() {
 }
 
 #[test]
-fn pika_switchover_has_no_pause_and_forces_the_old_master() {
+fn pika_4_switchover_fences_writes_and_moves_the_other_slaves_first() {
     let (obs, plan) = plan_of(manual_switchover(Some("r2:1")), &healthy(), m1());
     assert_eq!(
         plan.steps(&obs, &Policy::default()),
         vec![
+            Step::FenceWrites { node: a("m1:1") },
             Step::WaitCatchUp {
                 node: a("r2:1"),
                 of: a("m1:1")
@@ -1052,12 +1053,47 @@ fn pika_switchover_has_no_pause_and_forces_the_old_master() {
                 replicas: addrs(&["m1:1", "r1:1"]),
                 automatic_failover: false,
             },
-            follow("m1:1", "r2:1", true, Engine::Pika),
-            persist("m1:1"),
             // r1 (offset 1000) is ahead of r2 (990) in db0: an incremental sync would fail.
             follow("r1:1", "r2:1", true, Engine::Pika),
             persist("r1:1"),
+            // Fenced, so not ahead of the new master: no forced full resync. It goes last:
+            // Pika refuses SLAVEOF while any slave is still attached.
+            follow("m1:1", "r2:1", false, Engine::Pika),
+            persist("m1:1"),
+            Step::UnfenceWrites { node: a("m1:1") },
         ]
+    );
+    let cmds: Vec<String> = plan
+        .steps(&obs, &Policy::default())
+        .iter()
+        .flat_map(|s| s.commands(false))
+        .collect();
+    assert!(
+        cmds.contains(&"m1:1: ACL SETUSER default -@write".to_string()),
+        "{cmds:?}"
+    );
+    assert!(
+        cmds.contains(&"m1:1: ACL SETUSER default +@write".to_string()),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn pika_3_switchover_cannot_fence_so_it_forces_the_old_master_last() {
+    let (mut obs, plan) = plan_of(manual_switchover(Some("r2:1")), &healthy(), m1());
+    for n in &mut obs.nodes {
+        if let Ok(s) = &mut n.status {
+            s.version = Some("3.5.2".into());
+        }
+    }
+    let steps = plan.steps(&obs, &Policy::default());
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::FenceWrites { .. })),
+        "{steps:?}"
+    );
+    assert_eq!(
+        &steps[steps.len() - 2..],
+        &[follow("m1:1", "r2:1", true, Engine::Pika), persist("m1:1")]
     );
 }
 

@@ -353,3 +353,76 @@ async fn a_transient_config_rewrite_failure_is_retried() {
         .expect("persist step");
     assert_eq!(persist.detail, "config rewritten (attempt 2)");
 }
+
+/// A demotion waiting for a link that never comes up (the node is stuck) notices that the
+/// master it was told to follow died, stops early instead of sitting out two link timeouts,
+/// and the next reconcile fails over.
+#[tokio::test]
+async fn a_link_wait_stops_when_the_master_dies_and_the_next_run_fails_over() {
+    // M master, R1 follows it, R2 restarted as a master (old master): demote R2 → M.
+    let nodes = FakeNodes::cluster(Engine::Redis, M, &[R1]);
+    {
+        let mut n = nodes.nodes.lock().expect("lock");
+        let mut x = support::fakes::FakeNode::new(Engine::Redis);
+        x.stuck_until_force = true; // its link never comes up (Redis is never forced)
+        n.insert(a(R2), x);
+    }
+    let coord = FakeCoord::with_record(M, &[R1, R2], 2);
+    // 3 + 3 status calls for the two looks, 1 in the follow step; M dies a few polls later.
+    *nodes.down_at_status_call.lock().expect("lock") = Some((a(M), 12));
+    // A link timeout far longer than the test may take: only an early stop can end it.
+    let long = Policy {
+        link_timeout: Duration::from_secs(600),
+        ..policy()
+    };
+    let (c, h) = (cluster(&[M, R1, R2]), holder());
+    let ctx = Ctx {
+        cluster: &c,
+        nodes: &nodes,
+        coord: &coord,
+        policy: &long,
+        holder: &h,
+        has_password: false,
+        dry_run: false,
+        paused: false,
+        last_seen_master: None,
+    };
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        reconcile(&ctx, Trigger::RoleMismatch),
+    )
+    .await
+    .expect("the demotion stopped early (it would otherwise wait 2 × 600 s)");
+    assert_eq!(
+        out.plan.action,
+        Action::Demote {
+            node: a(R2),
+            to: a(M)
+        }
+    );
+    match &out.result {
+        Result_::Failed { error } => assert!(
+            error.contains("the cluster changed")
+                && error.contains(&format!("{M} stopped answering")),
+            "{error}"
+        ),
+        other => panic!("expected the plan to stop, got {other:?}"),
+    }
+    // It gave up within a few polls, not after the link timeout (and never re-issued SLAVEOF).
+    let polls = nodes.status_calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        polls < 30,
+        "{polls} status calls: the wait did not stop early"
+    );
+    assert_eq!(
+        nodes.commands(),
+        vec![format!("{R2}: SLAVEOF {} {}", a(M).host, a(M).port)],
+        "one SLAVEOF, no retry after the master died"
+    );
+    let out = run(&nodes, &coord, Trigger::MasterDown).await;
+    assert!(
+        matches!(out.plan.action, Action::Failover { .. }),
+        "{:#?}",
+        out.plan
+    );
+}

@@ -72,4 +72,24 @@ pub trait Nodes: Send + Sync {
     ) -> impl Future<Output = Result<(), NodeError>> + Send;
     /// Redis `CLIENT UNPAUSE`.
     fn unpause_writes(&self, node: &Addr) -> impl Future<Output = Result<(), NodeError>> + Send;
+    /// Pika 4.x: `ACL SETUSER default -@write`, so no client (open connections included) can
+    /// have a write acknowledged by this node until [`Nodes::unfence_writes`]. Pika has no
+    /// `CLIENT PAUSE`; this is its switchover fence. Default: unsupported.
+    fn fence_writes(&self, node: &Addr) -> impl Future<Output = Result<(), NodeError>> + Send {
+        let _ = node;
+        async {
+            Err(NodeError::Node(
+                "write fencing is not supported here".into(),
+            ))
+        }
+    }
+    /// Pika 4.x: `ACL SETUSER default +@write`. Default: unsupported.
+    fn unfence_writes(&self, node: &Addr) -> impl Future<Output = Result<(), NodeError>> + Send {
+        let _ = node;
+        async {
+            Err(NodeError::Node(
+                "write fencing is not supported here".into(),
+            ))
+        }
+    }
 }

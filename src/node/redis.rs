@@ -31,6 +31,11 @@ use crate::node::{info, NodeError, Nodes};
 /// Extra time on top of the configured bounds before the safety-net timeout fires.
 const SAFETY_MARGIN: Duration = Duration::from_millis(250);
 
+/// The least time a role change (`SLAVEOF …`) gets to answer, whatever the command timeout:
+/// on a real Pika 4.0.1, `SLAVEOF NO ONE` on a slave of a live master answers after ~1.6 s and
+/// `SLAVEOF host port` after up to ~3 s, both above the usual 2 s command timeout.
+pub const ROLE_CHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Talks RESP2 to Pika or Redis nodes of one cluster (one password per cluster).
 #[derive(Clone)]
 pub struct RedisNodes {
@@ -131,14 +136,28 @@ impl RedisNodes {
         c
     }
 
+    /// Pika 4.x (ACL): the default user loses every write command, on open connections too.
+    fn fence_cmd(&self, fenced: bool) -> redis::Cmd {
+        let mut c = self.cmd("ACL");
+        c.arg("SETUSER")
+            .arg("default")
+            .arg(if fenced { "-@write" } else { "+@write" });
+        c
+    }
+
     fn unpause_cmd(&self) -> redis::Cmd {
         let mut c = self.cmd("CLIENT");
         c.arg("UNPAUSE");
         c
     }
 
-    /// Open one connection (AUTH included), bounded by the connect timeout.
-    async fn connect(&self, node: &Addr) -> Result<MultiplexedConnection, NodeError> {
+    /// Open one connection (AUTH included), bounded by the connect timeout; replies are
+    /// awaited for at most `response_timeout`.
+    async fn connect(
+        &self,
+        node: &Addr,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, NodeError> {
         let info = ConnectionAddr::Tcp(node.host.clone(), node.port)
             .into_connection_info()
             .map_err(|e| self.map_err(e))?;
@@ -150,7 +169,7 @@ impl RedisNodes {
             Client::open(info.set_redis_settings(settings)).map_err(|e| self.map_err(e))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout));
+            .set_response_timeout(Some(response_timeout));
         client
             .get_multiplexed_async_connection_with_config(&config)
             .await
@@ -164,11 +183,21 @@ impl RedisNodes {
         node: &Addr,
         commands: Vec<redis::Cmd>,
     ) -> Result<Vec<Value>, NodeError> {
-        let bound = self.connect_timeout
-            + self.command_timeout * (commands.len() as u32 + 1)
-            + SAFETY_MARGIN;
+        self.exchange_within(node, commands, self.command_timeout)
+            .await
+    }
+
+    /// [`Self::exchange`] with each reply awaited for at most `per_command`.
+    async fn exchange_within(
+        &self,
+        node: &Addr,
+        commands: Vec<redis::Cmd>,
+        per_command: Duration,
+    ) -> Result<Vec<Value>, NodeError> {
+        let bound =
+            self.connect_timeout + per_command * (commands.len() as u32 + 1) + SAFETY_MARGIN;
         let work = async {
-            let mut conn = self.connect(node).await?;
+            let mut conn = self.connect(node, per_command).await?;
             let mut replies = Vec::with_capacity(commands.len());
             for c in &commands {
                 let v: Value = c
@@ -229,7 +258,22 @@ impl RedisNodes {
 
     /// Send one command that must answer `+OK` (Redis may append words: `+OK Already connected…`).
     async fn expect_ok(&self, node: &Addr, c: redis::Cmd) -> Result<(), NodeError> {
-        let mut replies = self.exchange(node, vec![c]).await?;
+        self.expect_ok_within(node, c, self.command_timeout).await
+    }
+
+    /// A role change: `+OK` awaited for at least [`ROLE_CHANGE_TIMEOUT`].
+    async fn expect_ok_slow(&self, node: &Addr, c: redis::Cmd) -> Result<(), NodeError> {
+        let t = self.command_timeout.max(ROLE_CHANGE_TIMEOUT);
+        self.expect_ok_within(node, c, t).await
+    }
+
+    async fn expect_ok_within(
+        &self,
+        node: &Addr,
+        c: redis::Cmd,
+        per_command: Duration,
+    ) -> Result<(), NodeError> {
+        let mut replies = self.exchange_within(node, vec![c], per_command).await?;
         match replies.pop() {
             Some(Value::Okay) => Ok(()),
             Some(Value::SimpleString(s)) if s.starts_with("OK") => Ok(()),
@@ -326,11 +370,20 @@ impl Nodes for RedisNodes {
     }
 
     async fn promote(&self, node: &Addr) -> Result<(), NodeError> {
-        self.expect_ok(node, self.promote_cmd()).await
+        self.expect_ok_slow(node, self.promote_cmd()).await
     }
 
     async fn follow(&self, node: &Addr, master: &Addr, force: bool) -> Result<(), NodeError> {
-        self.expect_ok(node, self.follow_cmd(master, force)).await
+        self.expect_ok_slow(node, self.follow_cmd(master, force))
+            .await
+    }
+
+    async fn fence_writes(&self, node: &Addr) -> Result<(), NodeError> {
+        self.expect_ok(node, self.fence_cmd(true)).await
+    }
+
+    async fn unfence_writes(&self, node: &Addr) -> Result<(), NodeError> {
+        self.expect_ok(node, self.fence_cmd(false)).await
     }
 
     async fn set_masterauth(&self, node: &Addr) -> Result<(), NodeError> {

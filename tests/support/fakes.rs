@@ -57,6 +57,8 @@ pub struct FakeNodes {
     pub on_command: Mutex<Option<Hook>>,
     /// (node, n): the node comes back up when the n-th status call (1-based) starts.
     pub up_at_status_call: Mutex<Option<(Addr, u64)>>,
+    /// (node, n): the node goes down (a kill -9) when the n-th status call (1-based) starts.
+    pub down_at_status_call: Mutex<Option<(Addr, u64)>>,
 }
 
 pub fn a(s: &str) -> Addr {
@@ -131,6 +133,11 @@ impl Nodes for FakeNodes {
         if let Some((addr, n)) = self.up_at_status_call.lock().expect("lock").clone() {
             if call == n {
                 self.set(&addr.to_string(), |x| x.up = true);
+            }
+        }
+        if let Some((addr, n)) = self.down_at_status_call.lock().expect("lock").clone() {
+            if call == n {
+                self.set(&addr.to_string(), |x| x.up = false);
             }
         }
         self.with_up(node, |all| {

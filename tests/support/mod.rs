@@ -7,4 +7,5 @@ pub mod fake_consul;
 pub mod fakes;
 pub mod pika;
 pub mod prom;
+pub mod real_pika;
 pub mod redis;

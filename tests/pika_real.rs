@@ -1,0 +1,593 @@
+//! The real-Pika suite: the `pika-remedy` binary (`serve`, the CLI) against real Pika servers
+//! (`PIKA_BIN`; in CI `../shared/pika/bin/pika`). Every case is judged from `INFO` on the nodes
+//! and from the keys, not from pika-remedy's own report. Without `PIKA_BIN` each case prints
+//! `SKIPPED …` and passes, except under `CI=true`, where it fails naming `PIKA_BIN`.
+
+#[path = "support/serve.rs"]
+mod serve;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use serve::{assert_no_secret, cli, Service};
+use support::real_pika::{pika_or_skip, PikaNode, PikaOptions, PikaSet};
+use support::redis::{info_field, resp_call, wait_for, wait_until};
+
+const CLUSTER: &str = "mymaster";
+const BEARER: &str = "pika-real-bearer-7f3a";
+const PASSWORD: &str = "pika-real-pw-91c2";
+const FIXTURE_INSTANCE: &str = "redis://127.0.0.1:7000";
+/// Upper bound for a Pika link to come up in these tests (a forced full sync takes ~8 s).
+const SYNC: Duration = Duration::from_secs(40);
+
+fn shared() -> PathBuf {
+    std::env::var("PIKA_REMEDY_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// The captured firing `RedisDown` payload, about `addr`, as alert `alertname`.
+fn payload(alertname: &str, addr: &str) -> Vec<u8> {
+    let p = shared().join("fixtures/alertmanager/firing.json");
+    let body = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert!(body.contains(FIXTURE_INSTANCE));
+    body.replace(FIXTURE_INSTANCE, &format!("redis://{addr}"))
+        .replace("\"RedisDown\"", &format!("\"{alertname}\""))
+        .replace(
+            "alertname=\\\"RedisDown\\\"",
+            &format!("alertname=\\\"{alertname}\\\""),
+        )
+        .into_bytes()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn arg(&self) -> &str {
+        self.config.to_str().expect("utf-8 path")
+    }
+}
+
+/// A config for `set` with the local coordinator, Pika-sized link timeouts and `extra_policy`.
+fn setup(set: &PikaSet, extra_policy: &str) -> Setup {
+    let dir = tempfile::Builder::new()
+        .prefix("pika-remedy-real-")
+        .tempdir()
+        .expect("temp dir");
+    let bearer = dir.path().join("bearer");
+    std::fs::write(&bearer, format!("{BEARER}\n")).expect("bearer");
+    std::fs::create_dir_all(dir.path().join("coord")).expect("coord dir");
+    let text = format!(
+        r#"
+[service]
+instance_id = "pika-real"
+events_file = "{events}"
+poll_interval = "500ms"
+# The periodic check finishes what a webhook could not see: a slave whose INFO timed out
+# during the failover (Pika blocks INFO ~2.5 s per DB while it stops its rsync clients after
+# its master died) is repointed by the next check.
+check_interval = "2s"
+[timeouts]
+connect = "500ms"
+command = "2s"
+[policy]
+confirm_window = "200ms"
+promote_timeout = "10s"
+link_timeout = "15s"
+detach_timeout = "20s"
+switchover_pause = "10s"
+lock_ttl = "120s"
+{extra_policy}
+[coordinator]
+kind = "local"
+[coordinator.local]
+dir = "{coord}"
+[webhook]
+bearer_token = {{ file = "{bearer}" }}
+master_down_alerts = ["RedisDown", "PikaMasterDown"]
+role_mismatch_alerts = ["PikaRoleMismatch"]
+max_body_bytes = 65536
+{cluster}"#,
+        events = dir.path().join("events.jsonl").display(),
+        coord = dir.path().join("coord").display(),
+        bearer = bearer.display(),
+        cluster = set.cluster_toml(CLUSTER),
+    );
+    let config = dir.path().join("pika-remedy.toml");
+    std::fs::write(&config, text).expect("config");
+    Setup { dir, config }
+}
+
+/// POST a webhook the way Alertmanager does: a 5xx is retried (here every 500 ms, at most 60
+/// times); returns the last answer and how many tries it took. Right after a kill -9 of its
+/// master a Pika slave's `INFO` can block for seconds (seen: 3.9 s and 7.9 s with 3 DBs), so
+/// the first look may get too few observations and answer 503.
+async fn alert(svc: &Service, body: Vec<u8>) -> (u16, String, usize) {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let (st, text) = svc.post("/v1/alerts", BEARER, body.clone()).await;
+        if st < 500 || tries >= 60 {
+            return (st, text, tries);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn record_master(s: &Setup, master: &str) {
+    let (code, out, err) = cli(
+        &[
+            "record",
+            "--config",
+            s.arg(),
+            "--cluster",
+            CLUSTER,
+            "--master",
+            master,
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "record failed:\n{out}\n{err}");
+}
+
+async fn recorded(svc: &Service) -> Value {
+    let (st, body) = svc.get(&format!("/v1/clusters/{CLUSTER}"), BEARER).await;
+    assert_eq!(st, 200, "{body}");
+    json(&body)["record"].clone()
+}
+
+/// The recorded master, read from the local coordinator's record file.
+fn cli_record_master(s: &Setup) -> String {
+    let p = s
+        .dir
+        .path()
+        .join("coord")
+        .join(format!("{CLUSTER}.topology.json"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let v = json(&text);
+    v["record"]["master"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no master in {text}"))
+}
+
+/// `SET key value` on a node, with the set's password. `Ok` only for an acknowledged write.
+fn set_key(port: u16, pw: Option<&str>, key: &str, value: &str) -> Result<String, String> {
+    resp_call(port, pw, &["SET", key, value])
+}
+
+fn get_key(port: u16, pw: Option<&str>, key: &str) -> Option<String> {
+    resp_call(port, pw, &["GET", key])
+        .ok()
+        .filter(|v| v != "(nil)")
+}
+
+/// `key` on every DB `0..dbs` of a node (`SELECT` on one connection is not available in the
+/// tiny client, so each DB is written through `SELECT n` + `SET` via MULTI-less pipelining
+/// in the server: Pika accepts `SELECT` per connection; we open one per DB).
+fn set_in_db(port: u16, pw: Option<&str>, db: u32, key: &str, value: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut w = s.try_clone().expect("clone");
+    let mut r = BufReader::new(s);
+    let mut send = |args: &[&str]| {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        w.write_all(out.as_bytes()).expect("write");
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read");
+        assert!(line.starts_with('+'), "{args:?} on {port}: {line}");
+    };
+    if let Some(pw) = pw {
+        send(&["AUTH", pw]);
+    }
+    send(&["SELECT", &db.to_string()]);
+    send(&["SET", key, value]);
+}
+
+fn get_in_db(port: u16, pw: Option<&str>, db: u32, key: &str) -> Option<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    let mut w = s.try_clone().ok()?;
+    let mut r = BufReader::new(s);
+    let mut send = |args: &[&str]| -> Option<String> {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        w.write_all(out.as_bytes()).ok()?;
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        if let Some(n) = line.strip_prefix('$') {
+            let n: i64 = n.trim().parse().ok()?;
+            if n < 0 {
+                return None;
+            }
+            let mut buf = vec![0u8; n as usize + 2];
+            r.read_exact(&mut buf).ok()?;
+            buf.truncate(n as usize);
+            return Some(String::from_utf8_lossy(&buf).into_owned());
+        }
+        Some(line)
+    };
+    if let Some(pw) = pw {
+        send(&["AUTH", pw])?;
+    }
+    send(&["SELECT", &db.to_string()])?;
+    send(&["GET", key])
+}
+
+fn replid(n: &PikaNode) -> String {
+    info_field(&n.info_replication(), "ReplicationID").unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// kill -9 of the master → webhook → one slave promoted, the other repointed (link up), epoch
+/// plus one; the old master restarts as `role:master` (the bug) and takes a write (it has diverged)
+/// → role-mismatch webhook → demoted with `force`, resynced, has the new master's keys and not
+/// its diverged one; restarts of the promoted and of the demoted node keep their roles.
+async fn failover_demote_restart(dbs: u32, password: Option<&str>) {
+    let Some(bin) = pika_or_skip("pika_real failover_demote_restart") else {
+        return;
+    };
+    let mut set = PikaSet::start(
+        &bin,
+        2,
+        PikaOptions {
+            password: password.map(str::to_string),
+            databases: Some(dbs),
+            ..PikaOptions::default()
+        },
+    );
+    let pw = password;
+    for db in 0..dbs {
+        set_in_db(set.master.port(), pw, db, "before", &format!("b{db}"));
+    }
+    let s = setup(&set, "");
+    record_master(&s, &set.master.addr().to_string());
+    let svc = Service::start(&s.config).await;
+    let e0 = recorded(&svc).await["epoch"].as_u64().expect("epoch");
+    // The slaves have the data before the kill.
+    for r in &set.replicas {
+        let p = r.port();
+        wait_for(SYNC, "slaves have the pre-kill keys", || {
+            (0..dbs).all(|db| get_in_db(p, pw, db, "before").as_deref() == Some(&format!("b{db}")))
+        });
+    }
+
+    // --- kill -9 → master-down webhook → failover.
+    let old = set.master.addr().to_string();
+    set.master.kill9();
+    let t = Instant::now();
+    let (st, body, tries) = alert(&svc, payload("PikaMasterDown", &old)).await;
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    eprintln!("master-down answer after {tries} tries: {body}");
+    let promoted_port = {
+        let mut found = None;
+        wait_for(SYNC, "a slave is promoted to role:master", || {
+            found = set
+                .replicas
+                .iter()
+                .find(|r| {
+                    r.try_cmd(&["INFO", "replication"])
+                        .is_ok_and(|i| info_field(&i, "role").as_deref() == Some("master"))
+                })
+                .map(PikaNode::port);
+            found.is_some()
+        });
+        found.expect("promoted")
+    };
+    let promote_ms = t.elapsed().as_millis();
+    let pi = set.index_of(&format!("127.0.0.1:{promoted_port}"));
+    let oi = if pi == 1 { 2 } else { 1 };
+    let other_port = set.node_mut(oi).port();
+    if !wait_until(SYNC, || set.node_mut(oi).is_linked_to(promoted_port)) {
+        let n = set.node_mut(oi);
+        panic!(
+            "the other slave does not follow the new master with link up:\n{}\nlog:\n{}\nevents:\n{}",
+            n.try_cmd(&["INFO", "replication"]).unwrap_or_default(),
+            n.log_tail(),
+            std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default()
+        );
+    }
+    assert_eq!(
+        set.node_mut(oi).role(),
+        "slave",
+        "exactly one node is promoted"
+    );
+    let rec = recorded(&svc).await;
+    assert_eq!(rec["master"], format!("127.0.0.1:{promoted_port}"), "{rec}");
+    assert_eq!(rec["epoch"].as_u64(), Some(e0 + 1), "{rec}");
+    // Writes on the new master reach the other slave, in every DB.
+    for db in 0..dbs {
+        set_in_db(promoted_port, pw, db, "after", &format!("a{db}"));
+    }
+    wait_for(SYNC, "writes on the new master replicate", || {
+        (0..dbs)
+            .all(|db| get_in_db(other_port, pw, db, "after").as_deref() == Some(&format!("a{db}")))
+    });
+
+    // --- the old master restarts as role:master (the bug) and diverges.
+    set.master.restart();
+    assert_eq!(
+        set.master.role(),
+        "master",
+        "the bug: the old master restarts as master"
+    );
+    set_in_db(set.master.port(), pw, 0, "diverged", "yes");
+    let (st, body, _) = alert(&svc, payload("PikaRoleMismatch", &old)).await;
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    let old_port = set.master.port();
+    wait_for(SYNC, "the old master follows the new one, link up", || {
+        set.master.is_linked_to(promoted_port)
+    });
+    wait_for(
+        SYNC,
+        "the old master resynced: has the new master's keys",
+        || {
+            (0..dbs).all(|db| {
+                get_in_db(old_port, pw, db, "after").as_deref() == Some(&format!("a{db}"))
+            })
+        },
+    );
+    assert_eq!(
+        get_in_db(old_port, pw, 0, "diverged"),
+        None,
+        "the forced resync discarded the diverged key"
+    );
+    let events = std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default();
+    assert!(
+        events.contains("\"force\":true"),
+        "the demotion used SLAVEOF … force"
+    );
+    assert_eq!(recorded(&svc).await["epoch"].as_u64(), Some(e0 + 1));
+
+    // --- restarts keep the roles (CONFIG REWRITE).
+    let mut svc = svc;
+    svc.kill(); // nothing may repair the roles for us now
+    let pidx = set.index_of(&format!("127.0.0.1:{promoted_port}"));
+    set.node_mut(pidx).restart();
+    assert_eq!(
+        set.node_mut(pidx).role(),
+        "master",
+        "the promoted node stays master"
+    );
+    set.master.restart();
+    wait_for(
+        SYNC,
+        "the demoted node comes back as a slave of the new master",
+        || set.master.is_linked_to(promoted_port),
+    );
+    wait_for(
+        SYNC,
+        "the other slave relinks after the master's restart",
+        || set.node_mut(oi).is_linked_to(promoted_port),
+    );
+    for n in set.nodes() {
+        assert_eq!(replid(n), replid(set.nodes()[pidx]), "one ReplicationID");
+    }
+    eprintln!(
+        "pika failover: kill -9 → promoted seen in {promote_ms} ms after {tries} webhook tries (dbs={dbs})"
+    );
+    if let Some(p) = pw {
+        assert_no_secret(&svc.log(), "serve log", &[p, BEARER]);
+        assert_no_secret(&events, "events file", &[p, BEARER]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_demote_restart_one_db() {
+    failover_demote_restart(1, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_demote_restart_three_dbs_with_auth() {
+    failover_demote_restart(3, Some(PASSWORD)).await;
+}
+
+/// A master-down alert about a healthy Pika master: no mutating command reaches any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn false_alarm_on_a_healthy_master_changes_nothing() {
+    let Some(bin) = pika_or_skip("pika_real false_alarm") else {
+        return;
+    };
+    let set = PikaSet::start(&bin, 2, PikaOptions::default());
+    let s = setup(&set, "");
+    record_master(&s, &set.master.addr().to_string());
+    let confs: Vec<String> = set.nodes().iter().map(|n| n.conf_text()).collect();
+    let svc = Service::start(&s.config).await;
+    let before = recorded(&svc).await;
+    for _ in 0..3 {
+        let (st, body) = svc
+            .post(
+                "/v1/alerts",
+                BEARER,
+                payload("PikaMasterDown", &set.master.addr().to_string()),
+            )
+            .await;
+        assert_eq!(st, 200, "{body}");
+        let a = json(&body);
+        assert_eq!(a["clusters"][CLUSTER]["action"], "no_action", "{body}");
+    }
+    // Judged on the nodes: same roles, links up, config files untouched (a SLAVEOF or
+    // CONFIG REWRITE would have rewritten them), same record.
+    set.wait_linked(Duration::from_secs(5));
+    assert_eq!(set.master.role(), "master");
+    for (n, c) in set.nodes().iter().zip(&confs) {
+        assert_eq!(&n.conf_text(), c, "config of {} changed", n.addr());
+    }
+    assert_eq!(recorded(&svc).await, before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planned switchover under a writer.
+
+/// A writer that sends `SET w:<n> <n>` to whichever node claims `role:master` and accepts
+/// writes, re-discovering on any error; it remembers every acknowledged `n`.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<u64>>>,
+    errors: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(ports: Vec<u16>, pw: Option<String>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(AtomicU64::new(0));
+        let (s, a, e) = (stop.clone(), acked.clone(), errors.clone());
+        let handle = std::thread::spawn(move || {
+            let mut n: u64 = 0;
+            let mut target: Option<u16> = None;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Some(port) = target else {
+                    target = ports.iter().copied().find(|p| {
+                        resp_call(*p, pw.as_deref(), &["INFO", "replication"])
+                            .is_ok_and(|i| info_field(&i, "role").as_deref() == Some("master"))
+                    });
+                    if target.is_none() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    continue;
+                };
+                n += 1;
+                match set_key(port, pw.as_deref(), &format!("w:{n}"), &n.to_string()) {
+                    Ok(_) => a.lock().expect("acked").push(n),
+                    Err(_) => {
+                        e.fetch_add(1, Ordering::Relaxed);
+                        target = None;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
+        Writer {
+            stop,
+            acked,
+            errors,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (Vec<u64>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let acked = self.acked.lock().expect("acked").clone();
+        (acked, self.errors.load(Ordering::Relaxed))
+    }
+}
+
+/// Acknowledged writes missing on the node at `port`.
+fn missing(port: u16, pw: Option<&str>, acked: &[u64]) -> Vec<u64> {
+    acked
+        .iter()
+        .copied()
+        .filter(|n| get_key(port, pw, &format!("w:{n}")).as_deref() != Some(&n.to_string()))
+        .collect()
+}
+
+/// Three `switchover`s in a row on real Pika with a writer attached: each ends with one
+/// master, the other two following it, exit 0, and 0 acknowledged writes missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_switchovers_under_a_writer_lose_nothing() {
+    let Some(bin) = pika_or_skip("pika_real three_switchovers") else {
+        return;
+    };
+    let set = PikaSet::start(&bin, 2, PikaOptions::default());
+    let s = setup(&set, "");
+    record_master(&s, &set.master.addr().to_string());
+    let ports: Vec<u16> = set.nodes().iter().map(|n| n.port()).collect();
+    let writer = Writer::start(ports.clone(), None);
+    wait_until(Duration::from_secs(5), || {
+        writer.acked.lock().map(|a| a.len() > 50).unwrap_or(false)
+    });
+    let mut report = Vec::new();
+    for round in 1..=3 {
+        let before = cli_record_master(&s);
+        let t = Instant::now();
+        let (code, out, err) = cli(
+            &["switchover", "--config", s.arg(), "--cluster", CLUSTER],
+            Duration::from_secs(180),
+        );
+        let took = t.elapsed();
+        assert_eq!(code, 0, "switchover {round} failed:\n{out}\n{err}");
+        let after = cli_record_master(&s);
+        assert_ne!(before, after, "switchover {round} moved the master");
+        let mport: u16 = after
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        // One master, the other two following it.
+        wait_for(SYNC, "every other node follows the new master", || {
+            set.nodes()
+                .iter()
+                .filter(|n| n.port() != mport)
+                .all(|n| n.is_linked_to(mport))
+        });
+        let masters = set.nodes().iter().filter(|n| n.role() == "master").count();
+        assert_eq!(masters, 1, "switchover {round}: one master");
+        report.push(format!(
+            "switchover {round}: {before} → {after} in {:.1}s",
+            took.as_secs_f64()
+        ));
+        // Let the writer find the new master before the next round.
+        let n0 = writer.acked.lock().map(|a| a.len()).unwrap_or(0);
+        wait_until(Duration::from_secs(10), || {
+            writer
+                .acked
+                .lock()
+                .map(|a| a.len() > n0 + 50)
+                .unwrap_or(false)
+        });
+    }
+    let (acked, errors) = writer.finish();
+    let final_master = cli_record_master(&s);
+    let fport: u16 = final_master
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let lost = missing(fport, None, &acked);
+    for r in &report {
+        eprintln!("{r}");
+    }
+    eprintln!(
+        "writer: {} acknowledged, {errors} refused/failed attempts, {} acknowledged writes missing on the final master {final_master}",
+        acked.len(),
+        lost.len()
+    );
+    assert!(
+        acked.len() > 150,
+        "the writer kept writing ({})",
+        acked.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes missing on the final master, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
