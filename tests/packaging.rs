@@ -25,7 +25,10 @@ fn rule_files() -> Vec<PathBuf> {
         })
         .collect();
     v.sort();
-    assert!(v.len() >= 2, "expected rules/pika-remedy.yml and rules/pika-exporter.yml");
+    assert!(
+        v.len() >= 2,
+        "expected rules/pika-remedy.yml and rules/pika-exporter.yml"
+    );
     v
 }
 
@@ -41,7 +44,12 @@ fn alerts(file: &Path) -> Vec<(String, String)> {
             let last = out
                 .last_mut()
                 .unwrap_or_else(|| panic!("{}: runbook_url before any alert", file.display()));
-            assert!(last.1.is_none(), "{}: two runbook_url in {}", file.display(), last.0);
+            assert!(
+                last.1.is_none(),
+                "{}: two runbook_url in {}",
+                file.display(),
+                last.0
+            );
             last.1 = Some(url.trim().trim_matches(['\'', '"']).to_string());
         }
     }
@@ -87,7 +95,11 @@ fn every_shipped_alert_has_its_runbook_and_every_runbook_an_alert() {
                 "## What to check",
                 "## How to fix",
             ] {
-                assert!(text.contains(section), "{}: missing {section:?}", page.display());
+                assert!(
+                    text.contains(section),
+                    "{}: missing {section:?}",
+                    page.display()
+                );
             }
             assert!(
                 text.contains("```sh"),
@@ -100,13 +112,25 @@ fn every_shipped_alert_has_its_runbook_and_every_runbook_an_alert() {
     let index = read(&dir.join("README.md"));
     for entry in std::fs::read_dir(&dir).expect("docs/runbooks") {
         let p = entry.expect("entry").path();
-        let file = p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        let file = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
         if file == "README.md" {
             continue;
         }
-        let stem = file.strip_suffix(".md").expect("only .md files in docs/runbooks");
-        assert!(names.contains(stem), "{file}: no shipped alert of that name");
-        assert!(index.contains(&format!("({file})")), "README.md does not link {file}");
+        let stem = file
+            .strip_suffix(".md")
+            .expect("only .md files in docs/runbooks");
+        assert!(
+            names.contains(stem),
+            "{file}: no shipped alert of that name"
+        );
+        assert!(
+            index.contains(&format!("({file})")),
+            "README.md does not link {file}"
+        );
     }
 }
 
@@ -127,7 +151,10 @@ fn promtool_tests_assert_the_default_runbook_url() {
                 .strip_prefix("docs/runbooks/")
                 .and_then(|s| s.strip_suffix(".md"))
                 .unwrap_or_else(|| panic!("{f}: unexpected runbook_url {u}"));
-            assert!(root().join(u).is_file(), "{f}: {u} does not exist ({alert})");
+            assert!(
+                root().join(u).is_file(),
+                "{f}: {u} does not exist ({alert})"
+            );
         }
     }
 }
@@ -191,7 +218,11 @@ fn default_port_is_9655_everywhere_we_ship() {
     files.push(root().join("rules/pika-remedy_test.yml"));
     for f in files {
         let text = read(&f);
-        assert!(!text.contains("9121"), "{} still names port 9121", f.display());
+        assert!(
+            !text.contains("9121"),
+            "{} still names port 9121",
+            f.display()
+        );
     }
     let example = read(&root().join("deploy/pika-remedy.example.toml"));
     assert!(example.contains(":9655"), "example config: port");
