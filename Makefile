@@ -2,10 +2,24 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the tests and the demo run for real (see README "Tests").
-DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl
-DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl
+DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl lintian
+DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl lintian
 
-.PHONY: deps test lint unit rules-check demo bench build clean
+# Packaging (see README "Packaging and deploy"). One release build command, shared by
+# `make dist`, `make deb` and deploy/Dockerfile (tests/dist-check.sh checks they agree).
+RELEASE_BUILD := cargo build --release --locked
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+GIT_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE_BIN := $(TARGET_DIR)/release/pika-remedy
+DIST_NAME := pika-remedy-$(VERSION)-x86_64-linux
+DIST_DIR := $(TARGET_DIR)/dist
+DEB_DIR := $(TARGET_DIR)/debian
+# Reproducible archives: file times from the commit (or 0 outside git).
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+export SOURCE_DATE_EPOCH
+
+.PHONY: deps test lint unit rules-check demo bench build clean release dist deb dist-check
 
 # Install missing Debian packages (apt-get update once, only if something is missing).
 deps:
@@ -16,9 +30,39 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
 	fi; \
 	for b in $(DEB_BINARIES); do command -v $$b >/dev/null 2>&1 || { echo "still missing: $$b"; exit 1; }; done
+	@command -v cargo-deb >/dev/null 2>&1 || { echo "missing: cargo-deb -> cargo install cargo-deb --locked"; $(CARGO) install cargo-deb --locked; }
 
-build: deps
-	$(CARGO) build --release
+build: release
+
+# The release binary, with the git commit in `--version` (build.rs reads PIKA_REMEDY_GIT_COMMIT).
+release: deps
+	PIKA_REMEDY_GIT_COMMIT=$(GIT_COMMIT) $(RELEASE_BUILD)
+
+# target/dist/pika-remedy-<version>-x86_64-linux.tar.gz (+ .sha256): binary, rules, alerts,
+# deploy, docs, README, LICENSE, CHANGELOG.
+dist: release
+	rm -rf $(DIST_DIR)/$(DIST_NAME) && mkdir -p $(DIST_DIR)/$(DIST_NAME)/docs
+	install -m 0755 $(RELEASE_BIN) $(DIST_DIR)/$(DIST_NAME)/pika-remedy
+	strip $(DIST_DIR)/$(DIST_NAME)/pika-remedy
+	cp -a rules alerts deploy README.md LICENSE CHANGELOG.md $(DIST_DIR)/$(DIST_NAME)/
+	cp -a docs/runbooks docs/metrics.md $(DIST_DIR)/$(DIST_NAME)/docs/
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+	  -C $(DIST_DIR) -cf - $(DIST_NAME) | gzip -9n > $(DIST_DIR)/$(DIST_NAME).tar.gz
+	cd $(DIST_DIR) && sha256sum $(DIST_NAME).tar.gz > $(DIST_NAME).tar.gz.sha256
+	@echo "built $(DIST_DIR)/$(DIST_NAME).tar.gz"
+
+# target/debian/pika-remedy_<version>-1_amd64.deb from the same release binary.
+deb: release
+	gzip -9n -c deploy/debian/pika-remedy.1 > $(TARGET_DIR)/release/pika-remedy.1.gz
+	cargo deb --no-build --locked --output $(DEB_DIR)/
+	@ls -1 $(DEB_DIR)/pika-remedy_$(VERSION)-*_amd64.deb
+
+# Checks the built artifacts: tarball (+ sha256, ldd, --version, check-config), Debian package
+# (dpkg-deb -x, --version, check-config on the packaged example, lintian), and the replay of
+# deploy/Dockerfile's build stage outside a container. Run by `make test`.
+dist-check: dist deb
+	TARGET_DIR=$(TARGET_DIR) VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) DIST_DIR=$(DIST_DIR) \
+	  DEB_DIR=$(DEB_DIR) RELEASE_BUILD="$(RELEASE_BUILD)" tests/dist-check.sh
 
 lint: deps
 	$(CARGO) fmt --check
@@ -31,6 +75,7 @@ rules-check: deps
 
 test: deps lint rules-check
 	$(CARGO) test -- --test-threads=$${TEST_THREADS:-2}
+	$(MAKE) dist-check
 
 demo: deps
 	$(CARGO) build --release
