@@ -54,6 +54,7 @@ dist: release
 # target/debian/pika-remedy_<version>-1_amd64.deb from the same release binary.
 deb: release
 	gzip -9n -c deploy/debian/pika-remedy.1 > $(TARGET_DIR)/release/pika-remedy.1.gz
+	gzip -9n -c CHANGELOG.md > $(TARGET_DIR)/release/changelog.gz
 	cargo deb --no-build --locked --output $(DEB_DIR)/
 	@ls -1 $(DEB_DIR)/pika-remedy_$(VERSION)-*_amd64.deb
 

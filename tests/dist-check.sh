@@ -78,15 +78,16 @@ check_version "$X/usr/bin/pika-remedy"
 check_ldd "$X/usr/bin/pika-remedy"
 "$X/usr/bin/pika-remedy" check-config "$X/etc/pika-remedy/pika-remedy.toml" >/dev/null \
     || fail "check-config on the packaged example"
-for f in usr/bin/pika-remedy etc/pika-remedy/pika-remedy.toml lib/systemd/system/pika-remedy.service \
+for f in usr/bin/pika-remedy etc/pika-remedy/pika-remedy.toml usr/lib/systemd/system/pika-remedy.service \
          usr/share/pika-remedy/rules/pika-remedy.yml usr/share/pika-remedy/rules/pika-exporter.yml \
          usr/share/pika-remedy/alerts/alertmanager.yml usr/share/pika-remedy/grafana/pika-remedy.json \
          usr/share/doc/pika-remedy/runbooks/PikaMasterDown.md usr/share/doc/pika-remedy/copyright \
-         usr/share/man/man1/pika-remedy.1.gz; do
+         usr/share/man/man1/pika-remedy.1.gz usr/share/doc/pika-remedy/changelog.gz \
+         usr/share/lintian/overrides/pika-remedy; do
     [ -e "$X/$f" ] || fail "package lacks /$f"
 done
 grep -qx /etc/pika-remedy/pika-remedy.toml "$X/DEBIAN/conffiles" || fail "config is not a conffile"
-U=$X/lib/systemd/system/pika-remedy.service
+U=$X/usr/lib/systemd/system/pika-remedy.service
 for l in 'ExecStart=/usr/bin/pika-remedy serve --config /etc/pika-remedy/pika-remedy.toml' \
          'User=pika-remedy' 'NoNewPrivileges=yes' 'ProtectSystem=strict' 'CapabilityBoundingSet=' \
          'StateDirectory=pika-remedy' 'SystemCallFilter=@system-service'; do
