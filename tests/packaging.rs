@@ -227,3 +227,94 @@ fn default_port_is_9655_everywhere_we_ship() {
     let example = read(&root().join("deploy/pika-remedy.example.toml"));
     assert!(example.contains(":9655"), "example config: port");
 }
+
+fn k8s(file: &str) -> String {
+    read(&root().join("deploy/kubernetes").join(file))
+}
+
+#[test]
+fn kubernetes_manifests_are_consistent() {
+    // Schemas are checked by kubernetes-validate in `make dist-check`; this is what a schema
+    // cannot say.
+    let kust = k8s("kustomization.yaml");
+    let resources: Vec<&str> = kust
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - "))
+        .collect();
+    for r in &resources {
+        let text = k8s(r);
+        assert!(
+            !text.contains("kind: Secret"),
+            "{r}: `kubectl apply -k` would overwrite the real Secret"
+        );
+    }
+    for want in [
+        "deployment.yaml",
+        "service.yaml",
+        "configmap.yaml",
+        "poddisruptionbudget.yaml",
+    ] {
+        assert!(resources.contains(&want), "kustomization.yaml lacks {want}");
+    }
+    assert!(
+        !resources.iter().any(|r| r.contains("secret")),
+        "{resources:?}"
+    );
+
+    let dep = k8s("deployment.yaml");
+    let cm = k8s("configmap.yaml");
+    assert!(dep.contains("  replicas: 2\n"), "two replicas");
+    assert!(
+        cm.contains("kind = \"etcd\"") || cm.contains("kind = \"consul\""),
+        "two replicas need a shared coordinator (etcd or Consul)"
+    );
+    assert!(dep.contains("path: /readyz"), "readiness on /readyz");
+    assert!(dep.contains("path: /healthz"), "liveness on /healthz");
+    assert!(dep.contains("runAsNonRoot: true"));
+    assert!(dep.contains("containerPort: 9655"));
+    assert!(dep.contains("secretName: pika-remedy"));
+    assert!(cm.contains("listen = \"0.0.0.0:9655\""));
+    assert!(k8s("service.yaml").contains("port: 9655"));
+
+    let pdb = k8s("poddisruptionbudget.yaml");
+    assert!(pdb.contains("kind: PodDisruptionBudget") && pdb.contains("minAvailable: 1"));
+
+    let sm = k8s("prometheus-operator/servicemonitor.yaml");
+    for want in [
+        "apiVersion: monitoring.coreos.com/v1",
+        "kind: ServiceMonitor",
+        "matchLabels: {app.kubernetes.io/name: pika-remedy}",
+        "port: http",
+        "honorLabels: true",
+        "jobLabel: app.kubernetes.io/name",
+    ] {
+        assert!(sm.contains(want), "servicemonitor.yaml lacks {want:?}");
+    }
+    let op = k8s("prometheus-operator/kustomization.yaml");
+    assert!(op.contains("  - ../\n") && op.contains("  - servicemonitor.yaml\n"));
+    // The Service's port name is the one the ServiceMonitor scrapes, and the job label is the
+    // one the rules select.
+    assert!(k8s("service.yaml").contains("name: http"));
+    assert!(read(&root().join("rules/pika-remedy.yml")).contains("up{job=\"pika-remedy\"}"));
+}
+
+#[test]
+fn kubernetes_configmap_config_is_valid() {
+    // The TOML embedded in configmap.yaml, with its secret files provided, passes validation.
+    let cm = k8s("configmap.yaml");
+    let start = cm.find("pika-remedy.toml: |\n").expect("embedded config") + 20;
+    let toml: String = cm[start..]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for f in ["webhook-token", "main-password"] {
+        std::fs::write(tmp.path().join(f), "k8s-test-secret\n").expect("secret");
+    }
+    let dir = format!("{}/", tmp.path().display());
+    let path = tmp.path().join("pika-remedy.toml");
+    std::fs::write(&path, toml.replace("/etc/pika-remedy/secrets/", &dir)).expect("write");
+    let loaded = pika_remedy::config::load(&path);
+    assert!(loaded.is_ok(), "{:?}", loaded.err());
+}
