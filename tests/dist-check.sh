@@ -93,6 +93,9 @@ for l in 'ExecStart=/usr/bin/pika-remedy serve --config /etc/pika-remedy/pika-re
          'StateDirectory=pika-remedy' 'SystemCallFilter=@system-service'; do
     grep -qxF "$l" "$U" || fail "unit lacks '$l'"
 done
+for s in postinst postrm prerm; do
+    [ ! -e "$X/DEBIAN/$s" ] || sh -n "$X/DEBIAN/$s" || fail "$s: shell syntax"
+done
 grep -q 'adduser --system' "$X/DEBIAN/postinst" || fail "postinst does not create the system user"
 grep -q '/var/lib/pika-remedy' "$X/DEBIAN/postinst" || fail "postinst does not create the state dir"
 grep -q '^Depends:.*adduser' "$X/DEBIAN/control" || fail "Depends lacks adduser"
