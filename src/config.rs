@@ -133,7 +133,9 @@ pub struct ServiceConfig {
 impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9121)),
+            // 9655: marked free in Prometheus' "Default port allocations" list; 9121 is
+            // redis_exporter's (and pika_exporter's) port on the same hosts.
+            listen: SocketAddr::from(([127, 0, 0, 1], 9655)),
             instance_id: None,
             poll_interval: Duration::from_millis(500),
             check_interval: Duration::from_secs(0),

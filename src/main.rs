@@ -21,7 +21,7 @@ const EXIT_USAGE: u8 = 2;
 #[derive(Parser, Debug)]
 #[command(
     name = "pika-remedy",
-    version,
+    version = env!("PIKA_REMEDY_VERSION"),
     about = "Failover and old-master demotion for Pika (and Redis) clusters"
 )]
 struct Cli {

@@ -371,6 +371,7 @@ const BODY: &str = r#"{"version":"4","status":"firing","alerts":[{"status":"firi
 async fn shutdown_waits_for_the_in_flight_reconcile_then_exits() {
     let fake = Fake::new(&["c"], Duration::from_millis(800));
     let (base, stop, server) = start(&fake, "10s").await;
+    pika_remedy::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let hook = tokio::spawn({
         let client = client.clone();
@@ -425,6 +426,7 @@ async fn shutdown_waits_for_the_in_flight_reconcile_then_exits() {
 async fn shutdown_is_bounded_by_the_grace_period() {
     let fake = Fake::new(&["c"], Duration::from_secs(60));
     let (base, stop, server) = start(&fake, "300ms").await;
+    pika_remedy::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     let _hook = tokio::spawn(async move {
         client

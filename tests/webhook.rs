@@ -187,11 +187,14 @@ async fn start() -> Svc {
         base,
         // No connection reuse: after rejecting a body (413) the server closes the connection,
         // and a pooled keep-alive connection would then fail on the client side, not ours.
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap(),
+        client: {
+            pika_remedy::tls::install_crypto_provider();
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap()
+        },
         fake,
         events_file,
         _dir: dir,

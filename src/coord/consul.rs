@@ -227,6 +227,7 @@ impl Consul {
                 "consul address {base:?} must start with http:// or https://"
             )));
         }
+        crate::tls::install_crypto_provider();
         let builder = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .timeout(timeouts.connect + timeouts.command);

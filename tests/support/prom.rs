@@ -366,7 +366,7 @@ impl Prometheus {
         );
         text = replace_required(
             &text,
-            "targets: ['127.0.0.1:9121']",
+            "targets: ['127.0.0.1:9655']",
             &format!("targets: ['127.0.0.1:{remedy_port}']"),
             f,
         );
@@ -499,7 +499,7 @@ impl Alertmanager {
             std::fs::read_to_string(repo_dir().join(f)).expect("read alerts/alertmanager.yml");
         let mut text = replace_required(
             &shipped,
-            "url: http://127.0.0.1:9121/v1/alerts",
+            "url: http://127.0.0.1:9655/v1/alerts",
             &format!("url: {webhook_url}"),
             f,
         );

@@ -70,11 +70,14 @@ impl Service {
                 base: format!("http://127.0.0.1:{port}"),
                 config: config.to_path_buf(),
                 log,
-                client: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(64)
-                    .build()
-                    .expect("reqwest client"),
+                client: {
+                    pika_remedy::tls::install_crypto_provider();
+                    reqwest::Client::builder()
+                        .timeout(Duration::from_secs(60))
+                        .pool_max_idle_per_host(64)
+                        .build()
+                        .expect("reqwest client")
+                },
             };
             match svc.wait_ready(READY_TIMEOUT).await {
                 Ok(()) => return svc,
