@@ -186,6 +186,9 @@ impl Reconciler for Service {
             out.result,
             Result_::CoordinatorUnreachable { .. }
         ));
+        if let Result_::LockHeld { holder } = &out.result {
+            m.lock_refused(cluster, *holder == self.holder.to_string());
+        }
         out
     }
 
@@ -292,10 +295,17 @@ pub async fn run(
         SupervisorConfig::from_config(&cfg),
     );
     let m2 = Arc::clone(&metrics);
+    let lock_coord = Arc::clone(&coord);
+    let cluster_names: Vec<String> = cfg.clusters.iter().map(|c| c.name.clone()).collect();
+    let lock_ttl = cfg.policy.lock_ttl;
     let app = http::App::new(
         &loaded,
         Arc::clone(&sup),
-        Arc::new(move |accept: Option<&str>| m2.encode_for_accept(accept)),
+        Arc::new(move |accept: Option<&str>| {
+            // What the coordinator holds for us, as of this scrape (in memory, no request).
+            m2.locks(&cluster_names, &lock_coord.held_locks(), lock_ttl);
+            m2.encode_for_accept(accept)
+        }),
     )
     .with_webhook_counter({
         let m = Arc::clone(&metrics);

@@ -11,6 +11,10 @@
 //!   and frees the lock. Across processes the OS lock lasts until release, drop or process
 //!   exit (the kernel drops `flock` locks of a dead process), which is the failure that
 //!   matters on one host.
+//! - **No orphans:** `release` and dropping a `Lease` only remove the table entry, which closes
+//!   the lock file (freeing the `flock`); neither touches the disk, so neither can fail and
+//!   leave the lock behind. The generation file is a counter and stays by design (the next
+//!   acquisition increments it). `tests/faults_lock.rs` checks both paths.
 //! - **Record:** `<dir>/<cluster>.topology.json` holding `{version, record}`, replaced
 //!   atomically (temp file in the same dir, fsync, rename, fsync dir). The compare-and-set is
 //!   serialised across processes by a short `flock` on `<dir>/<cluster>.record.lock`.
@@ -27,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CasOutcome, CoordError, Coordinator, Holder, Lease, LeaseInner, LockOutcome};
+use super::{
+    CasOutcome, CoordError, Coordinator, HeldLock, Holder, Lease, LeaseInner, LockOutcome,
+};
 use crate::model::{TopologyRecord, Versioned};
 
 /// How long `write_record` waits for another process's record update (they take milliseconds).
@@ -52,6 +58,7 @@ struct Entry {
     generation: u64,
     holder: Holder,
     expires: Instant,
+    since: Instant,
     /// Open lock file holding the OS lock; dropping it releases the lock.
     _file: File,
 }
@@ -270,6 +277,7 @@ impl Coordinator for Local {
                     generation,
                     holder: holder.clone(),
                     expires: Instant::now() + ttl,
+                    since: Instant::now(),
                     _file: file,
                 },
             );
@@ -401,6 +409,23 @@ impl Coordinator for Local {
             Ok(CasOutcome::Written(version))
         })
         .await
+    }
+
+    fn held_locks(&self) -> Vec<HeldLock> {
+        // Release cannot fail here (it only drops the table entry, which closes the lock file
+        // and so frees the flock), so there are no orphans: the table is the whole truth.
+        let now = Instant::now();
+        let mut v: Vec<HeldLock> = lock_table(&self.shared)
+            .iter()
+            .filter(|(_, e)| e.expires > now)
+            .map(|(c, e)| HeldLock {
+                cluster: c.clone(),
+                held_for: e.since.elapsed(),
+                release_pending: false,
+            })
+            .collect();
+        v.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        v
     }
 
     async fn ping(&self) -> Result<(), CoordError> {
