@@ -121,6 +121,11 @@ pub struct ServiceConfig {
     pub events_file: Option<PathBuf>,
     /// In-memory audit ring size.
     pub events_capacity: usize,
+    /// Size cap of `events_file`: when a line would take it past this, the file is rotated
+    /// (`events.jsonl` → `events.jsonl.1` → … ; the oldest beyond `events_file_keep` is removed).
+    pub events_file_max_bytes: u64,
+    /// How many events files to keep, the current one included (at least 2).
+    pub events_file_keep: usize,
     /// Decide and log, but never send a mutating command.
     pub dry_run: bool,
     /// Global pause at start-up (like Patroni's pause): no automatic action.
@@ -139,6 +144,8 @@ impl Default for ServiceConfig {
             check_interval: Duration::from_secs(0),
             events_file: None,
             events_capacity: 1000,
+            events_file_max_bytes: crate::events::DEFAULT_FILE_MAX_BYTES,
+            events_file_keep: crate::events::DEFAULT_FILE_KEEP,
             dry_run: false,
             paused: false,
             shutdown_grace: Duration::from_secs(30),
@@ -513,6 +520,22 @@ impl Config {
                 check_source(p, &format!("cluster.{}.password", c.name), file)?;
             }
             check_renames(c, file)?;
+        }
+        let sv = &self.service;
+        if sv.events_file_max_bytes < crate::events::MIN_FILE_MAX_BYTES {
+            return Err(err(
+                "service.events_file_max_bytes".into(),
+                format!(
+                    "must be at least {} bytes",
+                    crate::events::MIN_FILE_MAX_BYTES
+                ),
+            ));
+        }
+        if sv.events_file_keep < 2 {
+            return Err(err(
+                "service.events_file_keep".into(),
+                "must be at least 2 (the current file and one rotated file)".into(),
+            ));
         }
         let t = &self.timeouts;
         if t.connect.is_zero() || t.command.is_zero() {

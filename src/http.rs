@@ -33,6 +33,7 @@ use crate::reconcile::{Outcome, Result_};
 use crate::supervisor::{
     ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError, Supervisor,
 };
+use crate::throttle::Throttle;
 
 /// Renders the metrics exposition for the request's `Accept` header: (content type, body).
 /// Prometheus asks for OpenMetrics; anything else (curl, promtool) gets the classic text.
@@ -43,6 +44,15 @@ pub type WebhookCounter = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+static REJECTED_AUTH: Throttle = Throttle::new();
+static REJECTED_SIZE: Throttle = Throttle::new();
+static REJECTED_TYPE: Throttle = Throttle::new();
+static REJECTED_PAYLOAD: Throttle = Throttle::new();
+static TRUNCATED: Throttle = Throttle::new();
+static RECEIVED: Throttle = Throttle::new();
+/// "webhook received" lines: at most one per second (`suppressed` counts the others).
+const RECEIVED_EVERY: Duration = Duration::from_secs(1);
 
 /// After shutdown is signalled and in-flight reconciles drained (or `shutdown_grace` passed),
 /// open connections get this long to finish before `serve` returns anyway.
@@ -244,7 +254,9 @@ async fn authenticate<R: Reconciler>(
     next: Next,
 ) -> Response {
     if !app.auth.check(req.headers()) {
-        tracing::warn!(path = %req.uri().path(), "rejected request: missing or wrong credentials");
+        if let Some(suppressed) = REJECTED_AUTH.check() {
+            tracing::warn!(path = %req.uri().path(), suppressed, "rejected request: missing or wrong credentials");
+        }
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
         let challenge = if app.auth.bearer.is_some() {
             "Bearer"
@@ -287,7 +299,9 @@ async fn read_body(req: Request) -> Result<Bytes, ApiError> {
     Bytes::from_request(req, &()).await.map_err(|rej| {
         let status = rej.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            tracing::warn!("rejected request: body too large");
+            if let Some(suppressed) = REJECTED_SIZE.check() {
+                tracing::warn!(suppressed, "rejected request: body too large");
+            }
             ApiError(status, "body too large".into())
         } else {
             ApiError(status, format!("cannot read body: {}", rej.body_text()))
@@ -341,7 +355,12 @@ pub struct WebhookAnswer {
 
 async fn webhook<R: Reconciler>(State(app): State<Arc<App<R>>>, req: Request) -> Response {
     if !is_json(req.headers()) {
-        tracing::warn!("rejected webhook: content type is not application/json");
+        if let Some(suppressed) = REJECTED_TYPE.check() {
+            tracing::warn!(
+                suppressed,
+                "rejected webhook: content type is not application/json"
+            );
+        }
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content type must be application/json",
@@ -354,24 +373,33 @@ async fn webhook<R: Reconciler>(State(app): State<Arc<App<R>>>, req: Request) ->
     let payload = match alert::parse(&body) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(error = %e, "rejected webhook: unreadable payload");
+            if let Some(suppressed) = REJECTED_PAYLOAD.check() {
+                tracing::warn!(error = %e, suppressed, "rejected webhook: unreadable payload");
+            }
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
     if payload.truncated_alerts > 0 {
-        tracing::warn!(
+        if let Some(suppressed) = TRUNCATED.check() {
+            tracing::warn!(
+                group_key = %payload.group_key,
+                truncated = payload.truncated_alerts,
+                suppressed,
+                "Alertmanager truncated this notification (max_alerts); acting on the alerts received"
+            );
+        }
+    }
+    // Every webhook is in the audit trail; the log gets one line per interval under a flood.
+    if let Some(suppressed) = RECEIVED.check_every(RECEIVED_EVERY) {
+        tracing::info!(
+            receiver = %payload.receiver,
             group_key = %payload.group_key,
-            truncated = payload.truncated_alerts,
-            "Alertmanager truncated this notification (max_alerts); acting on the alerts received"
+            status = %payload.status,
+            alerts = payload.alerts.len(),
+            suppressed,
+            "webhook received"
         );
     }
-    tracing::info!(
-        receiver = %payload.receiver,
-        group_key = %payload.group_key,
-        status = %payload.status,
-        alerts = payload.alerts.len(),
-        "webhook received"
-    );
     let Classified { work, not_acted } =
         alert::classify(&payload, &app.webhook, &app.supervisor.clusters());
     let mut ignored = Vec::with_capacity(not_acted.len());

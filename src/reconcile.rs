@@ -264,6 +264,11 @@ async fn release<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, lease: Lease) {
 
 fn log_outcome(out: &Outcome) {
     let result = serde_json::to_string(&out.result).unwrap_or_default();
+    if out.result == Result_::NoAction {
+        // The caller logs it too ("reconcile done"); no-action floods must stay off the log.
+        tracing::debug!(cluster = %out.cluster, trigger = out.trigger.label(), reason = %out.plan.reason, millis = out.millis, "reconcile");
+        return;
+    }
     info!(
         cluster = %out.cluster,
         trigger = out.trigger.label(),

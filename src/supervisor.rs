@@ -374,7 +374,7 @@ impl<R: Reconciler> Supervisor<R> {
             };
             ctl.source = pending.source;
             let outcome = self.run_one(&cluster, pending.trigger.clone(), ctl).await;
-            self.events.record(NewEvent {
+            let event = self.events.record(NewEvent {
                 kind: EventKind::Reconcile,
                 cluster: Some(cluster.clone()),
                 source: pending.source,
@@ -384,6 +384,13 @@ impl<R: Reconciler> Supervisor<R> {
                 reason: outcome.plan.reason.clone(),
                 outcome: Some(outcome.clone()),
             });
+            // A repeat folded into the audit trail's current run is logged at debug only: a
+            // flood of identical no-action webhooks must not fill the disk with log lines.
+            if event.count > 1 {
+                tracing::debug!(cluster, action = outcome.plan.action.label(), result = ?outcome.result, millis = outcome.millis, repeats = event.count, reason = %outcome.plan.reason, "reconcile done");
+            } else {
+                tracing::info!(cluster, action = outcome.plan.action.label(), result = ?outcome.result, retryable = outcome.retryable, millis = outcome.millis, reason = %outcome.plan.reason, "reconcile done");
+            }
             if let Some(slot) = lock(&self.slots).get_mut(&cluster) {
                 slot.last = Some(outcome.clone());
             }
@@ -402,7 +409,7 @@ impl<R: Reconciler> Supervisor<R> {
         let started = Instant::now();
         let r = Arc::clone(&self.reconciler);
         let (c, t) = (cluster.to_string(), trigger.clone());
-        tracing::info!(
+        tracing::debug!(
             cluster,
             trigger = trigger.label(),
             source = ctl.source.as_str(),
@@ -411,7 +418,7 @@ impl<R: Reconciler> Supervisor<R> {
             "reconcile start"
         );
         let res = tokio::spawn(async move { r.reconcile(&c, t, ctl).await }).await;
-        let outcome = res.unwrap_or_else(|e| {
+        res.unwrap_or_else(|e| {
             tracing::error!(cluster, error = %e, "reconcile task failed");
             Outcome {
                 cluster: cluster.to_string(),
@@ -425,17 +432,7 @@ impl<R: Reconciler> Supervisor<R> {
                 millis: started.elapsed().as_millis() as u64,
                 retryable: true,
             }
-        });
-        tracing::info!(
-            cluster,
-            action = outcome.plan.action.label(),
-            result = ?outcome.result,
-            retryable = outcome.retryable,
-            millis = outcome.millis,
-            reason = %outcome.plan.reason,
-            "reconcile done"
-        );
-        outcome
+        })
     }
 
     fn control_for(&self, slot: &Slot) -> Control {

@@ -940,6 +940,10 @@ impl Coordinator for Consul {
         Ok(())
     }
 
+    fn keeps_events(&self) -> bool {
+        self.inner.events_keep > 0
+    }
+
     fn held_locks(&self) -> Vec<HeldLock> {
         self.inner.book.held()
     }

@@ -739,6 +739,10 @@ impl Coordinator for Etcd {
         self.trim_events(cluster).await
     }
 
+    fn keeps_events(&self) -> bool {
+        self.events_keep > 0
+    }
+
     fn held_locks(&self) -> Vec<HeldLock> {
         self.book.held()
     }

@@ -167,6 +167,10 @@ pub trait Coordinator: Send + Sync {
         let _ = (cluster, event_json);
         async { Ok(()) }
     }
+    /// Does `append_event` keep anything? (The local backend keeps events in the file only.)
+    fn keeps_events(&self) -> bool {
+        false
+    }
     /// Publish node roles for client discovery (the Consul catalog). Default: no-op (etcd and
     /// local clients read the recorded master instead).
     fn publish_roles(
@@ -403,5 +407,8 @@ impl Coordinator for AnyCoord {
     }
     fn held_locks(&self) -> Vec<HeldLock> {
         dispatch!(self, c => c.held_locks())
+    }
+    fn keeps_events(&self) -> bool {
+        dispatch!(self, c => c.keeps_events())
     }
 }
