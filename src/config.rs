@@ -360,6 +360,11 @@ pub struct WebhookConfig {
     pub master_down_alerts: Vec<String>,
     /// Alert names that mean "role mismatch".
     pub role_mismatch_alerts: Vec<String>,
+    /// Answer a webhook within this long (below Alertmanager's 10 s notification timeout): a
+    /// reconcile still running by then is answered 200 "in_progress" with its plan, and its
+    /// outcome goes to the audit trail.
+    #[serde(with = "humantime_serde")]
+    pub reply_within: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -374,6 +379,7 @@ impl Default for WebhookConfig {
             instance_label: "instance".into(),
             master_down_alerts: vec!["PikaMasterDown".into()],
             role_mismatch_alerts: vec!["PikaRoleMismatch".into()],
+            reply_within: Duration::from_secs(8),
         }
     }
 }
@@ -641,6 +647,13 @@ impl Config {
             return Err(err(
                 "webhook".into(),
                 "set bearer_token or basic_user/basic_password, or allow_unauthenticated = true"
+                    .into(),
+            ));
+        }
+        if w.reply_within.is_zero() {
+            return Err(err(
+                "webhook.reply_within".into(),
+                "must be > 0 (and below Alertmanager's notification timeout, 10s by default)"
                     .into(),
             ));
         }

@@ -31,7 +31,7 @@ use crate::events::{EventKind, EventLog, NewEvent, TriggerSource};
 use crate::model::Addr;
 use crate::reconcile::{Outcome, Result_};
 use crate::supervisor::{
-    ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError, Supervisor,
+    Answer, ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError, Supervisor,
 };
 use crate::throttle::Throttle;
 
@@ -317,7 +317,9 @@ pub struct ClusterAnswer {
     pub reason: String,
     pub result: Result_,
     pub retryable: bool,
-    pub plan: crate::decide::Plan,
+    /// Absent only for a request still queued behind a running reconcile at answer time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::decide::Plan>,
 }
 
 impl From<&Outcome> for ClusterAnswer {
@@ -328,7 +330,37 @@ impl From<&Outcome> for ClusterAnswer {
             reason: o.plan.reason.clone(),
             result: o.result.clone(),
             retryable: o.retryable,
-            plan: o.plan.clone(),
+            plan: Some(o.plan.clone()),
+        }
+    }
+}
+
+impl ClusterAnswer {
+    /// Still running when the answer was due: the plan if its steps started.
+    fn in_progress(trigger: Trigger, plan: Option<crate::decide::Plan>, within: Duration) -> Self {
+        let after = humantime::format_duration(within);
+        match plan {
+            Some(p) => ClusterAnswer {
+                trigger,
+                action: p.action.label().to_string(),
+                reason: format!(
+                    "{}; in progress after {after}: the outcome goes to the audit trail (GET /v1/events)",
+                    p.reason
+                ),
+                result: Result_::InProgress,
+                retryable: false,
+                plan: Some(p),
+            },
+            None => ClusterAnswer {
+                trigger,
+                action: "pending".into(),
+                reason: format!(
+                    "accepted; not decided after {after} (queued behind a running reconcile of the cluster, or still observing): the outcome goes to the audit trail (GET /v1/events)"
+                ),
+                result: Result_::InProgress,
+                retryable: false,
+                plan: None,
+            },
         }
     }
 }
@@ -423,26 +455,33 @@ async fn webhook<R: Reconciler>(State(app): State<Arc<App<R>>>, req: Request) ->
             n.reason,
         ));
     }
+    let within = app.webhook.reply_within;
     let runs = work.into_iter().map(|(cluster, w)| {
         let sup = Arc::clone(&app.supervisor);
+        let trigger = w.trigger.clone();
         async move {
             let req = Work {
                 trigger: w.trigger,
                 source: TriggerSource::Alertmanager,
                 alerts: w.alerts,
             };
-            let r = sup.submit(&cluster, req).await;
-            (cluster, r)
+            let r = sup.submit_within(&cluster, req, within).await;
+            (cluster, trigger, r)
         }
     });
     let results = futures_util::future::join_all(runs).await;
     let mut clusters = BTreeMap::new();
     let mut retry = false;
-    for (cluster, r) in results {
+    let mut in_progress = false;
+    for (cluster, trigger, r) in results {
         match r {
-            Ok(o) => {
+            Ok(Answer::Done(o)) => {
                 retry |= o.retryable;
                 clusters.insert(cluster, ClusterAnswer::from(&o));
+            }
+            Ok(Answer::InProgress { plan }) => {
+                in_progress = true;
+                clusters.insert(cluster, ClusterAnswer::in_progress(trigger, plan, within));
             }
             // Not 2xx, so nothing is lost: Alertmanager re-sends to us or a peer.
             Err(SubmitError::ShuttingDown) => {
@@ -457,7 +496,14 @@ async fn webhook<R: Reconciler>(State(app): State<Arc<App<R>>>, req: Request) ->
         }
     }
     let answer = WebhookAnswer {
-        status: if retry { "retry" } else { "handled" }.into(),
+        status: if retry {
+            "retry"
+        } else if in_progress {
+            "in_progress"
+        } else {
+            "handled"
+        }
+        .into(),
         clusters,
         ignored,
         truncated_alerts: payload.truncated_alerts,

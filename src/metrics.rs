@@ -230,6 +230,7 @@ pub fn result_label(r: &Result_) -> &'static str {
         Result_::Applied => "applied",
         Result_::Failed { .. } => "failed",
         Result_::CoordinatorUnreachable { .. } => "coordinator_unreachable",
+        Result_::InProgress => "in_progress",
     }
 }
 

@@ -21,13 +21,24 @@ pub mod exit {
     pub const RETRY: i32 = 3;
 }
 
+/// A coordinator error as CLI output: its own text (which names the kind once) and exit 3 if a
+/// retry may help, else 1.
+fn coord_failed(e: &crate::coord::CoordError) -> (String, i32) {
+    let code = if e.is_retryable() {
+        exit::RETRY
+    } else {
+        exit::NOT_DONE
+    };
+    (format!("{e}\n"), code)
+}
+
 /// `plan`: observation, record, the plan with the ranked candidates, and the exact commands.
 pub async fn plan<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
     trigger: &Trigger,
 ) -> (String, i32) {
     match look(ctx, trigger).await {
-        Err(e) => (format!("coordinator unreachable: {e}\n"), exit::RETRY),
+        Err(e) => coord_failed(&e),
         Ok((obs, record, plan)) => {
             let text = render_plan(&obs, record.as_ref(), &plan, ctx);
             let code = match plan.action {
@@ -158,7 +169,9 @@ pub fn render_outcome(out: &Outcome) -> String {
         }
         Result_::Applied => "applied".to_string(),
         Result_::Failed { error } => format!("FAILED: {error}"),
-        Result_::CoordinatorUnreachable { error } => format!("coordinator unreachable: {error}"),
+        // `error` already names it ("coordinator unreachable: …" or "coordinator error: …").
+        Result_::CoordinatorUnreachable { error } => error.clone(),
+        Result_::InProgress => "in progress".to_string(),
     };
     let _ = writeln!(s, "result: {result} ({} ms)", out.millis);
     s
@@ -202,7 +215,7 @@ pub async fn record<N: Nodes, C: Coordinator>(
     let cluster = &ctx.cluster.name;
     let current = match ctx.coord.read_record(cluster).await {
         Ok(c) => c,
-        Err(e) => return (format!("coordinator unreachable: {e}\n"), exit::RETRY),
+        Err(e) => return coord_failed(&e),
     };
     let epoch = match &current {
         Some(c) if &c.value.master == master => c.value.epoch,
@@ -241,7 +254,7 @@ pub async fn record<N: Nodes, C: Coordinator>(
             "the record changed concurrently; re-run\n".into(),
             exit::RETRY,
         ),
-        Err(e) => (format!("coordinator unreachable: {e}\n"), exit::RETRY),
+        Err(e) => coord_failed(&e),
     }
 }
 
@@ -283,7 +296,7 @@ pub async fn history(
                 let _ = writeln!(s, "cluster {}: no record", c.name);
             }
             Err(e) => {
-                let _ = writeln!(s, "cluster {}: coordinator unreachable: {e}", c.name);
+                let _ = writeln!(s, "cluster {}: {e}", c.name);
                 code = exit::RETRY;
             }
         }

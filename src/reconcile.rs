@@ -25,6 +25,8 @@ pub enum Result_ {
     Failed { error: String },
     /// The coordinator could not be reached.
     CoordinatorUnreachable { error: String },
+    /// Only in webhook answers: still running when the answer was due (`webhook.reply_within`).
+    InProgress,
 }
 
 /// One applied step with its timing.
@@ -233,6 +235,7 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
         return finish(out);
     }
     out.plan = plan2.clone();
+    crate::supervisor::plan_started(&plan2);
 
     let exec = Exec {
         ctx,
@@ -248,7 +251,8 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
 
 fn coordinator_down(mut out: Outcome, e: CoordError) -> Outcome {
     out.retryable = e.is_retryable();
-    out.plan = Plan::refuse(format!("coordinator unreachable: {e}"), out.retryable);
+    // The error's text names its kind once ("coordinator unreachable: …"/"coordinator error: …").
+    out.plan = Plan::refuse(e.to_string(), out.retryable);
     out.result = Result_::CoordinatorUnreachable {
         error: e.to_string(),
     };

@@ -18,8 +18,9 @@
 //! - **Record:** `<dir>/<cluster>.topology.json` holding `{version, record}`, replaced
 //!   atomically (temp file in the same dir, fsync, rename, fsync dir). The compare-and-set is
 //!   serialised across processes by a short `flock` on `<dir>/<cluster>.record.lock`.
-//! - I/O problems are `CoordError::Unreachable` naming the path (a full disk or a read-only
-//!   mount may clear up); a record file we cannot parse is `CoordError::Backend`.
+//! - I/O problems name the path: `CoordError::Unreachable` for what may clear up (a full disk,
+//!   an I/O error), `CoordError::Backend` for a permission error or a read-only mount (the
+//!   real cause, not "unreachable") and for a record file we cannot parse.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -88,8 +89,16 @@ struct RecordFile {
     record: TopologyRecord,
 }
 
+/// An I/O error naming the path. A permission problem or a read-only mount is `Backend` (a
+/// retry will not fix it, and it is not "unreachable"); anything else (a full disk, an I/O
+/// error) may clear up and is `Unreachable`.
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> CoordError {
-    CoordError::Unreachable(format!("local store: {what} {}: {e}", path.display()))
+    use std::io::ErrorKind as K;
+    let text = format!("local store: {what} {}: {e}", path.display());
+    match e.kind() {
+        K::PermissionDenied | K::ReadOnlyFilesystem => CoordError::Backend(text),
+        _ => CoordError::Unreachable(text),
+    }
 }
 
 fn lock_table(shared: &Shared) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -439,5 +448,33 @@ impl Coordinator for Local {
             res
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_errors_are_not_unreachable() {
+        let p = Path::new("/var/lib/pika-remedy/c.lock");
+        for kind in [
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::ReadOnlyFilesystem,
+        ] {
+            let e = io_err(p, "cannot open", std::io::Error::from(kind));
+            assert!(matches!(e, CoordError::Backend(_)), "{kind:?}: {e:?}");
+            assert!(!e.is_retryable());
+            let text = e.to_string();
+            assert!(!text.contains("unreachable"), "{text}");
+            assert!(text.contains("/var/lib/pika-remedy/c.lock"), "{text}");
+        }
+        let e = io_err(
+            p,
+            "cannot write",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert!(e.is_retryable(), "{e:?}");
+        assert_eq!(e.to_string().matches("unreachable").count(), 1, "{e}");
     }
 }
