@@ -734,10 +734,16 @@ pub fn resolve_secret(
         field: field.to_string(),
         message,
     };
+    // An empty secret is a mistake (a file written before its content, a variable exported
+    // empty): AUTH with it only fails, or a webhook token would be empty. Omit the setting to
+    // mean "none".
     if let Some(var) = &s.env {
-        return std::env::var(var)
-            .map(Secret)
-            .map_err(|_| err(format!("environment variable {var} is not set")));
+        let v = std::env::var(var)
+            .map_err(|_| err(format!("environment variable {var} is not set")))?;
+        if v.trim().is_empty() {
+            return Err(err(format!("environment variable {var} is empty")));
+        }
+        return Ok(Secret(v));
     }
     if let Some(p) = &s.file {
         let p = if p.is_relative() {
@@ -747,7 +753,11 @@ pub fn resolve_secret(
         };
         let text = std::fs::read_to_string(&p)
             .map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
-        return Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()));
+        let value = text.trim_end_matches(['\r', '\n']);
+        if value.trim().is_empty() {
+            return Err(err(format!("{} is empty", p.display())));
+        }
+        return Ok(Secret(value.to_string()));
     }
     Err(err("no source".into()))
 }
