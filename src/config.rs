@@ -126,6 +126,15 @@ pub struct ServiceConfig {
     pub events_file_max_bytes: u64,
     /// How many events files to keep, the current one included (at least 2).
     pub events_file_keep: usize,
+    /// A client must send a request's headers within this long, or the connection is closed
+    /// (slow clients holding connections open).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// ... and its body within this long after the headers (else 408 and close).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Open HTTP connections at most; beyond it new connections are closed at once.
+    pub max_connections: usize,
     /// Decide and log, but never send a mutating command.
     pub dry_run: bool,
     /// Global pause at start-up (like Patroni's pause): no automatic action.
@@ -146,6 +155,9 @@ impl Default for ServiceConfig {
             events_capacity: 1000,
             events_file_max_bytes: crate::events::DEFAULT_FILE_MAX_BYTES,
             events_file_keep: crate::events::DEFAULT_FILE_KEEP,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
             dry_run: false,
             paused: false,
             shutdown_grace: Duration::from_secs(30),
@@ -535,6 +547,20 @@ impl Config {
                     "must be at least {} bytes",
                     crate::events::MIN_FILE_MAX_BYTES
                 ),
+            ));
+        }
+        for (name, d) in [
+            ("service.header_read_timeout", sv.header_read_timeout),
+            ("service.body_read_timeout", sv.body_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(err(name.into(), "must be > 0".into()));
+            }
+        }
+        if sv.max_connections == 0 {
+            return Err(err(
+                "service.max_connections".into(),
+                "must be at least 1".into(),
             ));
         }
         if sv.events_file_keep < 2 {
