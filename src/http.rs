@@ -867,8 +867,8 @@ async fn serve_connection(
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let conn = builder.serve_connection(io, svc);
-    let mut conn = std::pin::pin!(conn);
+    // Boxed so it can be dropped (releasing hyper's handle on the socket) before the linger.
+    let mut conn = Box::pin(builder.serve_connection(io, svc));
     let closing = *close.borrow();
     if closing {
         conn.as_mut().graceful_shutdown();
