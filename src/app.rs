@@ -53,6 +53,16 @@ pub async fn coordinator(loaded: &Loaded) -> Result<AnyCoord, CoordError> {
     }
 }
 
+static COPY_FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+
+/// The events file's size cap and rotation from `[service]`.
+pub fn events_cap(c: &crate::config::Config) -> crate::events::FileCap {
+    crate::events::FileCap {
+        max_bytes: c.service.events_file_max_bytes,
+        keep: c.service.events_file_keep,
+    }
+}
+
 /// Who we are, written into lock values.
 pub fn holder(loaded: &Loaded) -> Holder {
     let host = std::env::var("HOSTNAME")
@@ -186,6 +196,9 @@ impl Reconciler for Service {
             out.result,
             Result_::CoordinatorUnreachable { .. }
         ));
+        if let Result_::LockHeld { holder } = &out.result {
+            m.lock_refused(cluster, *holder == self.holder.to_string());
+        }
         out
     }
 
@@ -264,19 +277,27 @@ pub async fn run(
     );
 
     let sink_coord = Arc::clone(&coord);
-    let events = EventLog::open(
+    let events = EventLog::open_capped(
         cfg.service.events_capacity,
         cfg.service.events_file.as_deref(),
+        events_cap(&cfg),
     )
-    .map_err(|e| e.to_string())?
-    .with_sink(Arc::new(move |cluster: String, json: String| {
-        let c = Arc::clone(&sink_coord);
-        Box::pin(async move {
-            if let Err(e) = c.append_event(&cluster, &json).await {
-                warn!(cluster = %cluster, error = %e, "event not copied to the coordinator");
-            }
-        })
-    }));
+    .map_err(|e| e.to_string())?;
+    // Only a coordinator that keeps an event list gets the copy (the local one keeps none).
+    let events = if coord.keeps_events() {
+        events.with_sink(Arc::new(move |cluster: String, json: String| {
+            let c = Arc::clone(&sink_coord);
+            Box::pin(async move {
+                if let Err(e) = c.append_event(&cluster, &json).await {
+                    if let Some(suppressed) = COPY_FAILED.check() {
+                        warn!(cluster = %cluster, error = %e, suppressed, "event not copied to the coordinator");
+                    }
+                }
+            })
+        }))
+    } else {
+        events
+    };
     let service = Arc::new(Service {
         loaded: loaded.clone(),
         coord: Arc::clone(&coord),
@@ -292,10 +313,17 @@ pub async fn run(
         SupervisorConfig::from_config(&cfg),
     );
     let m2 = Arc::clone(&metrics);
+    let lock_coord = Arc::clone(&coord);
+    let cluster_names: Vec<String> = cfg.clusters.iter().map(|c| c.name.clone()).collect();
+    let lock_ttl = cfg.policy.lock_ttl;
     let app = http::App::new(
         &loaded,
         Arc::clone(&sup),
-        Arc::new(move |accept: Option<&str>| m2.encode_for_accept(accept)),
+        Arc::new(move |accept: Option<&str>| {
+            // What the coordinator holds for us, as of this scrape (in memory, no request).
+            m2.locks(&cluster_names, &lock_coord.held_locks(), lock_ttl);
+            m2.encode_for_accept(accept)
+        }),
     )
     .with_webhook_counter({
         let m = Arc::clone(&metrics);
@@ -356,12 +384,29 @@ pub async fn run(
         })
     });
 
+    // A long run of repeated not-acted events gets its count written every REPEAT_FLUSH.
+    let flusher = {
+        let events = Arc::clone(sup.events());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::events::REPEAT_FLUSH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => events.flush(),
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
     let served = http::serve(listener, app, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = poller.await;
     if let Some(c) = checker {
         let _ = c.await;
     }
+    let _ = flusher.await;
+    sup.events().flush();
     info!("pika-remedy stopped");
     served.map_err(|e| format!("http server: {e}"))
 }

@@ -121,6 +121,20 @@ pub struct ServiceConfig {
     pub events_file: Option<PathBuf>,
     /// In-memory audit ring size.
     pub events_capacity: usize,
+    /// Size cap of `events_file`: when a line would take it past this, the file is rotated
+    /// (`events.jsonl` → `events.jsonl.1` → … ; the oldest beyond `events_file_keep` is removed).
+    pub events_file_max_bytes: u64,
+    /// How many events files to keep, the current one included (at least 2).
+    pub events_file_keep: usize,
+    /// A client must send a request's headers within this long, or the connection is closed
+    /// (slow clients holding connections open).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// ... and its body within this long after the headers (else 408 and close).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Open HTTP connections at most; beyond it new connections are closed at once.
+    pub max_connections: usize,
     /// Decide and log, but never send a mutating command.
     pub dry_run: bool,
     /// Global pause at start-up (like Patroni's pause): no automatic action.
@@ -141,6 +155,11 @@ impl Default for ServiceConfig {
             check_interval: Duration::from_secs(0),
             events_file: None,
             events_capacity: 1000,
+            events_file_max_bytes: crate::events::DEFAULT_FILE_MAX_BYTES,
+            events_file_keep: crate::events::DEFAULT_FILE_KEEP,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
             dry_run: false,
             paused: false,
             shutdown_grace: Duration::from_secs(30),
@@ -355,6 +374,11 @@ pub struct WebhookConfig {
     pub master_down_alerts: Vec<String>,
     /// Alert names that mean "role mismatch".
     pub role_mismatch_alerts: Vec<String>,
+    /// Answer a webhook within this long (below Alertmanager's 10 s notification timeout): a
+    /// reconcile still running by then is answered 200 "in_progress" with its plan, and its
+    /// outcome goes to the audit trail.
+    #[serde(with = "humantime_serde")]
+    pub reply_within: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -369,6 +393,7 @@ impl Default for WebhookConfig {
             instance_label: "instance".into(),
             master_down_alerts: vec!["PikaMasterDown".into()],
             role_mismatch_alerts: vec!["PikaRoleMismatch".into()],
+            reply_within: Duration::from_secs(8),
         }
     }
 }
@@ -516,6 +541,36 @@ impl Config {
             }
             check_renames(c, file)?;
         }
+        let sv = &self.service;
+        if sv.events_file_max_bytes < crate::events::MIN_FILE_MAX_BYTES {
+            return Err(err(
+                "service.events_file_max_bytes".into(),
+                format!(
+                    "must be at least {} bytes",
+                    crate::events::MIN_FILE_MAX_BYTES
+                ),
+            ));
+        }
+        for (name, d) in [
+            ("service.header_read_timeout", sv.header_read_timeout),
+            ("service.body_read_timeout", sv.body_read_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(err(name.into(), "must be > 0".into()));
+            }
+        }
+        if sv.max_connections == 0 {
+            return Err(err(
+                "service.max_connections".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if sv.events_file_keep < 2 {
+            return Err(err(
+                "service.events_file_keep".into(),
+                "must be at least 2 (the current file and one rotated file)".into(),
+            ));
+        }
         let t = &self.timeouts;
         if t.connect.is_zero() || t.command.is_zero() {
             return Err(err(
@@ -623,6 +678,13 @@ impl Config {
                     .into(),
             ));
         }
+        if w.reply_within.is_zero() {
+            return Err(err(
+                "webhook.reply_within".into(),
+                "must be > 0 (and below Alertmanager's notification timeout, 10s by default)"
+                    .into(),
+            ));
+        }
         if w.max_body_bytes < 1024 {
             return Err(err(
                 "webhook.max_body_bytes".into(),
@@ -700,10 +762,16 @@ pub fn resolve_secret(
         field: field.to_string(),
         message,
     };
+    // An empty secret is a mistake (a file written before its content, a variable exported
+    // empty): AUTH with it only fails, or a webhook token would be empty. Omit the setting to
+    // mean "none".
     if let Some(var) = &s.env {
-        return std::env::var(var)
-            .map(Secret)
-            .map_err(|_| err(format!("environment variable {var} is not set")));
+        let v = std::env::var(var)
+            .map_err(|_| err(format!("environment variable {var} is not set")))?;
+        if v.trim().is_empty() {
+            return Err(err(format!("environment variable {var} is empty")));
+        }
+        return Ok(Secret(v));
     }
     if let Some(p) = &s.file {
         let p = if p.is_relative() {
@@ -713,7 +781,11 @@ pub fn resolve_secret(
         };
         let text = std::fs::read_to_string(&p)
             .map_err(|e| err(format!("cannot read {}: {e}", p.display())))?;
-        return Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string()));
+        let value = text.trim_end_matches(['\r', '\n']);
+        if value.trim().is_empty() {
+            return Err(err(format!("{} is empty", p.display())));
+        }
+        return Ok(Secret(value.to_string()));
     }
     Err(err("no source".into()))
 }

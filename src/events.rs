@@ -6,7 +6,26 @@
 //! Why all three: the ring answers operators quickly, the file survives restarts, and the
 //! coordinator copy is visible to the other instances. A webhook answered 2xx must never be
 //! lost, so "ignored" and "resolved" alerts are recorded too, with their reason.
+//!
+//! # Bounded under floods
+//! - **Repeats fold into one event.** *Not acted* entries (ignored or resolved alerts, and
+//!   reconciles that sent nothing: no action, refused, lock held, coordinator unreachable, dry
+//!   run) of the same cluster with the same kind, source, trigger, result and reason, with no
+//!   acted-on entry of that cluster in between, are one event (at most
+//!   [`MAX_RUNS_PER_CLUSTER`] such runs are open per cluster; interleaved alert kinds each keep
+//!   their own): `count` says how many, `at` is the first and `last_at` the last
+//!   time. The first is written at once; the count reaches the file (and the coordinator
+//!   copy) as the same event again (same `seq` and `at`, higher `count`; the later line
+//!   supersedes) when the run ends, at most every [`REPEAT_FLUSH`] while it lasts, and on
+//!   [`EventLog::flush`] / drop. An event that acted on a node is never folded.
+//! - **The file rotates at a size cap** (`service.events_file_max_bytes`, default 64 MiB, ×
+//!   `service.events_file_keep` files, default 4): `events.jsonl` → `events.jsonl.1` → …,
+//!   and only the oldest rotated file is ever removed. A new line is never dropped: if the
+//!   rotation itself fails, the line is still appended to the current file.
+//! - Warnings that can repeat per event (sink busy, file errors) are rate-limited
+//!   ([`crate::throttle`]).
 
+use std::collections::HashMap;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::future::Future;
@@ -15,13 +34,30 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::decide::Trigger;
-use crate::reconcile::Outcome;
+use crate::reconcile::{Outcome, Result_};
+use crate::throttle::Throttle;
+
+/// Default `service.events_file_max_bytes`.
+pub const DEFAULT_FILE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// Default `service.events_file_keep` (the current file included).
+pub const DEFAULT_FILE_KEEP: usize = 4;
+/// Smallest accepted `service.events_file_max_bytes`.
+pub const MIN_FILE_MAX_BYTES: u64 = 4096;
+/// Distinct runs of repeats kept open per cluster at a time.
+pub const MAX_RUNS_PER_CLUSTER: usize = 32;
+/// While a run of repeats lasts, its count reaches the file at least this often.
+pub const REPEAT_FLUSH: Duration = Duration::from_secs(10);
+
+static SINK_BUSY: Throttle = Throttle::new();
+static FILE_WRITE_FAILED: Throttle = Throttle::new();
+static FILE_ROTATE_FAILED: Throttle = Throttle::new();
+static NOT_SERIALISABLE: Throttle = Throttle::new();
 
 /// Who asked for a reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,10 +135,154 @@ pub struct Event {
     /// Observation summary, plan, steps with timing, result and total duration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// How many consecutive identical not-acted entries this event stands for (`at` is the
+    /// first, `last_at` the last). Absent = 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at: Option<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
+/// What makes two consecutive not-acted entries of one cluster "the same".
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RunKey {
+    kind: EventKind,
+    source: TriggerSource,
+    trigger: Option<Trigger>,
+    result: Option<&'static str>,
+    reason: String,
+}
+
+/// `Some` for entries that did not act on any node (they may fold into a run).
+fn run_key(e: &NewEvent) -> Option<RunKey> {
+    let result = match (&e.kind, &e.outcome) {
+        (EventKind::Ignored | EventKind::Resolved, _) => None,
+        (EventKind::Reconcile, Some(o)) if o.steps.is_empty() => Some(match o.result {
+            Result_::NoAction => "no_action",
+            Result_::Refused => "refused",
+            Result_::LockHeld { .. } => "lock_held",
+            Result_::CoordinatorUnreachable { .. } => "coordinator_unreachable",
+            Result_::DryRun => "dry_run",
+            _ => return None,
+        }),
+        _ => return None,
+    };
+    Some(RunKey {
+        kind: e.kind,
+        source: e.source,
+        trigger: e.trigger.clone(),
+        result,
+        reason: e.reason.clone(),
+    })
+}
+
+/// One open run of repeats.
+struct Run {
+    key: RunKey,
+    event: Event,
+    /// `event.count` as last written to the file.
+    written: u64,
+    last_write: Instant,
+}
+
+/// The events file with its size and rotation settings.
+struct EventsFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_bytes: u64,
+    keep: usize,
+}
+
+/// Size cap and number of files of the events file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileCap {
+    pub max_bytes: u64,
+    /// Files kept, the current one included (at least 2).
+    pub keep: usize,
+}
+
+impl Default for FileCap {
+    fn default() -> Self {
+        FileCap {
+            max_bytes: DEFAULT_FILE_MAX_BYTES,
+            keep: DEFAULT_FILE_KEEP,
+        }
+    }
+}
+
+/// `events.jsonl.<n>`.
+pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+impl EventsFile {
+    fn open(path: &Path, cap: FileCap) -> std::io::Result<EventsFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(EventsFile {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_bytes: cap.max_bytes.max(MIN_FILE_MAX_BYTES),
+            keep: cap.keep.max(2),
+        })
+    }
+
+    /// Shift `path` → `path.1` → … → `path.<keep-1>`; the old `path.<keep-1>` is removed.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let oldest = rotated_path(&self.path, self.keep - 1);
+        match std::fs::remove_file(&oldest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        for i in (1..self.keep - 1).rev() {
+            let from = rotated_path(&self.path, i);
+            if from.exists() {
+                std::fs::rename(&from, rotated_path(&self.path, i + 1))?;
+            }
+        }
+        std::fs::rename(&self.path, rotated_path(&self.path, 1))?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Append one line, rotating first if it would pass the cap. Never drops the line.
+    fn append(&mut self, json: &str) -> std::io::Result<()> {
+        let len = json.len() as u64 + 1;
+        if self.size > 0 && self.size + len > self.max_bytes {
+            if let Err(e) = self.rotate() {
+                if let Some(suppressed) = FILE_ROTATE_FAILED.check() {
+                    tracing::warn!(path = %self.path.display(), error = %e, suppressed, "cannot rotate the events file; appending to it anyway");
+                }
+            }
+        }
+        let mut line = String::with_capacity(json.len() + 1);
+        line.push_str(json);
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.size += len;
+        Ok(())
+    }
 }
 
 /// Bound on the alerts listed in one event: a storm of distinct alerts must not grow one event
@@ -164,8 +344,10 @@ pub struct EventsError {
 pub struct EventLog {
     capacity: usize,
     ring: Mutex<VecDeque<Event>>,
-    file: Option<Mutex<File>>,
+    file: Option<Mutex<EventsFile>>,
     file_path: Option<PathBuf>,
+    /// Open runs of repeats per cluster (`None`: entries without a cluster).
+    runs: Mutex<HashMap<Option<String>, Vec<Run>>>,
     sink: Option<EventSink>,
     sink_slots: Arc<Semaphore>,
     seq: AtomicU64,
@@ -183,18 +365,23 @@ impl std::fmt::Debug for EventLog {
 
 impl EventLog {
     /// A log keeping the last `capacity` events in memory (at least 1), appending to `file` when
-    /// given (created if missing, never truncated).
+    /// given (created if missing, never truncated) with the default [`FileCap`].
     pub fn open(capacity: usize, file: Option<&Path>) -> Result<EventLog, EventsError> {
+        Self::open_capped(capacity, file, FileCap::default())
+    }
+
+    /// [`EventLog::open`] with the file's size cap and number of rotated files.
+    pub fn open_capped(
+        capacity: usize,
+        file: Option<&Path>,
+        cap: FileCap,
+    ) -> Result<EventLog, EventsError> {
         let (file, file_path) = match file {
             Some(p) => {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|source| EventsError {
-                        path: p.to_path_buf(),
-                        source,
-                    })?;
+                let f = EventsFile::open(p, cap).map_err(|source| EventsError {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
                 (Some(Mutex::new(f)), Some(p.to_path_buf()))
             }
             None => (None, None),
@@ -204,6 +391,7 @@ impl EventLog {
             ring: Mutex::new(VecDeque::new()),
             file,
             file_path,
+            runs: Mutex::new(HashMap::new()),
             sink: None,
             sink_slots: Arc::new(Semaphore::new(SINK_MAX_IN_FLIGHT)),
             seq: AtomicU64::new(0),
@@ -217,6 +405,7 @@ impl EventLog {
             ring: Mutex::new(VecDeque::new()),
             file: None,
             file_path: None,
+            runs: Mutex::new(HashMap::new()),
             sink: None,
             sink_slots: Arc::new(Semaphore::new(SINK_MAX_IN_FLIGHT)),
             seq: AtomicU64::new(0),
@@ -230,11 +419,42 @@ impl EventLog {
     }
 
     /// Record one event: ring, file, sink. Never fails: file and sink errors are logged.
+    /// A repeat of the cluster's current run of not-acted entries only raises that event's
+    /// `count` (see the module docs); the returned event then has `count > 1`.
     pub fn record(&self, new: NewEvent) -> Event {
+        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let key = run_key(&new);
+        let mut runs = lock(&self.runs);
+        let open = runs.entry(new.cluster.clone()).or_default();
+        match &key {
+            Some(k) => {
+                if let Some(run) = open.iter_mut().find(|r| r.key == *k) {
+                    run.event.count += 1;
+                    run.event.last_at = Some(now);
+                    self.update_ring(&run.event);
+                    if run.last_write.elapsed() >= REPEAT_FLUSH {
+                        self.write_run(run);
+                    }
+                    return run.event.clone();
+                }
+                // Bounded: too many distinct reasons at once end the oldest run.
+                if open.len() >= MAX_RUNS_PER_CLUSTER {
+                    let mut oldest = open.remove(0);
+                    self.write_run(&mut oldest);
+                }
+            }
+            None => {
+                // Something acted (or is not foldable): every run of the cluster ends here,
+                // so the counts come before it in the file.
+                for mut run in open.drain(..) {
+                    self.write_run(&mut run);
+                }
+            }
+        }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let event = Event {
             seq,
-            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            at: now,
             kind: new.kind,
             cluster: new.cluster,
             source: new.source,
@@ -243,6 +463,8 @@ impl EventLog {
             alerts_omitted: new.alerts_omitted,
             reason: new.reason,
             outcome: new.outcome,
+            count: 1,
+            last_at: None,
         };
         tracing::info!(
             seq,
@@ -259,17 +481,70 @@ impl EventLog {
             }
             ring.push_back(event.clone());
         }
-        let json = match serde_json::to_string(&event) {
+        self.persist(&event);
+        if let Some(key) = key {
+            runs.entry(event.cluster.clone()).or_default().push(Run {
+                key,
+                event: event.clone(),
+                written: 1,
+                last_write: Instant::now(),
+            });
+        }
+        event
+    }
+
+    /// Write every run's count that has not reached the file yet (at shutdown; also called
+    /// periodically so a long run's count is not only in memory).
+    pub fn flush(&self) {
+        let mut runs = lock(&self.runs);
+        for run in runs.values_mut().flatten() {
+            self.write_run(run);
+        }
+    }
+
+    /// The run's event again, if its count grew since it was last written.
+    fn write_run(&self, run: &mut Run) {
+        if run.event.count <= run.written {
+            return;
+        }
+        tracing::info!(
+            seq = run.event.seq,
+            count = run.event.count,
+            cluster = run.event.cluster.as_deref().unwrap_or("-"),
+            reason = %run.event.reason,
+            "audit event repeated"
+        );
+        self.persist(&run.event);
+        run.written = run.event.count;
+        run.last_write = Instant::now();
+    }
+
+    fn update_ring(&self, event: &Event) {
+        let mut ring = lock(&self.ring);
+        if let Some(e) = ring.iter_mut().rev().find(|e| e.seq == event.seq) {
+            e.count = event.count;
+            e.last_at.clone_from(&event.last_at);
+        }
+    }
+
+    /// File and sink.
+    fn persist(&self, event: &Event) {
+        let seq = event.seq;
+        let json = match serde_json::to_string(event) {
             Ok(j) => j,
             Err(e) => {
-                tracing::warn!(seq, error = %e, "audit event not serialisable");
-                return event;
+                if let Some(suppressed) = NOT_SERIALISABLE.check() {
+                    tracing::warn!(seq, error = %e, suppressed, "audit event not serialisable");
+                }
+                return;
             }
         };
         if let Some(file) = &self.file {
             let mut f = lock(file);
-            if let Err(e) = writeln!(f, "{json}") {
-                tracing::warn!(seq, error = %e, "cannot append audit event to the events file");
+            if let Err(e) = f.append(&json) {
+                if let Some(suppressed) = FILE_WRITE_FAILED.check() {
+                    tracing::warn!(seq, error = %e, suppressed, "cannot append audit event to the events file");
+                }
             }
         }
         if let (Some(sink), Some(cluster)) = (&self.sink, &event.cluster) {
@@ -288,11 +563,16 @@ impl EventLog {
                     tracing::warn!(seq, "no runtime: audit event not sent to the coordinator")
                 }
                 (_, Err(_)) => {
-                    tracing::warn!(seq, "coordinator event sink busy: event kept locally only")
+                    if let Some(suppressed) = SINK_BUSY.check() {
+                        tracing::warn!(
+                            seq,
+                            suppressed,
+                            "coordinator event sink busy: event kept locally only"
+                        )
+                    }
                 }
             }
         }
-        event
     }
 
     /// The most recent `limit` events (oldest first), optionally only one cluster's.
@@ -311,6 +591,12 @@ impl EventLog {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 

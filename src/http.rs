@@ -8,7 +8,7 @@
 //! "missing or wrong credentials".
 
 use std::collections::BTreeMap;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +31,9 @@ use crate::events::{EventKind, EventLog, NewEvent, TriggerSource};
 use crate::model::Addr;
 use crate::reconcile::{Outcome, Result_};
 use crate::supervisor::{
-    ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError, Supervisor,
+    Answer, ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError, Supervisor,
 };
+use crate::throttle::Throttle;
 
 /// Renders the metrics exposition for the request's `Accept` header: (content type, body).
 /// Prometheus asks for OpenMetrics; anything else (curl, promtool) gets the classic text.
@@ -43,6 +44,16 @@ pub type WebhookCounter = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+static REJECTED_AUTH: Throttle = Throttle::new();
+static REJECTED_SIZE: Throttle = Throttle::new();
+static REJECTED_TYPE: Throttle = Throttle::new();
+static REJECTED_PAYLOAD: Throttle = Throttle::new();
+static TRUNCATED: Throttle = Throttle::new();
+static SLOW_BODY: Throttle = Throttle::new();
+static RECEIVED: Throttle = Throttle::new();
+/// "webhook received" lines: at most one per second (`suppressed` counts the others).
+const RECEIVED_EVERY: Duration = Duration::from_secs(1);
 
 /// After shutdown is signalled and in-flight reconciles drained (or `shutdown_grace` passed),
 /// open connections get this long to finish before `serve` returns anyway.
@@ -120,6 +131,7 @@ pub struct App<R: Reconciler> {
     pub auth: Auth,
     pub webhook: WebhookConfig,
     pub metrics: MetricsFn,
+    pub limits: ServerLimits,
     webhook_counter: std::sync::OnceLock<WebhookCounter>,
 }
 
@@ -141,6 +153,7 @@ impl<R: Reconciler> App<R> {
             auth,
             webhook: loaded.config.webhook.clone(),
             metrics,
+            limits: ServerLimits::from_config(&loaded.config.service),
             webhook_counter: std::sync::OnceLock::new(),
         })
     }
@@ -154,6 +167,11 @@ impl<R: Reconciler> App<R> {
     fn events(&self) -> &Arc<EventLog> {
         self.supervisor.events()
     }
+
+    /// `webhook.max_body_bytes` and `service.body_read_timeout`.
+    fn body_limits(&self) -> (usize, Duration) {
+        (self.webhook.max_body_bytes, self.limits.body_read_timeout)
+    }
 }
 
 fn error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -166,7 +184,16 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "status": "error", "error": self.1 }))).into_response()
+        let mut r = (self.0, Json(json!({ "status": "error", "error": self.1 }))).into_response();
+        // After a body we did not (fully) read, the connection cannot carry another request.
+        if matches!(
+            self.0,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
     }
 }
 
@@ -244,7 +271,9 @@ async fn authenticate<R: Reconciler>(
     next: Next,
 ) -> Response {
     if !app.auth.check(req.headers()) {
-        tracing::warn!(path = %req.uri().path(), "rejected request: missing or wrong credentials");
+        if let Some(suppressed) = REJECTED_AUTH.check() {
+            tracing::warn!(path = %req.uri().path(), suppressed, "rejected request: missing or wrong credentials");
+        }
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
         let challenge = if app.auth.bearer.is_some() {
             "Bearer"
@@ -282,17 +311,47 @@ fn is_json(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Read the body within `DefaultBodyLimit`: 413 above it, without buffering more than the limit.
-async fn read_body(req: Request) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, &()).await.map_err(|rej| {
-        let status = rej.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            tracing::warn!("rejected request: body too large");
-            ApiError(status, "body too large".into())
-        } else {
-            ApiError(status, format!("cannot read body: {}", rej.body_text()))
+/// Read the body: 413 at once when `Content-Length` is above `max` (before reading any of it)
+/// or when more than `max` arrives, 408 when it does not arrive within `within`. Both answers
+/// close the connection (see [`ApiError`]).
+async fn read_body(req: Request, (max, within): (usize, Duration)) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let too_large = || {
+        if let Some(suppressed) = REJECTED_SIZE.check() {
+            tracing::warn!(suppressed, "rejected request: body too large");
         }
-    })
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body too large (limit {max} bytes, webhook.max_body_bytes)"),
+        )
+    };
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(within, Bytes::from_request(req, &())).await {
+        Err(_) => {
+            if let Some(suppressed) = SLOW_BODY.check() {
+                tracing::warn!(suppressed, "rejected request: body not received in time");
+            }
+            Err(ApiError(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "body not received within {} (service.body_read_timeout)",
+                    humantime::format_duration(within)
+                ),
+            ))
+        }
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(rej)) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Ok(Err(rej)) => Err(ApiError(
+            rej.status(),
+            format!("cannot read body: {}", rej.body_text()),
+        )),
+    }
 }
 
 /// Per-cluster result in webhook and API answers.
@@ -303,7 +362,9 @@ pub struct ClusterAnswer {
     pub reason: String,
     pub result: Result_,
     pub retryable: bool,
-    pub plan: crate::decide::Plan,
+    /// Absent only for a request still queued behind a running reconcile at answer time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<crate::decide::Plan>,
 }
 
 impl From<&Outcome> for ClusterAnswer {
@@ -314,7 +375,37 @@ impl From<&Outcome> for ClusterAnswer {
             reason: o.plan.reason.clone(),
             result: o.result.clone(),
             retryable: o.retryable,
-            plan: o.plan.clone(),
+            plan: Some(o.plan.clone()),
+        }
+    }
+}
+
+impl ClusterAnswer {
+    /// Still running when the answer was due: the plan if its steps started.
+    fn in_progress(trigger: Trigger, plan: Option<crate::decide::Plan>, within: Duration) -> Self {
+        let after = humantime::format_duration(within);
+        match plan {
+            Some(p) => ClusterAnswer {
+                trigger,
+                action: p.action.label().to_string(),
+                reason: format!(
+                    "{}; in progress after {after}: the outcome goes to the audit trail (GET /v1/events)",
+                    p.reason
+                ),
+                result: Result_::InProgress,
+                retryable: false,
+                plan: Some(p),
+            },
+            None => ClusterAnswer {
+                trigger,
+                action: "pending".into(),
+                reason: format!(
+                    "accepted; not decided after {after} (queued behind a running reconcile of the cluster, or still observing): the outcome goes to the audit trail (GET /v1/events)"
+                ),
+                result: Result_::InProgress,
+                retryable: false,
+                plan: None,
+            },
         }
     }
 }
@@ -341,37 +432,51 @@ pub struct WebhookAnswer {
 
 async fn webhook<R: Reconciler>(State(app): State<Arc<App<R>>>, req: Request) -> Response {
     if !is_json(req.headers()) {
-        tracing::warn!("rejected webhook: content type is not application/json");
+        if let Some(suppressed) = REJECTED_TYPE.check() {
+            tracing::warn!(
+                suppressed,
+                "rejected webhook: content type is not application/json"
+            );
+        }
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content type must be application/json",
         );
     }
-    let body = match read_body(req).await {
+    let body = match read_body(req, app.body_limits()).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
     let payload = match alert::parse(&body) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(error = %e, "rejected webhook: unreadable payload");
+            if let Some(suppressed) = REJECTED_PAYLOAD.check() {
+                tracing::warn!(error = %e, suppressed, "rejected webhook: unreadable payload");
+            }
             return error(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
     if payload.truncated_alerts > 0 {
-        tracing::warn!(
+        if let Some(suppressed) = TRUNCATED.check() {
+            tracing::warn!(
+                group_key = %payload.group_key,
+                truncated = payload.truncated_alerts,
+                suppressed,
+                "Alertmanager truncated this notification (max_alerts); acting on the alerts received"
+            );
+        }
+    }
+    // Every webhook is in the audit trail; the log gets one line per interval under a flood.
+    if let Some(suppressed) = RECEIVED.check_every(RECEIVED_EVERY) {
+        tracing::info!(
+            receiver = %payload.receiver,
             group_key = %payload.group_key,
-            truncated = payload.truncated_alerts,
-            "Alertmanager truncated this notification (max_alerts); acting on the alerts received"
+            status = %payload.status,
+            alerts = payload.alerts.len(),
+            suppressed,
+            "webhook received"
         );
     }
-    tracing::info!(
-        receiver = %payload.receiver,
-        group_key = %payload.group_key,
-        status = %payload.status,
-        alerts = payload.alerts.len(),
-        "webhook received"
-    );
     let Classified { work, not_acted } =
         alert::classify(&payload, &app.webhook, &app.supervisor.clusters());
     let mut ignored = Vec::with_capacity(not_acted.len());
@@ -395,26 +500,33 @@ async fn webhook<R: Reconciler>(State(app): State<Arc<App<R>>>, req: Request) ->
             n.reason,
         ));
     }
+    let within = app.webhook.reply_within;
     let runs = work.into_iter().map(|(cluster, w)| {
         let sup = Arc::clone(&app.supervisor);
+        let trigger = w.trigger.clone();
         async move {
             let req = Work {
                 trigger: w.trigger,
                 source: TriggerSource::Alertmanager,
                 alerts: w.alerts,
             };
-            let r = sup.submit(&cluster, req).await;
-            (cluster, r)
+            let r = sup.submit_within(&cluster, req, within).await;
+            (cluster, trigger, r)
         }
     });
     let results = futures_util::future::join_all(runs).await;
     let mut clusters = BTreeMap::new();
     let mut retry = false;
-    for (cluster, r) in results {
+    let mut in_progress = false;
+    for (cluster, trigger, r) in results {
         match r {
-            Ok(o) => {
+            Ok(Answer::Done(o)) => {
                 retry |= o.retryable;
                 clusters.insert(cluster, ClusterAnswer::from(&o));
+            }
+            Ok(Answer::InProgress { plan }) => {
+                in_progress = true;
+                clusters.insert(cluster, ClusterAnswer::in_progress(trigger, plan, within));
             }
             // Not 2xx, so nothing is lost: Alertmanager re-sends to us or a peer.
             Err(SubmitError::ShuttingDown) => {
@@ -429,7 +541,14 @@ async fn webhook<R: Reconciler>(State(app): State<Arc<App<R>>>, req: Request) ->
         }
     }
     let answer = WebhookAnswer {
-        status: if retry { "retry" } else { "handled" }.into(),
+        status: if retry {
+            "retry"
+        } else if in_progress {
+            "in_progress"
+        } else {
+            "handled"
+        }
+        .into(),
         clusters,
         ignored,
         truncated_alerts: payload.truncated_alerts,
@@ -491,8 +610,11 @@ struct DemoteBody {
 }
 
 /// Parse an optional JSON body of an API call (empty = default).
-async fn api_body<T: for<'de> Deserialize<'de> + Default>(req: Request) -> Result<T, ApiError> {
-    let body = read_body(req).await?;
+async fn api_body<T: for<'de> Deserialize<'de> + Default>(
+    req: Request,
+    limits: (usize, Duration),
+) -> Result<T, ApiError> {
+    let body = read_body(req, limits).await?;
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
@@ -530,7 +652,7 @@ async fn failover<R: Reconciler>(
     Path(cluster): Path<String>,
     req: Request,
 ) -> Response {
-    match api_body::<ToBody>(req).await {
+    match api_body::<ToBody>(req, app.body_limits()).await {
         Ok(b) => manual(&app, &cluster, Trigger::Failover { to: b.to }).await,
         Err(r) => r.into_response(),
     }
@@ -541,7 +663,7 @@ async fn switchover<R: Reconciler>(
     Path(cluster): Path<String>,
     req: Request,
 ) -> Response {
-    match api_body::<ToBody>(req).await {
+    match api_body::<ToBody>(req, app.body_limits()).await {
         Ok(b) => manual(&app, &cluster, Trigger::Switchover { to: b.to }).await,
         Err(r) => r.into_response(),
     }
@@ -552,7 +674,7 @@ async fn demote<R: Reconciler>(
     Path(cluster): Path<String>,
     req: Request,
 ) -> Response {
-    let body = match read_body(req).await {
+    let body = match read_body(req, app.body_limits()).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -638,10 +760,166 @@ async fn metrics<R: Reconciler>(State(app): State<Arc<App<R>>>, headers: HeaderM
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
+/// Limits of the HTTP server (from `[service]`).
+#[derive(Clone, Copy, Debug)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl ServerLimits {
+    pub fn from_config(c: &crate::config::ServiceConfig) -> ServerLimits {
+        ServerLimits {
+            header_read_timeout: c.header_read_timeout,
+            body_read_timeout: c.body_read_timeout,
+            max_connections: c.max_connections,
+        }
+    }
+}
+
+/// After a connection ends, its unread input is read and discarded for at most this long (and
+/// [`LINGER_BYTES`]) before the socket is closed: closing with unread data makes the kernel
+/// send a reset, and a client still uploading an oversized body would then see a broken pipe
+/// instead of our 413.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 8 * 1024 * 1024;
+
+static ACCEPT_FAILED: Throttle = Throttle::new();
+static CONN_LIMIT: Throttle = Throttle::new();
+
+/// The socket shared between hyper and the connection task, so the task can shut it down and
+/// linger after hyper is done. Reads and writes go through `&TcpStream` (readiness + try_*);
+/// hyper's shutdown is a no-op here (the task does it).
+struct SharedIo(Arc<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for SharedIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        loop {
+            match self.0.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for SharedIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        loop {
+            match self.0.poll_write_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            match self.0.try_write(buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// One HTTP/1.1 connection: header read timeout, graceful shutdown on `close`, then a
+/// lingering close (see [`LINGER`]).
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    router: Router,
+    limits: ServerLimits,
+    mut close: tokio::sync::watch::Receiver<bool>,
+) {
+    let tcp = Arc::new(tcp);
+    let io = hyper_util::rt::TokioIo::new(SharedIo(Arc::clone(&tcp)));
+    let svc = hyper_util::service::TowerToHyperService::new(router);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    // Boxed so it can be dropped (releasing hyper's handle on the socket) before the linger.
+    let mut conn = Box::pin(builder.serve_connection(io, svc));
+    let closing = *close.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut closing = closing;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "http connection ended with an error");
+                }
+                break;
+            }
+            changed = close.changed(), if !closing => {
+                closing = true;
+                if changed.is_err() || *close.borrow() {
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+    drop(conn);
+    // hyper is done with the socket: send FIN, then read what the client still sends (an
+    // oversized body we answered 413 to) so the close does not turn into a reset.
+    let Ok(mut tcp) = Arc::try_unwrap(tcp) else {
+        return;
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}
+
 /// Serve until `shutdown` completes, then: refuse new work with 503 "shutting down" (the
 /// listener stays open meanwhile, so callers get an answer rather than a refused connection),
 /// wait for in-flight reconciles at most `service.shutdown_grace`, stop accepting, give open
 /// connections [`CLOSE_MARGIN`] to finish, return.
+///
+/// HTTP/1.1 only (Alertmanager and Prometheus speak it). Slow clients are bounded: headers
+/// within `service.header_read_timeout`, bodies within `service.body_read_timeout`, at most
+/// `service.max_connections` connections (more are closed at once), so a slowloris flood
+/// cannot hold the service.
 pub async fn serve<R: Reconciler>(
     listener: tokio::net::TcpListener,
     app: Arc<App<R>>,
@@ -649,7 +927,7 @@ pub async fn serve<R: Reconciler>(
 ) -> std::io::Result<()> {
     let sup = Arc::clone(&app.supervisor);
     let grace = sup.shutdown_grace();
-    let (fired_tx, mut fired_rx) = tokio::sync::watch::channel(false);
+    let limits = app.limits;
     let signal = async move {
         shutdown.await;
         tracing::info!(
@@ -657,27 +935,60 @@ pub async fn serve<R: Reconciler>(
             "shutdown: refusing new work, waiting for in-flight reconciles"
         );
         sup.begin_shutdown();
-        let _ = fired_tx.send(true);
         if sup.drain(grace).await {
             tracing::info!("shutdown: no reconcile in flight");
         } else {
             tracing::warn!("shutdown: a reconcile is still running after the grace period; the lock TTL covers it");
         }
     };
-    let server = axum::serve(listener, router(app))
-        .with_graceful_shutdown(signal)
-        .into_future();
-    let deadline = async move {
-        let _ = fired_rx.wait_for(|f| *f).await;
-        tokio::time::sleep(grace + CLOSE_MARGIN).await;
-    };
-    tokio::select! {
-        r = server => r,
-        _ = deadline => {
-            tracing::warn!("shutdown: connections still open after the grace period; returning");
-            Ok(())
+    let router = router(app);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    let mut signal = std::pin::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let tcp = match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        if let Some(suppressed) = ACCEPT_FAILED.check() {
+                            tracing::warn!(error = %e, suppressed, "accepting a connection failed");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                    if let Some(suppressed) = CONN_LIMIT.check() {
+                        tracing::warn!(max = limits.max_connections, suppressed, "connection limit reached: closing a new connection");
+                    }
+                    drop(tcp);
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let (router, close) = (router.clone(), close_rx.clone());
+                conns.spawn(async move {
+                    serve_connection(tcp, router, limits, close).await;
+                    drop(permit);
+                });
+            }
         }
     }
+    drop(listener);
+    let _ = close_tx.send(true);
+    let finished = tokio::time::timeout(CLOSE_MARGIN, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!("shutdown: connections still open after the grace period; returning");
+        conns.abort_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //! - [`metrics`]: the `/metrics` exporter (`Metrics` over a prometheus-client registry).
 //! - [`poller`]: the polling task that feeds `metrics` and keeps the last observation per cluster.
 //! - [`error`]: the top-level error with `is_retryable`.
+//! - [`throttle`]: rate-limited log lines for messages that can repeat at request rate.
 //! - [`tls`]: the one TLS stack (rustls + ring) for etcd and Consul.
 
 pub mod alert;
@@ -40,4 +41,5 @@ pub mod poller;
 pub mod reconcile;
 pub mod status;
 pub mod supervisor;
+pub mod throttle;
 pub mod tls;

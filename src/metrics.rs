@@ -49,6 +49,12 @@ pub const REMEDIATION_FAILED: &str = "failed";
 /// The `Action::label()`s that mutate nodes, pre-created per cluster.
 const REMEDIATION_KINDS: [&str; 4] = ["failover", "switchover", "demote", "repoint"];
 
+/// `holder` of `lock_refusals_total` when the lock was held by this very instance (a bug or a
+/// lock left behind by a failed release: alerted on by `PikaRemedyLockRefusals`).
+pub const LOCK_HOLDER_SELF: &str = "this_instance";
+/// `holder` of `lock_refusals_total` when another instance (or an unreadable value) held it.
+pub const LOCK_HOLDER_OTHER: &str = "other_instance";
+
 /// Every metric name starts with this (plus `_`).
 pub const PREFIX: &str = "pika_remedy";
 
@@ -136,6 +142,13 @@ struct RemediationLabels {
     outcome: String,
 }
 
+/// `holder` is [`LOCK_HOLDER_SELF`] or [`LOCK_HOLDER_OTHER`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LockRefusalLabels {
+    cluster: String,
+    holder: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -217,6 +230,7 @@ pub fn result_label(r: &Result_) -> &'static str {
         Result_::Applied => "applied",
         Result_::Failed { .. } => "failed",
         Result_::CoordinatorUnreachable { .. } => "coordinator_unreachable",
+        Result_::InProgress => "in_progress",
     }
 }
 
@@ -264,6 +278,10 @@ pub struct Metrics {
     remediations: Family<RemediationLabels, Counter>,
     remediation_duration: HistogramFamily<RemediationLabels>,
     lock_held: Family<ClusterLabels, Gauge>,
+    lock_held_seconds: Family<ClusterLabels, Gauge>,
+    lock_release_pending: Family<ClusterLabels, Gauge>,
+    lock_ttl_seconds: Gauge,
+    lock_refusals: Family<LockRefusalLabels, Counter>,
     coordinator_up: Gauge,
     poll_duration: HistogramFamily<ClusterLabels>,
     poll_errors: Family<ClusterLabels, Counter>,
@@ -328,6 +346,10 @@ impl Metrics {
             remediations: Family::default(),
             remediation_duration: Family::new_with_constructor(remediation_histogram),
             lock_held: Family::default(),
+            lock_held_seconds: Family::default(),
+            lock_release_pending: Family::default(),
+            lock_ttl_seconds: Gauge::default(),
+            lock_refusals: Family::default(),
             coordinator_up: Gauge::default(),
             poll_duration: Family::new_with_constructor(poll_histogram),
             poll_errors: Family::default(),
@@ -474,8 +496,30 @@ impl Metrics {
         );
         r.register(
             "lock_held",
-            "1 while this instance holds the cluster's failover lock, else 0",
+            "1 while the coordinator holds the cluster's failover lock for this instance (a live lease, or one whose release is still being retried), else 0",
             m.lock_held.clone(),
+        );
+        r.register_with_unit(
+            "lock_held",
+            "How long this instance has held the cluster's failover lock (the oldest lease it may still hold), 0 when it holds none",
+            Unit::Seconds,
+            m.lock_held_seconds.clone(),
+        );
+        r.register(
+            "lock_release_pending",
+            "1 while a release of this instance's lock lease failed and is being retried (the store was unreachable), else 0",
+            m.lock_release_pending.clone(),
+        );
+        r.register_with_unit(
+            "lock_ttl",
+            "The configured lock TTL (policy.lock_ttl)",
+            Unit::Seconds,
+            m.lock_ttl_seconds.clone(),
+        );
+        r.register(
+            "lock_refusals",
+            "Reconciles that did not act because the cluster's lock was held, by holder (this_instance, other_instance)",
+            m.lock_refusals.clone(),
         );
         r.register(
             "coordinator_up",
@@ -676,6 +720,14 @@ impl Metrics {
             cluster: cluster.to_string(),
         };
         let _ = self.lock_held.get_or_create(&cl);
+        let _ = self.lock_held_seconds.get_or_create(&cl);
+        let _ = self.lock_release_pending.get_or_create(&cl);
+        for holder in [LOCK_HOLDER_SELF, LOCK_HOLDER_OTHER] {
+            let _ = self.lock_refusals.get_or_create(&LockRefusalLabels {
+                cluster: cluster.to_string(),
+                holder: holder.to_string(),
+            });
+        }
         let _ = self.polls_skipped.get_or_create(&cl);
     }
 
@@ -743,6 +795,41 @@ impl Metrics {
                 cluster: cluster.to_string(),
             })
             .set(i64::from(held));
+    }
+
+    /// Set `lock_held`, `lock_held_seconds` and `lock_release_pending` of every cluster in
+    /// `clusters` from what the coordinator says it holds for this instance, and `lock_ttl`.
+    pub fn locks(&self, clusters: &[String], held: &[crate::coord::HeldLock], ttl: Duration) {
+        self.lock_ttl_seconds.set(ttl.as_secs() as i64);
+        for c in clusters {
+            let mine: Vec<_> = held.iter().filter(|h| &h.cluster == c).collect();
+            let l = ClusterLabels { cluster: c.clone() };
+            let age = mine.iter().map(|h| h.held_for).max().unwrap_or_default();
+            self.lock_held
+                .get_or_create(&l)
+                .set(i64::from(!mine.is_empty()));
+            self.lock_held_seconds
+                .get_or_create(&l)
+                .set(age.as_secs() as i64);
+            self.lock_release_pending
+                .get_or_create(&l)
+                .set(i64::from(mine.iter().any(|h| h.release_pending)));
+        }
+    }
+
+    /// A reconcile of `cluster` found the lock held; `by_self`: by this very instance.
+    pub fn lock_refused(&self, cluster: &str, by_self: bool) {
+        let holder = if by_self {
+            LOCK_HOLDER_SELF
+        } else {
+            LOCK_HOLDER_OTHER
+        };
+        self.lock_refusals
+            .get_or_create(&LockRefusalLabels {
+                cluster: cluster.to_string(),
+                holder: holder.to_string(),
+            })
+            .inc();
     }
 
     pub fn coordinator_up(&self, up: bool) {

@@ -21,13 +21,24 @@ pub mod exit {
     pub const RETRY: i32 = 3;
 }
 
+/// A coordinator error as CLI output: its own text (which names the kind once) and exit 3 if a
+/// retry may help, else 1.
+fn coord_failed(e: &crate::coord::CoordError) -> (String, i32) {
+    let code = if e.is_retryable() {
+        exit::RETRY
+    } else {
+        exit::NOT_DONE
+    };
+    (format!("{e}\n"), code)
+}
+
 /// `plan`: observation, record, the plan with the ranked candidates, and the exact commands.
 pub async fn plan<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
     trigger: &Trigger,
 ) -> (String, i32) {
     match look(ctx, trigger).await {
-        Err(e) => (format!("coordinator unreachable: {e}\n"), exit::RETRY),
+        Err(e) => coord_failed(&e),
         Ok((obs, record, plan)) => {
             let text = render_plan(&obs, record.as_ref(), &plan, ctx);
             let code = match plan.action {
@@ -158,7 +169,9 @@ pub fn render_outcome(out: &Outcome) -> String {
         }
         Result_::Applied => "applied".to_string(),
         Result_::Failed { error } => format!("FAILED: {error}"),
-        Result_::CoordinatorUnreachable { error } => format!("coordinator unreachable: {error}"),
+        // `error` already names it ("coordinator unreachable: …" or "coordinator error: …").
+        Result_::CoordinatorUnreachable { error } => error.clone(),
+        Result_::InProgress => "in progress".to_string(),
     };
     let _ = writeln!(s, "result: {result} ({} ms)", out.millis);
     s
@@ -202,7 +215,7 @@ pub async fn record<N: Nodes, C: Coordinator>(
     let cluster = &ctx.cluster.name;
     let current = match ctx.coord.read_record(cluster).await {
         Ok(c) => c,
-        Err(e) => return (format!("coordinator unreachable: {e}\n"), exit::RETRY),
+        Err(e) => return coord_failed(&e),
     };
     let epoch = match &current {
         Some(c) if &c.value.master == master => c.value.epoch,
@@ -241,7 +254,7 @@ pub async fn record<N: Nodes, C: Coordinator>(
             "the record changed concurrently; re-run\n".into(),
             exit::RETRY,
         ),
-        Err(e) => (format!("coordinator unreachable: {e}\n"), exit::RETRY),
+        Err(e) => coord_failed(&e),
     }
 }
 
@@ -283,7 +296,7 @@ pub async fn history(
                 let _ = writeln!(s, "cluster {}: no record", c.name);
             }
             Err(e) => {
-                let _ = writeln!(s, "cluster {}: coordinator unreachable: {e}", c.name);
+                let _ = writeln!(s, "cluster {}: {e}", c.name);
                 code = exit::RETRY;
             }
         }
@@ -293,14 +306,40 @@ pub async fn history(
             let _ = writeln!(s, "no service.events_file configured: the audit trail is only in the running service (GET /v1/events)");
         }
         Some(p) => {
-            let text = std::fs::read_to_string(p).unwrap_or_default();
-            let events: Vec<serde_json::Value> = text
+            // Rotated files first (oldest first), then the current one. A folded event appears
+            // again with a higher `count` (same `seq` and `at`): the later line supersedes.
+            let keep = loaded.config.service.events_file_keep;
+            let mut text = String::new();
+            for n in (1..keep).rev() {
+                text.push_str(
+                    &std::fs::read_to_string(crate::events::rotated_path(p, n)).unwrap_or_default(),
+                );
+            }
+            text.push_str(&std::fs::read_to_string(p).unwrap_or_default());
+            let mut events: Vec<serde_json::Value> = Vec::new();
+            let mut index: std::collections::HashMap<(u64, String), usize> = Default::default();
+            for e in text
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .filter(|e| {
                     cluster.is_none_or(|c| e.get("cluster").and_then(|v| v.as_str()) == Some(c))
                 })
-                .collect();
+            {
+                let id = (
+                    e.get("seq").and_then(|v| v.as_u64()).unwrap_or(0),
+                    e.get("at")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                );
+                match index.get(&id) {
+                    Some(&i) => events[i] = e,
+                    None => {
+                        index.insert(id, events.len());
+                        events.push(e);
+                    }
+                }
+            }
             let skip = events.len().saturating_sub(limit);
             let _ = writeln!(
                 s,
@@ -315,15 +354,20 @@ pub async fn history(
                     .pointer("/outcome/result/kind")
                     .and_then(|v| v.as_str())
                     .unwrap_or("-");
+                let repeated = match e.get("count").and_then(|v| v.as_u64()) {
+                    Some(n) if n > 1 => format!(" (×{n}, last {})", get("last_at")),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     s,
-                    "  {} {} {} [{}] {} -> {}",
+                    "  {} {} {} [{}] {} -> {}{}",
                     get("at"),
                     get("cluster"),
                     get("source"),
                     get("kind"),
                     get("reason"),
-                    result
+                    result,
+                    repeated
                 );
             }
         }
@@ -345,7 +389,11 @@ pub async fn audit_cli<C: Coordinator>(loaded: &crate::config::Loaded, coord: &C
         reason: out.plan.reason.clone(),
         outcome: Some(out.clone()),
     };
-    let log = match EventLog::open(1, loaded.config.service.events_file.as_deref()) {
+    let log = match EventLog::open_capped(
+        1,
+        loaded.config.service.events_file.as_deref(),
+        crate::app::events_cap(&loaded.config),
+    ) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "cannot open the events file; CLI action not recorded there");

@@ -25,6 +25,8 @@ pub enum Result_ {
     Failed { error: String },
     /// The coordinator could not be reached.
     CoordinatorUnreachable { error: String },
+    /// Only in webhook answers: still running when the answer was due (`webhook.reply_within`).
+    InProgress,
 }
 
 /// One applied step with its timing.
@@ -246,6 +248,7 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
         return finish(out);
     }
     out.plan = plan2.clone();
+    crate::supervisor::plan_started(&plan2);
 
     let exec = Exec {
         ctx,
@@ -261,7 +264,8 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
 
 fn coordinator_down(mut out: Outcome, e: CoordError) -> Outcome {
     out.retryable = e.is_retryable();
-    out.plan = Plan::refuse(format!("coordinator unreachable: {e}"), out.retryable);
+    // The error's text names its kind once ("coordinator unreachable: …"/"coordinator error: …").
+    out.plan = Plan::refuse(e.to_string(), out.retryable);
     out.result = Result_::CoordinatorUnreachable {
         error: e.to_string(),
     };
@@ -270,12 +274,18 @@ fn coordinator_down(mut out: Outcome, e: CoordError) -> Outcome {
 
 async fn release<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, lease: Lease) {
     if let Err(e) = ctx.coord.release(lease).await {
-        warn!(cluster = %ctx.cluster.name, error = %e, "releasing the lock failed; its TTL will free it");
+        // The coordinator keeps retrying in the background and frees it before its next lock.
+        warn!(cluster = %ctx.cluster.name, error = %e, "releasing the lock failed; retrying in the background");
     }
 }
 
 fn log_outcome(out: &Outcome) {
     let result = serde_json::to_string(&out.result).unwrap_or_default();
+    if out.result == Result_::NoAction {
+        // The caller logs it too ("reconcile done"); no-action floods must stay off the log.
+        tracing::debug!(cluster = %out.cluster, trigger = out.trigger.label(), reason = %out.plan.reason, millis = out.millis, "reconcile");
+        return;
+    }
     info!(
         cluster = %out.cluster,
         trigger = out.trigger.label(),

@@ -137,6 +137,8 @@ struct Pending {
     alert_keys: HashSet<(String, String)>,
     alerts_omitted: usize,
     waiters: Vec<oneshot::Sender<Outcome>>,
+    /// The plan once the reconcile decided it under the lock and started its steps.
+    progress: Arc<watch::Sender<Option<Plan>>>,
 }
 
 impl Pending {
@@ -148,6 +150,7 @@ impl Pending {
             alert_keys: HashSet::new(),
             alerts_omitted: 0,
             waiters: vec![tx],
+            progress: Arc::new(watch::channel(None).0),
         };
         p.add_alerts(req.alerts);
         p
@@ -168,6 +171,51 @@ impl Pending {
             }
         }
     }
+}
+
+tokio::task_local! {
+    static PROGRESS: Arc<watch::Sender<Option<Plan>>>;
+}
+
+/// Called by `reconcile` once the plan under the lock is final and its steps start, so a
+/// caller that stops waiting (the webhook's `reply_within`) can say what is in progress.
+/// A no-op outside a supervised reconcile (CLI).
+pub fn plan_started(plan: &Plan) {
+    let _ = PROGRESS.try_with(|tx| tx.send_replace(Some(plan.clone())));
+}
+
+/// What [`Supervisor::submit_within`] got within its bound.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    Done(Outcome),
+    /// Still running (or queued behind a running reconcile): the plan if it has started.
+    /// The outcome goes to the audit trail.
+    InProgress {
+        plan: Option<Plan>,
+    },
+}
+
+/// How a preceding applied plan is described to the callers of the run right after it.
+fn describe_applied(a: &crate::decide::Action) -> Option<String> {
+    use crate::decide::Action;
+    Some(match a {
+        Action::Failover {
+            promote,
+            old_master,
+            ..
+        } => format!("a failover from {old_master} to {promote}"),
+        Action::Switchover {
+            promote,
+            old_master,
+            ..
+        } => format!("a switchover from {old_master} to {promote}"),
+        Action::Demote { node, to } => format!("the demotion of {node} to a replica of {to}"),
+        Action::Repoint { nodes, to } => {
+            let n: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+            format!("the repoint of {} to {to}", n.join(", "))
+        }
+        _ => return None,
+    })
 }
 
 fn auto_rank(t: &Trigger) -> u8 {
@@ -268,7 +316,37 @@ impl<R: Reconciler> Supervisor<R> {
         cluster: &str,
         req: Request,
     ) -> Result<Outcome, SubmitError> {
+        let (rx, _) = self.enqueue(cluster, req)?;
+        // A dropped sender means the queued request was discarded by shutdown.
+        rx.await.map_err(|_| SubmitError::ShuttingDown)
+    }
+
+    /// Like [`Supervisor::submit`], but waits at most `within`: then it answers with the plan
+    /// in progress (or none yet, if still deciding or queued). The reconcile goes on and its
+    /// outcome is recorded in the audit trail as always.
+    pub async fn submit_within(
+        self: &Arc<Self>,
+        cluster: &str,
+        req: Request,
+        within: Duration,
+    ) -> Result<Answer, SubmitError> {
+        let (mut rx, progress) = self.enqueue(cluster, req)?;
+        match tokio::time::timeout(within, &mut rx).await {
+            Ok(r) => r.map(Answer::Done).map_err(|_| SubmitError::ShuttingDown),
+            Err(_) => Ok(Answer::InProgress {
+                plan: progress.borrow().clone(),
+            }),
+        }
+    }
+
+    /// Queue `req` (or join a queued one): the receiver of its outcome and of its plan.
+    fn enqueue(
+        self: &Arc<Self>,
+        cluster: &str,
+        req: Request,
+    ) -> Result<(oneshot::Receiver<Outcome>, watch::Receiver<Option<Plan>>), SubmitError> {
         let (tx, rx) = oneshot::channel();
+        let progress;
         {
             if self.is_shutting_down() {
                 return Err(SubmitError::ShuttingDown);
@@ -279,7 +357,9 @@ impl<R: Reconciler> Supervisor<R> {
                 .ok_or_else(|| SubmitError::UnknownCluster(cluster.to_string()))?;
             if !slot.running {
                 slot.running = true;
-                slot.queue.push_back(Pending::new(req, tx));
+                let p = Pending::new(req, tx);
+                progress = p.progress.subscribe();
+                slot.queue.push_back(p);
                 self.active.send_modify(|n| *n += 1);
                 let me = Arc::clone(self);
                 let name = cluster.to_string();
@@ -287,12 +367,15 @@ impl<R: Reconciler> Supervisor<R> {
             } else if req.trigger.is_manual() {
                 if let Some(p) = slot.queue.iter_mut().find(|p| p.trigger == req.trigger) {
                     p.waiters.push(tx);
+                    progress = p.progress.subscribe();
                 } else if slot.queue.iter().filter(|p| p.trigger.is_manual()).count()
                     >= MAX_QUEUED_MANUAL
                 {
                     return Err(SubmitError::Busy(cluster.to_string()));
                 } else {
-                    slot.queue.push_back(Pending::new(req, tx));
+                    let p = Pending::new(req, tx);
+                    progress = p.progress.subscribe();
+                    slot.queue.push_back(p);
                 }
             } else if let Some(p) = slot.queue.iter_mut().find(|p| !p.trigger.is_manual()) {
                 if auto_rank(&req.trigger) > auto_rank(&p.trigger) {
@@ -301,12 +384,14 @@ impl<R: Reconciler> Supervisor<R> {
                 }
                 p.add_alerts(req.alerts);
                 p.waiters.push(tx);
+                progress = p.progress.subscribe();
             } else {
-                slot.queue.push_back(Pending::new(req, tx));
+                let p = Pending::new(req, tx);
+                progress = p.progress.subscribe();
+                slot.queue.push_back(p);
             }
         }
-        // A dropped sender means the queued request was discarded by shutdown.
-        rx.await.map_err(|_| SubmitError::ShuttingDown)
+        Ok((rx, progress))
     }
 
     /// Another instance holds the lock: if it dies mid-plan, its lease lapses after the TTL and
@@ -352,6 +437,8 @@ impl<R: Reconciler> Supervisor<R> {
 
     /// The per-cluster driver: runs queued reconciles one after the other, then exits.
     async fn drive(self: Arc<Self>, cluster: String) {
+        // What the previous run of this loop applied, for the requests queued meanwhile.
+        let mut just_applied: Option<String> = None;
         loop {
             let next = {
                 let mut slots = lock(&self.slots);
@@ -373,8 +460,20 @@ impl<R: Reconciler> Supervisor<R> {
                 break;
             };
             ctl.source = pending.source;
-            let outcome = self.run_one(&cluster, pending.trigger.clone(), ctl).await;
-            self.events.record(NewEvent {
+            let mut outcome = self
+                .run_one(
+                    &cluster,
+                    pending.trigger.clone(),
+                    ctl,
+                    Arc::clone(&pending.progress),
+                )
+                .await;
+            // This request was queued while the previous run acted: a "false alarm" or
+            // "converged" now is the result of that run, and the answer must say so.
+            if let (Some(prev), Result_::NoAction) = (&just_applied, &outcome.result) {
+                outcome.plan.reason = format!("{}; {prev}", outcome.plan.reason);
+            }
+            let event = self.events.record(NewEvent {
                 kind: EventKind::Reconcile,
                 cluster: Some(cluster.clone()),
                 source: pending.source,
@@ -384,12 +483,26 @@ impl<R: Reconciler> Supervisor<R> {
                 reason: outcome.plan.reason.clone(),
                 outcome: Some(outcome.clone()),
             });
+            // A repeat folded into the audit trail's current run is logged at debug only: a
+            // flood of identical no-action webhooks must not fill the disk with log lines.
+            if event.count > 1 {
+                tracing::debug!(cluster, action = outcome.plan.action.label(), result = ?outcome.result, millis = outcome.millis, repeats = event.count, reason = %outcome.plan.reason, "reconcile done");
+            } else {
+                tracing::info!(cluster, action = outcome.plan.action.label(), result = ?outcome.result, retryable = outcome.retryable, millis = outcome.millis, reason = %outcome.plan.reason, "reconcile done");
+            }
             if let Some(slot) = lock(&self.slots).get_mut(&cluster) {
                 slot.last = Some(outcome.clone());
             }
             if matches!(outcome.result, Result_::LockHeld { .. }) {
                 self.schedule_recheck(&cluster);
             }
+            just_applied = match (&outcome.result, describe_applied(&outcome.plan.action)) {
+                (Result_::Applied, Some(what)) => Some(format!(
+                    "{what} was just applied by the preceding reconcile (audit event #{} at {})",
+                    event.seq, event.at
+                )),
+                _ => None,
+            };
             for w in pending.waiters {
                 let _ = w.send(outcome.clone());
             }
@@ -398,11 +511,17 @@ impl<R: Reconciler> Supervisor<R> {
     }
 
     /// One reconcile in its own task, so a panic in it cannot wedge the cluster's slot.
-    async fn run_one(&self, cluster: &str, trigger: Trigger, ctl: Control) -> Outcome {
+    async fn run_one(
+        &self,
+        cluster: &str,
+        trigger: Trigger,
+        ctl: Control,
+        progress: Arc<watch::Sender<Option<Plan>>>,
+    ) -> Outcome {
         let started = Instant::now();
         let r = Arc::clone(&self.reconciler);
         let (c, t) = (cluster.to_string(), trigger.clone());
-        tracing::info!(
+        tracing::debug!(
             cluster,
             trigger = trigger.label(),
             source = ctl.source.as_str(),
@@ -410,8 +529,10 @@ impl<R: Reconciler> Supervisor<R> {
             dry_run = ctl.dry_run,
             "reconcile start"
         );
-        let res = tokio::spawn(async move { r.reconcile(&c, t, ctl).await }).await;
-        let outcome = res.unwrap_or_else(|e| {
+        let res =
+            tokio::spawn(PROGRESS.scope(progress, async move { r.reconcile(&c, t, ctl).await }))
+                .await;
+        res.unwrap_or_else(|e| {
             tracing::error!(cluster, error = %e, "reconcile task failed");
             Outcome {
                 cluster: cluster.to_string(),
@@ -425,17 +546,7 @@ impl<R: Reconciler> Supervisor<R> {
                 millis: started.elapsed().as_millis() as u64,
                 retryable: true,
             }
-        });
-        tracing::info!(
-            cluster,
-            action = outcome.plan.action.label(),
-            result = ?outcome.result,
-            retryable = outcome.retryable,
-            millis = outcome.millis,
-            reason = %outcome.plan.reason,
-            "reconcile done"
-        );
-        outcome
+        })
     }
 
     fn control_for(&self, slot: &Slot) -> Control {

@@ -139,21 +139,19 @@ async fn lock_value_renewal_and_lease_loss() {
 }
 
 #[tokio::test]
-async fn dropped_lease_expires_after_ttl() {
+async fn dropped_lease_is_freed_without_waiting_for_its_ttl() {
     let server = EtcdServer::start_new();
     let a = coord(&server).await;
     let b = coord(&server).await;
-    let ttl = Duration::from_secs(2);
+    let ttl = Duration::from_secs(10);
     let la = acquire(&a, "d", &holder("instance-a"), ttl).await;
-    drop(la); // renewal stops with the value
+    drop(la); // renewal stops, and the lease becomes an orphan that `a` revokes in the background
     let start = Instant::now();
-    let lb = lock_within(&b, "d", &holder("instance-b"), ttl, Duration::from_secs(8)).await;
-    let waited = start.elapsed();
-    assert!(
-        waited >= Duration::from_millis(500),
-        "lock freed too early: {waited:?}"
+    let lb = lock_within(&b, "d", &holder("instance-b"), ttl, Duration::from_secs(5)).await;
+    eprintln!(
+        "dropped lease freed after {:?} (ttl {ttl:?})",
+        start.elapsed()
     );
-    eprintln!("dropped lease freed after {waited:?} (ttl {ttl:?})");
     b.release(lb).await.expect("release");
 }
 

@@ -884,6 +884,14 @@ fn alertmanager_config_checks() {
         ),
         (&["alertname=PikaRemedyDown"], "pika-oncall"),
         (&["alertname=PikaRemedyCoordinatorDown"], "pika-oncall"),
+        (
+            &["alertname=PikaRemedyLockHeldTooLong", "cluster=c1"],
+            "pika-oncall",
+        ),
+        (
+            &["alertname=PikaRemedyLockRefusals", "cluster=c1"],
+            "pika-oncall",
+        ),
         (&["alertname=SomethingElse"], "ops-default"),
     ] {
         let verify = format!("--verify.receivers={receivers}");

@@ -226,6 +226,9 @@ lock_ttl = "{ttl}ms"
 bearer_token = {{ file = "{bearer}" }}
 master_down_alerts = ["RedisDown"]
 role_mismatch_alerts = ["PikaRoleMismatch"]
+# These tests read each reconcile's outcome from its webhook answer, also across a SIGSTOP
+# of the instance: wait for the outcome instead of answering "in_progress" after 8 s.
+reply_within = "60s"
 {cluster_toml}"#,
         events = dir.path().join("events.jsonl").display(),
         confirm = t.confirm_window,

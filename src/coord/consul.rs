@@ -37,6 +37,12 @@
 //!   Patroni does) so a takeover is not stalled, and `release` clears the key with
 //!   `?release=` *before* destroying the session, which involves no lock-delay at all.
 //!   During a lock-delay the key has no `Session`; `try_lock` then answers `HeldBy(None)`.
+//! - **Own orphaned sessions:** a session whose release failed (Consul unreachable), whose
+//!   `Lease` was dropped without `release`, or whose acquire failed without an answer may still
+//!   hold the lock until it lapses (up to 2×TTL after its last renewal). It is recorded as this
+//!   client's orphan: a background task releases and destroys it (retrying until Consul
+//!   answers), and `try_lock` does so before acquiring again, so this instance never answers
+//!   "lock held" to itself.
 //! - Locking is advisory: writes without `?acquire` still succeed on a locked key, which is
 //!   why the record is guarded by its own CAS and fencing is checked by callers.
 //!
@@ -62,18 +68,111 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{CasOutcome, CoordError, Coordinator, Holder, Lease, LeaseInner, LockOutcome};
+use super::{
+    CasOutcome, CoordError, Coordinator, HeldLock, Holder, Lease, LeaseInner, LockBook,
+    LockOutcome, ReleaseRetry,
+};
 use crate::config::{ConsulConfig, Secret, Timeouts};
 use crate::model::{Addr, TopologyRecord, Versioned};
 
-/// The session renewal task; aborted when dropped, so a dropped `Lease` stops renewing and
-/// its session lapses after the TTL.
+/// The session renewal task; aborted when dropped, so a dropped `Lease` stops renewing, and
+/// its session is then handed to the orphan reaper (released and destroyed in the background).
 #[derive(Debug)]
-pub(crate) struct RenewTask(tokio::task::JoinHandle<()>);
+pub(crate) struct RenewTask {
+    task: tokio::task::JoinHandle<()>,
+    /// `None` once `release` took over.
+    orphan: Option<Orphan>,
+}
+
+impl RenewTask {
+    /// Stop renewing; the caller releases the session itself.
+    fn disarm(mut self) -> Option<Orphan> {
+        self.task.abort();
+        self.orphan.take()
+    }
+}
 
 impl Drop for RenewTask {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
+        if let Some(o) = self.orphan.take() {
+            o.adopt();
+        }
+    }
+}
+
+/// A session of ours that may still hold a lock nobody uses.
+#[derive(Debug)]
+pub(crate) struct Orphan {
+    inner: Arc<Inner>,
+    cluster: String,
+    session: String,
+    ttl: Duration,
+}
+
+impl Orphan {
+    /// Record it and start the retrying release (once per session).
+    fn adopt(self) {
+        if !self
+            .inner
+            .book
+            .orphaned(&self.cluster, self.session.clone())
+        {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut retry = ReleaseRetry::new(self.ttl);
+            loop {
+                match free_session(&self.inner, &self.cluster, &self.session).await {
+                    Ok(()) => {
+                        tracing::info!(cluster = %self.cluster, session = %self.session, "orphaned consul lock session released");
+                        self.inner.book.gone(&self.cluster, &self.session);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(cluster = %self.cluster, session = %self.session, error = %e, "releasing an orphaned consul session failed; retrying");
+                    }
+                }
+                if !retry.wait().await {
+                    tracing::warn!(cluster = %self.cluster, session = %self.session, "gave up releasing an orphaned consul session; its TTL frees it");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Give up `session`'s hold on the cluster's lock: `?release=` (no lock-delay), then destroy
+/// the session (which also releases, and stops it from being renewed or reused). Done when
+/// either succeeded: the lock is then no longer held by this session.
+async fn free_session(inner: &Inner, cluster: &str, session: &str) -> Result<(), CoordError> {
+    let key = format!("{}/{cluster}/lock", inner.prefix);
+    let released = call(
+        inner,
+        Method::PUT,
+        &format!("/v1/kv/{key}"),
+        &[("release", session.to_string())],
+        Body::Empty,
+        Perm::KeyWrite,
+    )
+    .await
+    .and_then(|r| r.ok(&format!("release {key}")).map(|_| ()));
+    let destroyed = call(
+        inner,
+        Method::PUT,
+        &format!("/v1/session/destroy/{session}"),
+        &[],
+        Body::Empty,
+        Perm::Session,
+    )
+    .await
+    .and_then(|r| r.ok("destroy session").map(|_| ()));
+    match (released, destroyed) {
+        (Ok(()), _) | (_, Ok(())) => Ok(()),
+        (Err(e), Err(_)) => Err(e),
     }
 }
 
@@ -98,6 +197,8 @@ struct Inner {
     catalog_service: String,
     events_keep: usize,
     event_seq: AtomicU64,
+    /// The lock sessions this client created (live and orphaned).
+    book: LockBook<String>,
 }
 
 /// One KV entry as Consul returns it (`GET /v1/kv/<key>`).
@@ -266,6 +367,7 @@ impl Consul {
                 catalog_service: cfg.catalog_service.clone(),
                 events_keep: cfg.events_keep,
                 event_seq: AtomicU64::new(0),
+                book: LockBook::new(),
             }),
         })
     }
@@ -346,6 +448,17 @@ impl Consul {
         .await?
         .ok("destroy session")
         .map(|_| ())
+    }
+
+    /// Free this client's orphaned sessions of `cluster` (see the module docs). An error means
+    /// the lock may still be ours: the caller must not report "held by".
+    async fn free_orphans(&self, cluster: &str) -> Result<(), CoordError> {
+        for session in self.inner.book.orphans(cluster) {
+            free_session(&self.inner, cluster, &session).await?;
+            tracing::info!(cluster, session = %session, "released this instance's orphaned consul lock session before locking again");
+            self.inner.book.gone(cluster, &session);
+        }
+        Ok(())
     }
 
     /// The part of `try_lock` after the session exists; the caller destroys the session on
@@ -474,9 +587,15 @@ async fn call(
 }
 
 /// Renew `session` every TTL/2 until aborted or Consul says the session is gone.
-fn spawn_renew(inner: Arc<Inner>, session: String, ttl: Duration) -> RenewTask {
+fn spawn_renew(inner: Arc<Inner>, cluster: &str, session: String, ttl: Duration) -> RenewTask {
     let every = ttl / 2;
-    RenewTask(tokio::spawn(async move {
+    let orphan = Orphan {
+        inner: Arc::clone(&inner),
+        cluster: cluster.to_string(),
+        session: session.clone(),
+        ttl,
+    };
+    let task = tokio::spawn(async move {
         let mut wait = every;
         loop {
             tokio::time::sleep(wait).await;
@@ -497,7 +616,11 @@ fn spawn_renew(inner: Arc<Inner>, session: String, ttl: Duration) -> RenewTask {
                 }
             }
         }
-    }))
+    });
+    RenewTask {
+        task,
+        orphan: Some(orphan),
+    }
 }
 
 impl Coordinator for Consul {
@@ -511,35 +634,76 @@ impl Coordinator for Consul {
         holder: &Holder,
         ttl: Duration,
     ) -> Result<LockOutcome, CoordError> {
+        // Our own leftovers first: a lock our orphaned session holds is not "held by" anyone.
+        self.free_orphans(cluster).await?;
         let session = self.create_session(cluster, holder, ttl).await?;
-        match self.acquire(cluster, holder, &session).await {
-            Ok(Some((lock_index, holder))) => {
-                let renew = spawn_renew(self.inner.clone(), session.clone(), ttl);
-                Ok(LockOutcome::Acquired(Lease {
-                    cluster: cluster.to_string(),
-                    token: format!("{session}:{lock_index}"),
-                    holder,
-                    inner: LeaseInner::Consul {
-                        session,
-                        lock_index,
-                        renew,
-                    },
-                }))
-            }
-            other => {
-                // Best effort: an unused session lapses after its TTL anyway.
-                if let Err(e) = self.destroy_session(&session).await {
-                    tracing::debug!(error = %e, "could not destroy an unused consul session");
+        // Two rounds at most: the second only after freeing an orphan of ours found holding it.
+        for round in 0..2 {
+            match self.acquire(cluster, holder, &session).await {
+                Ok(Some((lock_index, holder))) => {
+                    self.inner.book.acquired(cluster, session.clone());
+                    let renew = spawn_renew(self.inner.clone(), cluster, session.clone(), ttl);
+                    return Ok(LockOutcome::Acquired(Lease {
+                        cluster: cluster.to_string(),
+                        token: format!("{session}:{lock_index}"),
+                        holder,
+                        inner: LeaseInner::Consul {
+                            session,
+                            lock_index,
+                            renew,
+                        },
+                    }));
                 }
-                other?;
-                let entry = self.get_kv(&self.key(cluster, "lock")).await?;
-                let who = entry
-                    .filter(|e| e.holder_session().is_some())
-                    .and_then(|e| e.bytes().ok())
-                    .and_then(|b| serde_json::from_slice::<Holder>(&b).ok());
-                Ok(LockOutcome::HeldBy(who))
+                Ok(None) => {}
+                Err(e) => {
+                    // The acquire may have applied without an answer: then this session holds
+                    // the lock, and must be freed even if Consul is down right now.
+                    if self.destroy_session(&session).await.is_err() {
+                        Orphan {
+                            inner: Arc::clone(&self.inner),
+                            cluster: cluster.to_string(),
+                            session: session.clone(),
+                            ttl,
+                        }
+                        .adopt();
+                    }
+                    return Err(e);
+                }
             }
+            let entry = match self.get_kv(&self.key(cluster, "lock")).await {
+                Ok(e) => e,
+                Err(e) => {
+                    let _ = self.destroy_session(&session).await;
+                    return Err(e);
+                }
+            };
+            let owner = entry
+                .as_ref()
+                .and_then(|e| e.holder_session().map(str::to_string));
+            if round == 0
+                && owner
+                    .as_ref()
+                    .is_some_and(|o| self.inner.book.is_orphan(cluster, o))
+            {
+                if let Err(e) = self.free_orphans(cluster).await {
+                    let _ = self.destroy_session(&session).await;
+                    return Err(e);
+                }
+                continue;
+            }
+            // Best effort: an unused session lapses after its TTL anyway.
+            if let Err(e) = self.destroy_session(&session).await {
+                tracing::debug!(error = %e, "could not destroy an unused consul session");
+            }
+            let who = entry
+                .filter(|e| e.holder_session().is_some())
+                .and_then(|e| e.bytes().ok())
+                .and_then(|b| serde_json::from_slice::<Holder>(&b).ok());
+            return Ok(LockOutcome::HeldBy(who));
         }
+        // Unreachable in practice (round 1 always returns); answer like a lock-delay.
+        let _ = self.destroy_session(&session).await;
+        Ok(LockOutcome::HeldBy(None))
     }
 
     async fn still_held(&self, lease: &Lease) -> Result<bool, CoordError> {
@@ -569,21 +733,20 @@ impl Coordinator for Consul {
                 "lease was not issued by the consul coordinator".into(),
             ));
         };
-        drop(renew);
-        let key = self.key(&lease.cluster, "lock");
-        // `?release=` first: unlike destroying a locked session it sets no lock-delay.
-        let released = self
-            .call(
-                Method::PUT,
-                &format!("/v1/kv/{key}"),
-                &[("release", session.clone())],
-                Body::Empty,
-                Perm::KeyWrite,
-            )
-            .await
-            .and_then(|r| r.ok(&format!("release {key}")).map(|_| ()));
-        let destroyed = self.destroy_session(&session).await;
-        released.and(destroyed)
+        let orphan = renew.disarm();
+        match free_session(&self.inner, &lease.cluster, &session).await {
+            Ok(()) => {
+                self.inner.book.gone(&lease.cluster, &session);
+                Ok(())
+            }
+            Err(e) => {
+                // Retried in the background until Consul answers.
+                if let Some(o) = orphan {
+                    o.adopt();
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn read_record(
@@ -776,6 +939,14 @@ impl Coordinator for Consul {
             .ok(&format!("register {node}"))?;
         }
         Ok(())
+    }
+
+    fn keeps_events(&self) -> bool {
+        self.inner.events_keep > 0
+    }
+
+    fn held_locks(&self) -> Vec<HeldLock> {
+        self.inner.book.held()
     }
 
     async fn ping(&self) -> Result<(), CoordError> {

@@ -17,6 +17,15 @@
 //! is released or dropped (dropping a [`Lease`] without `release` stops renewal, so the lock
 //! then expires after its TTL instead of being held forever by a forgotten value).
 //!
+//! # Own orphaned leases
+//! A lease whose release failed (etcd down), that was dropped without `release`, or whose
+//! lock txn failed without an answer (it may have applied) is recorded as this client's
+//! orphan. etcd keeps such a lease across a restart from its data dir (and restarts its TTL),
+//! so the lock key would answer "held by" this very instance for another TTL. Instead a
+//! background task revokes it (retrying until it succeeds or etcd says the lease is gone), and
+//! `try_lock` revokes the cluster's orphans before taking the lock again: the next trigger
+//! after an outage acts at once, under a fresh lease and fencing token.
+//!
 //! # Not here
 //! `publish_roles` is a no-op: etcd has no service catalog; clients read the `master` key.
 
@@ -32,18 +41,99 @@ use etcd_client::{
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use super::{CasOutcome, CoordError, Coordinator, Holder, Lease, LeaseInner, LockOutcome};
+use std::sync::Arc;
+
+use super::{
+    CasOutcome, CoordError, Coordinator, HeldLock, Holder, Lease, LeaseInner, LockBook,
+    LockOutcome, ReleaseRetry,
+};
 use crate::config::{EtcdConfig, Secret, Timeouts};
 use crate::model::{TopologyRecord, Versioned};
 
 /// The renewal task of one lease. Aborted on drop, so a `Lease` that is dropped without
-/// `release` stops renewing and the lock expires after its TTL.
-#[derive(Debug)]
-pub(crate) struct KeepAlive(JoinHandle<()>);
+/// `release` stops renewing; the lease is then handed to the orphan reaper, which revokes it.
+pub(crate) struct KeepAlive {
+    task: JoinHandle<()>,
+    /// `None` once `release` took over. Boxed: an etcd `Client` is large.
+    orphan: Option<Box<Orphan>>,
+}
+
+impl fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepAlive").finish_non_exhaustive()
+    }
+}
+
+impl KeepAlive {
+    /// Stop renewing; the caller releases the lease itself.
+    fn disarm(mut self) -> Option<Box<Orphan>> {
+        self.task.abort();
+        self.orphan.take()
+    }
+}
 
 impl Drop for KeepAlive {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
+        if let Some(o) = self.orphan.take() {
+            o.adopt();
+        }
+    }
+}
+
+/// A lease of ours that may still hold a lock nobody uses: revoked in the background.
+pub(crate) struct Orphan {
+    book: Arc<LockBook<i64>>,
+    client: Client,
+    cluster: String,
+    lease_id: i64,
+    ttl: Duration,
+    op_timeout: Duration,
+}
+
+impl Orphan {
+    /// Record it and start the retrying revoke (once per lease).
+    fn adopt(self) {
+        if !self.book.orphaned(&self.cluster, self.lease_id) {
+            return;
+        }
+        // Outside a runtime (a lease dropped at process exit) `try_lock` still revokes it.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let mut retry = ReleaseRetry::new(self.ttl);
+            loop {
+                match revoke_with(self.client.clone(), self.lease_id, self.op_timeout).await {
+                    Ok(()) => {
+                        tracing::info!(cluster = %self.cluster, lease_id = self.lease_id, "orphaned etcd lock lease revoked");
+                        self.book.gone(&self.cluster, &self.lease_id);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(cluster = %self.cluster, lease_id = self.lease_id, error = %e, "revoking an orphaned etcd lease failed; retrying");
+                    }
+                }
+                if !retry.wait().await {
+                    tracing::warn!(cluster = %self.cluster, lease_id = self.lease_id, "gave up revoking an orphaned etcd lease; its TTL frees it");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// `LeaseRevoke` bounded by `op_timeout`; a lease etcd no longer knows counts as revoked.
+async fn revoke_with(mut c: Client, lease_id: i64, op_timeout: Duration) -> Result<(), CoordError> {
+    match tokio::time::timeout(op_timeout, c.lease_revoke(lease_id)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => match classify("lease revoke", e) {
+            CoordError::Backend(m) if m.contains("lease not found") => Ok(()),
+            other => Err(other),
+        },
+        Err(_) => Err(CoordError::Unreachable(format!(
+            "etcd lease revoke: no answer within {op_timeout:?}"
+        ))),
     }
 }
 
@@ -58,6 +148,8 @@ pub struct Etcd {
     /// Bound for one etcd call, including (re)connecting: `connect + command`.
     op_timeout: Duration,
     event_seq: AtomicU64,
+    /// The lock leases this client took (live and orphaned).
+    book: Arc<LockBook<i64>>,
 }
 
 // Manual: `ConnectOptions`' Debug would print the password.
@@ -207,6 +299,7 @@ impl Etcd {
             events_keep: cfg.events_keep,
             op_timeout: timeouts.connect + timeouts.command,
             event_seq: AtomicU64::new(0),
+            book: Arc::new(LockBook::new()),
         };
         match etcd.ping().await {
             Ok(()) | Err(CoordError::Unreachable(_)) => Ok(etcd),
@@ -264,6 +357,69 @@ impl Etcd {
             Err(CoordError::Backend(m)) if m.contains("lease not found") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Revoke this client's orphaned leases of `cluster` (see the module docs). An error means
+    /// the lock may still be ours in the store: the caller must not report "held by".
+    async fn revoke_orphans(&self, cluster: &str) -> Result<(), CoordError> {
+        for lease_id in self.book.orphans(cluster) {
+            self.revoke(lease_id).await?;
+            tracing::info!(
+                cluster,
+                lease_id,
+                "revoked this instance's orphaned etcd lock lease before locking again"
+            );
+            self.book.gone(cluster, &lease_id);
+        }
+        Ok(())
+    }
+
+    fn orphan(&self, client: Client, cluster: &str, lease_id: i64, ttl: Duration) -> Orphan {
+        Orphan {
+            book: Arc::clone(&self.book),
+            client,
+            cluster: cluster.to_string(),
+            lease_id,
+            ttl,
+            op_timeout: self.op_timeout,
+        }
+    }
+
+    async fn acquired(
+        &self,
+        cluster: &str,
+        holder: &Holder,
+        lease_id: i64,
+        create_revision: i64,
+        granted: Duration,
+    ) -> Result<LockOutcome, CoordError> {
+        let client = match self.client().await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.revoke(lease_id).await;
+                return Err(e);
+            }
+        };
+        self.book.acquired(cluster, lease_id);
+        let task = tokio::spawn(keep_alive(
+            client.clone(),
+            lease_id,
+            granted,
+            self.op_timeout,
+        ));
+        Ok(LockOutcome::Acquired(Lease {
+            cluster: cluster.to_string(),
+            token: format!("{lease_id}:{create_revision}"),
+            holder: holder.clone(),
+            inner: LeaseInner::Etcd {
+                lease_id,
+                create_revision,
+                keepalive: KeepAlive {
+                    task,
+                    orphan: Some(Box::new(self.orphan(client, cluster, lease_id, granted))),
+                },
+            },
+        }))
     }
 
     async fn trim_events(&self, cluster: &str) -> Result<(), CoordError> {
@@ -370,6 +526,8 @@ impl Coordinator for Etcd {
         let key = self.key(cluster, "lock");
         let value = serde_json::to_string(holder)
             .map_err(|e| CoordError::Backend(format!("encode holder: {e}")))?;
+        // Our own leftovers first: a lock our orphaned lease still holds is not "held by" anyone.
+        self.revoke_orphans(cluster).await?;
         // etcd counts leases in whole seconds (and raises tiny TTLs to its minimum).
         let ttl_secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
         let grant = self
@@ -380,53 +538,56 @@ impl Coordinator for Etcd {
         let lease_id = grant.id();
         let granted = Duration::from_secs(grant.ttl().max(1) as u64);
 
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                value,
-                Some(PutOptions::new().with_lease(lease_id)),
-            )])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let resp = match self
-            .call("lock txn", |mut c| async move { c.txn(txn).await })
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                // The txn may or may not have applied; revoking the lease removes the key in
-                // either case (and the TTL covers it if the revoke fails too).
-                let _ = self.revoke(lease_id).await;
-                return Err(e);
+        // Two rounds at most: the second only after revoking an orphan of ours found holding it.
+        let mut found = None;
+        for round in 0..2 {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    value.clone(),
+                    Some(PutOptions::new().with_lease(lease_id)),
+                )])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let resp = match self
+                .call("lock txn", |mut c| async move { c.txn(txn).await })
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    // The txn may or may not have applied; revoking the lease removes the key in
+                    // either case. If the revoke fails too, the lease is an orphan of ours.
+                    if self.revoke(lease_id).await.is_err() {
+                        if let Ok(client) = self.client().await {
+                            self.orphan(client, cluster, lease_id, granted).adopt();
+                        }
+                    }
+                    return Err(e);
+                }
+            };
+            if resp.succeeded() {
+                // The put is the only write of the txn, so the txn's revision is the key's create_revision.
+                let create_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+                return self
+                    .acquired(cluster, holder, lease_id, create_revision, granted)
+                    .await;
             }
-        };
-        if !resp.succeeded() {
-            let holder = resp.op_responses().into_iter().find_map(|op| match op {
-                TxnOpResponse::Get(g) => g
-                    .kvs()
-                    .first()
-                    .and_then(|kv| serde_json::from_slice::<Holder>(kv.value()).ok()),
+            let kv = resp.op_responses().into_iter().find_map(|op| match op {
+                TxnOpResponse::Get(g) => g.kvs().first().cloned(),
                 _ => None,
             });
-            if let Err(e) = self.revoke(lease_id).await {
-                tracing::debug!(error = %e, "revoking an unused etcd lease failed; it expires by TTL");
+            let owner_lease = kv.as_ref().map(|kv| kv.lease()).unwrap_or(0);
+            if round == 0 && owner_lease != 0 && self.book.is_orphan(cluster, &owner_lease) {
+                self.revoke_orphans(cluster).await?;
+                continue;
             }
-            return Ok(LockOutcome::HeldBy(holder));
+            found = kv.and_then(|kv| serde_json::from_slice::<Holder>(kv.value()).ok());
+            break;
         }
-        // The put is the only write of the txn, so the txn's revision is the key's create_revision.
-        let create_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let client = self.client().await?;
-        let task = tokio::spawn(keep_alive(client, lease_id, granted, self.op_timeout));
-        Ok(LockOutcome::Acquired(Lease {
-            cluster: cluster.to_string(),
-            token: format!("{lease_id}:{create_revision}"),
-            holder: holder.clone(),
-            inner: LeaseInner::Etcd {
-                lease_id,
-                create_revision,
-                keepalive: KeepAlive(task),
-            },
-        }))
+        if let Err(e) = self.revoke(lease_id).await {
+            tracing::debug!(error = %e, "revoking an unused etcd lease failed; it expires by TTL");
+        }
+        Ok(LockOutcome::HeldBy(found))
     }
 
     async fn still_held(&self, lease: &Lease) -> Result<bool, CoordError> {
@@ -462,7 +623,7 @@ impl Coordinator for Etcd {
         else {
             return Err(CoordError::Backend("not an etcd lease".into()));
         };
-        drop(keepalive);
+        let orphan = keepalive.disarm();
         let key = self.key(&cluster, "lock");
         let txn = Txn::new()
             .when([Compare::create_revision(
@@ -475,9 +636,21 @@ impl Coordinator for Etcd {
             .call("unlock txn", |mut c| async move { c.txn(txn).await })
             .await;
         // Revoking also deletes the key (it is attached to the lease); done even if the delete
-        // failed, and then the TTL is the last resort.
+        // failed. Either one succeeding means the lock is no longer ours in the store.
         let revoked = self.revoke(lease_id).await;
-        deleted.map(|_| ()).and(revoked)
+        match (deleted, revoked) {
+            (_, Ok(())) | (Ok(_), _) => {
+                self.book.gone(&cluster, &lease_id);
+                Ok(())
+            }
+            (Err(e), Err(_)) => {
+                // Retried in the background until etcd answers (or says the lease is gone).
+                if let Some(o) = orphan {
+                    o.adopt();
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn read_record(
@@ -564,6 +737,14 @@ impl Coordinator for Etcd {
             ));
         }
         self.trim_events(cluster).await
+    }
+
+    fn keeps_events(&self) -> bool {
+        self.events_keep > 0
+    }
+
+    fn held_locks(&self) -> Vec<HeldLock> {
+        self.book.held()
     }
 
     async fn ping(&self) -> Result<(), CoordError> {

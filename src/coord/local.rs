@@ -11,11 +11,16 @@
 //!   and frees the lock. Across processes the OS lock lasts until release, drop or process
 //!   exit (the kernel drops `flock` locks of a dead process), which is the failure that
 //!   matters on one host.
+//! - **No orphans:** `release` and dropping a `Lease` only remove the table entry, which closes
+//!   the lock file (freeing the `flock`); neither touches the disk, so neither can fail and
+//!   leave the lock behind. The generation file is a counter and stays by design (the next
+//!   acquisition increments it). `tests/faults_lock.rs` checks both paths.
 //! - **Record:** `<dir>/<cluster>.topology.json` holding `{version, record}`, replaced
 //!   atomically (temp file in the same dir, fsync, rename, fsync dir). The compare-and-set is
 //!   serialised across processes by a short `flock` on `<dir>/<cluster>.record.lock`.
-//! - I/O problems are `CoordError::Unreachable` naming the path (a full disk or a read-only
-//!   mount may clear up); a record file we cannot parse is `CoordError::Backend`.
+//! - I/O problems name the path: `CoordError::Unreachable` for what may clear up (a full disk,
+//!   an I/O error), `CoordError::Backend` for a permission error or a read-only mount (the
+//!   real cause, not "unreachable") and for a record file we cannot parse.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -27,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CasOutcome, CoordError, Coordinator, Holder, Lease, LeaseInner, LockOutcome};
+use super::{
+    CasOutcome, CoordError, Coordinator, HeldLock, Holder, Lease, LeaseInner, LockOutcome,
+};
 use crate::model::{TopologyRecord, Versioned};
 
 /// How long `write_record` waits for another process's record update (they take milliseconds).
@@ -52,6 +59,7 @@ struct Entry {
     generation: u64,
     holder: Holder,
     expires: Instant,
+    since: Instant,
     /// Open lock file holding the OS lock; dropping it releases the lock.
     _file: File,
 }
@@ -81,8 +89,16 @@ struct RecordFile {
     record: TopologyRecord,
 }
 
+/// An I/O error naming the path. A permission problem or a read-only mount is `Backend` (a
+/// retry will not fix it, and it is not "unreachable"); anything else (a full disk, an I/O
+/// error) may clear up and is `Unreachable`.
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> CoordError {
-    CoordError::Unreachable(format!("local store: {what} {}: {e}", path.display()))
+    use std::io::ErrorKind as K;
+    let text = format!("local store: {what} {}: {e}", path.display());
+    match e.kind() {
+        K::PermissionDenied | K::ReadOnlyFilesystem => CoordError::Backend(text),
+        _ => CoordError::Unreachable(text),
+    }
 }
 
 fn lock_table(shared: &Shared) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -270,6 +286,7 @@ impl Coordinator for Local {
                     generation,
                     holder: holder.clone(),
                     expires: Instant::now() + ttl,
+                    since: Instant::now(),
                     _file: file,
                 },
             );
@@ -403,6 +420,23 @@ impl Coordinator for Local {
         .await
     }
 
+    fn held_locks(&self) -> Vec<HeldLock> {
+        // Release cannot fail here (it only drops the table entry, which closes the lock file
+        // and so frees the flock), so there are no orphans: the table is the whole truth.
+        let now = Instant::now();
+        let mut v: Vec<HeldLock> = lock_table(&self.shared)
+            .iter()
+            .filter(|(_, e)| e.expires > now)
+            .map(|(c, e)| HeldLock {
+                cluster: c.clone(),
+                held_for: e.since.elapsed(),
+                release_pending: false,
+            })
+            .collect();
+        v.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        v
+    }
+
     async fn ping(&self) -> Result<(), CoordError> {
         let me = self.clone();
         blocking(move || {
@@ -414,5 +448,33 @@ impl Coordinator for Local {
             res
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permission_errors_are_not_unreachable() {
+        let p = Path::new("/var/lib/pika-remedy/c.lock");
+        for kind in [
+            std::io::ErrorKind::PermissionDenied,
+            std::io::ErrorKind::ReadOnlyFilesystem,
+        ] {
+            let e = io_err(p, "cannot open", std::io::Error::from(kind));
+            assert!(matches!(e, CoordError::Backend(_)), "{kind:?}: {e:?}");
+            assert!(!e.is_retryable());
+            let text = e.to_string();
+            assert!(!text.contains("unreachable"), "{text}");
+            assert!(text.contains("/var/lib/pika-remedy/c.lock"), "{text}");
+        }
+        let e = io_err(
+            p,
+            "cannot write",
+            std::io::Error::from(std::io::ErrorKind::StorageFull),
+        );
+        assert!(e.is_retryable(), "{e:?}");
+        assert_eq!(e.to_string().matches("unreachable").count(), 1, "{e}");
     }
 }

@@ -13,14 +13,21 @@
 //!   Backends renew in the background while the lease is alive; `release` stops that.
 //! - `read_record` of a cluster never written is `Ok(None)`; `write_record(.., None)` creates
 //!   only if absent.
+//! - **Own locks:** a backend knows the locks it took for this process (`held_locks`). A lease
+//!   whose release failed, that was dropped without `release`, or whose lock request failed
+//!   half-way is this process's *orphan*: a background task retries its release until it
+//!   succeeds or the lease is gone, and `try_lock` releases it before taking the lock again,
+//!   so an instance never answers "lock held" to itself after a store outage.
 
 pub mod consul;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod local;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +167,10 @@ pub trait Coordinator: Send + Sync {
         let _ = (cluster, event_json);
         async { Ok(()) }
     }
+    /// Does `append_event` keep anything? (The local backend keeps events in the file only.)
+    fn keeps_events(&self) -> bool {
+        false
+    }
     /// Publish node roles for client discovery (the Consul catalog). Default: no-op (etcd and
     /// local clients read the recorded master instead).
     fn publish_roles(
@@ -173,6 +184,158 @@ pub trait Coordinator: Send + Sync {
     }
     /// Cheap reachability probe for `/readyz` and the `coordinator_up` metric.
     fn ping(&self) -> impl Future<Output = Result<(), CoordError>> + Send;
+    /// The locks this client holds in the store for this process, from memory (no request):
+    /// live leases and leases whose release is not confirmed yet. For `lock_held` metrics.
+    fn held_locks(&self) -> Vec<HeldLock> {
+        Vec::new()
+    }
+}
+
+/// One lock this process holds (or may still hold) in the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLock {
+    pub cluster: String,
+    /// Since the lock was taken.
+    pub held_for: Duration,
+    /// The release failed (or the lease was dropped without one) and is being retried.
+    pub release_pending: bool,
+}
+
+/// Bookkeeping of the leases one coordinator client took, per cluster: `live` ones (a `Lease`
+/// exists) and `orphans` (our lease may still hold the lock in the store but nobody uses it).
+/// `K` identifies a lease in the store (etcd lease id, Consul session id).
+#[derive(Debug)]
+pub(crate) struct LockBook<K> {
+    inner: Mutex<HashMap<String, Vec<BookEntry<K>>>>,
+}
+
+#[derive(Debug, Clone)]
+struct BookEntry<K> {
+    key: K,
+    since: Instant,
+    orphan: bool,
+}
+
+impl<K: Clone + PartialEq> LockBook<K> {
+    pub(crate) fn new() -> Self {
+        LockBook {
+            inner: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<BookEntry<K>>>> {
+        // Single pushes/removes: a panic while holding it cannot leave it half-updated.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A lock was taken with lease `key`.
+    pub(crate) fn acquired(&self, cluster: &str, key: K) {
+        self.map()
+            .entry(cluster.to_string())
+            .or_default()
+            .push(BookEntry {
+                key,
+                since: Instant::now(),
+                orphan: false,
+            });
+    }
+
+    /// Lease `key` no longer holds anything in the store (released, revoked or expired).
+    pub(crate) fn gone(&self, cluster: &str, key: &K) {
+        let mut m = self.map();
+        if let Some(v) = m.get_mut(cluster) {
+            v.retain(|e| &e.key != key);
+            if v.is_empty() {
+                m.remove(cluster);
+            }
+        }
+    }
+
+    /// Lease `key` may still hold the lock but no `Lease` uses it any more. Returns true if
+    /// it was not an orphan before (the caller then starts the retrying release).
+    pub(crate) fn orphaned(&self, cluster: &str, key: K) -> bool {
+        let mut m = self.map();
+        let v = m.entry(cluster.to_string()).or_default();
+        match v.iter_mut().find(|e| e.key == key) {
+            Some(e) if e.orphan => false,
+            Some(e) => {
+                e.orphan = true;
+                true
+            }
+            None => {
+                v.push(BookEntry {
+                    key,
+                    since: Instant::now(),
+                    orphan: true,
+                });
+                true
+            }
+        }
+    }
+
+    /// The orphaned leases of `cluster`.
+    pub(crate) fn orphans(&self, cluster: &str) -> Vec<K> {
+        self.map()
+            .get(cluster)
+            .map(|v| {
+                v.iter()
+                    .filter(|e| e.orphan)
+                    .map(|e| e.key.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn is_orphan(&self, cluster: &str, key: &K) -> bool {
+        self.map()
+            .get(cluster)
+            .is_some_and(|v| v.iter().any(|e| e.orphan && &e.key == key))
+    }
+
+    pub(crate) fn held(&self) -> Vec<HeldLock> {
+        let m = self.map();
+        let mut out: Vec<HeldLock> = m
+            .iter()
+            .flat_map(|(c, v)| {
+                v.iter().map(move |e| HeldLock {
+                    cluster: c.clone(),
+                    held_for: e.since.elapsed(),
+                    release_pending: e.orphan,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        out
+    }
+}
+
+/// Backoff of the background release of an orphaned lease: from 200 ms, doubling, at most
+/// `ttl / 3` (within 200 ms..5 s); given up after a day (the store then expires the lease by
+/// its TTL once it is back, since nobody renews it, and `try_lock` releases it too).
+pub(crate) struct ReleaseRetry {
+    next: Duration,
+    max: Duration,
+    deadline: Instant,
+}
+
+impl ReleaseRetry {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        ReleaseRetry {
+            next: Duration::from_millis(200),
+            max: (ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(5)),
+            deadline: Instant::now() + Duration::from_secs(86_400),
+        }
+    }
+
+    /// Wait before the next attempt; false once the retry gives up.
+    pub(crate) async fn wait(&mut self) -> bool {
+        if Instant::now() >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
+        true
+    }
 }
 
 /// The configured backend (closed enum dispatch: no trait objects needed).
@@ -241,5 +404,11 @@ impl Coordinator for AnyCoord {
     }
     async fn ping(&self) -> Result<(), CoordError> {
         dispatch!(self, c => c.ping().await)
+    }
+    fn held_locks(&self) -> Vec<HeldLock> {
+        dispatch!(self, c => c.held_locks())
+    }
+    fn keeps_events(&self) -> bool {
+        dispatch!(self, c => c.keeps_events())
     }
 }

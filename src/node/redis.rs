@@ -15,18 +15,84 @@
 //!   wrong map is loud instead of half-working.
 //! - Error texts are built from the server's reply or the error kind; the password is
 //!   additionally scrubbed from every text before it leaves this module.
+//! - What is read from a node is capped ([`MAX_READ_PER_CONNECTION`] per connection, i.e.
+//!   per call): a node (or anything listening on its port) answering a 100 MB INFO cannot
+//!   grow our memory; the call fails with a `Protocol` error saying so.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, Value,
+    AsyncConnectionConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, Value,
 };
 
 use crate::config::{Secret, Timeouts};
 use crate::model::{Addr, NodeStatus};
 use crate::node::{info, NodeError, Nodes};
+
+/// Bytes read from a node per connection (one call: AUTH plus at most two INFO sections, a few
+/// KiB normally, tens of KiB for a Pika with many DBs).
+pub const MAX_READ_PER_CONNECTION: usize = 1024 * 1024;
+
+/// The text of the error a capped stream returns (recognised in `map_err`).
+const TOO_LARGE: &str = "reply from the node exceeds";
+
+/// A TCP stream that fails reading once more than `limit` bytes came in.
+struct Capped {
+    inner: tokio::net::TcpStream,
+    read: usize,
+    limit: usize,
+}
+
+impl tokio::io::AsyncRead for Capped {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let too_large = |limit: usize| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{TOO_LARGE} {limit} bytes"),
+            )
+        };
+        if self.read > self.limit {
+            return std::task::Poll::Ready(Err(too_large(self.limit)));
+        }
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = &r {
+            self.read += buf.filled().len() - before;
+            if self.read > self.limit {
+                return std::task::Poll::Ready(Err(too_large(self.limit)));
+            }
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Extra time on top of the configured bounds before the safety-net timeout fires.
 const SAFETY_MARGIN: Duration = Duration::from_millis(250);
@@ -152,7 +218,8 @@ impl RedisNodes {
     }
 
     /// Open one connection (AUTH included), bounded by the connect timeout; replies are
-    /// awaited for at most `response_timeout`.
+    /// awaited for at most `response_timeout`; what it reads is capped at
+    /// [`MAX_READ_PER_CONNECTION`].
     async fn connect(
         &self,
         node: &Addr,
@@ -165,15 +232,41 @@ impl RedisNodes {
         if let Some(pw) = &self.password {
             settings = settings.set_password(pw.expose());
         }
-        let client =
-            Client::open(info.set_redis_settings(settings)).map_err(|e| self.map_err(e))?;
+        let tcp = match tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((node.host.as_str(), node.port)),
+        )
+        .await
+        {
+            Err(_) => return Err(NodeError::Timeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(NodeError::Refused)
+            }
+            Ok(Err(e)) => return Err(NodeError::Io(self.scrub(&e.to_string()))),
+            Ok(Ok(s)) => s,
+        };
+        let _ = tcp.set_nodelay(true);
+        let stream = Capped {
+            inner: tcp,
+            read: 0,
+            limit: MAX_READ_PER_CONNECTION,
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(response_timeout));
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| self.map_err(e))
+        // The handshake (AUTH) is bounded by one command timeout.
+        let (conn, driver) = match tokio::time::timeout(
+            self.command_timeout,
+            MultiplexedConnection::new_with_config(&settings, stream, config),
+        )
+        .await
+        {
+            Err(_) => return Err(NodeError::Timeout),
+            Ok(r) => r.map_err(|e| self.map_err(e))?,
+        };
+        // Ends when the connection is dropped (after the call) or fails.
+        tokio::spawn(driver);
+        Ok(conn)
     }
 
     /// Connect and send `commands` in order on one connection; returns every reply.
@@ -322,6 +415,11 @@ impl RedisNodes {
             }
         }
         let text = self.scrub(&e.to_string());
+        if text.contains(TOO_LARGE) {
+            return NodeError::Protocol(format!(
+                "{TOO_LARGE} {MAX_READ_PER_CONNECTION} bytes; connection closed"
+            ));
+        }
         if is_auth_text(&text) {
             return NodeError::Auth(text);
         }
