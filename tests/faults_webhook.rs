@@ -153,6 +153,7 @@ nodes = [{{ addr = "127.0.0.1:7000" }}, {{ addr = "127.0.0.1:7001" }}, {{ addr =
     tokio::spawn(http::serve(listener, app, async move {
         let _ = rx.await;
     }));
+    pika_remedy::tls::install_crypto_provider();
     Svc {
         base,
         client: reqwest::Client::builder()
