@@ -90,7 +90,7 @@ rules-check: deps
 	@if [ -f alerts/alertmanager.yml ]; then amtool check-config alerts/alertmanager.yml; fi
 
 test: deps lint rules-check
-	$(CARGO) test -- --test-threads=$${TEST_THREADS:-2}
+	$(CARGO) test --no-fail-fast -- --test-threads=$${TEST_THREADS:-2}
 	$(MAKE) dist-check
 	@if [ -n "$(PIKA_BIN)" ]; then echo "real-Pika suite ran against $(PIKA_BIN) ($$($(PIKA_BIN) -v 2>/dev/null | grep -m1 -E pika_version))"; \
 	else echo "NOTE: the real-Pika suite (tests/pika_real.rs) did NOT run: no Pika binary. Run it with: make test PIKA_BIN=/path/to/pika"; fi

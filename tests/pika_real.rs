@@ -591,3 +591,96 @@ async fn three_switchovers_under_a_writer_lose_nothing() {
         &lost[..lost.len().min(10)]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through the real alert pipeline: real Prometheus scraping `serve` and evaluating the shipped
+// rules, real Alertmanager routing the shipped config to the webhook. No periodic check: every
+// action comes from an alert.
+
+fn is_action(e: &Value, action: &str, result: &str) -> bool {
+    e["outcome"]["plan"]["action"]["kind"] == action && e["outcome"]["result"]["kind"] == result
+}
+
+#[test]
+fn alert_pipeline_kill_promotes_and_restart_demotes() {
+    use support::prom::{
+        last_seq, wait_event, Alertmanager, Coord, Prometheus, Remedy, RemedyOptions,
+    };
+    let Some(bin) = pika_or_skip("pika_real alert_pipeline") else {
+        return;
+    };
+    let mut set = PikaSet::start(&bin, 2, PikaOptions::default());
+    let old = set.master.addr().to_string();
+    let mut opts = RemedyOptions::new(Coord::Local, set.cluster_toml(CLUSTER));
+    opts.policy_extra = vec![
+        "link_timeout = \"15s\"".into(),
+        "detach_timeout = \"20s\"".into(),
+        "lock_ttl = \"120s\"".into(),
+    ];
+    let remedy = Remedy::start(&opts);
+    remedy.record(CLUSTER, &old);
+    let am = Alertmanager::start(&remedy.webhook_url(), support::prom::TOKEN);
+    let prom = Prometheus::start(remedy.port, am.port);
+    wait_for(
+        Duration::from_secs(30),
+        "prometheus sees 3 Pika nodes up",
+        || {
+            prom.query("pika_remedy_node_up == 1")
+                .is_ok_and(|v| v.len() == 3)
+        },
+    );
+
+    // kill -9 → PikaMasterDown → Alertmanager → webhook → promotion.
+    let seq = last_seq(&remedy, CLUSTER);
+    let t = Instant::now();
+    set.master.kill9();
+    let e = wait_event(
+        &remedy,
+        CLUSTER,
+        seq,
+        Duration::from_secs(60),
+        "applied failover",
+        |e| is_action(e, "failover", "applied"),
+    );
+    let kill_to_applied = t.elapsed();
+    assert_eq!(
+        e["source"], "alertmanager",
+        "the failover came from an alert"
+    );
+    let new = e["outcome"]["plan"]["action"]["promote"]
+        .as_str()
+        .expect("promote")
+        .to_string();
+    let ni = set.index_of(&new);
+    let new_port = set.node_mut(ni).port();
+    assert_eq!(set.node_mut(ni).role(), "master", "judged on the node");
+
+    // Restart of the old master → PikaRoleMismatch → demotion, judged on the node.
+    let seq = last_seq(&remedy, CLUSTER);
+    let t = Instant::now();
+    set.master.restart();
+    let e = wait_event(
+        &remedy,
+        CLUSTER,
+        seq,
+        Duration::from_secs(60),
+        "applied demotion",
+        |e| is_action(e, "demote", "applied"),
+    );
+    let restart_to_demoted = t.elapsed();
+    assert_eq!(
+        e["source"], "alertmanager",
+        "the demotion came from an alert"
+    );
+    assert_eq!(e["outcome"]["plan"]["action"]["node"], old.as_str());
+    wait_for(SYNC, "the old master follows the new one, link up", || {
+        set.master.is_linked_to(new_port)
+    });
+    let masters = set.nodes().iter().filter(|n| n.role() == "master").count();
+    assert_eq!(masters, 1, "one master at the end");
+    eprintln!(
+        "pika alert pipeline: kill -9 → failover applied {:.2}s; restart → demotion applied {:.2}s",
+        kill_to_applied.as_secs_f64(),
+        restart_to_demoted.as_secs_f64()
+    );
+}

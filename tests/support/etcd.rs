@@ -162,6 +162,21 @@ impl EtcdServer {
             tls,
             child: None,
         };
+        // Free ports are only free a moment ago: a first start that loses one to another
+        // process ("bind: address already in use") is retried on new ports, from a fresh data dir.
+        for _ in 0..3 {
+            match s.try_start() {
+                Ok(()) => return s,
+                Err(e) if e.contains("address already in use") => {
+                    s.stop();
+                    let _ = std::fs::remove_dir_all(s.data_dir());
+                    s.client_port = free_port();
+                    s.peer_port = free_port();
+                    s.metrics_port = free_port();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
         s.start();
         s
     }
@@ -191,6 +206,12 @@ impl EtcdServer {
 
     /// (Re)start on the same data dir and ports; waits up to 20 s for `/health`.
     pub fn start(&mut self) {
+        if let Err(e) = self.try_start() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "etcd already running");
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
@@ -237,29 +258,33 @@ impl EtcdServer {
             .spawn()
             .expect("spawn etcd");
         self.child = Some(child);
-        self.wait_healthy(Duration::from_secs(20));
+        self.wait_healthy(Duration::from_secs(20))
     }
 
-    fn wait_healthy(&mut self, within: Duration) {
+    fn wait_healthy(&mut self, within: Duration) -> Result<(), String> {
         let start = Instant::now();
         for _ in 0..1000 {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!("etcd exited early ({status}); log:\n{}", self.log_tail());
+                    self.child = None;
+                    return Err(format!(
+                        "etcd exited early ({status}); log:\n{}",
+                        self.log_tail()
+                    ));
                 }
             }
             if health(self.metrics_port) {
-                return;
+                return Ok(());
             }
             if start.elapsed() > within {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!(
+        Err(format!(
             "etcd not healthy within {within:?}; log:\n{}",
             self.log_tail()
-        );
+        ))
     }
 
     /// Kill (SIGKILL) and reap; the data dir stays for `start`.
