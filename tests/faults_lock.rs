@@ -298,7 +298,25 @@ async fn local_release_and_drop_leave_no_lock_behind() {
     let old = lease.token.clone();
     a.release(lease).await.expect("release");
     assert!(a.held_locks().is_empty());
-    let lb = acquire(&b, "c", &holder("instance-b"), ttl()).await;
+    // Another test of this binary spawning a process (etcd, redis) forks: between its fork
+    // and exec the child briefly shares our open lock file, and with it the flock. So the
+    // other instance may retry for a moment (bounded: 2 s, 20 tries); a lock that is never
+    // freed still fails here.
+    let mut lb = None;
+    for _ in 0..20 {
+        match b
+            .try_lock("c", &holder("instance-b"), ttl())
+            .await
+            .expect("try_lock")
+        {
+            LockOutcome::Acquired(l) => {
+                lb = Some(l);
+                break;
+            }
+            LockOutcome::HeldBy(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let lb = lb.expect("instance-b acquires after instance-a released");
     assert_ne!(lb.token, old);
     b.release(lb).await.expect("release");
     let generation = std::fs::read_to_string(dir.path().join("c.generation")).expect("generation");
