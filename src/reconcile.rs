@@ -229,7 +229,17 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
     {
         tokio::time::sleep(ctx.policy.confirm_window).await;
     }
-    let (obs2, record2, plan2) = match look(ctx, &trigger).await {
+    // A switchover to "the best replica" is pinned to the one the first look chose: under
+    // writes the two best offsets race, and the choice must not flip between the looks.
+    let trigger2 = match (&trigger, &plan.action) {
+        (Trigger::Switchover { to: None }, Action::Switchover { promote, .. }) => {
+            Trigger::Switchover {
+                to: Some(promote.clone()),
+            }
+        }
+        _ => trigger.clone(),
+    };
+    let (obs2, record2, plan2) = match look(ctx, &trigger2).await {
         Ok(x) => x,
         Err(e) => {
             release(ctx, lease).await;

@@ -400,6 +400,20 @@ impl PikaSet {
                 },
             );
             let mport = master.port();
+            let mut r = r;
+            // A first sync can stall in one DB (seen: `db1:connecting`, `kWaitReply`, for 30 s+
+            // with 3 DBs on a loaded machine); a restart of the slave starts it afresh. Once.
+            if !wait_until(LINK_TIMEOUT / 2, || r.is_linked_to(mport)) {
+                eprintln!(
+                    "pika slave {} not linked after {:?}, restarting it once: {}",
+                    r.port(),
+                    LINK_TIMEOUT / 2,
+                    r.try_cmd(&["INFO", "replication"])
+                        .unwrap_or_default()
+                        .replace("\r\n", " ")
+                );
+                r.restart();
+            }
             if !wait_until(LINK_TIMEOUT, || r.is_linked_to(mport)) {
                 panic!(
                     "pika slave {} did not link to {}: {}\nlog:\n{}",
