@@ -684,3 +684,46 @@ fn alert_pipeline_kill_promotes_and_restart_demotes() {
         restart_to_demoted.as_secs_f64()
     );
 }
+
+/// The Pika answers pika-remedy's plans rely on, seen on the real server: `SLAVEOF … force` is
+/// a no-op on a slave already attached to that master; a master with a slave attached refuses
+/// `SLAVEOF` with `already master of others`; writes on a slave are refused; there is no `ROLE`.
+#[test]
+fn pika_dialect_seen_for_real() {
+    let Some(bin) = pika_or_skip("pika_real pika_dialect") else {
+        return;
+    };
+    let set = PikaSet::start(&bin, 2, PikaOptions::default());
+    let mport = set.master.port();
+    let (s1, s2) = (&set.replicas[0], &set.replicas[1]);
+
+    // An identical forced SLAVEOF: OK, and the link never drops (no resync).
+    let r = s1.try_cmd(&["SLAVEOF", "127.0.0.1", &mport.to_string(), "force"]);
+    assert_eq!(r.as_deref(), Ok("OK"), "{r:?}");
+    for _ in 0..10 {
+        assert!(
+            s1.is_linked_to(mport),
+            "the identical forced SLAVEOF broke the link"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Writes on a slave and ROLE.
+    let w = s2
+        .try_cmd(&["SET", "k", "v"])
+        .expect_err("a slave refuses writes");
+    assert!(w.contains("READONLY"), "{w}");
+    let role = set.master.try_cmd(&["ROLE"]).expect_err("no ROLE on Pika");
+    assert!(role.to_lowercase().contains("unknown command"), "{role}");
+
+    // Promote s1; the old master still has s2 attached: SLAVEOF is refused.
+    assert_eq!(s1.try_cmd(&["SLAVEOF", "NO", "ONE"]).as_deref(), Ok("OK"));
+    wait_for(Duration::from_secs(10), "s1 is master", || {
+        s1.role() == "master"
+    });
+    let e = set
+        .master
+        .try_cmd(&["SLAVEOF", "127.0.0.1", &s1.port().to_string()])
+        .expect_err("a master with an attached slave refuses SLAVEOF");
+    assert!(e.contains("already master of others"), "{e}");
+}
