@@ -89,6 +89,39 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 /// Failed probes in a row after which a wait takes the node it depends on for gone.
 const GONE_AFTER: u32 = 3;
 
+tokio::task_local! {
+    /// Set by a caller that may stop waiting before the reconcile ends (the supervisor, for
+    /// the webhook's `reply_within`): it receives the plan once its steps start.
+    pub static PROGRESS: std::sync::Arc<tokio::sync::watch::Sender<Option<Plan>>>;
+}
+
+/// Tell the caller (if it asked, see [`PROGRESS`]) which plan is now running. A no-op outside
+/// a supervised reconcile (CLI).
+pub fn plan_started(plan: &Plan) {
+    let _ = PROGRESS.try_with(|tx| tx.send_replace(Some(plan.clone())));
+}
+
+/// Counts failed probes in a row of the node a wait depends on.
+#[derive(Default)]
+struct Misses(u32);
+
+impl Misses {
+    /// `Some(why)` once [`GONE_AFTER`] probes of `who` failed in a row.
+    fn see(&mut self, who: &Addr, probe: &Result<NodeStatus, NodeError>) -> Option<String> {
+        match probe {
+            Ok(_) => {
+                self.0 = 0;
+                None
+            }
+            Err(e) => {
+                self.0 += 1;
+                (self.0 >= GONE_AFTER)
+                    .then(|| format!("{who} stopped answering ({e}, {} probes in a row)", self.0))
+            }
+        }
+    }
+}
+
 /// Why a bounded wait ended without its condition.
 enum WaitEnd {
     Timeout,
@@ -258,7 +291,7 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
         return finish(out);
     }
     out.plan = plan2.clone();
-    crate::supervisor::plan_started(&plan2);
+    plan_started(&plan2);
 
     let exec = Exec {
         ctx,
@@ -444,6 +477,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         if let Some(node) = fenced {
             back.push(Step::UnfenceWrites { node });
         }
+        let rolled_back = !back.is_empty();
         for step in back {
             if let Err(e) = self.run(&step, plan, "rollback: ", reports).await {
                 errors.push(format!("rollback: {step}: {e}"));
@@ -452,7 +486,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 }
             }
         }
-        if !back_is_empty(reports) {
+        if rolled_back {
             errors.push("the switchover was rolled back".into());
         }
     }
@@ -498,7 +532,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             Step::WaitCatchUp { node, of } => {
                 let t = Instant::now();
                 let deadline = t + p.switchover_pause;
-                let mut misses = 0u32;
+                let mut misses = Misses::default();
                 loop {
                     let (a, b) = tokio::join!(nodes.status(node), nodes.status(of));
                     if let (Ok(a), Ok(b)) = (&a, &b) {
@@ -511,16 +545,8 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                             }
                         }
                     }
-                    match &b {
-                        Ok(_) => misses = 0,
-                        Err(e) => {
-                            misses += 1;
-                            if misses >= GONE_AFTER {
-                                return Err(StepError::ClusterChanged(format!(
-                                    "{of} stopped answering ({e}, {misses} probes in a row)"
-                                )));
-                            }
-                        }
+                    if let Some(why) = misses.see(of, &b) {
+                        return Err(StepError::ClusterChanged(why));
                     }
                     if Instant::now() >= deadline {
                         return Err(StepError::Timeout(format!(
@@ -621,7 +647,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         pred: impl Fn(&NodeStatus) -> bool,
     ) -> Result<f64, WaitEnd> {
         let t = Instant::now();
-        let mut misses = 0u32;
+        let mut misses = Misses::default();
         loop {
             let (me, other) = tokio::join!(self.ctx.nodes.status(node), async {
                 match watch {
@@ -635,17 +661,11 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 }
             }
             if let (Some(m), Some(r)) = (watch, other) {
-                match r {
-                    Ok(_) => misses = 0,
-                    Err(e) => {
-                        misses += 1;
-                        if misses >= GONE_AFTER {
-                            return Err(WaitEnd::Gone(format!(
-                                "{m} stopped answering ({e}, {misses} probes in a row) after {:.1}s",
-                                t.elapsed().as_secs_f64()
-                            )));
-                        }
-                    }
+                if let Some(why) = misses.see(m, &r) {
+                    return Err(WaitEnd::Gone(format!(
+                        "{why} after {:.1}s",
+                        t.elapsed().as_secs_f64()
+                    )));
                 }
             }
             if t.elapsed() >= bound {
@@ -890,11 +910,6 @@ fn step_node(step: &Step) -> Option<&Addr> {
         | Step::UnfenceWrites { node } => Some(node),
         Step::Intent { .. } | Step::Record { .. } => None,
     }
-}
-
-/// True when no rollback step was reported.
-fn back_is_empty(reports: &[StepReport]) -> bool {
-    !reports.iter().any(|r| r.detail.starts_with("rollback: "))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -173,17 +173,6 @@ impl Pending {
     }
 }
 
-tokio::task_local! {
-    static PROGRESS: Arc<watch::Sender<Option<Plan>>>;
-}
-
-/// Called by `reconcile` once the plan under the lock is final and its steps start, so a
-/// caller that stops waiting (the webhook's `reply_within`) can say what is in progress.
-/// A no-op outside a supervised reconcile (CLI).
-pub fn plan_started(plan: &Plan) {
-    let _ = PROGRESS.try_with(|tx| tx.send_replace(Some(plan.clone())));
-}
-
 /// What [`Supervisor::submit_within`] got within its bound.
 #[derive(Clone, Debug)]
 pub enum Answer {
@@ -529,9 +518,11 @@ impl<R: Reconciler> Supervisor<R> {
             dry_run = ctl.dry_run,
             "reconcile start"
         );
-        let res =
-            tokio::spawn(PROGRESS.scope(progress, async move { r.reconcile(&c, t, ctl).await }))
-                .await;
+        let res = tokio::spawn(
+            crate::reconcile::PROGRESS
+                .scope(progress, async move { r.reconcile(&c, t, ctl).await }),
+        )
+        .await;
         res.unwrap_or_else(|e| {
             tracing::error!(cluster, error = %e, "reconcile task failed");
             Outcome {

@@ -18,9 +18,7 @@ use pika_remedy::events::EventLog;
 use pika_remedy::http::{self, App};
 use pika_remedy::model::Addr;
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
-use pika_remedy::supervisor::{
-    plan_started, ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig,
-};
+use pika_remedy::supervisor::{ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig};
 use serde_json::Value;
 use support::fakes::{FakeCoord, FakeNodes};
 
@@ -70,7 +68,7 @@ impl Reconciler for Scripted {
                 let (plan, result) = f(n);
                 if plan.action.mutates_nodes() {
                     // What `reconcile` does once the plan under the lock is final.
-                    plan_started(&plan);
+                    pika_remedy::reconcile::plan_started(&plan);
                 }
                 tokio::time::sleep(delay).await;
                 (plan, result)

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use serve::{assert_no_secret, cli, Service};
 use support::real_pika::{pika_or_skip, PikaNode, PikaOptions, PikaSet};
-use support::redis::{info_field, resp_call, wait_for, wait_until};
+use support::redis::{info_field, resp_call, resp_calls, wait_for, wait_until};
 
 const CLUSTER: &str = "mymaster";
 const BEARER: &str = "pika-real-bearer-7f3a";
@@ -148,8 +148,9 @@ async fn recorded(svc: &Service) -> Value {
     json(&body)["record"].clone()
 }
 
-/// The recorded master, read from the local coordinator's record file.
-fn cli_record_master(s: &Setup) -> String {
+/// The recorded master, read from the local coordinator's record file (the CLI runs leave no
+/// service to ask).
+fn recorded_master_in_file(s: &Setup) -> String {
     let p = s
         .dir
         .path()
@@ -174,63 +175,19 @@ fn get_key(port: u16, pw: Option<&str>, key: &str) -> Option<String> {
         .filter(|v| v != "(nil)")
 }
 
-/// `key` on every DB `0..dbs` of a node (`SELECT` on one connection is not available in the
-/// tiny client, so each DB is written through `SELECT n` + `SET` via MULTI-less pipelining
-/// in the server: Pika accepts `SELECT` per connection; we open one per DB).
+/// `SET key value` in DB `db` of a node (SELECT on the same connection); panics on error.
 fn set_in_db(port: u16, pw: Option<&str>, db: u32, key: &str, value: &str) {
-    use std::io::{BufRead, BufReader, Write};
-    let s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let mut w = s.try_clone().expect("clone");
-    let mut r = BufReader::new(s);
-    let mut send = |args: &[&str]| {
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        w.write_all(out.as_bytes()).expect("write");
-        let mut line = String::new();
-        r.read_line(&mut line).expect("read");
-        assert!(line.starts_with('+'), "{args:?} on {port}: {line}");
-    };
-    if let Some(pw) = pw {
-        send(&["AUTH", pw]);
-    }
-    send(&["SELECT", &db.to_string()]);
-    send(&["SET", key, value]);
+    let db = db.to_string();
+    resp_calls(port, pw, &[&["SELECT", &db], &["SET", key, value]])
+        .unwrap_or_else(|e| panic!("SET {key} in db{db} on {port}: {e}"));
 }
 
+/// `GET key` in DB `db` of a node; `None` for a missing key or any error.
 fn get_in_db(port: u16, pw: Option<&str>, db: u32, key: &str) -> Option<String> {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    let mut w = s.try_clone().ok()?;
-    let mut r = BufReader::new(s);
-    let mut send = |args: &[&str]| -> Option<String> {
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        w.write_all(out.as_bytes()).ok()?;
-        let mut line = String::new();
-        r.read_line(&mut line).ok()?;
-        if let Some(n) = line.strip_prefix('$') {
-            let n: i64 = n.trim().parse().ok()?;
-            if n < 0 {
-                return None;
-            }
-            let mut buf = vec![0u8; n as usize + 2];
-            r.read_exact(&mut buf).ok()?;
-            buf.truncate(n as usize);
-            return Some(String::from_utf8_lossy(&buf).into_owned());
-        }
-        Some(line)
-    };
-    if let Some(pw) = pw {
-        send(&["AUTH", pw])?;
-    }
-    send(&["SELECT", &db.to_string()])?;
-    send(&["GET", key])
+    let db = db.to_string();
+    resp_calls(port, pw, &[&["SELECT", &db], &["GET", key]])
+        .ok()
+        .filter(|v| v != "(nil)")
 }
 
 fn replid(n: &PikaNode) -> String {
@@ -525,7 +482,7 @@ async fn three_switchovers_under_a_writer_lose_nothing() {
     });
     let mut report = Vec::new();
     for round in 1..=3 {
-        let before = cli_record_master(&s);
+        let before = recorded_master_in_file(&s);
         let t = Instant::now();
         let (code, out, err) = cli(
             &["switchover", "--config", s.arg(), "--cluster", CLUSTER],
@@ -533,7 +490,7 @@ async fn three_switchovers_under_a_writer_lose_nothing() {
         );
         let took = t.elapsed();
         assert_eq!(code, 0, "switchover {round} failed:\n{out}\n{err}");
-        let after = cli_record_master(&s);
+        let after = recorded_master_in_file(&s);
         assert_ne!(before, after, "switchover {round} moved the master");
         let mport: u16 = after
             .rsplit(':')
@@ -564,7 +521,7 @@ async fn three_switchovers_under_a_writer_lose_nothing() {
         });
     }
     let (acked, errors) = writer.finish();
-    let final_master = cli_record_master(&s);
+    let final_master = recorded_master_in_file(&s);
     let fport: u16 = final_master
         .rsplit(':')
         .next()

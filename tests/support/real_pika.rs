@@ -278,10 +278,6 @@ impl PikaNode {
         std::fs::read_to_string(&self.conf).expect("read pika.conf")
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     pub fn try_cmd(&self, args: &[&str]) -> Result<String, String> {
         resp_call(self.port, self.password.as_deref(), args)
     }
@@ -316,30 +312,11 @@ impl PikaNode {
                 .all(|l| l.ends_with(":connected"))
     }
 
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
     /// SIGKILL and reap (a crash). Idempotent.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
-        }
-    }
-
-    /// SIGSTOP / SIGCONT the process.
-    pub fn signal(&self, sig: &str) {
-        if let Some(pid) = self.pid() {
-            let st = Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(pid.to_string())
-                .status()
-                .expect("run kill(1)");
-            assert!(st.success(), "kill -{sig} {pid} failed");
         }
     }
 

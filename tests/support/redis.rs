@@ -128,6 +128,16 @@ fn read_reply(r: &mut impl BufRead) -> Result<String, String> {
 /// Open a connection to `127.0.0.1:port`, AUTH with `password` if given, send `args`, return
 /// the reply. Any failure (connect, I/O, AUTH, error reply) is `Err(text)`.
 pub fn resp_call(port: u16, password: Option<&str>, args: &[&str]) -> Result<String, String> {
+    resp_calls(port, password, &[args])
+}
+
+/// Like [`resp_call`] with several commands on one connection (e.g. `SELECT` then `GET`);
+/// returns the last reply, or the first error.
+pub fn resp_calls(
+    port: u16,
+    password: Option<&str>,
+    commands: &[&[&str]],
+) -> Result<String, String> {
     let s = TcpStream::connect(("127.0.0.1", port))
         .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
     s.set_read_timeout(Some(CLIENT_TIMEOUT))
@@ -141,9 +151,13 @@ pub fn resp_call(port: u16, password: Option<&str>, args: &[&str]) -> Result<Str
             .map_err(|e| format!("write: {e}"))?;
         read_reply(&mut r).map_err(|e| format!("AUTH failed: {e}"))?;
     }
-    w.write_all(&encode(args))
-        .map_err(|e| format!("write: {e}"))?;
-    read_reply(&mut r)
+    let mut last = Err("no command".to_string());
+    for args in commands {
+        w.write_all(&encode(args))
+            .map_err(|e| format!("write: {e}"))?;
+        last = Ok(read_reply(&mut r)?);
+    }
+    last
 }
 
 /// The value of `key:` in an INFO body (first occurrence), if present.
