@@ -206,7 +206,17 @@ async fn etcd_failed_release_is_retried_in_the_background() {
         "lock free for another instance {:?} after etcd restart",
         t.elapsed()
     );
-    assert!(a.held_locks().is_empty(), "{:?}", a.held_locks());
+    // `a` forgets the lease just after etcd answers the revoke, so `b` may see the lock
+    // free a moment before `a`'s book does.
+    let forgot = Instant::now();
+    while !a.held_locks().is_empty() {
+        assert!(
+            forgot.elapsed() < Duration::from_secs(2),
+            "lock freed but still booked: {:?}",
+            a.held_locks()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     b.release(lb).await.expect("release");
 }
 
