@@ -34,7 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::model::{Addr, LinkState, NodeObservation, Observation, Role, TopologyRecord};
+use crate::model::{Addr, LinkState, Observation, Role, TopologyRecord};
 use crate::reconcile::Result_;
 
 /// Content type of [`Metrics::encode`] (OpenMetrics 1.0 text).
@@ -203,20 +203,6 @@ fn node_labels(cluster: &str, instance: &str) -> NodeLabels {
         cluster: cluster.to_string(),
         instance: instance.to_string(),
     }
-}
-
-/// Our own notion of "could be promoted right now", from this node's status alone: a reachable
-/// replica with its link up, not excluded by operator config (`never_promote`, priority 0), by
-/// `slave_priority 0`, or by Pika's `is_eligible_for_master_election:false`. The relative lag
-/// rule (behind the best candidate) needs all nodes and stays in `decide`.
-pub fn promotion_eligible(node: &NodeObservation) -> bool {
-    let Ok(s) = &node.status else { return false };
-    s.role.is_replica()
-        && s.link == Some(LinkState::Up)
-        && s.eligible != Some(false)
-        && s.priority != Some(0)
-        && !node.never_promote
-        && node.priority != 0
 }
 
 /// Label for [`Metrics::reconcile`]'s `result` from a reconcile result.
@@ -584,7 +570,7 @@ impl Metrics {
             let inst = n.addr.to_string();
             let nl = node_labels(c, &inst);
             up.push((nl.clone(), i64::from(n.status.is_ok())));
-            eligible.push((nl.clone(), i64::from(promotion_eligible(n))));
+            eligible.push((nl.clone(), i64::from(n.promotion_eligible())));
             if let Some(want) = expected_role(record, &n.addr) {
                 for r in ROLES {
                     expected.push((role_labels(c, &inst, r), i64::from(r == want)));

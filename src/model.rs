@@ -264,6 +264,20 @@ impl NodeObservation {
     pub fn reachable(&self) -> Option<&NodeStatus> {
         self.status.as_ref().ok()
     }
+
+    /// Our own notion of "could be promoted right now", from this node's status alone: a
+    /// reachable replica with its link up, not excluded by operator config (`never_promote`,
+    /// priority 0), by `slave_priority 0`, or by Pika's `is_eligible_for_master_election:false`.
+    /// The relative lag rule (behind the best candidate) needs all nodes and stays in `decide`.
+    pub fn promotion_eligible(&self) -> bool {
+        let Ok(s) = &self.status else { return false };
+        s.role.is_replica()
+            && s.link == Some(LinkState::Up)
+            && s.eligible != Some(false)
+            && s.priority != Some(0)
+            && !self.never_promote
+            && self.priority != 0
+    }
 }
 
 /// What we observed of a whole cluster at one moment, in config order.
@@ -287,6 +301,42 @@ impl Observation {
             .filter(|n| matches!(&n.status, Ok(s) if s.role == Role::Master))
             .map(|n| &n.addr)
             .collect()
+    }
+
+    /// The master whose replica lines describe `node`: the one it says it follows, if
+    /// observed, else the only node claiming master.
+    pub fn master_of(&self, node: &NodeStatus) -> Option<&NodeStatus> {
+        if let Some(m) = &node.master {
+            if let Some(s) = self.node(m).and_then(NodeObservation::reachable) {
+                return Some(s);
+            }
+        }
+        match self.claiming_master().as_slice() {
+            [only] => self.node(only).and_then(NodeObservation::reachable),
+            _ => None,
+        }
+    }
+
+    /// The one lag rule: a replica's lag in bytes, from its master's replica line (Pika: binlog
+    /// bytes summed over DBs, absent while a DB is in full sync; Redis: master offset minus
+    /// acked offset), else from comparable offsets. `None` for a master or when unknown.
+    pub fn lag_of(&self, addr: &Addr, s: &NodeStatus) -> Option<u64> {
+        if !s.role.is_replica() {
+            return None;
+        }
+        let m = self.master_of(s)?;
+        let line = m
+            .replicas
+            .iter()
+            .find(|r| r.ip == addr.host && r.port == addr.port);
+        if let Some(lag) = line.and_then(|l| l.lag_bytes) {
+            return Some(lag);
+        }
+        // Comparable offsets (Redis; Pika ≥ 3.5.5 slave_repl_offset) give the lag directly.
+        match (m.offset, s.offset) {
+            (Some(mo), Some(so)) => Some(mo.saturating_sub(so)),
+            _ => None,
+        }
     }
 }
 
@@ -312,6 +362,19 @@ pub struct TopologyRecord {
 }
 
 /// A record together with the backend's version, for compare-and-set.
+impl TopologyRecord {
+    /// The one epoch rule: the epoch a new record naming `master` gets after `prev` (the
+    /// current record, if any): unchanged for the same master, one more for a new one, 1 for
+    /// the first record.
+    pub fn next_epoch(prev: Option<&TopologyRecord>, master: &Addr) -> u64 {
+        match prev {
+            Some(p) if &p.master == master => p.epoch,
+            Some(p) => p.epoch + 1,
+            None => 1,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versioned<T> {
     pub value: T,

@@ -217,11 +217,7 @@ pub async fn record<N: Nodes, C: Coordinator>(
         Ok(c) => c,
         Err(e) => return coord_failed(&e),
     };
-    let epoch = match &current {
-        Some(c) if &c.value.master == master => c.value.epoch,
-        Some(c) => c.value.epoch + 1,
-        None => 1,
-    };
+    let epoch = TopologyRecord::next_epoch(current.as_ref().map(|c| &c.value), master);
     let replicas: Vec<Addr> = ctx
         .cluster
         .nodes

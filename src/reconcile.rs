@@ -850,22 +850,17 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         let coord = self.ctx.coord;
         let cluster = &self.ctx.cluster.name;
         let now = now_unix();
-        let (epoch, last_failover_at, expected) = match &self.record {
+        let epoch = TopologyRecord::next_epoch(self.record.as_ref().map(|v| &v.value), master);
+        let (last_failover_at, expected) = match &self.record {
             Some(v) => {
-                let changed = &v.value.master != master;
-                let epoch = if changed {
-                    v.value.epoch + 1
-                } else {
-                    v.value.epoch
-                };
                 let last = if automatic {
                     Some(now)
                 } else {
                     v.value.last_failover_at
                 };
-                (epoch, last, Some(v.version))
+                (last, Some(v.version))
             }
-            None => (1, if automatic { Some(now) } else { None }, None),
+            None => (if automatic { Some(now) } else { None }, None),
         };
         let rec = TopologyRecord {
             master: master.clone(),

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config::{ClusterConfig, Loaded};
 use crate::error::{Error, Result};
-use crate::model::{Addr, Engine, LinkState, NodeObservation, NodeStatus, Observation, Role};
+use crate::model::{Addr, Engine, LinkState, Observation, Role};
 use crate::node::redis::RedisNodes;
 use crate::observe::observe;
 
@@ -131,39 +131,6 @@ pub async fn run(loaded: &Loaded, cluster: Option<&str>, json: bool) -> Result<(
     Ok((text, report.exit_code()))
 }
 
-/// The master whose replica lines describe `node`: the one it says it follows, if observed,
-/// else the only node claiming master.
-fn master_of<'a>(obs: &'a Observation, node: &NodeStatus) -> Option<&'a NodeStatus> {
-    if let Some(m) = &node.master {
-        if let Some(s) = obs.node(m).and_then(NodeObservation::reachable) {
-            return Some(s);
-        }
-    }
-    match obs.claiming_master().as_slice() {
-        [only] => obs.node(only).and_then(NodeObservation::reachable),
-        _ => None,
-    }
-}
-
-fn lag_of(obs: &Observation, addr: &Addr, s: &NodeStatus) -> Option<u64> {
-    if !s.role.is_replica() {
-        return None;
-    }
-    let m = master_of(obs, s)?;
-    let line = m
-        .replicas
-        .iter()
-        .find(|r| r.ip == addr.host && r.port == addr.port);
-    if let Some(lag) = line.and_then(|l| l.lag_bytes) {
-        return Some(lag);
-    }
-    // Comparable offsets (Redis; Pika ≥ 3.5.5 slave_repl_offset) give the lag directly.
-    match (m.offset, s.offset) {
-        (Some(mo), Some(so)) => Some(mo.saturating_sub(so)),
-        _ => None,
-    }
-}
-
 /// Pure: one observation → the cluster's status lines, problems and notes.
 pub fn summarize(obs: &Observation, paused: bool) -> ClusterStatus {
     let mut problems = Vec::new();
@@ -198,7 +165,7 @@ pub fn summarize(obs: &Observation, paused: bool) -> ClusterStatus {
                     row.master = s.master.clone();
                     row.link = s.link;
                     row.offset = s.offset;
-                    row.lag_bytes = lag_of(obs, &n.addr, s);
+                    row.lag_bytes = obs.lag_of(&n.addr, s);
                     row.eligible = s.eligible;
                     row.connected_replicas = Some(s.connected_replicas);
                     if s.role.is_replica() {
@@ -341,7 +308,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::model::ReplicaLine;
+    use crate::model::{NodeObservation, NodeStatus, ReplicaLine};
 
     fn status(role: Role, master: Option<&str>, offset: u64) -> NodeStatus {
         NodeStatus {
