@@ -175,7 +175,7 @@ impl Reconciler for Service {
             }
         };
         let m = &self.metrics;
-        let result = crate::metrics::result_label(&out.result);
+        let result = out.result.metric_label();
         m.reconcile(
             cluster,
             out.trigger.label(),

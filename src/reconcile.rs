@@ -924,3 +924,20 @@ enum StepError {
     #[error("the cluster changed: {0}; plan stopped")]
     ClusterChanged(String),
 }
+
+impl Result_ {
+    /// The `result` label of the `reconciles_total` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Result_::NoAction => "no_action",
+            Result_::Refused => "refused",
+            Result_::DryRun => "dry_run",
+            Result_::LockHeld { .. } => "lock_held",
+            Result_::PlanChanged => "plan_changed",
+            Result_::Applied => "applied",
+            Result_::Failed { .. } => "failed",
+            Result_::CoordinatorUnreachable { .. } => "coordinator_unreachable",
+            Result_::InProgress => "in_progress",
+        }
+    }
+}
