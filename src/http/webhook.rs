@@ -15,7 +15,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::body::{is_json, read_body};
-use super::{error, App};
+use super::{error, ApiError, App};
 use crate::alert::{self, Classified, ClusterWork, NotActed, Payload};
 use crate::decide::Trigger;
 use crate::events::{EventKind, NewEvent, TriggerSource};
@@ -155,7 +155,7 @@ pub(super) async fn webhook<R: Reconciler>(
             };
             (status, Json(a)).into_response()
         }
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -261,13 +261,13 @@ async fn run_work<R: Reconciler>(
     futures_util::future::join_all(runs).await
 }
 
-/// The answer body, or a 503 when some work was not accepted.
+/// The answer body, or a 503 when some work was not accepted (shutting down).
 fn answer(
     results: Vec<WorkResult>,
     ignored: Vec<IgnoredAnswer>,
     truncated_alerts: u64,
     within: Duration,
-) -> Result<WebhookAnswer, Response> {
+) -> Result<WebhookAnswer, ApiError> {
     let mut clusters = BTreeMap::new();
     let mut retry = false;
     let mut in_progress = false;
@@ -283,13 +283,16 @@ fn answer(
             }
             // Not 2xx, so nothing is lost: Alertmanager re-sends to us or a peer.
             Err(SubmitError::ShuttingDown) => {
-                return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))
+                return Err(ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting down".into(),
+                ))
             }
             Err(e) => {
                 // Cannot happen for alert triggers (clusters were checked, autos never "busy");
                 // answered as retryable so the alert is not lost.
                 tracing::error!(cluster, error = %e, "webhook work not accepted");
-                return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
+                return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
             }
         }
     }
