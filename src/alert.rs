@@ -6,11 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::WebhookConfig;
 use crate::decide::Trigger;
-use crate::events::AlertInfo;
 use crate::model::Addr;
 
 /// Deepest `[`/`{` nesting we accept. Real payloads nest 3 levels. serde_json limits recursion
@@ -128,6 +127,22 @@ pub fn redact_label(value: &str) -> String {
         }
     }
     value.to_string()
+}
+
+/// One Alertmanager alert as it appears in the audit trail. Label values that look like URLs
+/// have their user-info removed (a `redis://:password@host` instance label must not leak).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertInfo {
+    pub alertname: String,
+    /// `firing` or `resolved` (as sent).
+    pub status: String,
+    /// Depends only on the labels: together with `starts_at` it identifies one incident.
+    pub fingerprint: String,
+    pub starts_at: String,
+    /// The node the alert is about, normalised to `host:port`, when the instance label parsed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// What to do for one cluster named by firing alerts.

@@ -26,7 +26,7 @@
 //!   ([`crate::throttle`]).
 
 use std::collections::HashMap;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::Write;
@@ -39,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+pub use crate::alert::AlertInfo;
 use crate::decide::Trigger;
 use crate::reconcile::{Outcome, Result_};
 use crate::throttle::Throttle;
@@ -78,22 +79,6 @@ impl TriggerSource {
             TriggerSource::Periodic => "periodic",
         }
     }
-}
-
-/// One Alertmanager alert as it appears in the audit trail. Label values that look like URLs
-/// have their user-info removed (a `redis://:password@host` instance label must not leak).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlertInfo {
-    pub alertname: String,
-    /// `firing` or `resolved` (as sent).
-    pub status: String,
-    /// Depends only on the labels: together with `starts_at` it identifies one incident.
-    pub fingerprint: String,
-    pub starts_at: String,
-    /// The node the alert is about, normalised to `host:port`, when the instance label parsed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
-    pub labels: BTreeMap<String, String>,
 }
 
 /// What kind of entry this is.

@@ -13,11 +13,15 @@
 //! - [`demo`]: `make demo`: 3 local redis-servers, a writer, kill -9 and restart, with a timeline.
 //! - [`app`]: wiring for `serve`: coordinator, node clients, poller, periodic check, HTTP.
 //! - [`status`]: the `status` command: observe every cluster once, render a table or JSON.
-//! - [`alert`]: Alertmanager webhook payloads (v4): parsing, mapping alerts to cluster triggers.
+//! - [`alert`]: Alertmanager webhook payloads (v4): parsing, mapping alerts to cluster triggers, `AlertInfo`.
 //! - [`supervisor`]: single-flight per cluster, coalesced follow-ups, pause, the `Reconciler` seam.
 //! - [`events`]: the audit trail (ring + JSON-lines file + coordinator sink).
-//! - [`http`]: the axum router (webhook, operator API, health, metrics) and `serve`.
-//! - [`metrics`]: the `/metrics` exporter (`Metrics` over a prometheus-client registry).
+//! - [`http`]: the axum router and `serve` (accept loop, shutdown); [`http::auth`] credentials;
+//!   [`http::webhook`] `POST /v1/alerts`; `api` the operator API; `health` `/healthz` `/readyz`
+//!   `/metrics`; `body` content type and body limits; `conn` one connection (timeouts, linger).
+//! - [`metrics`]: the `/metrics` exporter: the registration table (`Metrics`), event counters,
+//!   encoders; `series` label sets and per-cluster series sets; `project` observation → series;
+//!   `classic` the text 0.0.4 re-encoder.
 //! - [`poller`]: the polling task that feeds `metrics` and keeps the last observation per cluster.
 //! - [`error`]: the top-level error with `is_retryable`.
 //! - [`throttle`]: rate-limited log lines for messages that can repeat at request rate.
