@@ -701,7 +701,7 @@ fn promtool_lints_our_output() {
     let (ok, out) = promtool_check_metrics(&m.encode_classic());
     assert!(ok, "promtool check metrics on the classic text:\n{out}");
     // The OpenMetrics text is what Prometheus scrapes; promtool's classic linter cannot read
-    // its counters (documented in src/metrics.rs). Pin that finding so a promtool that learns
+    // its counters (documented in src/metrics/mod.rs). Pin that finding so a promtool that learns
     // OpenMetrics shows up here.
     let (ok_om, out_om) = promtool_check_metrics(&m.encode());
     assert!(!ok_om && out_om.contains("_total no help text"), "{out_om}");
