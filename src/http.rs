@@ -35,6 +35,8 @@ use crate::supervisor::{
 };
 use crate::throttle::Throttle;
 
+pub mod page;
+
 /// Renders the metrics exposition for the request's `Accept` header: (content type, body).
 /// Prometheus asks for OpenMetrics; anything else (curl, promtool) gets the classic text.
 pub type MetricsFn = Arc<dyn Fn(Option<&str>) -> (&'static str, String) + Send + Sync>;
@@ -65,6 +67,8 @@ pub struct Auth {
     pub bearer: Option<Secret>,
     pub basic: Option<(String, Secret)>,
     pub allow_unauthenticated: bool,
+    /// `webhook.read_only_token`: may `GET` the page and the API, never `POST` (see [`page::access`]).
+    pub read_only: Option<Secret>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -73,6 +77,7 @@ impl std::fmt::Debug for Auth {
             .field("bearer", &self.bearer.is_some())
             .field("basic_user", &self.basic.as_ref().map(|b| &b.0))
             .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("read_only", &self.read_only.is_some())
             .finish()
     }
 }
@@ -87,6 +92,7 @@ impl Auth {
                 _ => None,
             },
             allow_unauthenticated: w.allow_unauthenticated,
+            read_only: l.read_only_token.clone(),
         }
     }
 
@@ -132,6 +138,8 @@ pub struct App<R: Reconciler> {
     pub webhook: WebhookConfig,
     pub metrics: MetricsFn,
     pub limits: ServerLimits,
+    /// What the status page needs from the config (policy, per-cluster command renames).
+    pub page: page::PageConfig,
     webhook_counter: std::sync::OnceLock<WebhookCounter>,
 }
 
@@ -154,6 +162,7 @@ impl<R: Reconciler> App<R> {
             webhook: loaded.config.webhook.clone(),
             metrics,
             limits: ServerLimits::from_config(&loaded.config.service),
+            page: page::PageConfig::from_loaded(loaded),
             webhook_counter: std::sync::OnceLock::new(),
         })
     }
@@ -210,6 +219,7 @@ pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
         .route("/v1/pause", post(pause::<R>))
         .route("/v1/resume", post(resume::<R>))
         .route("/v1/events", get(events::<R>))
+        .merge(page::routes::<R>())
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             authenticate::<R>,
@@ -270,12 +280,18 @@ async fn authenticate<R: Reconciler>(
     req: Request,
     next: Next,
 ) -> Response {
-    if !app.auth.check(req.headers()) {
+    let access = page::access(&app.auth, req.method(), req.headers());
+    if let page::Access::Forbidden(why) = access {
+        return error(StatusCode::FORBIDDEN, why);
+    }
+    if access == page::Access::Denied {
         if let Some(suppressed) = REJECTED_AUTH.check() {
             tracing::warn!(path = %req.uri().path(), suppressed, "rejected request: missing or wrong credentials");
         }
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
-        let challenge = if app.auth.bearer.is_some() {
+        let challenge = if app.auth.bearer.is_some()
+            && !page::prompts_for_basic(&app.auth, req.uri().path(), req.headers())
+        {
             "Bearer"
         } else {
             "Basic realm=\"pika-remedy\""
@@ -1023,6 +1039,7 @@ mod tests {
             bearer: Some(Secret::new("tok")),
             basic: Some(("am".into(), Secret::new("pw:x"))),
             allow_unauthenticated: false,
+            read_only: None,
         };
         assert!(a.check(&auth_header("Bearer tok")));
         assert!(a.check(&auth_header("bearer tok")));
