@@ -10,11 +10,20 @@
   let errors = 0;
 
   // Uncaught errors are counted on the page (tests read data-js-errors) and shown.
-  window.addEventListener('error', function (e) {
+  function scriptError(message) {
     errors += 1;
     app.setAttribute('data-js-errors', String(errors));
-    setRefresh('error', 'script error: ' + (e.message || 'unknown'));
-  });
+    setRefresh('error', 'script error: ' + (message || 'unknown'));
+  }
+  window.addEventListener('error', function (e) { scriptError(e.message); });
+  window.addEventListener('unhandledrejection', function (e) { scriptError(e.reason && e.reason.message); });
+
+  // An HTTP or network failure (shown, retried at the next tick), not a bug in this script.
+  function httpError(message) {
+    const e = new Error(message);
+    e.http = true;
+    return e;
+  }
 
   // `location.origin` never carries user:password, so fetch() works after a login by URL.
   function url(path) {
@@ -23,10 +32,11 @@
 
   function getJson(path) {
     return fetch(url(path), { credentials: 'same-origin', headers: { Accept: 'application/json' } })
+      .catch(function (e) { throw httpError(path + ': ' + e.message); })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) {
           if (!r.ok) {
-            throw new Error(path + ': HTTP ' + r.status + (body && body.error ? ' — ' + body.error : ''));
+            throw httpError(path + ': HTTP ' + r.status + (body && body.error ? ' — ' + body.error : ''));
           }
           return body;
         });
@@ -38,7 +48,7 @@
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) {
           if (!r.ok) {
-            throw new Error('HTTP ' + r.status + (body && body.error ? ': ' + body.error : ''));
+            throw httpError('HTTP ' + r.status + (body && body.error ? ': ' + body.error : ''));
           }
           return body;
         });
@@ -401,7 +411,8 @@
     load().then(function () {
       setRefresh('ok', 'updated ' + new Date().toLocaleTimeString());
     }).catch(function (e) {
-      setRefresh('error', 'refresh failed: ' + e.message);
+      if (e && e.http) setRefresh('error', 'refresh failed: ' + e.message);
+      else scriptError(e && e.message);
     }).then(function () { busy = false; });
   }
 
