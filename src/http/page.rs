@@ -469,6 +469,44 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn browsers_get_a_basic_challenge_other_clients_keep_bearer() {
+        let with_ro = Auth {
+            bearer: Some(Secret::new("full")),
+            read_only: Some(Secret::new("ro")),
+            ..Auth::default()
+        };
+        let none = HeaderMap::new();
+        let browser = headers(&[(header::HeaderName::from_static("sec-fetch-mode"), "cors")]);
+        assert!(prompts_for_basic(&with_ro, "/", &none));
+        assert!(prompts_for_basic(&with_ro, "/clusters/main", &none));
+        assert!(prompts_for_basic(&with_ro, "/v1/clusters", &browser));
+        assert!(!prompts_for_basic(&with_ro, "/v1/clusters", &none));
+        assert!(!prompts_for_basic(&with_ro, "/v1/alerts", &none));
+        let bearer_only = Auth {
+            bearer: Some(Secret::new("full")),
+            ..Auth::default()
+        };
+        assert!(!prompts_for_basic(&bearer_only, "/", &browser));
+    }
+
+    #[test]
+    fn unauthenticated_demo_mode_still_refuses_cross_site_posts() {
+        let open = Auth {
+            allow_unauthenticated: true,
+            ..Auth::default()
+        };
+        let h = headers(&[
+            (header::HOST, "127.0.0.1:9655"),
+            (header::ORIGIN, "http://evil.invalid"),
+        ]);
+        assert!(matches!(
+            access(&open, &Method::POST, &h),
+            Access::Forbidden(_)
+        ));
+        assert_eq!(access(&open, &Method::GET, &h), Access::Granted);
+    }
+
     fn status(role: Role, master: Option<&Addr>, offset: u64) -> NodeStatus {
         NodeStatus {
             engine: Engine::Redis,
