@@ -335,8 +335,12 @@ async fn the_page_shows_topology_failover_split_brain_and_demotion_in_a_real_bro
     c.master.kill9();
     let (st, body) = svc.post("/v1/alerts", BEARER, payload).await;
     assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    // "pending": not decided within `webhook.reply_within` on a slow machine; the page shows it.
     let ans = &json(&body)["clusters"][CLUSTER];
-    assert_eq!(ans["action"], "failover", "{body}");
+    assert!(
+        ans["action"] == "failover" || ans["action"] == "pending",
+        "{body}"
+    );
     let t = Instant::now();
     let d = dom_until(
         &svc,
@@ -403,11 +407,8 @@ async fn the_page_shows_topology_failover_split_brain_and_demotion_in_a_real_bro
         .post("/v1/alerts", BEARER, role_mismatch_payload(&c.master))
         .await;
     assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
-    assert_eq!(
-        json(&body)["clusters"][CLUSTER]["action"],
-        "demote",
-        "{body}"
-    );
+    let action = &json(&body)["clusters"][CLUSTER]["action"];
+    assert!(action == "demote" || action == "pending", "{body}");
     let d = dom_until(&svc, &cluster_path, "the demoted old master", |d| {
         has_event(d, "demote", "applied")
             && node_tag(d, &old).contains("data-role=\"slave\"")
