@@ -362,6 +362,9 @@ pub struct WebhookConfig {
     /// Basic auth user and password (Alertmanager `basic_auth`).
     pub basic_user: Option<String>,
     pub basic_password: Option<SecretSource>,
+    /// Read-only token for the status page and `GET /v1/*` (never `POST`): sent as
+    /// `Authorization: Bearer <token>`, or in a browser as basic auth with user `read-only`.
+    pub read_only_token: Option<SecretSource>,
     /// Accept unauthenticated requests (only for local demos; logged loudly).
     pub allow_unauthenticated: bool,
     /// Maximum body size in bytes.
@@ -387,6 +390,7 @@ impl Default for WebhookConfig {
             bearer_token: None,
             basic_user: None,
             basic_password: None,
+            read_only_token: None,
             allow_unauthenticated: false,
             max_body_bytes: 1024 * 1024,
             cluster_label: "cluster".into(),
@@ -456,6 +460,8 @@ pub struct Loaded {
     pub etcd_password: Option<Secret>,
     pub webhook_bearer: Option<Secret>,
     pub webhook_basic_password: Option<Secret>,
+    /// `webhook.read_only_token`, resolved.
+    pub read_only_token: Option<Secret>,
 }
 
 impl Loaded {
@@ -665,6 +671,9 @@ impl Config {
         if let Some(s) = &w.basic_password {
             check_source(s, "webhook.basic_password", file)?;
         }
+        if let Some(s) = &w.read_only_token {
+            check_source(s, "webhook.read_only_token", file)?;
+        }
         if w.basic_user.is_some() != w.basic_password.is_some() {
             return Err(err(
                 "webhook.basic_user".into(),
@@ -828,6 +837,15 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     };
     let webhook_bearer = opt(&config.webhook.bearer_token, "webhook.bearer_token")?;
     let webhook_basic_password = opt(&config.webhook.basic_password, "webhook.basic_password")?;
+    let read_only_token = opt(&config.webhook.read_only_token, "webhook.read_only_token")?;
+    let same_as = |full: &Option<Secret>| matches!((full, &read_only_token), (Some(f), Some(r)) if f.expose() == r.expose());
+    if same_as(&webhook_bearer) || same_as(&webhook_basic_password) {
+        return Err(ConfigError {
+            file: file.clone(),
+            field: "webhook.read_only_token".into(),
+            message: "must differ from bearer_token and basic_password (it grants less)".into(),
+        });
+    }
     Ok(Loaded {
         config,
         path: path.to_path_buf(),
@@ -836,6 +854,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         etcd_password,
         webhook_bearer,
         webhook_basic_password,
+        read_only_token,
     })
 }
 

@@ -68,6 +68,7 @@ nodes = [{{ addr = "127.0.0.1:7000" }}, {{ addr = "127.0.0.1:7001" }}]
         etcd_password: None,
         webhook_bearer: Some(Secret::new(BEARER)),
         webhook_basic_password: None,
+        read_only_token: None,
     };
     let sup = Supervisor::new(
         Arc::new(Quiet),

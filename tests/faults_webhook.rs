@@ -129,6 +129,7 @@ nodes = [{{ addr = "127.0.0.1:7000" }}, {{ addr = "127.0.0.1:7001" }}, {{ addr =
         etcd_password: None,
         webhook_bearer: Some(Secret::new(BEARER)),
         webhook_basic_password: None,
+        read_only_token: None,
     };
     let fake = Arc::new(Scripted {
         calls: AtomicUsize::new(0),

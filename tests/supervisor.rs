@@ -338,6 +338,7 @@ nodes = [{{ addr = "127.0.0.1:7000" }}]
         etcd_password: None,
         webhook_bearer: None,
         webhook_basic_password: None,
+        read_only_token: None,
     }
 }
 

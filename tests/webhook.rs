@@ -166,6 +166,7 @@ async fn start() -> Svc {
         etcd_password: None,
         webhook_bearer: Some(Secret::new(BEARER)),
         webhook_basic_password: Some(Secret::new(BASIC_PASS)),
+        read_only_token: None,
     };
     let fake = Arc::new(Fake::default());
     let events = Arc::new(EventLog::open(1000, Some(&events_file)).unwrap());

@@ -23,6 +23,8 @@ pub struct Auth {
     pub bearer: Option<Secret>,
     pub basic: Option<(String, Secret)>,
     pub allow_unauthenticated: bool,
+    /// `webhook.read_only_token`: may `GET` the page and the API, never `POST` (see [`super::page::access`]).
+    pub read_only: Option<Secret>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -31,6 +33,7 @@ impl std::fmt::Debug for Auth {
             .field("bearer", &self.bearer.is_some())
             .field("basic_user", &self.basic.as_ref().map(|b| &b.0))
             .field("allow_unauthenticated", &self.allow_unauthenticated)
+            .field("read_only", &self.read_only.is_some())
             .finish()
     }
 }
@@ -45,6 +48,7 @@ impl Auth {
                 _ => None,
             },
             allow_unauthenticated: w.allow_unauthenticated,
+            read_only: l.read_only_token.clone(),
         }
     }
 
@@ -88,12 +92,18 @@ pub(super) async fn authenticate<R: Reconciler>(
     req: Request,
     next: Next,
 ) -> Response {
-    if !app.auth.check(req.headers()) {
+    let access = super::page::access(&app.auth, req.method(), req.headers());
+    if let super::page::Access::Forbidden(why) = access {
+        return error(StatusCode::FORBIDDEN, why);
+    }
+    if access == super::page::Access::Denied {
         if let Some(suppressed) = REJECTED_AUTH.check() {
             tracing::warn!(path = %req.uri().path(), suppressed, "rejected request: missing or wrong credentials");
         }
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong credentials");
-        let challenge = if app.auth.bearer.is_some() {
+        let challenge = if app.auth.bearer.is_some()
+            && !super::page::prompts_for_basic(&app.auth, req.uri().path(), req.headers())
+        {
             "Bearer"
         } else {
             "Basic realm=\"pika-remedy\""
@@ -123,6 +133,7 @@ mod tests {
             bearer: Some(Secret::new("tok")),
             basic: Some(("am".into(), Secret::new("pw:x"))),
             allow_unauthenticated: false,
+            read_only: None,
         };
         assert!(a.check(&auth_header("Bearer tok")));
         assert!(a.check(&auth_header("bearer tok")));

@@ -16,6 +16,7 @@ pub mod auth;
 mod body;
 mod conn;
 mod health;
+pub mod page;
 pub mod webhook;
 
 use std::future::Future;
@@ -59,6 +60,8 @@ pub struct App<R: Reconciler> {
     pub webhook: WebhookConfig,
     pub metrics: MetricsFn,
     pub limits: ServerLimits,
+    /// What the status page needs from the config (policy, per-cluster command renames).
+    pub page: page::PageConfig,
     webhook_counter: std::sync::OnceLock<WebhookCounter>,
 }
 
@@ -81,6 +84,7 @@ impl<R: Reconciler> App<R> {
             webhook: loaded.config.webhook.clone(),
             metrics,
             limits: ServerLimits::from_config(&loaded.config.service),
+            page: page::PageConfig::from_loaded(loaded),
             webhook_counter: std::sync::OnceLock::new(),
         })
     }
@@ -140,6 +144,7 @@ pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
         .route("/v1/pause", post(api::pause::<R>))
         .route("/v1/resume", post(api::resume::<R>))
         .route("/v1/events", get(api::events::<R>))
+        .merge(page::routes::<R>())
         .route_layer(middleware::from_fn_with_state(
             app.clone(),
             auth::authenticate::<R>,
