@@ -89,10 +89,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
 use crate::config::Policy;
 use crate::model::{
     Addr, Engine, LinkState, NodeObservation, NodeStatus, Observation, Role, TopologyRecord,
 };
+use crate::node::commands::{Command, Dialect};
 
 /// What woke us up. Alerts are hints: the trigger only selects which rules apply
 /// (e.g. manual triggers ignore the cooldown); the decision comes from the observation.
@@ -250,6 +253,10 @@ pub enum Step {
         master: Addr,
         force: bool,
         engine: Engine,
+        /// `SLAVEOF NO ONE` first: the node already names `master` (an identical `SLAVEOF` is a
+        /// silent no-op on Pika, even in a broken state).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reset: bool,
     },
     /// `CONFIG REWRITE`, so a restart keeps the new role. A failure is reported.
     Persist { node: Addr },
@@ -284,83 +291,93 @@ impl Step {
 
     /// The exact commands this step may send, for `plan` output (passwords shown as `<password>`).
     pub fn commands(&self, has_password: bool) -> Vec<String> {
-        self.commands_renamed(has_password, &BTreeMap::new())
+        self.commands_in(has_password, &Dialect::default())
     }
 
     /// Like [`Step::commands`], with command names as the nodes know them under
-    /// `rename-command` (`renames`: upper-case original -> renamed, see
-    /// `ClusterConfig::renames`), so the plan shows what is really sent.
+    /// `rename-command` (`renames`: original -> renamed, see `ClusterConfig::renames`), so the
+    /// plan shows what is really sent.
     pub fn commands_renamed(
         &self,
         has_password: bool,
         renames: &BTreeMap<String, String>,
     ) -> Vec<String> {
-        let name = |n: &'static str| renames.get(n).map(String::as_str).unwrap_or(n);
-        let (slaveof, config, info, client) = (
-            name("SLAVEOF"),
-            name("CONFIG"),
-            name("INFO"),
-            name("CLIENT"),
-        );
+        self.commands_in(has_password, &Dialect::new(renames.clone()))
+    }
+
+    /// The plan's lines for this step: every command of [`Step::wire`], plus the polls and
+    /// the one conditional retry the executor may add, all built by [`Dialect`].
+    pub fn commands_in(&self, has_password: bool, d: &Dialect) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .wire(has_password, d)
+            .iter()
+            .map(|(node, c)| format!("{node}: {c}"))
+            .collect();
+        let poll =
+            |node: &Addr, what: String| format!("{node}: poll {} until {what}", d.name("INFO"));
         match self {
-            Step::PauseWrites { node, millis } => {
-                vec![format!("{node}: {client} PAUSE {millis} WRITE")]
-            }
             Step::WaitCatchUp { node, of } => {
-                vec![format!(
-                    "{node}: poll {info} until offset >= offset of {of}"
-                )]
+                v.push(poll(node, format!("offset >= offset of {of}")))
             }
-            Step::Promote { node } => vec![
-                format!("{node}: {slaveof} NO ONE"),
-                format!("{node}: poll {info} until role:master"),
-            ],
+            Step::Promote { node } => v.push(poll(node, "role:master".into())),
+            Step::Follow {
+                node,
+                master,
+                engine,
+                ..
+            } => {
+                v.push(poll(node, "master_link_status:up".into()));
+                // The one retry is forced on Pika even when the first try was not: an identical
+                // SLAVEOF is a no-op there, and a link that did not come up usually means Error.
+                v.push(format!(
+                    "{node}: on link timeout, once: {}; {}",
+                    d.promote(),
+                    d.follow(master, *engine == Engine::Pika)
+                ));
+            }
+            Step::Intent { promote } => v.push(format!(
+                "coordinator: record intent \"failover to {promote} in progress\" (compare-and-set)"
+            )),
+            Step::Record {
+                master, replicas, ..
+            } => v.push(format!(
+                "coordinator: record master {master}, replicas {} (compare-and-set)",
+                join(replicas)
+            )),
+            _ => {}
+        }
+        v
+    }
+
+    /// The node commands this step sends when everything answers as planned, in order. The
+    /// executor sends exactly these (plus, on a link timeout, the retry `commands` shows).
+    pub fn wire(&self, has_password: bool, d: &Dialect) -> Vec<(Addr, Command)> {
+        let on = |node: &Addr, c: Command| vec![(node.clone(), c)];
+        match self {
+            Step::PauseWrites { node, millis } => on(node, d.pause(Duration::from_millis(*millis))),
+            Step::Promote { node } => on(node, d.promote()),
             Step::Follow {
                 node,
                 master,
                 force,
-                engine,
+                reset,
+                ..
             } => {
                 let mut v = Vec::new();
                 if has_password {
-                    v.push(format!("{node}: {config} SET masterauth <password>"));
+                    v.push((node.clone(), d.masterauth()));
                 }
-                let f = if *force { " force" } else { "" };
-                v.push(format!(
-                    "{node}: {slaveof} {} {}{f}",
-                    master.host, master.port
-                ));
-                v.push(format!("{node}: poll {info} until master_link_status:up"));
-                // The one retry is forced on Pika even when the first try was not: an identical
-                // SLAVEOF is a no-op there, and a link that did not come up usually means Error.
-                let retry_force = if *engine == Engine::Pika {
-                    " force"
-                } else {
-                    ""
-                };
-                v.push(format!(
-                    "{node}: on link timeout, once: {slaveof} NO ONE; {slaveof} {} {}{retry_force}",
-                    master.host, master.port
-                ));
+                if *reset {
+                    v.push((node.clone(), d.promote()));
+                }
+                v.push((node.clone(), d.follow(master, *force)));
                 v
             }
-            Step::Persist { node } => vec![format!("{node}: {config} REWRITE")],
-            Step::Unpause { node } => vec![format!("{node}: {client} UNPAUSE")],
-            Step::FenceWrites { node } => {
-                vec![format!("{node}: {} SETUSER default -@write", name("ACL"))]
-            }
-            Step::UnfenceWrites { node } => {
-                vec![format!("{node}: {} SETUSER default +@write", name("ACL"))]
-            }
-            Step::Intent { promote } => vec![format!(
-                "coordinator: record intent \"failover to {promote} in progress\" (compare-and-set)"
-            )],
-            Step::Record {
-                master, replicas, ..
-            } => vec![format!(
-                "coordinator: record master {master}, replicas {} (compare-and-set)",
-                join(replicas)
-            )],
+            Step::Persist { node } => on(node, d.rewrite()),
+            Step::Unpause { node } => on(node, d.unpause()),
+            Step::FenceWrites { node } => on(node, d.fence(true)),
+            Step::UnfenceWrites { node } => on(node, d.fence(false)),
+            Step::WaitCatchUp { .. } | Step::Intent { .. } | Step::Record { .. } => Vec::new(),
         }
     }
 }
@@ -475,8 +492,54 @@ impl Plan {
                 }
             }
         }
-        steps
+        children_first(steps, obs)
     }
+}
+
+/// Pika refuses `SLAVEOF` while slaves are attached (`already master of others`): before a
+/// Pika node follows anyone, the reachable configured nodes that still follow it, and that the
+/// plan has not moved or promoted yet, follow its new master first. Their own later follow of
+/// that master (and its persist) is then dropped, so every move is one step of the plan.
+fn children_first(steps: Vec<Step>, obs: &Observation) -> Vec<Step> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut handled: BTreeSet<Addr> = BTreeSet::new();
+    let mut early: BTreeMap<Addr, Addr> = BTreeMap::new();
+    let mut skip_persist_of: Option<Addr> = None;
+    for step in steps {
+        match &step {
+            Step::Persist { node } if skip_persist_of.as_ref() == Some(node) => {
+                skip_persist_of = None;
+                continue;
+            }
+            Step::Follow { node, master, .. } if early.get(node) == Some(master) => {
+                skip_persist_of = Some(node.clone());
+                continue;
+            }
+            Step::Follow {
+                node,
+                master,
+                engine: Engine::Pika,
+                ..
+            } => {
+                for child in followers_of(obs, node) {
+                    if child == master || handled.contains(child) {
+                        continue;
+                    }
+                    let force = needs_force(obs, child, master);
+                    follow_and_persist(&mut out, obs, child, master, force);
+                    handled.insert(child.clone());
+                    early.insert(child.clone(), master.clone());
+                }
+            }
+            _ => {}
+        }
+        skip_persist_of = None;
+        if let Step::Follow { node, .. } | Step::Promote { node } = &step {
+            handled.insert(node.clone());
+        }
+        out.push(step);
+    }
+    out
 }
 
 /// Redis: writes paused (`CLIENT PAUSE … WRITE`, which lifts itself) while the target catches
@@ -576,11 +639,16 @@ fn follow_and_persist(
     force_on_pika: bool,
 ) {
     let engine = engine_of(obs, node);
+    let reset = obs
+        .node(node)
+        .and_then(NodeObservation::reachable)
+        .is_some_and(|s| s.role.is_replica() && s.master.as_ref() == Some(to));
     steps.push(Step::Follow {
         node: node.clone(),
         master: to.clone(),
         force: force_on_pika && engine == Engine::Pika,
         engine,
+        reset,
     });
     steps.push(Step::Persist { node: node.clone() });
 }

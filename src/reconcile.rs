@@ -471,6 +471,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 master: old_master.clone(),
                 force: false,
                 engine,
+                reset: false,
             });
             back.push(Step::Persist { node: p.clone() });
         }
@@ -576,7 +577,8 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 master,
                 force,
                 engine,
-            } => self.follow(node, master, *force, *engine).await,
+                reset,
+            } => self.follow(node, master, *force, *engine, *reset).await,
             Step::Persist { node } => self.persist(node).await,
             Step::Record {
                 master,
@@ -675,13 +677,15 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         }
     }
 
-    /// Make `node` follow `master`, verified by `master_link_status:up`.
+    /// Make `node` follow `master`, verified by `master_link_status:up`. Sends exactly the
+    /// step's commands ([`Step::wire`]); the one retry on a link timeout is shown in the plan too.
     async fn follow(
         &self,
         node: &Addr,
         master: &Addr,
         force: bool,
         engine: Engine,
+        reset: bool,
     ) -> Result<String, StepError> {
         let nodes = self.ctx.nodes;
         let p = self.ctx.policy;
@@ -690,39 +694,20 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             return Ok("already following with link up".into());
         }
         let mut notes = Vec::new();
-        // Pika refuses SLAVEOF while it has connected slaves: move configured nodes that still
-        // follow it to the new master first (they are in this plan's repoint list anyway).
+        // Pika refuses SLAVEOF while it has connected slaves; the plan moved every configured
+        // one first. One still attached means the cluster changed since the plan was made.
         if engine == Engine::Pika && current.connected_replicas > 0 {
-            for n in &self.ctx.cluster.nodes {
-                if &n.addr == node || &n.addr == master {
-                    continue;
-                }
-                if let Ok(s) = nodes.status(&n.addr).await {
-                    if s.role.is_replica() && s.master.as_ref() == Some(node) {
-                        self.fence().await?;
-                        if self.ctx.has_password {
-                            nodes
-                                .set_masterauth(&n.addr)
-                                .await
-                                .map_err(StepError::Node)?;
-                        }
-                        nodes
-                            .follow(&n.addr, master, false)
-                            .await
-                            .map_err(StepError::Node)?;
-                        // Its new role must survive a restart too.
-                        self.persist(&n.addr).await?;
-                        notes.push(format!("moved {} to {master} first", n.addr));
-                    }
-                }
+            if let Some(child) = self.attached_child(node, master).await {
+                return Err(StepError::ClusterChanged(format!(
+                    "{child} still follows {node}, which the plan did not move"
+                )));
             }
         }
         if self.ctx.has_password {
             self.fence().await?;
             nodes.set_masterauth(node).await.map_err(StepError::Node)?;
         }
-        // An identical SLAVEOF is a silent no-op on Pika (even in a broken state): reset first.
-        if current.role.is_replica() && current.master.as_ref() == Some(master) {
+        if reset {
             self.fence().await?;
             nodes.promote(node).await.map_err(StepError::Node)?;
         }
@@ -783,6 +768,21 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         }
     }
 
+    /// A configured node (other than `master`) that reports following `node` right now.
+    async fn attached_child(&self, node: &Addr, master: &Addr) -> Option<Addr> {
+        for n in &self.ctx.cluster.nodes {
+            if &n.addr == node || &n.addr == master {
+                continue;
+            }
+            if let Ok(s) = self.ctx.nodes.status(&n.addr).await {
+                if s.role.is_replica() && s.master.as_ref() == Some(node) {
+                    return Some(n.addr.clone());
+                }
+            }
+        }
+        None
+    }
+
     /// `SLAVEOF`, retrying Pika's transient `already master of others` (a stale slave entry
     /// lingers 1–4 s after its slave left) with backoff, bounded by `detach_timeout`.
     async fn slaveof_with_detach_retry(
@@ -797,9 +797,9 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             self.fence().await?;
             match self.ctx.nodes.follow(node, master, force).await {
                 Ok(()) => return Ok(()),
-                Err(NodeError::Node(msg)) if msg.contains("already master of others") => {
+                Err(e @ NodeError::MasterOfOthers(_)) => {
                     if t.elapsed() >= self.ctx.policy.detach_timeout {
-                        return Err(StepError::Node(NodeError::Node(msg)));
+                        return Err(StepError::Node(e));
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));

@@ -202,12 +202,12 @@ impl Nodes for FakeNodes {
             let me = all.get_mut(node).expect("present");
             if me.engine == Engine::Pika && me.linger_others > 0 {
                 me.linger_others -= 1;
-                return Err(NodeError::Node(
+                return Err(NodeError::MasterOfOthers(
                     "ERR already master of others, invalid usage".into(),
                 ));
             }
             if me.engine == Engine::Pika && has_followers {
-                return Err(NodeError::Node(
+                return Err(NodeError::MasterOfOthers(
                     "ERR already master of others, invalid usage".into(),
                 ));
             }
