@@ -520,17 +520,7 @@ fn children_first(steps: Vec<Step>, obs: &Observation) -> Vec<Step> {
                 master,
                 engine: Engine::Pika,
                 ..
-            } => {
-                for child in followers_of(obs, node) {
-                    if child == master || handled.contains(child) {
-                        continue;
-                    }
-                    let force = needs_force(obs, child, master);
-                    follow_and_persist(&mut out, obs, child, master, force);
-                    handled.insert(child.clone());
-                    early.insert(child.clone(), master.clone());
-                }
-            }
+            } => move_children(&mut out, obs, node, master, &mut handled, &mut early),
             _ => {}
         }
         skip_persist_of = None;
@@ -540,6 +530,31 @@ fn children_first(steps: Vec<Step>, obs: &Observation) -> Vec<Step> {
         out.push(step);
     }
     out
+}
+
+/// Move the unhandled reachable followers of `node` to `master`, each one's own followers
+/// first (a chain `a <- b <- c` moves `c`, then `b`). Bounded by the node count.
+fn move_children(
+    out: &mut Vec<Step>,
+    obs: &Observation,
+    node: &Addr,
+    master: &Addr,
+    handled: &mut BTreeSet<Addr>,
+    early: &mut BTreeMap<Addr, Addr>,
+) {
+    handled.insert(node.clone());
+    for child in followers_of(obs, node) {
+        if child == master || handled.contains(child) {
+            continue;
+        }
+        if engine_of(obs, child) == Engine::Pika {
+            move_children(out, obs, child, master, handled, early);
+        }
+        let force = needs_force(obs, child, master);
+        follow_and_persist(out, obs, child, master, force);
+        handled.insert(child.clone());
+        early.insert(child.clone(), master.clone());
+    }
 }
 
 /// Redis: writes paused (`CLIENT PAUSE … WRITE`, which lifts itself) while the target catches
