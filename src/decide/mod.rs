@@ -84,6 +84,14 @@
 //!   sync would then end in `Error` or silently diverge). Chained replicas (`master&&slave`)
 //!   are repointed after plain ones, so their children have left them first.
 //! - `force` is never set for Redis (it rejects the extra argument), nor for unknown engines.
+//! - Children first: before a Pika node follows anyone, the reachable nodes that still follow
+//!   it (and that the plan has not moved or promoted yet) follow its new master, deepest first
+//!   in a chain; their own later follow of that master is dropped. These are steps of the plan:
+//!   the executor never moves a node the plan does not list (one still attached stops it).
+//! - Reset: a node that already names its new master gets `SLAVEOF NO ONE` first (an identical
+//!   `SLAVEOF` is a silent no-op on Pika, even in a broken state).
+//! - Every command a step sends is built by `node::commands::Dialect`, the same functions
+//!   the sender uses: [`Step::wire`] is what is sent, [`Step::commands`] what `plan` prints.
 
 mod candidates;
 mod rules;
@@ -244,9 +252,10 @@ pub enum Step {
     WaitCatchUp { node: Addr, of: Addr },
     /// `SLAVEOF NO ONE`, then poll until role is master (bounded).
     Promote { node: Addr },
-    /// `CONFIG SET masterauth` (when the cluster has a password), `SLAVEOF master port [force]`,
-    /// poll until link up (bounded); on timeout `SLAVEOF NO ONE` + `SLAVEOF … [force on Pika]` once.
-    /// On Pika, `already master of others` is retried with backoff (bounded).
+    /// `CONFIG SET masterauth` (when the cluster has a password), `SLAVEOF NO ONE` when
+    /// `reset`, `SLAVEOF master port [force]`, poll until link up (bounded); on timeout
+    /// `SLAVEOF NO ONE` + `SLAVEOF … [force on Pika]` once. On Pika, `already master of others`
+    /// (a lingering stale slave entry) is retried with backoff (bounded).
     Follow {
         node: Addr,
         master: Addr,

@@ -9,10 +9,11 @@
 //! - Only `SLAVEOF` is used (never `REPLICAOF`/`ROLE`): Pika has neither.
 //! - Every call is bounded twice: by the crate's connect/response timeouts, and by an overall
 //!   tokio timeout as a safety net for anything the crate does not cover.
-//! - `rename-command` on the nodes is honoured through [`RedisNodes::with_renames`]: every
-//!   command is built by [`RedisNodes::cmd`], which swaps in the renamed name. There is no
-//!   fallback to the original name: a node that answers "unknown command" is an error, so a
-//!   wrong map is loud instead of half-working.
+//! - Every command sent is built by [`Dialect`] (`node::commands`, the same functions `plan`
+//!   prints from), under the nodes' `rename-command` names ([`RedisNodes::with_renames`]).
+//!   There is no fallback to the original name: a node that answers "unknown command" is an
+//!   error, so a wrong map is loud instead of half-working. The password placeholder of a
+//!   command is filled in here, at the last moment, and nowhere else.
 //! - Error texts are built from the server's reply or the error kind; the password is
 //!   additionally scrubbed from every text before it leaves this module.
 //! - What is read from a node is capped ([`MAX_READ_PER_CONNECTION`] per connection, i.e.

@@ -20,15 +20,15 @@
 //!    repeats, the first occurrence wins.
 //!
 //! # Mapping decisions
-//! * **engine / version**: `pika_version:` → [`Engine::Pika`], else `redis_version:` →
-//!   [`Engine::Redis`] (Pika wins if both appear). Without a `# Server` section the engine is
+//! * **engine / version**: `pika_version:` → [`Engine::Pika`](crate::model::Engine::Pika), else `redis_version:` →
+//!   [`Engine::Redis`](crate::model::Engine::Redis) (Pika wins if both appear). Without a `# Server` section the engine is
 //!   inferred: Pika-only evidence (binlog lines, `ReplicationID`, a `Replication(…)` header,
 //!   `repl_connect_status`, `db_repl_state`, `db_repl_error_state`, `repl_state`,
 //!   `is_eligible_for_master_election`, role `master&&slave`/`double_master`, replica lines with
 //!   `conn_fd=`/`sid=`/`lag=(`) versus Redis-only evidence (`master_replid`,
 //!   `master_repl_offset`, `master_failover_state`, `repl_backlog_*`, `master_sync_in_progress`,
 //!   `slave_read_repl_offset`, `replica_announced`, replica lines with `offset=`). Evidence for
-//!   exactly one side decides; none or both gives [`Engine::Unknown`].
+//!   exactly one side decides; none or both gives [`Engine::Unknown`](crate::model::Engine::Unknown).
 //! * **role**: `master` → Master, `slave` → Slave, `master&&slave` → MasterSlave, `double_master`
 //!   (3.0) → Master; case and spaces are ignored. A 3.0 node with both role bits prints
 //!   `# Replication(MASTER/SLAVE)` with `role:slave`; that is a replica with replicas of its own,
