@@ -4,11 +4,13 @@
 //! # Layout (one concept per module)
 //! - [`model`]: plain data: `Addr`, `NodeStatus`, `Observation`, `TopologyRecord`.
 //! - [`config`]: the strict TOML config, validation, secrets from env or file.
-//! - [`node`]: the `Nodes` seam; [`node::info`] parses INFO; [`node::redis`] talks RESP via the `redis` crate.
+//! - [`node`]: the `Nodes` seam; [`node::commands`] builds every wire command (renames, `force`,
+//!   password placeholder); [`node::info`] parses INFO; [`node::redis`] sends them over RESP.
 //! - [`coord`]: the `Coordinator` seam (lock + fencing token + CAS record): `local`, `consul`, `etcd`.
 //! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
-//! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s.
-//! - [`reconcile`]: the only place that locks and acts.
+//! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s
+//!   (`rules`: the rule tree, `candidates`: ranking, `steps`: compilation and rendering).
+//! - [`reconcile`]: the only place that locks and acts; `exec` runs exactly the plan's steps.
 //! - [`ops`]: operator commands (plan, failover, switchover, demote, record) over `reconcile`.
 //! - [`demo`]: `make demo`: 3 local redis-servers, a writer, kill -9 and restart, with a timeline.
 //! - [`app`]: wiring for `serve`: coordinator, node clients, poller, periodic check, HTTP.

@@ -922,6 +922,7 @@ fn follow(node: &str, master: &str, force: bool, engine: Engine) -> Step {
         master: a(master),
         force,
         engine,
+        reset: false,
     }
 }
 fn persist(node: &str) -> Step {
@@ -1162,8 +1163,46 @@ fn repoint_forces_only_pika_nodes_in_error_or_ahead() {
             persist("r1:1"),
             follow("r2:1", "m1:1", true, Engine::Pika),
             persist("r2:1"),
-            follow("r3:1", "m1:1", true, Engine::Pika),
+            // It already names m1: the plan resets it first (an identical SLAVEOF is a no-op).
+            Step::Follow {
+                node: a("r3:1"),
+                master: a("m1:1"),
+                force: true,
+                engine: Engine::Pika,
+                reset: true,
+            },
             persist("r3:1"),
+        ]
+    );
+}
+
+#[test]
+fn pika_children_move_first_as_steps_of_the_plan() {
+    // A chain m9 <- r1 <- r2 <- r3, listed top-down: Pika refuses SLAVEOF on a node with
+    // slaves, so each node's followers move to m1 before it does, deepest first.
+    let c = cluster("c")
+        .master("m1:1")
+        .offset(1000)
+        .chained("r1:1")
+        .of("m9:1")
+        .offset(900)
+        .chained("r2:1")
+        .of("r1:1")
+        .offset(900)
+        .replica("r3:1")
+        .of("r2:1")
+        .offset(900);
+    let (obs, plan) = plan_of(Trigger::Periodic, &c, m1());
+    assert_eq!(plan.action, repoint(&["r3:1", "r1:1", "r2:1"], "m1:1"));
+    assert_eq!(
+        plan.steps(&obs, &Policy::default()),
+        vec![
+            follow("r3:1", "m1:1", false, Engine::Pika),
+            persist("r3:1"),
+            follow("r2:1", "m1:1", false, Engine::Pika),
+            persist("r2:1"),
+            follow("r1:1", "m1:1", false, Engine::Pika),
+            persist("r1:1"),
         ]
     );
 }

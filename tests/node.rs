@@ -330,7 +330,7 @@ async fn pika_follow_sends_force_literally() {
 }
 
 #[tokio::test]
-async fn pika_already_master_of_others_is_a_node_error_until_slaves_go() {
+async fn pika_already_master_of_others_is_a_typed_node_error_until_slaves_go() {
     let peer = PikaPeer::start(PikaState {
         slaves_linger: Some(2),
         ..PikaState::master_with_slaves(&[Addr::new("127.0.0.1", 9222)])
@@ -342,7 +342,7 @@ async fn pika_already_master_of_others_is_a_node_error_until_slaves_go() {
         let err = n.follow(&peer.addr(), &target, true).await.unwrap_err();
         assert_eq!(
             err,
-            NodeError::Node("ERR already master of others, invalid usage".into())
+            NodeError::MasterOfOthers("ERR already master of others, invalid usage".into())
         );
     }
     n.follow(&peer.addr(), &target, true)

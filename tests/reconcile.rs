@@ -426,3 +426,43 @@ async fn a_link_wait_stops_when_the_master_dies_and_the_next_run_fails_over() {
         out.plan
     );
 }
+
+#[tokio::test]
+async fn a_child_the_plan_did_not_list_stops_the_plan_instead_of_being_moved() {
+    // R1 is a restarted old master; R2 is down during both looks, so the plan demotes R1 with
+    // no children to move. R2 then comes back following R1: the executor must not move it on
+    // its own (that command would not be in the plan); it stops, and the next reconcile plans
+    // the move.
+    let nodes = FakeNodes::cluster(Engine::Pika, M, &[R1, R2]);
+    nodes.set(R1, |n| {
+        n.role = pika_remedy::model::Role::Master;
+        n.master = None;
+    });
+    nodes.set(R2, |n| {
+        n.master = Some(a(R1));
+        n.up = false;
+    });
+    // Two looks of three nodes each; R2 is back when the follow step reads R1's status.
+    *nodes.up_at_status_call.lock().expect("lock") = Some((a(R2), 7));
+    let coord = FakeCoord::with_record(M, &[R1, R2], 3);
+    let out = run(&nodes, &coord, Trigger::RoleMismatch).await;
+    assert_eq!(
+        out.plan.action,
+        Action::Demote {
+            node: a(R1),
+            to: a(M)
+        },
+        "{out:#?}"
+    );
+    match &out.result {
+        Result_::Failed { error } => assert!(
+            error.contains("the cluster changed")
+                && error.contains(&format!(
+                    "{R2} still follows {R1}, which the plan did not move"
+                )),
+            "{error}"
+        ),
+        other => panic!("expected the plan to stop, got {other:?}"),
+    }
+    assert!(nodes.commands().is_empty(), "{:?}", nodes.commands());
+}

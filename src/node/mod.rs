@@ -4,6 +4,7 @@
 //! send what they are told: the caller (the compiled plan) decides whether `force` is sent,
 //! because Redis rejects it and Pika needs it to demote a diverged old master.
 
+pub mod commands;
 pub mod info;
 pub mod redis;
 
@@ -26,6 +27,10 @@ pub enum NodeError {
     /// The node answered with an error reply; the text is the node's own (e.g. `already master of others`).
     #[error("node error: {0}")]
     Node(String),
+    /// Pika refused `SLAVEOF` because slaves are still attached (`already master of others`;
+    /// a stale entry lingers 1–4 s after the last one left). The text is the node's own.
+    #[error("node error: {0}")]
+    MasterOfOthers(String),
     #[error("i/o error: {0}")]
     Io(String),
 }
@@ -38,7 +43,7 @@ impl NodeError {
             NodeError::Refused => "refused",
             NodeError::Auth(_) => "auth",
             NodeError::Protocol(_) => "protocol",
-            NodeError::Node(_) => "node",
+            NodeError::Node(_) | NodeError::MasterOfOthers(_) => "node",
             NodeError::Io(_) => "io",
         }
     }

@@ -9,10 +9,11 @@
 //! - Only `SLAVEOF` is used (never `REPLICAOF`/`ROLE`): Pika has neither.
 //! - Every call is bounded twice: by the crate's connect/response timeouts, and by an overall
 //!   tokio timeout as a safety net for anything the crate does not cover.
-//! - `rename-command` on the nodes is honoured through [`RedisNodes::with_renames`]: every
-//!   command is built by [`RedisNodes::cmd`], which swaps in the renamed name. There is no
-//!   fallback to the original name: a node that answers "unknown command" is an error, so a
-//!   wrong map is loud instead of half-working.
+//! - Every command sent is built by [`Dialect`] (`node::commands`, the same functions `plan`
+//!   prints from), under the nodes' `rename-command` names ([`RedisNodes::with_renames`]).
+//!   There is no fallback to the original name: a node that answers "unknown command" is an
+//!   error, so a wrong map is loud instead of half-working. The password placeholder of a
+//!   command is filled in here, at the last moment, and nowhere else.
 //! - Error texts are built from the server's reply or the error kind; the password is
 //!   additionally scrubbed from every text before it leaves this module.
 //! - What is read from a node is capped ([`MAX_READ_PER_CONNECTION`] per connection, i.e.
@@ -29,6 +30,7 @@ use redis::{
 
 use crate::config::{Secret, Timeouts};
 use crate::model::{Addr, NodeStatus};
+use crate::node::commands::{Arg, Command, Dialect};
 use crate::node::{info, NodeError, Nodes};
 
 /// Bytes read from a node per connection (one call: AUTH plus at most two INFO sections, a few
@@ -108,8 +110,8 @@ pub struct RedisNodes {
     connect_timeout: Duration,
     command_timeout: Duration,
     password: Option<Secret>,
-    /// `rename-command` map, upper-case original name -> name on the nodes.
-    renames: BTreeMap<String, String>,
+    /// The commands under the nodes' `rename-command` names.
+    dialect: Dialect,
 }
 
 impl std::fmt::Debug for RedisNodes {
@@ -118,7 +120,7 @@ impl std::fmt::Debug for RedisNodes {
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("renames", &self.renames)
+            .field("dialect", &self.dialect)
             .finish()
     }
 }
@@ -131,7 +133,7 @@ impl RedisNodes {
             command_timeout: timeouts.command,
             // An empty password means "no password": AUTH "" would only fail.
             password: password.filter(|p| !p.expose().is_empty()),
-            renames: BTreeMap::new(),
+            dialect: Dialect::default(),
         }
     }
 
@@ -139,82 +141,41 @@ impl RedisNodes {
     /// [`ClusterConfig::renames`](crate::config::ClusterConfig::renames). Keys are matched
     /// case-insensitively; empty values are ignored (config validation rejects them).
     pub fn with_renames(mut self, renames: BTreeMap<String, String>) -> Self {
-        self.renames = renames
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.to_ascii_uppercase(), v))
-            .collect();
+        self.dialect = Dialect::new(renames);
         self
     }
 
     /// The name a command has on the nodes (`name` itself unless renamed).
     pub fn command_name<'a>(&'a self, name: &'a str) -> &'a str {
-        self.renames
-            .get(&name.to_ascii_uppercase())
-            .map(String::as_str)
-            .unwrap_or(name)
+        self.dialect.name(name)
     }
 
-    /// A command under the name the nodes know it by. Every command sent is built here.
-    fn cmd(&self, name: &str) -> redis::Cmd {
-        redis::cmd(self.command_name(name))
+    /// The commands of this cluster's nodes (renames applied); see [`commands`](crate::node::commands).
+    pub fn dialect(&self) -> &Dialect {
+        &self.dialect
     }
 
-    fn info_cmd(&self, section: &str) -> redis::Cmd {
-        let mut c = self.cmd("INFO");
-        c.arg(section);
-        c
-    }
-
-    fn promote_cmd(&self) -> redis::Cmd {
-        let mut c = self.cmd("SLAVEOF");
-        c.arg("NO").arg("ONE");
-        c
-    }
-
-    fn follow_cmd(&self, master: &Addr, force: bool) -> redis::Cmd {
-        let mut c = self.cmd("SLAVEOF");
-        c.arg(&master.host).arg(master.port);
-        if force {
-            // The literal word; Pika rejects `-f`/`--force` (pika.md §2.1).
-            c.arg("force");
+    /// The wire form of `c`; [`Arg::Password`] becomes the cluster's password here and only here.
+    fn to_cmd(&self, c: &Command) -> Result<redis::Cmd, NodeError> {
+        let mut cmd = redis::cmd(&c.name);
+        for a in &c.args {
+            match a {
+                Arg::Word(w) => {
+                    cmd.arg(w);
+                }
+                Arg::Password => match &self.password {
+                    Some(pw) => {
+                        cmd.arg(pw.expose());
+                    }
+                    None => {
+                        return Err(NodeError::Protocol(format!(
+                            "{c} needs a password and the cluster has none"
+                        )))
+                    }
+                },
+            }
         }
-        c
-    }
-
-    fn masterauth_cmd(&self, pw: &Secret) -> redis::Cmd {
-        let mut c = self.cmd("CONFIG");
-        c.arg("SET").arg("masterauth").arg(pw.expose());
-        c
-    }
-
-    fn rewrite_cmd(&self) -> redis::Cmd {
-        let mut c = self.cmd("CONFIG");
-        c.arg("REWRITE");
-        c
-    }
-
-    fn pause_cmd(&self, for_how_long: Duration) -> redis::Cmd {
-        let mut c = self.cmd("CLIENT");
-        c.arg("PAUSE")
-            .arg(for_how_long.as_millis().max(1) as u64)
-            .arg("WRITE");
-        c
-    }
-
-    /// Pika 4.x (ACL): the default user loses every write command, on open connections too.
-    fn fence_cmd(&self, fenced: bool) -> redis::Cmd {
-        let mut c = self.cmd("ACL");
-        c.arg("SETUSER")
-            .arg("default")
-            .arg(if fenced { "-@write" } else { "+@write" });
-        c
-    }
-
-    fn unpause_cmd(&self) -> redis::Cmd {
-        let mut c = self.cmd("CLIENT");
-        c.arg("UNPAUSE");
-        c
+        Ok(cmd)
     }
 
     /// Open one connection (AUTH included), bounded by the connect timeout; replies are
@@ -271,11 +232,7 @@ impl RedisNodes {
 
     /// Connect and send `commands` in order on one connection; returns every reply.
     /// The whole exchange is bounded by connect + (AUTH + commands) × command timeout + margin.
-    async fn exchange(
-        &self,
-        node: &Addr,
-        commands: Vec<redis::Cmd>,
-    ) -> Result<Vec<Value>, NodeError> {
+    async fn exchange(&self, node: &Addr, commands: Vec<Command>) -> Result<Vec<Value>, NodeError> {
         self.exchange_within(node, commands, self.command_timeout)
             .await
     }
@@ -284,9 +241,13 @@ impl RedisNodes {
     async fn exchange_within(
         &self,
         node: &Addr,
-        commands: Vec<redis::Cmd>,
+        commands: Vec<Command>,
         per_command: Duration,
     ) -> Result<Vec<Value>, NodeError> {
+        let commands = commands
+            .iter()
+            .map(|c| self.to_cmd(c))
+            .collect::<Result<Vec<_>, _>>()?;
         let bound =
             self.connect_timeout + per_command * (commands.len() as u32 + 1) + SAFETY_MARGIN;
         let work = async {
@@ -317,10 +278,7 @@ impl RedisNodes {
         let Some((name, rest)) = args.split_first() else {
             return Err(NodeError::Protocol("empty command".into()));
         };
-        let mut c = self.cmd(name);
-        for a in rest {
-            c.arg(*a);
-        }
+        let c = self.dialect.command(name, rest);
         let mut replies = self.exchange(node, vec![c]).await?;
         replies
             .pop()
@@ -332,7 +290,10 @@ impl RedisNodes {
         let replies = self
             .exchange(
                 node,
-                vec![self.info_cmd("server"), self.info_cmd("replication")],
+                vec![
+                    self.dialect.info("server"),
+                    self.dialect.info("replication"),
+                ],
             )
             .await?;
         let mut text = String::new();
@@ -350,12 +311,12 @@ impl RedisNodes {
     }
 
     /// Send one command that must answer `+OK` (Redis may append words: `+OK Already connected…`).
-    async fn expect_ok(&self, node: &Addr, c: redis::Cmd) -> Result<(), NodeError> {
+    async fn expect_ok(&self, node: &Addr, c: Command) -> Result<(), NodeError> {
         self.expect_ok_within(node, c, self.command_timeout).await
     }
 
     /// A role change: `+OK` awaited for at least [`ROLE_CHANGE_TIMEOUT`].
-    async fn expect_ok_slow(&self, node: &Addr, c: redis::Cmd) -> Result<(), NodeError> {
+    async fn expect_ok_slow(&self, node: &Addr, c: Command) -> Result<(), NodeError> {
         let t = self.command_timeout.max(ROLE_CHANGE_TIMEOUT);
         self.expect_ok_within(node, c, t).await
     }
@@ -363,7 +324,7 @@ impl RedisNodes {
     async fn expect_ok_within(
         &self,
         node: &Addr,
-        c: redis::Cmd,
+        c: Command,
         per_command: Duration,
     ) -> Result<(), NodeError> {
         let mut replies = self.exchange_within(node, vec![c], per_command).await?;
@@ -393,6 +354,8 @@ impl RedisNodes {
         });
         if is_auth_text(&text) {
             NodeError::Auth(text)
+        } else if text.contains(MASTER_OF_OTHERS) {
+            NodeError::MasterOfOthers(text)
         } else {
             NodeError::Node(text)
         }
@@ -429,6 +392,9 @@ impl RedisNodes {
         }
     }
 }
+
+/// Pika's refusal of `SLAVEOF` while slaves are attached (pika.md §2.1).
+const MASTER_OF_OTHERS: &str = "already master of others";
 
 /// Substrings that mean "authentication is the problem" across Redis and Pika versions.
 fn is_auth_text(text: &str) -> bool {
@@ -468,39 +434,39 @@ impl Nodes for RedisNodes {
     }
 
     async fn promote(&self, node: &Addr) -> Result<(), NodeError> {
-        self.expect_ok_slow(node, self.promote_cmd()).await
+        self.expect_ok_slow(node, self.dialect.promote()).await
     }
 
     async fn follow(&self, node: &Addr, master: &Addr, force: bool) -> Result<(), NodeError> {
-        self.expect_ok_slow(node, self.follow_cmd(master, force))
+        self.expect_ok_slow(node, self.dialect.follow(master, force))
             .await
     }
 
     async fn fence_writes(&self, node: &Addr) -> Result<(), NodeError> {
-        self.expect_ok(node, self.fence_cmd(true)).await
+        self.expect_ok(node, self.dialect.fence(true)).await
     }
 
     async fn unfence_writes(&self, node: &Addr) -> Result<(), NodeError> {
-        self.expect_ok(node, self.fence_cmd(false)).await
+        self.expect_ok(node, self.dialect.fence(false)).await
     }
 
     async fn set_masterauth(&self, node: &Addr) -> Result<(), NodeError> {
-        let Some(pw) = &self.password else {
+        if self.password.is_none() {
             return Ok(());
-        };
-        self.expect_ok(node, self.masterauth_cmd(pw)).await
+        }
+        self.expect_ok(node, self.dialect.masterauth()).await
     }
 
     async fn config_rewrite(&self, node: &Addr) -> Result<(), NodeError> {
-        self.expect_ok(node, self.rewrite_cmd()).await
+        self.expect_ok(node, self.dialect.rewrite()).await
     }
 
     async fn pause_writes(&self, node: &Addr, for_how_long: Duration) -> Result<(), NodeError> {
-        self.expect_ok(node, self.pause_cmd(for_how_long)).await
+        self.expect_ok(node, self.dialect.pause(for_how_long)).await
     }
 
     async fn unpause_writes(&self, node: &Addr) -> Result<(), NodeError> {
-        self.expect_ok(node, self.unpause_cmd()).await
+        self.expect_ok(node, self.dialect.unpause()).await
     }
 }
 
@@ -523,7 +489,7 @@ mod tests {
         let n = nodes(Some("hunter2"));
         assert_eq!(
             n.classify_server("ERR", Some("already master of others, invalid usage")),
-            NodeError::Node("ERR already master of others, invalid usage".into())
+            NodeError::MasterOfOthers("ERR already master of others, invalid usage".into())
         );
         assert!(matches!(
             n.classify_server("ERR", Some("NOAUTH Authentication required.")),
@@ -552,8 +518,10 @@ mod tests {
     }
 
     /// The command's words as sent on the wire.
-    fn words(c: &redis::Cmd) -> Vec<String> {
-        c.args_iter()
+    fn words(n: &RedisNodes, c: &Command) -> Vec<String> {
+        n.to_cmd(c)
+            .expect("password known")
+            .args_iter()
             .map(|a| match a {
                 redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
                 _ => "<other>".into(),
@@ -571,17 +539,18 @@ mod tests {
         ]);
         let n = nodes(Some("pw")).with_renames(renames);
         let master = Addr::new("127.0.0.1", 6380);
+        let d = n.dialect();
         let sent: Vec<Vec<String>> = [
-            n.info_cmd("replication"),
-            n.promote_cmd(),
-            n.follow_cmd(&master, true),
-            n.masterauth_cmd(&Secret::new("pw")),
-            n.rewrite_cmd(),
-            n.pause_cmd(Duration::from_millis(1500)),
-            n.unpause_cmd(),
+            d.info("replication"),
+            d.promote(),
+            d.follow(&master, true),
+            d.masterauth(),
+            d.rewrite(),
+            d.pause(Duration::from_millis(1500)),
+            d.unpause(),
         ]
         .iter()
-        .map(words)
+        .map(|c| words(&n, c))
         .collect();
         let expected: Vec<Vec<&str>> = vec![
             vec!["1nf0-x", "replication"],
@@ -600,9 +569,11 @@ mod tests {
     #[test]
     fn without_renames_the_original_names_are_used() {
         let n = nodes(None);
-        assert_eq!(words(&n.promote_cmd()), ["SLAVEOF", "NO", "ONE"]);
-        assert_eq!(words(&n.rewrite_cmd()), ["CONFIG", "REWRITE"]);
-        assert_eq!(words(&n.info_cmd("server")), ["INFO", "server"]);
-        assert_eq!(words(&n.unpause_cmd()), ["CLIENT", "UNPAUSE"]);
+        let d = n.dialect();
+        assert_eq!(words(&n, &d.promote()), ["SLAVEOF", "NO", "ONE"]);
+        assert_eq!(words(&n, &d.rewrite()), ["CONFIG", "REWRITE"]);
+        assert_eq!(words(&n, &d.info("server")), ["INFO", "server"]);
+        assert_eq!(words(&n, &d.unpause()), ["CLIENT", "UNPAUSE"]);
+        assert!(n.to_cmd(&d.masterauth()).is_err());
     }
 }

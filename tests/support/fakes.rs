@@ -27,6 +27,8 @@ pub struct FakeNode {
     pub fail_rewrite: bool,
     /// Fail this many more `CONFIG REWRITE`s, then succeed (a transient error).
     pub fail_rewrite_times: u32,
+    /// `INFO server` version (Pika 4.x can fence writes with ACL).
+    pub version: String,
 }
 
 impl FakeNode {
@@ -41,6 +43,7 @@ impl FakeNode {
             linger_others: 0,
             fail_rewrite: false,
             fail_rewrite_times: 0,
+            version: "test".into(),
         }
     }
 }
@@ -162,7 +165,7 @@ impl Nodes for FakeNodes {
             }
             Ok(NodeStatus {
                 engine: me.engine,
-                version: Some("test".into()),
+                version: Some(me.version.clone()),
                 role: if me.role == Role::Master && me.master.is_some() {
                     Role::MasterSlave
                 } else {
@@ -202,12 +205,12 @@ impl Nodes for FakeNodes {
             let me = all.get_mut(node).expect("present");
             if me.engine == Engine::Pika && me.linger_others > 0 {
                 me.linger_others -= 1;
-                return Err(NodeError::Node(
+                return Err(NodeError::MasterOfOthers(
                     "ERR already master of others, invalid usage".into(),
                 ));
             }
             if me.engine == Engine::Pika && has_followers {
-                return Err(NodeError::Node(
+                return Err(NodeError::MasterOfOthers(
                     "ERR already master of others, invalid usage".into(),
                 ));
             }
@@ -262,6 +265,18 @@ impl Nodes for FakeNodes {
     async fn unpause_writes(&self, node: &Addr) -> Result<(), NodeError> {
         self.with_up(node, |_| Ok(()))?;
         self.record(format!("{node}: CLIENT UNPAUSE"));
+        Ok(())
+    }
+
+    async fn fence_writes(&self, node: &Addr) -> Result<(), NodeError> {
+        self.with_up(node, |_| Ok(()))?;
+        self.record(format!("{node}: ACL SETUSER default -@write"));
+        Ok(())
+    }
+
+    async fn unfence_writes(&self, node: &Addr) -> Result<(), NodeError> {
+        self.with_up(node, |_| Ok(()))?;
+        self.record(format!("{node}: ACL SETUSER default +@write"));
         Ok(())
     }
 }

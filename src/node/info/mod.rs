@@ -20,15 +20,15 @@
 //!    repeats, the first occurrence wins.
 //!
 //! # Mapping decisions
-//! * **engine / version**: `pika_version:` → [`Engine::Pika`], else `redis_version:` →
-//!   [`Engine::Redis`] (Pika wins if both appear). Without a `# Server` section the engine is
+//! * **engine / version**: `pika_version:` → [`Engine::Pika`](crate::model::Engine::Pika), else `redis_version:` →
+//!   [`Engine::Redis`](crate::model::Engine::Redis) (Pika wins if both appear). Without a `# Server` section the engine is
 //!   inferred: Pika-only evidence (binlog lines, `ReplicationID`, a `Replication(…)` header,
 //!   `repl_connect_status`, `db_repl_state`, `db_repl_error_state`, `repl_state`,
 //!   `is_eligible_for_master_election`, role `master&&slave`/`double_master`, replica lines with
 //!   `conn_fd=`/`sid=`/`lag=(`) versus Redis-only evidence (`master_replid`,
 //!   `master_repl_offset`, `master_failover_state`, `repl_backlog_*`, `master_sync_in_progress`,
 //!   `slave_read_repl_offset`, `replica_announced`, replica lines with `offset=`). Evidence for
-//!   exactly one side decides; none or both gives [`Engine::Unknown`].
+//!   exactly one side decides; none or both gives [`Engine::Unknown`](crate::model::Engine::Unknown).
 //! * **role**: `master` → Master, `slave` → Slave, `master&&slave` → MasterSlave, `double_master`
 //!   (3.0) → Master; case and spaces are ignored. A 3.0 node with both role bits prints
 //!   `# Replication(MASTER/SLAVE)` with `role:slave`; that is a replica with replicas of its own,
@@ -69,9 +69,14 @@
 //!   are known. A numeric `lag=` on an Unknown engine is read the Redis way if the line has
 //!   `offset=`, else as bytes.
 
+mod fields;
+mod lines;
+
+use lines::*;
+
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{Addr, BinlogPos, Engine, LinkState, NodeStatus, ReplicaLine, Role};
+use crate::model::{BinlogPos, LinkState, NodeStatus};
 
 /// Why an INFO body could not be turned into a status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -183,57 +188,6 @@ impl<'a> Scan<'a> {
         self.fields.contains_key(key)
     }
 
-    fn engine(&self, role_text: &str) -> Engine {
-        if self.has("pika_version") {
-            return Engine::Pika;
-        }
-        if self.has("redis_version") {
-            return Engine::Redis;
-        }
-        let role = normalise(role_text);
-        let pika = self.header_role.is_some()
-            || !self.db_offsets.is_empty()
-            || self.saw_connect_status
-            || [
-                "ReplicationID",
-                "db_repl_state",
-                "db_repl_error_state",
-                "repl_state",
-                "is_eligible_for_master_election",
-            ]
-            .iter()
-            .any(|k| self.has(k))
-            || role == "master&&slave"
-            || role == "double_master"
-            || self.replica_lines.iter().any(|(_, l)| {
-                let kv = replica_kv(l);
-                kv.contains_key("conn_fd")
-                    || kv.contains_key("sid")
-                    || kv.get("lag").is_some_and(|v| v.starts_with('('))
-            });
-        let redis = [
-            "master_replid",
-            "master_replid2",
-            "master_repl_offset",
-            "master_failover_state",
-            "repl_backlog_active",
-            "master_sync_in_progress",
-            "slave_read_repl_offset",
-            "replica_announced",
-        ]
-        .iter()
-        .any(|k| self.has(k))
-            || self
-                .replica_lines
-                .iter()
-                .any(|(_, l)| replica_kv(l).contains_key("offset"));
-        match (pika, redis) {
-            (true, false) => Engine::Pika,
-            (false, true) => Engine::Redis,
-            _ => Engine::Unknown,
-        }
-    }
-
     fn build(&self, binlog_file_size: u64) -> Result<NodeStatus, InfoError> {
         let role_text = self
             .get("role")
@@ -245,35 +199,7 @@ impl<'a> Scan<'a> {
             .or_else(|| self.get("redis_version"))
             .filter(|v| !v.is_empty())
             .map(str::to_string);
-
-        let master = match (self.get("master_host"), self.get("master_port")) {
-            (Some(host), Some(port)) if !host.is_empty() => port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .map(|p| Addr::new(host, p)),
-            _ => None,
-        };
-
-        let mut db_links = self.connect_status.clone();
-        let mut listed_not_connected = false;
-        for key in ["db_repl_state", "db_repl_error_state"] {
-            if let Some(v) = self.get(key) {
-                listed_not_connected = true;
-                for (db, state) in parse_db_repl_state(v) {
-                    db_links
-                        .entry(db)
-                        .and_modify(|s| *s = worse(*s, state))
-                        .or_insert(state);
-                }
-            }
-        }
-        if role.is_replica() && listed_not_connected && !self.saw_connect_status {
-            for db in self.db_offsets.keys() {
-                db_links.entry(db.clone()).or_insert(LinkState::Up);
-            }
-        }
-
+        let mut db_links = self.db_links(role);
         let link = if role.is_replica() {
             self.link(&db_links)
         } else {
@@ -284,363 +210,37 @@ impl<'a> Scan<'a> {
                 db_links.insert(db.clone(), LinkState::Up);
             }
         }
-
-        let offset = self.offset(engine, role, binlog_file_size);
-
-        let replid = match engine {
-            Engine::Pika => self.get("ReplicationID"),
-            Engine::Redis => self.get("master_replid"),
-            Engine::Unknown => self
-                .get("ReplicationID")
-                .filter(|v| !v.is_empty())
-                .or_else(|| self.get("master_replid")),
-        }
-        .filter(|v| !v.is_empty())
-        .map(str::to_string);
-
-        let eligible = self.get("is_eligible_for_master_election").and_then(|v| {
-            match v.to_ascii_lowercase().as_str() {
-                "true" => Some(true),
-                "false" => Some(false),
-                _ => None,
-            }
-        });
-
-        let priority = self
-            .get("slave_priority")
-            .or_else(|| self.get("replica_priority"))
-            .and_then(|v| v.parse::<i64>().ok());
-
-        let master_repl_offset = self.get_u64("master_repl_offset");
-        let replicas: Vec<ReplicaLine> = self
-            .replica_lines
-            .iter()
-            .filter_map(|(_, l)| parse_replica_line(l, engine, master_repl_offset))
-            .collect();
+        let replicas = self.replicas(engine);
         let connected_replicas = self
             .get("connected_slaves")
             .and_then(|v| v.parse::<u32>().ok())
             .unwrap_or_else(|| u32::try_from(replicas.len()).unwrap_or(u32::MAX));
-
         Ok(NodeStatus {
             engine,
             version,
             role,
-            master,
+            master: self.master(),
             link,
             db_links,
             db_offsets: self.db_offsets.clone(),
-            offset,
-            replid,
-            eligible,
-            priority,
+            offset: self.offset(engine, role, binlog_file_size),
+            replid: self.replid(engine),
+            eligible: self.eligible(),
+            priority: self
+                .get("slave_priority")
+                .or_else(|| self.get("replica_priority"))
+                .and_then(|v| v.parse::<i64>().ok()),
             connected_replicas,
             replicas,
         })
     }
-
-    /// Overall link of a replica: per-DB trouble first, then the node-wide fields.
-    fn link(&self, db_links: &BTreeMap<String, LinkState>) -> Option<LinkState> {
-        let worst_db = db_links
-            .values()
-            .copied()
-            .filter(|s| *s != LinkState::Up)
-            .reduce(worse);
-        if worst_db.is_some() {
-            return worst_db;
-        }
-        let status =
-            self.get("master_link_status")
-                .and_then(|v| match v.to_ascii_lowercase().as_str() {
-                    "up" => Some(LinkState::Up),
-                    "down" if self.get("master_sync_in_progress") == Some("1") => {
-                        Some(LinkState::FullSync)
-                    }
-                    "down" => Some(LinkState::Down),
-                    _ => None,
-                });
-        let repl_state = self.get("repl_state").and_then(repl_state_token);
-        match (status, repl_state) {
-            (Some(a), Some(b)) => Some(worse(a, b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    fn offset(&self, engine: Engine, role: Role, binlog_file_size: u64) -> Option<u64> {
-        let slave = self.get_u64("slave_repl_offset");
-        let master = self.get_u64("master_repl_offset");
-        let summed = || binlog_sum(&self.db_offsets, binlog_file_size);
-        match engine {
-            Engine::Redis if role.is_replica() => slave.or(master),
-            Engine::Redis => master,
-            Engine::Pika => slave.or_else(summed),
-            Engine::Unknown => {
-                let by_role = if role.is_replica() { slave } else { master };
-                by_role.or(slave).or_else(summed)
-            }
-        }
-    }
-}
-
-/// Σ filenum·binlog_file_size + offset, `None` when there are no DBs or the sum overflows.
-fn binlog_sum(dbs: &BTreeMap<String, BinlogPos>, binlog_file_size: u64) -> Option<u64> {
-    if dbs.is_empty() {
-        return None;
-    }
-    dbs.values().try_fold(0u64, |acc, p| {
-        p.filenum
-            .checked_mul(binlog_file_size)
-            .and_then(|v| v.checked_add(p.offset))
-            .and_then(|v| acc.checked_add(v))
-    })
-}
-
-/// Lower-case and drop whitespace, so `Master && SLAVE` and `master&&slave` compare equal.
-fn normalise(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
-fn parse_role(text: &str, header: Option<&str>) -> Result<Role, InfoError> {
-    match normalise(text).as_str() {
-        "master" | "double_master" => Ok(Role::Master),
-        "master&&slave" => Ok(Role::MasterSlave),
-        "slave" if header.is_some_and(|h| normalise(h) == "master/slave") => Ok(Role::MasterSlave),
-        "slave" => Ok(Role::Slave),
-        _ => {
-            let shown: String = text.chars().take(40).collect();
-            Err(InfoError(format!("unknown role {shown:?}")))
-        }
-    }
-}
-
-/// Severity order used whenever two states describe the same link: Error > FullSync >
-/// Connecting > Down > Up.
-fn severity(s: LinkState) -> u8 {
-    match s {
-        LinkState::Up => 0,
-        LinkState::Down => 1,
-        LinkState::Connecting => 2,
-        LinkState::FullSync => 3,
-        LinkState::Error => 4,
-    }
-}
-
-fn worse(a: LinkState, b: LinkState) -> LinkState {
-    if severity(b) > severity(a) {
-        b
-    } else {
-        a
-    }
-}
-
-/// `Replication(MASTER)` → `MASTER` (the `#` already stripped).
-fn replication_header_role(header: &str) -> Option<&str> {
-    let rest = header.trim().strip_prefix("Replication")?.trim_start();
-    let inner = rest.strip_prefix('(')?;
-    let end = inner.rfind(')')?;
-    inner.get(..end).map(str::trim)
-}
-
-/// Length of a leading `db<digits>` name followed by `' '` or `':'`, if the line starts with one.
-fn db_name_len(line: &str) -> Option<usize> {
-    let rest = line.strip_prefix("db")?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return None;
-    }
-    let len = 2 + digits;
-    match line.as_bytes().get(len) {
-        Some(b' ') | Some(b':') => Some(len),
-        _ => None,
-    }
-}
-
-/// `db0 binlog_offset=F O,safety_purge=X` or `db0:binlog_offset=F O,…` (name length known).
-fn binlog_line(line: &str, name_len: usize) -> Option<(&str, BinlogPos)> {
-    let name = line.get(..name_len)?;
-    let rest = line.get(name_len + 1..)?.trim_start();
-    let value = rest.strip_prefix("binlog_offset=")?;
-    let pos_text = value.split(',').next()?;
-    Some((name, binlog_pos(pos_text)?))
-}
-
-/// `F O` → BinlogPos; exactly two unsigned numbers.
-fn binlog_pos(text: &str) -> Option<BinlogPos> {
-    let mut it = text.split_whitespace();
-    let filenum = it.next()?.parse().ok()?;
-    let offset = it.next()?.parse().ok()?;
-    if it.next().is_some() {
-        return None;
-    }
-    Some(BinlogPos { filenum, offset })
-}
-
-/// A line inside the `repl_connect_status:` block: `dbN:<word>` without `=` or `,`.
-fn connect_status_line(line: &str) -> Option<(&str, &str)> {
-    let name_len = db_name_len(line)?;
-    if line.as_bytes().get(name_len) != Some(&b':') {
-        return None;
-    }
-    let token = line.get(name_len + 1..)?.trim();
-    if token.is_empty() || token.contains(['=', ',']) {
-        return None;
-    }
-    Some((line.get(..name_len)?, token))
-}
-
-/// 4.0.0 / 3.5.5+ `repl_connect_status` tokens.
-fn connect_status_token(token: &str) -> Option<LinkState> {
-    match token.to_ascii_lowercase().as_str() {
-        "connected" => Some(LinkState::Up),
-        "no_connect" => Some(LinkState::Down),
-        "syncing_full" | "try_to_full_sync" => Some(LinkState::FullSync),
-        "connecting" | "try_to_incr_sync" => Some(LinkState::Connecting),
-        "error" => Some(LinkState::Error),
-        _ => None,
-    }
-}
-
-/// `db_repl_state` / `db_repl_error_state` tokens (spellings are inconsistent in Pika itself).
-fn db_repl_state_token(token: &str) -> LinkState {
-    match token.trim().to_ascii_lowercase().as_str() {
-        "connected" | "kconnected" => LinkState::Up,
-        "ktryconnect" | "kwaitreply" | "tryconnect" | "waitreply" => LinkState::Connecting,
-        "ktrydbsync" | "waitdbsync" | "kwaitdbsync" | "trydbsync" => LinkState::FullSync,
-        "error" | "kerror" | "internalerror" => LinkState::Error,
-        // NoConnect, kDBNoConnect, Other, and anything new: Pika lists only DBs that are not
-        // connected, so "not up" is all we know.
-        _ => LinkState::Down,
-    }
-}
-
-/// `(db0:WaitDBSync)(db1: InternalError)` → per-DB states.
-fn parse_db_repl_state(value: &str) -> Vec<(String, LinkState)> {
-    paren_groups(value)
-        .into_iter()
-        .map(|(db, tok)| (db.to_string(), db_repl_state_token(tok)))
-        .collect()
-}
-
-/// `(name:value)(name:value)…` → pairs, both trimmed; groups without `:` or a name are skipped.
-fn paren_groups(value: &str) -> Vec<(&str, &str)> {
-    let mut out = Vec::new();
-    let mut rest = value;
-    // Each `)` closes the group opened by the nearest `(` before it; stray brackets are skipped.
-    while let Some(end) = rest.find(')') {
-        let segment = rest.get(..end).unwrap_or("");
-        if let Some(start) = segment.rfind('(') {
-            let inner = segment.get(start + 1..).unwrap_or("");
-            if let Some((name, val)) = inner.split_once(':') {
-                let name = name.trim();
-                if !name.is_empty() {
-                    out.push((name, val.trim()));
-                }
-            }
-        }
-        rest = rest.get(end + 1..).unwrap_or("");
-    }
-    out
-}
-
-/// Pika 3.0 `repl_state:` tokens.
-fn repl_state_token(value: &str) -> Option<LinkState> {
-    let words: Vec<String> = value
-        .split_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect();
-    match words.join(" ").as_str() {
-        "connected" => Some(LinkState::Up),
-        "wait dbsync" => Some(LinkState::FullSync),
-        "error" => Some(LinkState::Error),
-        "connecting" | "connect" => Some(LinkState::Connecting),
-        "no connect" => Some(LinkState::Down),
-        _ => None,
-    }
-}
-
-/// Index and value of a `slave<digits>:` line (not `slave_priority:` and friends).
-fn replica_line_value(line: &str) -> Option<(u64, &str)> {
-    let rest = line.strip_prefix("slave")?;
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return None;
-    }
-    let index = rest.get(..digits)?.parse().unwrap_or(u64::MAX);
-    let value = rest.get(digits..)?.strip_prefix(':')?.trim();
-    Some((index, value))
-}
-
-/// `ip=a,port=b,…` → map (keys and values trimmed; first occurrence wins).
-fn replica_kv(value: &str) -> HashMap<&str, &str> {
-    let mut kv = HashMap::new();
-    for part in value.split(',') {
-        if let Some((k, v)) = part.split_once('=') {
-            kv.entry(k.trim()).or_insert(v.trim());
-        }
-    }
-    kv
-}
-
-fn parse_replica_line(
-    value: &str,
-    engine: Engine,
-    master_repl_offset: Option<u64>,
-) -> Option<ReplicaLine> {
-    let kv = replica_kv(value);
-    let ip = kv.get("ip").filter(|v| !v.is_empty())?.to_string();
-    let port = kv.get("port")?.parse::<u16>().ok()?;
-    let state = kv
-        .get("state")
-        .filter(|v| !v.is_empty())
-        .map(|v| v.to_string());
-    let offset = kv.get("offset").and_then(|v| v.parse::<u64>().ok());
-    let lag = kv.get("lag").copied().unwrap_or("");
-
-    let mut line = ReplicaLine {
-        ip,
-        port,
-        state,
-        offset,
-        db_lag: BTreeMap::new(),
-        lag_bytes: None,
-        lag_seconds: None,
-    };
-    if lag.starts_with('(') {
-        for (db, v) in paren_groups(lag) {
-            line.db_lag.insert(db.to_string(), v.parse::<u64>().ok());
-        }
-        if !line.db_lag.is_empty() {
-            line.lag_bytes = line
-                .db_lag
-                .values()
-                .try_fold(0u64, |acc, v| v.and_then(|v| acc.checked_add(v)));
-        }
-        return Some(line);
-    }
-    let redis_style = match engine {
-        Engine::Redis => true,
-        Engine::Pika => false,
-        Engine::Unknown => kv.contains_key("offset"),
-    };
-    let lag_num = lag.parse::<u64>().ok();
-    if redis_style {
-        line.lag_seconds = lag_num;
-        line.lag_bytes = match (master_repl_offset, offset) {
-            (Some(m), Some(o)) => Some(m.saturating_sub(o)),
-            _ => None,
-        };
-    } else {
-        line.lag_bytes = lag_num;
-    }
-    Some(line)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fields::binlog_sum;
     use super::*;
+    use crate::model::{Engine, Role};
 
     #[test]
     fn db_name_len_needs_digits_and_separator() {

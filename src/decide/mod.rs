@@ -1,0 +1,437 @@
+//! THE PURE CORE: `decide(trigger, observation, record, policy, gate) -> Plan`, and
+//! [`Plan::steps`] → ordered [`Step`]s. No async, no clock (the caller passes `now` in the
+//! [`Gate`]), no I/O. Every plan carries a stable reason sentence: it is logged, returned over
+//! HTTP, and asserted in `tests/decide_table.rs`, so change wording only on purpose. Reasons
+//! never contain secrets or timestamps (durations such as the cooldown are fine).
+//!
+//! # The rules, in the order they are applied
+//!
+//! **Preconditions.** If fewer nodes answered than `policy.min_observed`, refuse (retryable:
+//! a later observation may do better). If the cluster is paused, automatic triggers do nothing;
+//! manual ones (failover, switchover, demote) still run.
+//!
+//! **No record yet.** Manual triggers are refused: they need to know who the master is, and
+//! the operator must say so with `pika-remedy record --cluster C --master host:port`. Automatic
+//! triggers bootstrap the record only from a *clean* picture: exactly one reachable node claims
+//! master and every other reachable node is a replica of exactly that address. The record then
+//! names that master and all other configured nodes as replicas. Anything else (no master, two
+//! masters, a replica of some other node) is refused with what was seen: we never guess.
+//!
+//! **With a record naming master M at epoch E.** M must be a configured node, else refuse.
+//!
+//! *Demote `node`* (manual): never the recorded master (that is a switchover). M must be
+//! reachable and report master. A node already following M with its link up needs nothing;
+//! an unreachable node is refused as retryable; otherwise it follows M (forced on Pika).
+//!
+//! *Switchover to `to`* (manual, planned): M must be reachable and report master (if it is dead
+//! use failover). A named target must be a reachable replica following M with link up, not in
+//! full sync or link error and eligible; the operator's choice overrides the soft exclusions
+//! (never_promote, priority 0, lag: we wait for catch-up anyway) and the reason says so. Without a target the best candidate is
+//! ranked as for a failover, but only replicas with link up qualify. `to == M` is a no-op.
+//!
+//! *Repair or fail over* (MasterDown, RoleMismatch, Periodic, and manual Failover):
+//! - M reachable and master: the record is right and the cluster is repaired towards it (a flat
+//!   topology: every replica follows M directly; chains are flattened), one
+//!   action per reconcile. First any other node claiming master is demoted (the first in config
+//!   order; the next reconcile takes the next): this is the restarted old master, which Pika
+//!   cannot tell apart from the real one. Else replicas following another master (or none), and
+//!   replicas of M whose link is in `Error` (Pika never leaves it by itself), are repointed.
+//!   Else nothing to do: a MasterDown alert was a false alarm, other triggers see a converged
+//!   topology, and a manual failover is refused (the master is healthy: use switchover).
+//! - M reachable but a replica: someone changed the topology outside pika-remedy; refuse.
+//! - M unreachable: if another node claims master, refuse (we cannot tell a split brain from a
+//!   failover done by someone else). For automatic triggers only: if any replica still reports
+//!   its link to M up, M is alive and only our view is broken, so do nothing; if the last
+//!   automatic failover is more recent than the cooldown, refuse. Then rank the candidates.
+//!
+//! # Candidates
+//! Every configured node except M is assessed. The first matching exclusion names it:
+//! "unreachable"; "never_promote"; "priority 0" (config priority 0 or `slave_priority:0`);
+//! "claims master"; "follows X, not the recorded master"; "not eligible for master election"
+//! (Pika's `is_eligible_for_master_election:false`); "in full sync" (overall or any DB);
+//! "link error" (overall or any DB); "missing DB dbN" (a Pika node lacking a DB that another
+//! reachable Pika node has: promoting it would lose that DB and break the others' handshake).
+//! Among the nodes left, the best offset is the maximum; a node further behind than
+//! `policy.max_lag_bytes` is "behind the best by N bytes (limit L)", and a node without an
+//! offset while others have one is "offset unknown". With the master dead, links are down:
+//! a down link is *not* an exclusion (for a switchover it is: "link down"). The rest are ranked
+//! by config priority (lower first), then offset (higher first), then address.
+//! `Plan::candidates` lists the ranked ones first, then the excluded ones in config order.
+//!
+//! A manual failover to a named node overrides the soft exclusions (never_promote, priority 0,
+//! lag, missing DB, unknown offset) and says so in the reason; it never overrides the hard ones
+//! (unreachable, claims master, follows another master, not eligible, full sync, link error).
+//! Without a candidate the plan is a refusal listing every node with its phrase. Otherwise the
+//! best candidate is promoted and *all* other reachable nodes except M follow it, including the
+//! excluded ones: they must not stay attached to nothing.
+//!
+//! # Steps
+//! The record is written right after the promotion (and its `CONFIG REWRITE`), before any
+//! repointing: if we crash mid-plan, the next reconcile sees the new record, finds the other
+//! replicas following the old master, and repoints them (roll forward, never back).
+//! - Failover: promote P, persist P, record P, then follow + persist for every repointed node.
+//! - Switchover on Redis: `CLIENT PAUSE … WRITE` on M, wait for P to catch up, promote P,
+//!   persist, record, M follows P, persist M, `CLIENT UNPAUSE` M, then the other replicas.
+//! - Switchover on Pika: Pika has no write pause. We wait for P to catch up with M's offset,
+//!   promote P, record, then demote M with `SLAVEOF P force` (its binlog may be ahead of P's).
+//!   Writes M accepted between the catch-up and its demotion may be discarded by the forced
+//!   full sync; operators should stop writers (or move the VIP) first.
+//! - Demote: reachable replicas still attached to the node are repointed first (Pika refuses
+//!   `SLAVEOF` on a node with connected slaves: "already master of others"), then the node
+//!   follows the master, forced on Pika (an old master's binlog may be ahead or diverged).
+//! - Repoint: each node follows, forced on Pika only when its link is in error, it claims
+//!   master, or its binlog position is ahead of the new master's in some DB (an incremental
+//!   sync would then end in `Error` or silently diverge). Chained replicas (`master&&slave`)
+//!   are repointed after plain ones, so their children have left them first.
+//! - `force` is never set for Redis (it rejects the extra argument), nor for unknown engines.
+//! - Children first: before a Pika node follows anyone, the reachable nodes that still follow
+//!   it (and that the plan has not moved or promoted yet) follow its new master, deepest first
+//!   in a chain; their own later follow of that master is dropped. These are steps of the plan:
+//!   the executor never moves a node the plan does not list (one still attached stops it).
+//! - Reset: a node that already names its new master gets `SLAVEOF NO ONE` first (an identical
+//!   `SLAVEOF` is a silent no-op on Pika, even in a broken state).
+//! - Every command a step sends is built by `node::commands::Dialect`, the same functions
+//!   the sender uses: [`Step::wire`] is what is sent, [`Step::commands`] what `plan` prints.
+
+mod candidates;
+mod rules;
+mod steps;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Policy;
+use crate::model::{
+    Addr, Engine, LinkState, NodeObservation, NodeStatus, Observation, Role, TopologyRecord,
+};
+
+/// What woke us up. Alerts are hints: the trigger only selects which rules apply
+/// (e.g. manual triggers ignore the cooldown); the decision comes from the observation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// Alert: the master looks down.
+    MasterDown,
+    /// Alert: some node's role differs from the recorded one, or two masters.
+    RoleMismatch,
+    /// Periodic check (no alert).
+    Periodic,
+    /// Operator: fail over now (master dead or not), optionally to a given node. Ignores cooldown.
+    Failover { to: Option<Addr> },
+    /// Operator: planned switchover of a healthy master to `to` (or the best replica).
+    Switchover { to: Option<Addr> },
+    /// Operator: make `node` follow the recorded master.
+    Demote { node: Addr },
+}
+
+impl Trigger {
+    pub fn is_manual(&self) -> bool {
+        matches!(
+            self,
+            Trigger::Failover { .. } | Trigger::Switchover { .. } | Trigger::Demote { .. }
+        )
+    }
+    /// Short label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Trigger::MasterDown => "master_down",
+            Trigger::RoleMismatch => "role_mismatch",
+            Trigger::Periodic => "periodic",
+            Trigger::Failover { .. } => "manual_failover",
+            Trigger::Switchover { .. } => "switchover",
+            Trigger::Demote { .. } => "manual_demote",
+        }
+    }
+}
+
+/// Inputs that are not observations: the clock and the switches.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Gate {
+    /// Unix seconds, passed in (decide never reads a clock).
+    pub now: u64,
+    /// Global or per-cluster pause: no automatic action (manual triggers still run).
+    pub paused: bool,
+    /// The recorded master's replication offset the last time we saw it alive (the service's
+    /// poller remembers it). With it, the lag limit is absolute, like Patroni's
+    /// `maximum_lag_on_failover`: a candidate further than `max_lag_bytes` behind what the
+    /// master had is excluded, so a failover can be refused for lag. `None` (e.g. the CLI,
+    /// which has no history): lag is only measured against the best candidate.
+    pub last_master_offset: Option<u64>,
+}
+
+/// Why each replica was or was not a promotion candidate, best first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub addr: Addr,
+    /// `None` if eligible; otherwise why it was excluded (a stable phrase, e.g. "unreachable",
+    /// "in full sync", "link error", "not eligible for master election", "never_promote",
+    /// "priority 0", "behind the best by N bytes (limit M)", "missing DB db1"; see the module docs).
+    pub excluded: Option<String>,
+    pub priority: u32,
+    pub offset: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    NoAction,
+    /// Not safe to act. `retryable`: a retry may help (e.g. not enough observations) → HTTP 503.
+    Refuse {
+        retryable: bool,
+    },
+    /// Write the first record (no mutating node command).
+    Bootstrap {
+        master: Addr,
+        replicas: Vec<Addr>,
+    },
+    /// Promote `promote`, repoint `repoint` (reachable nodes) to it. `old_master` is the recorded
+    /// master (dead or not); it is demoted when it comes back.
+    Failover {
+        promote: Addr,
+        repoint: Vec<Addr>,
+        old_master: Addr,
+        /// True for automatic (alert/periodic) failovers: starts the cooldown.
+        automatic: bool,
+    },
+    /// Planned: pause writes on the healthy master, wait for `promote` to catch up, promote,
+    /// repoint the others, demote the old master, unpause.
+    Switchover {
+        promote: Addr,
+        repoint: Vec<Addr>,
+        old_master: Addr,
+    },
+    /// A node claiming master that is not the recorded master: make it follow `to`.
+    Demote {
+        node: Addr,
+        to: Addr,
+    },
+    /// Replicas following the wrong master (or none): repoint them to `to`.
+    Repoint {
+        nodes: Vec<Addr>,
+        to: Addr,
+    },
+}
+
+impl Action {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::NoAction => "no_action",
+            Action::Refuse { .. } => "refuse",
+            Action::Bootstrap { .. } => "bootstrap",
+            Action::Failover { .. } => "failover",
+            Action::Switchover { .. } => "switchover",
+            Action::Demote { .. } => "demote",
+            Action::Repoint { .. } => "repoint",
+        }
+    }
+    /// True if applying it sends mutating commands to nodes.
+    pub fn mutates_nodes(&self) -> bool {
+        !matches!(
+            self,
+            Action::NoAction | Action::Refuse { .. } | Action::Bootstrap { .. }
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub action: Action,
+    /// Stable, human sentence; no secrets, no timestamps.
+    pub reason: String,
+    /// Candidate ranking when one was computed (failover/switchover/refusals for lack of one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
+}
+
+/// One ordered, verifiable step. `reconcile` checks the lock before each mutating step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Redis: `CLIENT PAUSE <ms> WRITE` on the old master.
+    PauseWrites { node: Addr, millis: u64 },
+    /// Wait (bounded) until `node`'s offset reaches `of`'s offset.
+    WaitCatchUp { node: Addr, of: Addr },
+    /// `SLAVEOF NO ONE`, then poll until role is master (bounded).
+    Promote { node: Addr },
+    /// `CONFIG SET masterauth` (when the cluster has a password), `SLAVEOF NO ONE` when
+    /// `reset`, `SLAVEOF master port [force]`, poll until link up (bounded); on timeout
+    /// `SLAVEOF NO ONE` + `SLAVEOF … [force on Pika]` once. On Pika, `already master of others`
+    /// (a lingering stale slave entry) is retried with backoff (bounded).
+    Follow {
+        node: Addr,
+        master: Addr,
+        force: bool,
+        engine: Engine,
+        /// `SLAVEOF NO ONE` first: the node already names `master` (an identical `SLAVEOF` is a
+        /// silent no-op on Pika, even in a broken state).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reset: bool,
+    },
+    /// `CONFIG REWRITE`, so a restart keeps the new role. A failure is reported.
+    Persist { node: Addr },
+    /// Redis: `CLIENT UNPAUSE` on the old master (also done on failure paths).
+    Unpause { node: Addr },
+    /// Pika 4.x switchover: `ACL SETUSER default -@write` on the old master, so no write is
+    /// acknowledged by a node that is about to follow another (open connections included).
+    FenceWrites { node: Addr },
+    /// Pika 4.x: `ACL SETUSER default +@write`, once the fenced node follows the new master
+    /// (or on the failure path, once the cluster is put back as it was).
+    UnfenceWrites { node: Addr },
+    /// Write-ahead: record (compare-and-set) that a failover to `promote` is starting, so a
+    /// crash between the promotion and the final record rolls forward instead of needing an operator.
+    Intent { promote: Addr },
+    /// Compare-and-set the new topology (epoch + 1 when the master changes).
+    Record {
+        master: Addr,
+        replicas: Vec<Addr>,
+        /// True when this is an automatic failover (sets `last_failover_at`).
+        automatic_failover: bool,
+    },
+}
+
+impl Step {
+    /// Steps that send a mutating command to a node (the lock is checked before each).
+    pub fn mutates(&self) -> bool {
+        !matches!(
+            self,
+            Step::WaitCatchUp { .. } | Step::Record { .. } | Step::Intent { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for Step {
+    /// One short line per step, for operator output and failure messages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            Step::PauseWrites { node, millis } => format!("pause writes on {node} for {millis} ms"),
+            Step::WaitCatchUp { node, of } => format!("wait for {node} to catch up with {of}"),
+            Step::Promote { node } => format!("promote {node}"),
+            Step::Follow {
+                node,
+                master,
+                force,
+                ..
+            } => {
+                format!(
+                    "{node} follows {master}{}",
+                    if *force { " (force)" } else { "" }
+                )
+            }
+            Step::Persist { node } => format!("CONFIG REWRITE {node}"),
+            Step::Unpause { node } => format!("unpause {node}"),
+            Step::FenceWrites { node } => format!("fence writes on {node}"),
+            Step::UnfenceWrites { node } => format!("unfence writes on {node}"),
+            Step::Record { master, .. } => format!("record master {master}"),
+            Step::Intent { promote } => format!("record intent to promote {promote}"),
+        };
+        f.write_str(&text)
+    }
+}
+
+impl Plan {
+    pub fn no_action(reason: impl Into<String>) -> Plan {
+        Plan {
+            action: Action::NoAction,
+            reason: reason.into(),
+            candidates: Vec::new(),
+        }
+    }
+
+    pub fn refuse(reason: impl Into<String>, retryable: bool) -> Plan {
+        Plan {
+            action: Action::Refuse { retryable },
+            reason: reason.into(),
+            candidates: Vec::new(),
+        }
+    }
+
+    fn with(action: Action, reason: impl Into<String>) -> Plan {
+        Plan {
+            action,
+            reason: reason.into(),
+            candidates: Vec::new(),
+        }
+    }
+
+    fn ranked(mut self, candidates: Vec<Candidate>) -> Plan {
+        self.candidates = candidates;
+        self
+    }
+}
+
+/// Reachable replicas attached to `node`, plain replicas before chained ones.
+fn followers_of<'a>(obs: &'a Observation, node: &Addr) -> Vec<&'a Addr> {
+    let list: Vec<&NodeObservation> = obs
+        .nodes
+        .iter()
+        .filter(|n| &n.addr != node)
+        .filter(|n| matches!(n.reachable(), Some(s) if s.role.is_replica() && s.master.as_ref() == Some(node)))
+        .collect();
+    chained_last(list)
+}
+
+/// Plain replicas first, then chained (`master&&slave`) ones and anything else, each group in
+/// config order: a chained node's children must leave it before Pika lets it follow anyone.
+fn chained_last(nodes: Vec<&NodeObservation>) -> Vec<&Addr> {
+    let (plain, rest): (Vec<_>, Vec<_>) = nodes
+        .into_iter()
+        .partition(|n| matches!(n.reachable(), Some(s) if s.role == Role::Slave));
+    plain.into_iter().chain(rest).map(|n| &n.addr).collect()
+}
+
+fn has_link_error(s: &NodeStatus) -> bool {
+    s.link == Some(LinkState::Error) || s.db_links.values().any(|l| *l == LinkState::Error)
+}
+
+fn in_full_sync(s: &NodeStatus) -> bool {
+    s.link == Some(LinkState::FullSync) || s.db_links.values().any(|l| *l == LinkState::FullSync)
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn master_of(s: &NodeStatus) -> String {
+    s.master
+        .as_ref()
+        .map_or_else(|| "no master".to_string(), ToString::to_string)
+}
+
+fn offset_text(offset: Option<u64>) -> String {
+    offset.map_or_else(|| "offset unknown".to_string(), |o| format!("offset {o}"))
+}
+
+fn record_command(cluster: &str) -> String {
+    format!("pika-remedy record --cluster {cluster} --master host:port")
+}
+
+/// The decision. See the module docs for the rules and the table test for examples.
+pub fn decide(
+    trigger: &Trigger,
+    obs: &Observation,
+    record: Option<&TopologyRecord>,
+    policy: &Policy,
+    gate: &Gate,
+) -> Plan {
+    let answered = obs.reachable_count();
+    if answered < policy.min_observed {
+        return Plan::refuse(
+            format!(
+                "not enough observations: {answered} of {} nodes answered (need {})",
+                obs.nodes.len(),
+                policy.min_observed
+            ),
+            true,
+        );
+    }
+    if gate.paused && !trigger.is_manual() {
+        return Plan::no_action("cluster is paused; no automatic action");
+    }
+    match record {
+        None => rules::without_record(trigger, obs),
+        Some(rec) => rules::with_record(trigger, obs, rec, policy, gate),
+    }
+}

@@ -1,0 +1,361 @@
+//! Step compilation: a [`Plan`] becomes ordered [`Step`]s (force, the children of a Pika node
+//! moved first, the record right after the promotion), and each step renders the commands it
+//! sends, built by [`Dialect`] (the same functions the sender uses).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::{followers_of, has_link_error, join, Action, Plan, Step};
+use crate::config::Policy;
+use crate::model::{Addr, Engine, NodeObservation, NodeStatus, Observation, Role};
+use crate::node::commands::{Command, Dialect};
+
+impl Step {
+    /// The exact commands this step may send, for `plan` output (passwords shown as `<password>`).
+    pub fn commands(&self, has_password: bool) -> Vec<String> {
+        self.commands_in(has_password, &Dialect::default())
+    }
+
+    /// Like [`Step::commands`], with command names as the nodes know them under
+    /// `rename-command` (`renames`: original -> renamed, see `ClusterConfig::renames`), so the
+    /// plan shows what is really sent.
+    pub fn commands_renamed(
+        &self,
+        has_password: bool,
+        renames: &BTreeMap<String, String>,
+    ) -> Vec<String> {
+        self.commands_in(has_password, &Dialect::new(renames.clone()))
+    }
+
+    /// The plan's lines for this step: every command of [`Step::wire`], plus the polls and
+    /// the one conditional retry the executor may add, all built by [`Dialect`].
+    pub fn commands_in(&self, has_password: bool, d: &Dialect) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .wire(has_password, d)
+            .iter()
+            .map(|(node, c)| format!("{node}: {c}"))
+            .collect();
+        let poll =
+            |node: &Addr, what: String| format!("{node}: poll {} until {what}", d.name("INFO"));
+        match self {
+            Step::WaitCatchUp { node, of } => {
+                v.push(poll(node, format!("offset >= offset of {of}")))
+            }
+            Step::Promote { node } => v.push(poll(node, "role:master".into())),
+            Step::Follow {
+                node,
+                master,
+                engine,
+                ..
+            } => {
+                v.push(poll(node, "master_link_status:up".into()));
+                // The one retry is forced on Pika even when the first try was not: an identical
+                // SLAVEOF is a no-op there, and a link that did not come up usually means Error.
+                v.push(format!(
+                    "{node}: on link timeout, once: {}; {}",
+                    d.promote(),
+                    d.follow(master, *engine == Engine::Pika)
+                ));
+            }
+            Step::Intent { promote } => v.push(format!(
+                "coordinator: record intent \"failover to {promote} in progress\" (compare-and-set)"
+            )),
+            Step::Record {
+                master, replicas, ..
+            } => v.push(format!(
+                "coordinator: record master {master}, replicas {} (compare-and-set)",
+                join(replicas)
+            )),
+            _ => {}
+        }
+        v
+    }
+
+    /// The node commands this step sends when everything answers as planned, in order. The
+    /// executor sends exactly these (plus, on a link timeout, the retry `commands` shows).
+    pub fn wire(&self, has_password: bool, d: &Dialect) -> Vec<(Addr, Command)> {
+        let on = |node: &Addr, c: Command| vec![(node.clone(), c)];
+        match self {
+            Step::PauseWrites { node, millis } => on(node, d.pause(Duration::from_millis(*millis))),
+            Step::Promote { node } => on(node, d.promote()),
+            Step::Follow {
+                node,
+                master,
+                force,
+                reset,
+                ..
+            } => {
+                let mut v = Vec::new();
+                if has_password {
+                    v.push((node.clone(), d.masterauth()));
+                }
+                if *reset {
+                    v.push((node.clone(), d.promote()));
+                }
+                v.push((node.clone(), d.follow(master, *force)));
+                v
+            }
+            Step::Persist { node } => on(node, d.rewrite()),
+            Step::Unpause { node } => on(node, d.unpause()),
+            Step::FenceWrites { node } => on(node, d.fence(true)),
+            Step::UnfenceWrites { node } => on(node, d.fence(false)),
+            Step::WaitCatchUp { .. } | Step::Intent { .. } | Step::Record { .. } => Vec::new(),
+        }
+    }
+}
+
+impl Plan {
+    /// Compile to ordered steps. `obs` supplies each node's engine and replication state (for
+    /// `force` and for the children of a demoted node); `policy` the switchover pause.
+    pub fn steps(&self, obs: &Observation, policy: &Policy) -> Vec<Step> {
+        let mut steps = Vec::new();
+        match &self.action {
+            Action::NoAction | Action::Refuse { .. } => {}
+            Action::Bootstrap { master, replicas } => steps.push(Step::Record {
+                master: master.clone(),
+                replicas: replicas.clone(),
+                automatic_failover: false,
+            }),
+            Action::Failover {
+                promote,
+                repoint,
+                automatic,
+                ..
+            } => {
+                steps.push(Step::Intent {
+                    promote: promote.clone(),
+                });
+                promote_and_record(&mut steps, obs, promote, *automatic);
+                for node in repoint {
+                    let force = needs_force(obs, node, promote);
+                    follow_and_persist(&mut steps, obs, node, promote, force);
+                }
+            }
+            Action::Switchover {
+                promote,
+                repoint,
+                old_master,
+            } => {
+                if engine_of(obs, old_master) == Engine::Redis {
+                    redis_switchover(&mut steps, obs, policy, promote, repoint, old_master);
+                } else {
+                    pika_switchover(&mut steps, obs, promote, repoint, old_master);
+                }
+            }
+            Action::Demote { node, to } => {
+                for child in followers_of(obs, node) {
+                    let force = needs_force(obs, child, to);
+                    follow_and_persist(&mut steps, obs, child, to, force);
+                }
+                follow_and_persist(&mut steps, obs, node, to, true);
+            }
+            Action::Repoint { nodes, to } => {
+                for node in nodes {
+                    let force = needs_force(obs, node, to);
+                    follow_and_persist(&mut steps, obs, node, to, force);
+                }
+            }
+        }
+        children_first(steps, obs)
+    }
+}
+
+/// Pika refuses `SLAVEOF` while slaves are attached (`already master of others`): before a
+/// Pika node follows anyone, the reachable configured nodes that still follow it, and that the
+/// plan has not moved or promoted yet, follow its new master first. Their own later follow of
+/// that master (and its persist) is then dropped, so every move is one step of the plan.
+fn children_first(steps: Vec<Step>, obs: &Observation) -> Vec<Step> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut handled: BTreeSet<Addr> = BTreeSet::new();
+    let mut early: BTreeMap<Addr, Addr> = BTreeMap::new();
+    let mut skip_persist_of: Option<Addr> = None;
+    for step in steps {
+        match &step {
+            Step::Persist { node } if skip_persist_of.as_ref() == Some(node) => {
+                skip_persist_of = None;
+                continue;
+            }
+            Step::Follow { node, master, .. } if early.get(node) == Some(master) => {
+                skip_persist_of = Some(node.clone());
+                continue;
+            }
+            Step::Follow {
+                node,
+                master,
+                engine: Engine::Pika,
+                ..
+            } => move_children(&mut out, obs, node, master, &mut handled, &mut early),
+            _ => {}
+        }
+        skip_persist_of = None;
+        if let Step::Follow { node, .. } | Step::Promote { node } = &step {
+            handled.insert(node.clone());
+        }
+        out.push(step);
+    }
+    out
+}
+
+/// Move the unhandled reachable followers of `node` to `master`, each one's own followers
+/// first (a chain `a <- b <- c` moves `c`, then `b`). Bounded by the node count.
+fn move_children(
+    out: &mut Vec<Step>,
+    obs: &Observation,
+    node: &Addr,
+    master: &Addr,
+    handled: &mut BTreeSet<Addr>,
+    early: &mut BTreeMap<Addr, Addr>,
+) {
+    handled.insert(node.clone());
+    for child in followers_of(obs, node) {
+        if child == master || handled.contains(child) {
+            continue;
+        }
+        if engine_of(obs, child) == Engine::Pika {
+            move_children(out, obs, child, master, handled, early);
+        }
+        let force = needs_force(obs, child, master);
+        follow_and_persist(out, obs, child, master, force);
+        handled.insert(child.clone());
+        early.insert(child.clone(), master.clone());
+    }
+}
+
+/// Redis: writes paused (`CLIENT PAUSE … WRITE`, which lifts itself) while the target catches
+/// up; the old master follows right after the record, then is unpaused.
+fn redis_switchover(
+    steps: &mut Vec<Step>,
+    obs: &Observation,
+    policy: &Policy,
+    promote: &Addr,
+    repoint: &[Addr],
+    old_master: &Addr,
+) {
+    steps.push(Step::PauseWrites {
+        node: old_master.clone(),
+        millis: u64::try_from(policy.switchover_pause.as_millis()).unwrap_or(u64::MAX),
+    });
+    steps.push(Step::WaitCatchUp {
+        node: promote.clone(),
+        of: old_master.clone(),
+    });
+    promote_and_record(steps, obs, promote, false);
+    follow_and_persist(steps, obs, old_master, promote, false);
+    steps.push(Step::Unpause {
+        node: old_master.clone(),
+    });
+    for node in repoint {
+        let force = needs_force(obs, node, promote);
+        follow_and_persist(steps, obs, node, promote, force);
+    }
+}
+
+/// Pika: the old master answers `already master of others` to `SLAVEOF` while any slave is
+/// attached (and ~2.7 s after the last left), so every other slave moves to the new master
+/// BEFORE the old master is demoted. On Pika 4.x the old master's writes are fenced (ACL) for
+/// the whole switchover, so its binlog cannot get ahead of the new master's and it can follow
+/// without `force` (no full resync; the follow step still forces once if the link stays down).
+/// Older Pika has no fence: the old master may be ahead, so it is forced.
+fn pika_switchover(
+    steps: &mut Vec<Step>,
+    obs: &Observation,
+    promote: &Addr,
+    repoint: &[Addr],
+    old_master: &Addr,
+) {
+    let fence = obs
+        .node(old_master)
+        .and_then(NodeObservation::reachable)
+        .is_some_and(NodeStatus::can_fence_writes);
+    if fence {
+        steps.push(Step::FenceWrites {
+            node: old_master.clone(),
+        });
+    }
+    steps.push(Step::WaitCatchUp {
+        node: promote.clone(),
+        of: old_master.clone(),
+    });
+    promote_and_record(steps, obs, promote, false);
+    for node in repoint {
+        let force = needs_force(obs, node, promote);
+        follow_and_persist(steps, obs, node, promote, force);
+    }
+    follow_and_persist(steps, obs, old_master, promote, !fence);
+    if fence {
+        steps.push(Step::UnfenceWrites {
+            node: old_master.clone(),
+        });
+    }
+}
+
+/// Promote, persist, and record right away, so a crash after this point rolls forward.
+fn promote_and_record(steps: &mut Vec<Step>, obs: &Observation, promote: &Addr, automatic: bool) {
+    steps.push(Step::Promote {
+        node: promote.clone(),
+    });
+    steps.push(Step::Persist {
+        node: promote.clone(),
+    });
+    steps.push(Step::Record {
+        master: promote.clone(),
+        replicas: obs
+            .nodes
+            .iter()
+            .filter(|n| &n.addr != promote)
+            .map(|n| n.addr.clone())
+            .collect(),
+        automatic_failover: automatic,
+    });
+}
+
+/// `force` is only ever honoured for Pika: Redis rejects the extra argument.
+fn follow_and_persist(
+    steps: &mut Vec<Step>,
+    obs: &Observation,
+    node: &Addr,
+    to: &Addr,
+    force_on_pika: bool,
+) {
+    let engine = engine_of(obs, node);
+    let reset = obs
+        .node(node)
+        .and_then(NodeObservation::reachable)
+        .is_some_and(|s| s.role.is_replica() && s.master.as_ref() == Some(to));
+    steps.push(Step::Follow {
+        node: node.clone(),
+        master: to.clone(),
+        force: force_on_pika && engine == Engine::Pika,
+        engine,
+        reset,
+    });
+    steps.push(Step::Persist { node: node.clone() });
+}
+
+fn engine_of(obs: &Observation, addr: &Addr) -> Engine {
+    obs.node(addr)
+        .and_then(NodeObservation::reachable)
+        .map(|s| s.engine)
+        .unwrap_or(Engine::Unknown)
+}
+
+/// Whether a Pika node needs `SLAVEOF … force` to follow `to`: its link is in error (Pika never
+/// retries), it claims master (diverged history), or some DB's binlog is ahead of `to`'s (an
+/// incremental sync would fail with "offset larger" or silently diverge).
+fn needs_force(obs: &Observation, node: &Addr, to: &Addr) -> bool {
+    let Some(s) = obs.node(node).and_then(NodeObservation::reachable) else {
+        return false;
+    };
+    if s.engine != Engine::Pika {
+        return false;
+    }
+    if s.role == Role::Master || has_link_error(s) {
+        return true;
+    }
+    let Some(target) = obs.node(to).and_then(NodeObservation::reachable) else {
+        return false;
+    };
+    s.db_offsets
+        .iter()
+        .any(|(db, pos)| target.db_offsets.get(db).is_some_and(|t| pos > t))
+}

@@ -1,0 +1,272 @@
+//! The steps that wait for a node: follow (with its one retry), catch-up and promote, and the
+//! bounded poll they share. What they send is what [`Step::wire`](crate::decide::Step::wire)
+//! lists for them.
+
+use std::time::{Duration, Instant};
+
+use super::exec::{Exec, StepError};
+use crate::coord::Coordinator;
+use crate::model::{Addr, Engine, NodeStatus, Role};
+use crate::node::{NodeError, Nodes};
+
+/// How often bounded waits poll INFO.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+/// Failed probes in a row after which a wait takes the node it depends on for gone.
+const GONE_AFTER: u32 = 3;
+
+/// Counts failed probes in a row of the node a wait depends on.
+#[derive(Default)]
+struct Misses(u32);
+
+impl Misses {
+    /// `Some(why)` once [`GONE_AFTER`] probes of `who` failed in a row.
+    fn see(&mut self, who: &Addr, probe: &Result<NodeStatus, NodeError>) -> Option<String> {
+        match probe {
+            Ok(_) => {
+                self.0 = 0;
+                None
+            }
+            Err(e) => {
+                self.0 += 1;
+                (self.0 >= GONE_AFTER)
+                    .then(|| format!("{who} stopped answering ({e}, {} probes in a row)", self.0))
+            }
+        }
+    }
+}
+
+/// Why a bounded wait ended without its condition.
+enum WaitEnd {
+    Timeout,
+    /// The watched node stopped answering (the text says which, how and when).
+    Gone(String),
+}
+
+impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
+    /// Wait (bounded by `switchover_pause`) until `node`'s offset reaches `of`'s; `of`
+    /// stopping to answer ends the plan (`ClusterChanged`).
+    pub(super) async fn catch_up(&self, node: &Addr, of: &Addr) -> Result<String, StepError> {
+        let nodes = self.ctx.nodes;
+        let p = self.ctx.policy;
+        let t = Instant::now();
+        let deadline = t + p.switchover_pause;
+        let mut misses = Misses::default();
+        loop {
+            let (a, b) = tokio::join!(nodes.status(node), nodes.status(of));
+            if let (Ok(a), Ok(b)) = (&a, &b) {
+                if let (Some(x), Some(y)) = (a.offset, b.offset) {
+                    if x >= y {
+                        return Ok(format!(
+                            "offset {x} >= {y} after {:.1}s",
+                            t.elapsed().as_secs_f64()
+                        ));
+                    }
+                }
+            }
+            if let Some(why) = misses.see(of, &b) {
+                return Err(StepError::ClusterChanged(why));
+            }
+            if Instant::now() >= deadline {
+                return Err(StepError::Timeout(format!(
+                    "{node} did not catch up with {of} within {}",
+                    humantime::format_duration(p.switchover_pause)
+                )));
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// `SLAVEOF NO ONE`, then poll until the node reports master (bounded).
+    pub(super) async fn promote(&self, node: &Addr) -> Result<String, StepError> {
+        let p = self.ctx.policy;
+        self.fence().await?;
+        self.ctx
+            .nodes
+            .promote(node)
+            .await
+            .map_err(StepError::Node)?;
+        let waited = self
+            .wait(node, p.promote_timeout, None, |s| s.role == Role::Master)
+            .await
+            .map_err(|_| {
+                StepError::Timeout(format!(
+                    "{node} not master within {}",
+                    humantime::format_duration(p.promote_timeout)
+                ))
+            })?;
+        Ok(format!("role master after {waited:.1}s"))
+    }
+
+    /// Poll a node until `pred` holds, bounded. Returns seconds waited. With `watch`, the node
+    /// it depends on (the master it was told to follow, the master it catches up with) is
+    /// probed alongside: after [`GONE_AFTER`] failed probes in a row the wait ends early, so a
+    /// plan never sits out a long bound behind a master that has died meanwhile.
+    async fn wait(
+        &self,
+        node: &Addr,
+        bound: Duration,
+        watch: Option<&Addr>,
+        pred: impl Fn(&NodeStatus) -> bool,
+    ) -> Result<f64, WaitEnd> {
+        let t = Instant::now();
+        let mut misses = Misses::default();
+        loop {
+            let (me, other) = tokio::join!(self.ctx.nodes.status(node), async {
+                match watch {
+                    Some(m) => Some(self.ctx.nodes.status(m).await),
+                    None => None,
+                }
+            });
+            if let Ok(s) = me {
+                if pred(&s) {
+                    return Ok(t.elapsed().as_secs_f64());
+                }
+            }
+            if let (Some(m), Some(r)) = (watch, other) {
+                if let Some(why) = misses.see(m, &r) {
+                    return Err(WaitEnd::Gone(format!(
+                        "{why} after {:.1}s",
+                        t.elapsed().as_secs_f64()
+                    )));
+                }
+            }
+            if t.elapsed() >= bound {
+                return Err(WaitEnd::Timeout);
+            }
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+    }
+
+    /// Make `node` follow `master`, verified by `master_link_status:up`. Sends exactly the
+    /// step's commands ([`Step::wire`]); the one retry on a link timeout is shown in the plan too.
+    pub(super) async fn follow(
+        &self,
+        node: &Addr,
+        master: &Addr,
+        force: bool,
+        engine: Engine,
+        reset: bool,
+    ) -> Result<String, StepError> {
+        let nodes = self.ctx.nodes;
+        let current = nodes.status(node).await.map_err(StepError::Node)?;
+        if current.follows_with_link_up(master) && !force {
+            return Ok("already following with link up".into());
+        }
+        let mut notes = Vec::new();
+        // Pika refuses SLAVEOF while it has connected slaves; the plan moved every configured
+        // one first. One still attached means the cluster changed since the plan was made.
+        if engine == Engine::Pika && current.connected_replicas > 0 {
+            if let Some(child) = self.attached_child(node, master).await {
+                return Err(StepError::ClusterChanged(format!(
+                    "{child} still follows {node}, which the plan did not move"
+                )));
+            }
+        }
+        if self.ctx.has_password {
+            self.fence().await?;
+            nodes.set_masterauth(node).await.map_err(StepError::Node)?;
+        }
+        if reset {
+            self.fence().await?;
+            nodes.promote(node).await.map_err(StepError::Node)?;
+        }
+        self.slaveof_with_detach_retry(node, master, force).await?;
+        let t = Instant::now();
+        if let Some(w) = self.link_up(node, master).await? {
+            notes.push(format!("link up after {w:.1}s"));
+            return Ok(notes.join("; "));
+        }
+        // Pika never retries a failed handshake: re-issue the whole sequence once, forced on Pika.
+        let retry_force = engine == Engine::Pika;
+        notes.push(format!(
+            "link not up after {:.1}s; retrying with SLAVEOF NO ONE + SLAVEOF{}",
+            t.elapsed().as_secs_f64(),
+            if retry_force { " force" } else { "" }
+        ));
+        self.fence().await?;
+        nodes.promote(node).await.map_err(StepError::Node)?;
+        self.slaveof_with_detach_retry(node, master, retry_force)
+            .await?;
+        if let Some(w) = self.link_up(node, master).await? {
+            notes.push(format!("link up after {w:.1}s"));
+            return Ok(notes.join("; "));
+        }
+        Err(StepError::Timeout(format!(
+            "{node} link to {master} not up after retry ({}); {}",
+            self.state_of(node).await,
+            notes.join("; ")
+        )))
+    }
+
+    /// Wait for `node`'s link to `master` (bounded by `link_timeout`): `Some(seconds)` when
+    /// up, `None` on timeout; `master` stopping to answer ends the plan (`ClusterChanged`).
+    async fn link_up(&self, node: &Addr, master: &Addr) -> Result<Option<f64>, StepError> {
+        let bound = self.ctx.policy.link_timeout;
+        match self
+            .wait(node, bound, Some(master), |s| {
+                s.follows_with_link_up(master)
+            })
+            .await
+        {
+            Ok(w) => Ok(Some(w)),
+            Err(WaitEnd::Gone(why)) => Err(StepError::ClusterChanged(why)),
+            Err(WaitEnd::Timeout) => Ok(None),
+        }
+    }
+
+    /// One line of a node's replication state, for a failure message.
+    async fn state_of(&self, node: &Addr) -> String {
+        match self.ctx.nodes.status(node).await {
+            Ok(s) => format!(
+                "role={} master={} link={}",
+                s.role.as_str(),
+                s.master
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                s.link.map(|l| l.as_str()).unwrap_or("-")
+            ),
+            Err(e) => format!("unreachable: {e}"),
+        }
+    }
+
+    /// A configured node (other than `master`) that reports following `node` right now.
+    async fn attached_child(&self, node: &Addr, master: &Addr) -> Option<Addr> {
+        for n in &self.ctx.cluster.nodes {
+            if &n.addr == node || &n.addr == master {
+                continue;
+            }
+            if let Ok(s) = self.ctx.nodes.status(&n.addr).await {
+                if s.role.is_replica() && s.master.as_ref() == Some(node) {
+                    return Some(n.addr.clone());
+                }
+            }
+        }
+        None
+    }
+
+    /// `SLAVEOF`, retrying Pika's transient `already master of others` (a stale slave entry
+    /// lingers 1–4 s after its slave left) with backoff, bounded by `detach_timeout`.
+    async fn slaveof_with_detach_retry(
+        &self,
+        node: &Addr,
+        master: &Addr,
+        force: bool,
+    ) -> Result<(), StepError> {
+        let t = Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            self.fence().await?;
+            match self.ctx.nodes.follow(node, master, force).await {
+                Ok(()) => return Ok(()),
+                Err(e @ NodeError::MasterOfOthers(_)) => {
+                    if t.elapsed() >= self.ctx.policy.detach_timeout {
+                        return Err(StepError::Node(e));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(StepError::Node(e)),
+            }
+        }
+    }
+}

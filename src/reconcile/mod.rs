@@ -1,0 +1,331 @@
+//! The only place that locks and acts: observe → decide → lock → re-observe → re-decide →
+//! apply steps (lock checked before each mutating step) → record → release.
+
+use serde::{Deserialize, Serialize};
+
+use crate::decide::{Plan, Step, Trigger};
+
+mod exec;
+mod follow;
+
+use exec::Exec;
+
+/// How a reconcile ended. `http` maps it to a status code: only `retryable` outcomes get 5xx.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Result_ {
+    /// Plan was NoAction.
+    NoAction,
+    /// Plan was Refuse.
+    Refused,
+    /// Dry run: plan made and logged, nothing sent.
+    DryRun,
+    /// Another instance holds the lock.
+    LockHeld { holder: String },
+    /// The plan under the lock differed from the first one; nothing applied (the new plan is reported).
+    PlanChanged,
+    /// All steps applied and recorded.
+    Applied,
+    /// A step failed or the lock was lost; `error` says which. The next reconcile rolls forward.
+    Failed { error: String },
+    /// The coordinator could not be reached.
+    CoordinatorUnreachable { error: String },
+    /// Only in webhook answers: still running when the answer was due (`webhook.reply_within`).
+    InProgress,
+}
+
+/// One applied step with its timing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: Step,
+    pub ok: bool,
+    pub millis: u64,
+    /// What happened (e.g. "role master after 0.3s", "link up after 1.2s", error text).
+    pub detail: String,
+}
+
+/// The result of one reconcile, as logged, returned over HTTP and kept in the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub cluster: String,
+    pub trigger: Trigger,
+    pub plan: Plan,
+    pub result: Result_,
+    pub steps: Vec<StepReport>,
+    /// One line per node: "addr role=… link=… offset=…" or "addr unreachable: …".
+    pub observation: Vec<String>,
+    pub millis: u64,
+    /// A retry could help (coordinator unreachable, too few observations): HTTP 503.
+    pub retryable: bool,
+}
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use crate::config::{ClusterConfig, Policy};
+use crate::coord::{CoordError, Coordinator, Holder, Lease, LockOutcome};
+use crate::decide::{decide, Action, Gate};
+use crate::model::{Addr, Observation, Role, TopologyRecord, Versioned};
+use crate::node::Nodes;
+use crate::observe::observe;
+
+/// Everything one reconcile needs. Borrowed, so callers keep ownership of clients.
+pub struct Ctx<'a, N: Nodes, C: Coordinator> {
+    pub cluster: &'a ClusterConfig,
+    pub nodes: &'a N,
+    pub coord: &'a C,
+    pub policy: &'a Policy,
+    pub holder: &'a Holder,
+    /// The cluster has a node password (so `CONFIG SET masterauth` is sent before `SLAVEOF`).
+    pub has_password: bool,
+    /// Decide and report, but send no mutating command and take no lock.
+    pub dry_run: bool,
+    /// Global or per-cluster pause.
+    pub paused: bool,
+    /// A master and its offset when the service's poller last saw it alive. If it is the
+    /// recorded master, that offset is the absolute lag reference for candidates; `None` when
+    /// there is no history (CLI).
+    pub last_seen_master: Option<(Addr, u64)>,
+}
+
+tokio::task_local! {
+    /// Set by a caller that may stop waiting before the reconcile ends (the supervisor, for
+    /// the webhook's `reply_within`): it receives the plan once its steps start.
+    pub static PROGRESS: std::sync::Arc<tokio::sync::watch::Sender<Option<Plan>>>;
+}
+
+/// Tell the caller (if it asked, see [`PROGRESS`]) which plan is now running. A no-op outside
+/// a supervised reconcile (CLI).
+pub fn plan_started(plan: &Plan) {
+    let _ = PROGRESS.try_with(|tx| tx.send_replace(Some(plan.clone())));
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One line per node for logs, events and the API.
+pub fn summarize(obs: &Observation) -> Vec<String> {
+    obs.nodes
+        .iter()
+        .map(|n| match &n.status {
+            Err(e) => format!("{} unreachable: {e}", n.addr),
+            Ok(s) => {
+                let mut line = format!("{} {} role={}", n.addr, s.engine.as_str(), s.role.as_str());
+                if let Some(m) = &s.master {
+                    line.push_str(&format!(" master={m}"));
+                }
+                if let Some(l) = s.link {
+                    line.push_str(&format!(" link={}", l.as_str()));
+                }
+                if let Some(o) = s.offset {
+                    line.push_str(&format!(" offset={o}"));
+                }
+                if s.role == Role::Master {
+                    line.push_str(&format!(" replicas={}", s.connected_replicas));
+                }
+                line
+            }
+        })
+        .collect()
+}
+
+/// Observe, read the record, decide: no lock, no mutation. Used by `plan` and as the first pass.
+pub async fn look<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: &Trigger,
+) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
+    let (obs, record) = tokio::join!(
+        observe(ctx.nodes, ctx.cluster),
+        ctx.coord.read_record(&ctx.cluster.name)
+    );
+    let record = record?;
+    // An offset seen for a previous master is no reference for this one.
+    let last_master_offset = match (&ctx.last_seen_master, &record) {
+        (Some((addr, offset)), Some(r)) if *addr == r.value.master => Some(*offset),
+        _ => None,
+    };
+    let gate = Gate {
+        now: now_unix(),
+        paused: ctx.paused,
+        last_master_offset,
+    };
+    let plan = decide(
+        trigger,
+        &obs,
+        record.as_ref().map(|r| &r.value),
+        ctx.policy,
+        &gate,
+    );
+    Ok((obs, record, plan))
+}
+
+/// The full sequence. Never panics; every path ends in an `Outcome` that says why.
+pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: Trigger) -> Outcome {
+    let start = Instant::now();
+    let mut out = Outcome {
+        cluster: ctx.cluster.name.clone(),
+        trigger: trigger.clone(),
+        plan: Plan::no_action(""),
+        result: Result_::NoAction,
+        steps: Vec::new(),
+        observation: Vec::new(),
+        millis: 0,
+        retryable: false,
+    };
+    run(ctx, &trigger, &mut out).await;
+    out.millis = start.elapsed().as_millis() as u64;
+    log_outcome(&out);
+    out
+}
+
+/// First look without the lock; then lock, look again, and apply the plan under the lock.
+async fn run<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: &Trigger, out: &mut Outcome) {
+    let (obs, _record, plan) = match look(ctx, trigger).await {
+        Ok(x) => x,
+        Err(e) => return coordinator_down(out, e),
+    };
+    out.observation = summarize(&obs);
+    out.plan = plan.clone();
+    match &plan.action {
+        Action::NoAction => return,
+        Action::Refuse { retryable } => {
+            out.result = Result_::Refused;
+            out.retryable = *retryable;
+            return;
+        }
+        _ => {}
+    }
+    if ctx.dry_run {
+        out.result = Result_::DryRun;
+        return;
+    }
+    let lease = match ctx
+        .coord
+        .try_lock(&ctx.cluster.name, ctx.holder, ctx.policy.lock_ttl)
+        .await
+    {
+        Ok(LockOutcome::Acquired(l)) => l,
+        Ok(LockOutcome::HeldBy(h)) => {
+            out.result = Result_::LockHeld {
+                holder: h
+                    .map(|h| h.to_string())
+                    .unwrap_or_else(|| "another instance".into()),
+            };
+            return;
+        }
+        Err(e) => return coordinator_down(out, e),
+    };
+    under_lock(ctx, trigger, &plan, &lease, out).await;
+    release(ctx, lease).await;
+}
+
+/// The second look under the lock: a plan that differs from the first one is reported
+/// (`PlanChanged`) and nothing is sent; otherwise its steps run.
+async fn under_lock<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: &Trigger,
+    plan: &Plan,
+    lease: &Lease,
+    out: &mut Outcome,
+) {
+    // A failover is confirmed by a second look after the confirmation window, under the lock.
+    if matches!(
+        plan.action,
+        Action::Failover {
+            automatic: true,
+            ..
+        }
+    ) && !ctx.policy.confirm_window.is_zero()
+    {
+        tokio::time::sleep(ctx.policy.confirm_window).await;
+    }
+    // A switchover to "the best replica" is pinned to the one the first look chose: under
+    // writes the two best offsets race, and the choice must not flip between the looks.
+    let trigger2 = match (trigger, &plan.action) {
+        (Trigger::Switchover { to: None }, Action::Switchover { promote, .. }) => {
+            Trigger::Switchover {
+                to: Some(promote.clone()),
+            }
+        }
+        _ => trigger.clone(),
+    };
+    let (obs2, record2, plan2) = match look(ctx, &trigger2).await {
+        Ok(x) => x,
+        Err(e) => return coordinator_down(out, e),
+    };
+    out.observation = summarize(&obs2);
+    if plan2.action != plan.action {
+        // The cluster is moving (a node answered one look and not the other, e.g. a Pika
+        // slave whose INFO blocks for seconds after its master died). When the plan under the
+        // lock still acts, a retry can help: 503, so Alertmanager sends the alert again.
+        out.retryable = plan2.action.mutates_nodes();
+        out.plan = plan2;
+        out.result = Result_::PlanChanged;
+        return;
+    }
+    out.plan = plan2.clone();
+    plan_started(&plan2);
+    let exec = Exec {
+        ctx,
+        lease,
+        obs: &obs2,
+        record: record2,
+    };
+    out.result = exec.apply(&plan2, &mut out.steps).await;
+}
+
+fn coordinator_down(out: &mut Outcome, e: CoordError) {
+    out.retryable = e.is_retryable();
+    // The error's text names its kind once ("coordinator unreachable: …"/"coordinator error: …").
+    out.plan = Plan::refuse(e.to_string(), out.retryable);
+    out.result = Result_::CoordinatorUnreachable {
+        error: e.to_string(),
+    };
+}
+
+async fn release<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, lease: Lease) {
+    if let Err(e) = ctx.coord.release(lease).await {
+        // The coordinator keeps retrying in the background and frees it before its next lock.
+        warn!(cluster = %ctx.cluster.name, error = %e, "releasing the lock failed; retrying in the background");
+    }
+}
+
+fn log_outcome(out: &Outcome) {
+    let result = serde_json::to_string(&out.result).unwrap_or_default();
+    if out.result == Result_::NoAction {
+        // The caller logs it too ("reconcile done"); no-action floods must stay off the log.
+        tracing::debug!(cluster = %out.cluster, trigger = out.trigger.label(), reason = %out.plan.reason, millis = out.millis, "reconcile");
+        return;
+    }
+    info!(
+        cluster = %out.cluster,
+        trigger = out.trigger.label(),
+        action = out.plan.action.label(),
+        reason = %out.plan.reason,
+        result = %result,
+        millis = out.millis,
+        "reconcile"
+    );
+}
+
+impl Result_ {
+    /// The `result` label of the `reconciles_total` metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Result_::NoAction => "no_action",
+            Result_::Refused => "refused",
+            Result_::DryRun => "dry_run",
+            Result_::LockHeld { .. } => "lock_held",
+            Result_::PlanChanged => "plan_changed",
+            Result_::Applied => "applied",
+            Result_::Failed { .. } => "failed",
+            Result_::CoordinatorUnreachable { .. } => "coordinator_unreachable",
+            Result_::InProgress => "in_progress",
+        }
+    }
+}
