@@ -99,10 +99,13 @@ demo: deps
 	$(CARGO) build --release
 	./target/release/pika-remedy demo
 
-# Failover benchmark vs Redis Sentinel (release build; BENCH_RUNS=N, default 5). Writes
-# docs/bench.md and target/bench/failover.json.
+# Failover benchmark vs Redis Sentinel (release build; BENCH_RUNS=N, default 5 for the
+# redis-server rows, 10 for the real-Pika rows). Writes docs/bench.md and target/bench/*.json.
+# The real-Pika rows (benches/pika.rs) need PIKA_BIN (default ../shared/pika/bin/pika when it
+# exists); without it they are skipped with one line.
 bench: deps
 	$(CARGO) bench --bench failover
+	$(CARGO) bench --bench pika
 
 clean:
 	$(CARGO) clean

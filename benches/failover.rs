@@ -805,6 +805,14 @@ fn main() {
     );
     let doc = render_doc(runs, &table, &bd, &errors, t0.elapsed());
     let doc_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bench.md");
+    // Keep the real-Pika section (benches/pika.rs writes it).
+    let kept = std::fs::read_to_string(&doc_path)
+        .ok()
+        .and_then(|old| old.find("## Real Pika").map(|i| old[i..].to_string()));
+    let doc = match kept {
+        Some(k) => format!("{}\n{k}", doc.trim_end()),
+        None => doc,
+    };
     let _ = std::fs::write(&doc_path, doc);
     println!(
         "wrote {} and {} ({:.0}s)",

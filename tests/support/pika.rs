@@ -103,6 +103,16 @@ pub struct PikaState {
     pub persisted_master: Option<(String, u16)>,
     /// Whether the last accepted SLAVEOF carried `force`.
     pub last_force: bool,
+    /// The real Pika's re-attach wait: a slave told `SLAVEOF NO ONE` and then `SLAVEOF` the
+    /// SAME master again (the reset before a forced retry) is refused by that master while its
+    /// stale entry lingers (`Slave AlreadyExist`, ~11–13 s on 4.0.1): `INFO` shows the link
+    /// `Down` for this many `INFO replication` answers, then the link state follows
+    /// `link_after_slaveof`. 0 (default) = links at once.
+    pub reattach_refusals: u32,
+    /// The master the peer followed before its last `SLAVEOF NO ONE` (for the re-attach wait).
+    pub previous_master: Option<(String, u16)>,
+    /// `INFO replication` answers left in the current re-attach wait.
+    pub reattach_left: u32,
     /// Read commands but never answer (a hung node).
     pub silent: bool,
     /// Serve this text as `INFO replication` instead of a fixture.
@@ -130,6 +140,9 @@ impl Default for PikaState {
             conf_has_slaveof_line: false,
             persisted_master: None,
             last_force: false,
+            reattach_refusals: 0,
+            previous_master: None,
+            reattach_left: 0,
             silent: false,
             info_override: None,
             commands: Vec::new(),
@@ -478,7 +491,15 @@ fn handle(st: &mut PikaState, args: &[String], authed: &mut bool, port: u16) -> 
                 .unwrap_or_default();
             let text = match section.as_str() {
                 "server" => st.info_server(port),
-                "replication" => st.info_replication(),
+                "replication" => {
+                    if st.reattach_left > 0 {
+                        st.reattach_left -= 1;
+                        if st.reattach_left == 0 && st.role == PeerRole::Slave {
+                            st.link = st.link_after_slaveof;
+                        }
+                    }
+                    st.info_replication()
+                }
                 "" | "all" => format!("{}\r\n{}", st.info_server(port), st.info_replication()),
                 _ => String::new(),
             };
@@ -535,7 +556,9 @@ fn slaveof(st: &mut PikaState, rest: &[String], port: u16) -> Vec<u8> {
     if rest.len() == 2 && rest[0].eq_ignore_ascii_case("no") && rest[1].eq_ignore_ascii_case("one")
     {
         st.role = PeerRole::Master;
-        st.master = None;
+        if let Some(m) = st.master.take() {
+            st.previous_master = Some(m);
+        }
         st.last_force = false;
         return simple("OK");
     }
@@ -582,6 +605,9 @@ fn slaveof(st: &mut PikaState, rest: &[String], port: u16) -> Vec<u8> {
         None => true,
     };
     st.link = if !auth_ok || (st.handshake_never_retries && !force) {
+        PeerLink::Down
+    } else if st.reattach_refusals > 0 && st.previous_master == st.master {
+        st.reattach_left = st.reattach_refusals;
         PeerLink::Down
     } else {
         st.link_after_slaveof
