@@ -9,37 +9,33 @@
 //! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s.
 //! - [`reconcile`]: the only place that locks and acts.
-//! - [`ops`]: operator commands (plan, failover, switchover, demote, record) over `reconcile`.
-//! - [`demo`]: `make demo`: 3 local redis-servers, a writer, kill -9 and restart, with a timeline.
-//! - [`app`]: wiring for `serve`: coordinator, node clients, poller, periodic check, HTTP.
-//! - [`status`]: the `status` command: observe every cluster once, render a table or JSON.
+//! - [`reconcile::handle`]: `ClusterHandle` (nodes + coordinator + policy), built once for CLI, service, demo.
+//! - [`cli`]: the binary's commands (clap) and exit codes; [`cli::ops`] (plan, failover,
+//!   switchover, demote, record), [`cli::render`], [`cli::status`], [`cli::history`], [`cli::demo`].
+//! - [`service`]: `serve`: [`service::app`] wiring, [`service::supervisor`], [`service::poller`],
+//!   [`service::checker`] (periodic check), [`service::events`] (the audit trail).
 //! - [`alert`]: Alertmanager webhook payloads (v4): parsing, mapping alerts to cluster triggers.
-//! - [`supervisor`]: single-flight per cluster, coalesced follow-ups, pause, the `Reconciler` seam.
-//! - [`events`]: the audit trail (ring + JSON-lines file + coordinator sink).
 //! - [`http`]: the axum router (webhook, operator API, health, metrics) and `serve`.
 //! - [`metrics`]: the `/metrics` exporter (`Metrics` over a prometheus-client registry).
-//! - [`poller`]: the polling task that feeds `metrics` and keeps the last observation per cluster.
-//! - [`error`]: the top-level error with `is_retryable`.
+//! - [`error`]: the top-level error (`is_retryable`, `exit_code`, metric `label`) and the one exit-code table.
 //! - [`throttle`]: rate-limited log lines for messages that can repeat at request rate.
 //! - [`tls`]: the one TLS stack (rustls + ring) for etcd and Consul.
 
 pub mod alert;
-pub mod app;
+pub mod cli;
 pub mod config;
 pub mod coord;
 pub mod decide;
-pub mod demo;
 pub mod error;
-pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod observe;
-pub mod ops;
-pub mod poller;
 pub mod reconcile;
-pub mod status;
-pub mod supervisor;
+pub mod service;
 pub mod throttle;
 pub mod tls;
+
+// Old paths of the service's modules, kept while the other front ends move their imports.
+pub use service::{events, poller, supervisor};

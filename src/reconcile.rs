@@ -1,6 +1,8 @@
 //! The only place that locks and acts: observe → decide → lock → re-observe → re-decide →
 //! apply steps (lock checked before each mutating step) → record → release.
 
+pub mod handle;
+
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{Plan, Step, Trigger};

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
-use crate::config::Config;
-use crate::decide::{Plan, Trigger};
-use crate::events::{
+use super::events::{
     lock, AlertInfo, EventKind, EventLog, NewEvent, TriggerSource, MAX_ALERTS_PER_EVENT,
 };
+use crate::config::Config;
+use crate::decide::{Plan, Trigger};
 use crate::model::{Observation, TopologyRecord};
 use crate::reconcile::{Outcome, Result_};
 

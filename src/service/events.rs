@@ -214,6 +214,16 @@ pub struct FileCap {
     pub keep: usize,
 }
 
+impl FileCap {
+    /// The cap and rotation from `[service]`.
+    pub fn of(service: &crate::config::ServiceConfig) -> FileCap {
+        FileCap {
+            max_bytes: service.events_file_max_bytes,
+            keep: service.events_file_keep,
+        }
+    }
+}
+
 impl Default for FileCap {
     fn default() -> Self {
         FileCap {
