@@ -155,8 +155,8 @@ impl Default for ServiceConfig {
             check_interval: Duration::from_secs(0),
             events_file: None,
             events_capacity: 1000,
-            events_file_max_bytes: crate::events::DEFAULT_FILE_MAX_BYTES,
-            events_file_keep: crate::events::DEFAULT_FILE_KEEP,
+            events_file_max_bytes: crate::service::events::DEFAULT_FILE_MAX_BYTES,
+            events_file_keep: crate::service::events::DEFAULT_FILE_KEEP,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
@@ -490,6 +490,15 @@ impl Config {
 
     /// Check everything that serde cannot: names, duplicates, timing rules.
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        self.validate_clusters(file)?;
+        self.validate_service(file)?;
+        self.validate_policy(file)?;
+        self.validate_coordinator(file)?;
+        self.validate_webhook(file)
+    }
+
+    /// `[[cluster]]`: names, nodes, passwords, renamed commands.
+    fn validate_clusters(&self, file: &str) -> Result<(), ConfigError> {
         let err = |field: String, message: String| ConfigError {
             file: file.to_string(),
             field,
@@ -541,13 +550,23 @@ impl Config {
             }
             check_renames(c, file)?;
         }
+        Ok(())
+    }
+
+    /// `[service]` and `[timeouts]`.
+    fn validate_service(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: String, message: String| ConfigError {
+            file: file.to_string(),
+            field,
+            message,
+        };
         let sv = &self.service;
-        if sv.events_file_max_bytes < crate::events::MIN_FILE_MAX_BYTES {
+        if sv.events_file_max_bytes < crate::service::events::MIN_FILE_MAX_BYTES {
             return Err(err(
                 "service.events_file_max_bytes".into(),
                 format!(
                     "must be at least {} bytes",
-                    crate::events::MIN_FILE_MAX_BYTES
+                    crate::service::events::MIN_FILE_MAX_BYTES
                 ),
             ));
         }
@@ -578,7 +597,17 @@ impl Config {
                 "connect and command timeouts must be > 0".into(),
             ));
         }
-        let p = &self.policy;
+        Ok(())
+    }
+
+    /// `[policy]`: timeouts, and a lock TTL above the worst-case action.
+    fn validate_policy(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: String, message: String| ConfigError {
+            file: file.to_string(),
+            field,
+            message,
+        };
+        let (p, t) = (&self.policy, &self.timeouts);
         if p.min_observed == 0 {
             return Err(err(
                 "policy.min_observed".into(),
@@ -606,6 +635,17 @@ impl Config {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `[coordinator]` of the configured kind.
+    fn validate_coordinator(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: String, message: String| ConfigError {
+            file: file.to_string(),
+            field,
+            message,
+        };
+        let p = &self.policy;
         match self.coordinator.kind {
             CoordinatorKind::Local => {}
             CoordinatorKind::Consul => {
@@ -658,6 +698,16 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// `[webhook]`: authentication and bounds.
+    fn validate_webhook(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: String, message: String| ConfigError {
+            file: file.to_string(),
+            field,
+            message,
+        };
         let w = &self.webhook;
         if let Some(s) = &w.bearer_token {
             check_source(s, "webhook.bearer_token", file)?;

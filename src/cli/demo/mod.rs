@@ -4,10 +4,9 @@
 //! master (failover), a restart of the old master (demotion) and a second restart (the demotion
 //! was persisted with CONFIG REWRITE). Prints a timeline and cleans up everything it started.
 
-use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod procs;
+
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,93 +23,7 @@ use crate::observe::observe;
 use crate::reconcile::handle::{ClusterHandle, Mode};
 use crate::reconcile::Result_;
 
-/// A redis-server started from its own config file (so CONFIG REWRITE persists roles), killed on drop.
-pub struct RedisProc {
-    pub port: u16,
-    pub conf: PathBuf,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl RedisProc {
-    /// Write `redis.conf` in `dir` and start the server.
-    pub fn start(dir: &Path, port: u16, replica_of: Option<u16>) -> Result<RedisProc, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let conf = dir.join("redis.conf");
-        let mut text = format!(
-            "port {port}\nbind 127.0.0.1\ndir {}\nsave \"\"\nappendonly no\nprotected-mode no\nlogfile {}\n\
-             # Start a full sync at once (Redis waits 5 s by default to batch replicas).\n\
-             repl-diskless-sync-delay 0\n",
-            dir.display(),
-            dir.join("redis.log").display()
-        );
-        if let Some(m) = replica_of {
-            let _ = writeln!(text, "replicaof 127.0.0.1 {m}");
-        }
-        std::fs::write(&conf, text).map_err(|e| format!("write {}: {e}", conf.display()))?;
-        let mut p = RedisProc {
-            port,
-            conf,
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        p.spawn()?;
-        Ok(p)
-    }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .arg(&self.conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server (Debian package redis-server): {e}"))?;
-        self.child = Some(child);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(5) {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(format!(
-            "redis-server on port {} did not start; see {}",
-            self.port,
-            self.dir.join("redis.log").display()
-        ))
-    }
-
-    pub fn addr(&self) -> Addr {
-        Addr::new("127.0.0.1", self.port)
-    }
-
-    /// SIGKILL, as a crash would.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Start again from the same config file (whatever CONFIG REWRITE left in it).
-    pub fn restart(&mut self) -> Result<(), String> {
-        self.kill9();
-        self.spawn()
-    }
-}
-
-impl Drop for RedisProc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-pub fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
+use self::procs::{free_port, RedisProc, RemoveOnDrop};
 
 struct Timeline {
     start: Instant,
@@ -515,12 +428,4 @@ async fn connect(a: &Addr) -> Option<redis::aio::MultiplexedConnection> {
         .get_multiplexed_async_connection_with_config(&cfg)
         .await
         .ok()
-}
-
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
