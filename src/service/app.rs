@@ -14,13 +14,13 @@ use crate::coord::{AnyCoord, Coordinator};
 use crate::decide::Trigger;
 use crate::error::Error;
 use crate::http;
-use crate::metrics::{LatestObservations, Metrics};
+use crate::metrics::Metrics;
 use crate::reconcile::handle::{Handles, Mode};
 use crate::reconcile::{Outcome, Result_};
 
 use super::checker;
 use super::events::{EventLog, FileCap};
-use super::poller::{poll_loop, MasterOffsets, PollSettings, PollShared, PollTarget};
+use super::poller::{poll_loop, ClusterCache, PollSettings, PollShared, PollTarget};
 use super::supervisor::{ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig};
 
 static COPY_FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
@@ -30,8 +30,7 @@ pub struct Service {
     loaded: Loaded,
     handles: Arc<Handles>,
     metrics: Arc<Metrics>,
-    latest: LatestObservations,
-    master_offsets: MasterOffsets,
+    cache: ClusterCache,
 }
 
 impl Service {
@@ -53,11 +52,7 @@ impl Reconciler for Service {
         let mode = Mode {
             dry_run: ctl.dry_run,
             paused: ctl.paused,
-            last_seen_master: self
-                .master_offsets
-                .lock()
-                .ok()
-                .and_then(|m| m.get(cluster).cloned()),
+            last_seen_master: self.cache.master_offset(cluster),
         };
         let bound = self.bound(h.cluster.nodes.len());
         let out = match tokio::time::timeout(bound, h.reconcile(trigger.clone(), &mode)).await {
@@ -73,11 +68,7 @@ impl Reconciler for Service {
     }
 
     async fn snapshot(&self, cluster: &str) -> ClusterSnapshot {
-        let observation = self
-            .latest
-            .read()
-            .ok()
-            .and_then(|m| m.get(cluster).cloned());
+        let observation = self.cache.observation(cluster);
         match self.handles.coord.read_record(cluster).await {
             Ok(r) => ClusterSnapshot {
                 observation,
@@ -185,8 +176,7 @@ pub async fn run(
         loaded: loaded.clone(),
         handles: Arc::clone(&handles),
         metrics: Arc::new(Metrics::new()),
-        latest: Default::default(),
-        master_offsets: Default::default(),
+        cache: ClusterCache::default(),
     });
     let sup = Supervisor::new(
         Arc::clone(&service),
@@ -297,8 +287,7 @@ fn poll_shared(
     Arc::new(PollShared {
         coord: Arc::clone(&service.handles.coord),
         metrics: Arc::clone(&service.metrics),
-        latest: service.latest.clone(),
-        master_offsets: service.master_offsets.clone(),
+        cache: service.cache.clone(),
         paused: move |c: &str| {
             sup_p.globally_paused() || sup_p.cluster_state(c).is_some_and(|s| s.paused)
         },
