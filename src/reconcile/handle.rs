@@ -312,3 +312,91 @@ impl Handles {
         self.order.iter().filter_map(|n| self.clusters.get(n))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn loaded(dir: &std::path::Path) -> Loaded {
+        let text = format!(
+            r#"
+[coordinator]
+kind = "local"
+[coordinator.local]
+dir = "{}"
+[webhook]
+allow_unauthenticated = true
+[[cluster]]
+name = "b"
+nodes = [{{ addr = "127.0.0.1:7001" }}, {{ addr = "127.0.0.1:7002" }}]
+[[cluster]]
+name = "a"
+nodes = [{{ addr = "127.0.0.1:7003" }}, {{ addr = "127.0.0.1:7004" }}]
+"#,
+            dir.display()
+        );
+        let config = Config::parse(&text, "test.toml").expect("parse");
+        config.validate("test.toml").expect("valid");
+        Loaded {
+            config,
+            path: "test.toml".into(),
+            cluster_passwords: [
+                ("a".to_string(), Secret::new("pw")),
+                ("b".to_string(), Secret::new("")),
+            ]
+            .into_iter()
+            .collect(),
+            consul_token: None,
+            etcd_password: None,
+            webhook_bearer: None,
+            webhook_basic_password: None,
+        }
+    }
+
+    #[test]
+    fn an_empty_password_is_no_password() {
+        assert!(!has_password(None));
+        assert!(!has_password(Some(&Secret::new(""))));
+        assert!(has_password(Some(&Secret::new("x"))));
+    }
+
+    #[test]
+    fn one_handle_per_cluster_in_config_order_sharing_coordinator_and_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = loaded(dir.path());
+        let coord = Arc::new(AnyCoord::Local(
+            crate::coord::local::Local::new(dir.path()).expect("local"),
+        ));
+        let hs = Handles::new(&l, Arc::clone(&coord), Arc::new(holder(&l)));
+        assert_eq!(hs.names(), ["b", "a"]);
+        let order: Vec<&str> = hs.iter().map(|h| h.name()).collect();
+        assert_eq!(order, ["b", "a"]);
+        let (a, b) = (hs.get("a").expect("a"), hs.get("b").expect("b"));
+        assert!(a.has_password);
+        assert!(!b.has_password);
+        assert!(Arc::ptr_eq(&a.coord, &coord) && Arc::ptr_eq(&b.coord, &coord));
+        assert!(Arc::ptr_eq(&a.holder, &hs.holder));
+        assert!(hs.get("c").is_none());
+        let ctx = a.ctx(&Mode {
+            dry_run: true,
+            ..Mode::default()
+        });
+        assert!(ctx.dry_run && ctx.has_password && !ctx.paused);
+        assert_eq!(ctx.cluster.name, "a");
+    }
+
+    #[tokio::test]
+    async fn record_refuses_a_node_outside_the_cluster_before_any_io() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = loaded(dir.path());
+        let hs = Handles::connect(&l).await.expect("connect");
+        let h = hs.get("a").expect("a");
+        let e = h
+            .record(&Addr::new("127.0.0.1", 7001), false)
+            .await
+            .expect_err("not a node of a");
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("is not a node of cluster a"), "{e}");
+    }
+}
