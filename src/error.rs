@@ -92,6 +92,8 @@ pub enum Error {
     #[error("the record changed concurrently; re-run")]
     Conflict,
     #[error(transparent)]
+    Demo(#[from] crate::cli::demo::DemoError),
+    #[error(transparent)]
     Events(#[from] crate::service::events::EventsError),
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
@@ -118,7 +120,11 @@ impl Error {
     /// Where this error lands in the exit-code table.
     pub fn exit(&self) -> Exit {
         match self {
-            Error::Config(_) | Error::Usage(_) | Error::Events(_) | Error::Io { .. } => Exit::Usage,
+            Error::Config(_)
+            | Error::Usage(_)
+            | Error::Demo(_)
+            | Error::Events(_)
+            | Error::Io { .. } => Exit::Usage,
             _ => Exit::not_done(self.is_retryable()),
         }
     }
@@ -139,6 +145,7 @@ impl Error {
             Error::LockHeld(_) => "lock_held",
             Error::LockLost => "lock_lost",
             Error::Conflict => "conflict",
+            Error::Demo(_) => "demo",
             Error::Events(_) => "events_file",
             Error::Json(_) => "json",
             Error::Io { .. } => "io",

@@ -259,7 +259,7 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             },
         ),
         Command::Demo => {
-            let exit = runtime()?.block_on(demo::run()).map_err(Error::Usage)?;
+            let exit = runtime()?.block_on(demo::run())?;
             Ok(Reply::new(String::new(), exit))
         }
     }

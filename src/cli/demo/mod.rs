@@ -25,6 +25,34 @@ use crate::reconcile::Result_;
 
 use self::procs::{free_port, RedisProc, RemoveOnDrop};
 
+/// Why the demo could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A local resource (directory, file, port, process) could not be set up.
+    #[error("{what}: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("redis-server on port {port} did not start; see {}", log.display())]
+    NotStarted { port: u16, log: std::path::PathBuf },
+    #[error(transparent)]
+    Coord(#[from] crate::coord::CoordError),
+    /// The cluster did not reach the next stage in time.
+    #[error("{0}")]
+    Stalled(&'static str),
+}
+
+impl DemoError {
+    fn setup(what: impl Into<String>, source: std::io::Error) -> DemoError {
+        DemoError::Setup {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
 struct Timeline {
     start: Instant,
     lines: Mutex<Vec<String>>,
@@ -62,7 +90,7 @@ struct Writes {
 }
 
 /// Run the demo. Returns `NotDone` if the cluster did not converge as expected.
-pub async fn run() -> Result<Exit, String> {
+pub async fn run() -> Result<Exit, DemoError> {
     let tmp = std::env::temp_dir().join(format!("pika-remedy-demo-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(tmp.clone());
     let mut demo = Demo::start(&tmp)?;
@@ -124,7 +152,7 @@ pub async fn run() -> Result<Exit, String> {
 impl Demo {
     /// Three redis-servers (the first the master), and the handle over them: the same one the
     /// CLI and the service build, with the embedded `local` coordinator and short timeouts.
-    fn start(tmp: &Path) -> Result<Demo, String> {
+    fn start(tmp: &Path) -> Result<Demo, DemoError> {
         let ports = [free_port()?, free_port()?, free_port()?];
         println!(
             "pika-remedy demo: 3 redis-server processes on 127.0.0.1:{:?}, data in {}",
@@ -162,7 +190,7 @@ impl Demo {
             link_timeout: Duration::from_secs(10),
             ..Policy::default()
         };
-        let coord = Local::new(&tmp.join("coord")).map_err(|e| e.to_string())?;
+        let coord = Local::new(&tmp.join("coord"))?;
         let holder = Holder {
             instance: "demo".into(),
             host: "localhost".into(),
@@ -189,7 +217,7 @@ impl Demo {
     }
 
     /// Wait for both replicas to be in sync with the master.
-    async fn wait_synced(&self) -> Result<(), String> {
+    async fn wait_synced(&self) -> Result<(), DemoError> {
         let master = self.procs[0].addr();
         wait_for(Duration::from_secs(10), || async {
             let mut ok = 0;
@@ -202,12 +230,12 @@ impl Demo {
             ok == 2
         })
         .await
-        .map_err(|_| "replicas did not sync with the master within 10 s".to_string())
+        .map_err(|_| DemoError::Stalled("replicas did not sync with the master within 10 s"))
     }
 
     /// `kill -9` the master, wait for the failover and the first write on the new master.
     /// Returns the new recorded master.
-    async fn failover(&mut self, w: &Writes) -> Result<Addr, String> {
+    async fn failover(&mut self, w: &Writes) -> Result<Addr, DemoError> {
         let old = self.procs[0].addr();
         let t_kill = Instant::now();
         self.procs[0].kill9();
@@ -220,11 +248,11 @@ impl Demo {
                 matches!(a, Action::Failover { .. })
             })
             .await
-            .ok_or("no failover within 30 s")?;
+            .ok_or(DemoError::Stalled("no failover within 30 s"))?;
         let failover_s = t_kill.elapsed().as_secs_f64();
         let promoted = match self.handle.coord.read_record("demo").await {
             Ok(Some(r)) => r.value.master,
-            _ => return Err("no record after failover".into()),
+            _ => return Err(DemoError::Stalled("no record after failover")),
         };
         self.tl.note(format!(
             "failover done in {failover_s:.3}s: {new_master}; recorded master {promoted}"
@@ -236,7 +264,7 @@ impl Demo {
                 .unwrap_or(false)
         })
         .await
-        .map_err(|_| "no write acknowledged by the new master within 10 s".to_string())?;
+        .map_err(|_| DemoError::Stalled("no write acknowledged by the new master within 10 s"))?;
         if let Some((d, at)) = w.after_kill.lock().ok().and_then(|k| k.first_ack.clone()) {
             self.tl.note(format!(
                 "first write acknowledged by the new master {at}: {d:.3}s after the kill"
@@ -246,7 +274,7 @@ impl Demo {
     }
 
     /// Restart the old master with its original config: the check must demote it.
-    async fn demotion(&mut self, promoted: &Addr) -> Result<(), String> {
+    async fn demotion(&mut self, promoted: &Addr) -> Result<(), DemoError> {
         let old = self.procs[0].addr();
         let t_restart = Instant::now();
         self.procs[0].restart()?;
@@ -264,12 +292,12 @@ impl Demo {
             matches!(a, Action::Demote { .. })
         })
         .await
-        .ok_or("old master not demoted within 30 s")?;
+        .ok_or(DemoError::Stalled("old master not demoted within 30 s"))?;
         wait_for(Duration::from_secs(15), || async {
             matches!(self.nodes().status(&old).await, Ok(s) if s.follows_with_link_up(promoted))
         })
         .await
-        .map_err(|_| "old master link not up within 15 s".to_string())?;
+        .map_err(|_| DemoError::Stalled("old master link not up within 15 s"))?;
         self.tl.note(format!(
             "old master demoted, link up: {:.3}s after its restart",
             t_restart.elapsed().as_secs_f64()
@@ -278,7 +306,7 @@ impl Demo {
     }
 
     /// Persistence: a second restart must come back as a replica without any help.
-    async fn second_restart(&mut self, promoted: &Addr) -> Result<bool, String> {
+    async fn second_restart(&mut self, promoted: &Addr) -> Result<bool, DemoError> {
         let old = self.procs[0].addr();
         self.procs[0].restart()?;
         let back_as_replica = wait_for(Duration::from_secs(10), || async {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::model::Addr;
 
+use super::DemoError;
+
 /// A redis-server started from its own config file (so CONFIG REWRITE persists roles), killed on drop.
 pub struct RedisProc {
     pub port: u16,
@@ -18,8 +20,9 @@ pub struct RedisProc {
 
 impl RedisProc {
     /// Write `redis.conf` in `dir` and start the server.
-    pub fn start(dir: &Path, port: u16, replica_of: Option<u16>) -> Result<RedisProc, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    pub fn start(dir: &Path, port: u16, replica_of: Option<u16>) -> Result<RedisProc, DemoError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DemoError::setup(format!("create {}", dir.display()), e))?;
         let conf = dir.join("redis.conf");
         let mut text = format!(
             "port {port}\nbind 127.0.0.1\ndir {}\nsave \"\"\nappendonly no\nprotected-mode no\nlogfile {}\n\
@@ -31,7 +34,8 @@ impl RedisProc {
         if let Some(m) = replica_of {
             let _ = writeln!(text, "replicaof 127.0.0.1 {m}");
         }
-        std::fs::write(&conf, text).map_err(|e| format!("write {}: {e}", conf.display()))?;
+        std::fs::write(&conf, text)
+            .map_err(|e| DemoError::setup(format!("write {}", conf.display()), e))?;
         let mut p = RedisProc {
             port,
             conf,
@@ -42,13 +46,15 @@ impl RedisProc {
         Ok(p)
     }
 
-    fn spawn(&mut self) -> Result<(), String> {
+    fn spawn(&mut self) -> Result<(), DemoError> {
         let child = Command::new("redis-server")
             .arg(&self.conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start redis-server (Debian package redis-server): {e}"))?;
+            .map_err(|e| {
+                DemoError::setup("cannot start redis-server (Debian package redis-server)", e)
+            })?;
         self.child = Some(child);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(5) {
@@ -57,11 +63,10 @@ impl RedisProc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!(
-            "redis-server on port {} did not start; see {}",
-            self.port,
-            self.dir.join("redis.log").display()
-        ))
+        Err(DemoError::NotStarted {
+            port: self.port,
+            log: self.dir.join("redis.log"),
+        })
     }
 
     pub fn addr(&self) -> Addr {
@@ -77,7 +82,7 @@ impl RedisProc {
     }
 
     /// Start again from the same config file (whatever CONFIG REWRITE left in it).
-    pub fn restart(&mut self) -> Result<(), String> {
+    pub fn restart(&mut self) -> Result<(), DemoError> {
         self.kill9();
         self.spawn()
     }
@@ -89,11 +94,11 @@ impl Drop for RedisProc {
     }
 }
 
-pub fn free_port() -> Result<u16, String> {
+pub fn free_port() -> Result<u16, DemoError> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
+        .map_err(|e| DemoError::setup("no free port", e))
 }
 
 /// Removes the demo's directory when the demo ends.
