@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config::{ClusterConfig, Loaded};
 use crate::error::{Error, Exit, Result};
-use crate::model::{Addr, Engine, LinkState, Observation, Role};
+use crate::model::{Addr, Engine, LinkState, NodeObservation, Observation, Role};
 use crate::observe::observe;
 use crate::reconcile::handle::node_client;
 
@@ -135,51 +135,7 @@ pub fn cluster_status(obs: &Observation, paused: bool) -> ClusterStatus {
     let rows: Vec<NodeRow> = obs
         .nodes
         .iter()
-        .map(|n| {
-            let mut row = NodeRow {
-                addr: n.addr.clone(),
-                reachable: n.status.is_ok(),
-                error: n.status.as_ref().err().cloned(),
-                engine: None,
-                version: None,
-                role: None,
-                master: None,
-                link: None,
-                offset: None,
-                lag_bytes: None,
-                eligible: None,
-                priority: n.priority,
-                never_promote: n.never_promote,
-                connected_replicas: None,
-            };
-            match &n.status {
-                Err(e) => problems.push(format!("{} is unreachable: {e}", n.addr)),
-                Ok(s) => {
-                    row.engine = Some(s.engine);
-                    row.version = s.version.clone();
-                    row.role = Some(s.role.as_str().to_string());
-                    row.master = s.master.clone();
-                    row.link = s.link;
-                    row.offset = s.offset;
-                    row.lag_bytes = obs.lag_of(&n.addr, s);
-                    row.eligible = s.eligible;
-                    row.connected_replicas = Some(s.connected_replicas);
-                    if s.role.is_replica() {
-                        if s.link != Some(LinkState::Up) {
-                            let link = s.link.map(LinkState::as_str).unwrap_or("unknown");
-                            notes.push(format!("{}: replication link is {link}", n.addr));
-                        }
-                        if let (Some(m), [only]) = (&s.master, masters.as_slice()) {
-                            if m != only {
-                                notes
-                                    .push(format!("{} follows {m}, not the master {only}", n.addr));
-                            }
-                        }
-                    }
-                }
-            }
-            row
-        })
+        .map(|n| node_row(obs, n, &masters, &mut problems, &mut notes))
         .collect();
     match masters.len() {
         0 => problems.push("no reachable node reports role:master".into()),
@@ -210,6 +166,58 @@ pub fn cluster_status(obs: &Observation, paused: bool) -> ClusterStatus {
         notes,
         nodes: rows,
     }
+}
+
+/// One node's row; its problems (unreachable) and notes (link, other master) go to the lists.
+fn node_row(
+    obs: &Observation,
+    n: &NodeObservation,
+    masters: &[Addr],
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> NodeRow {
+    let mut row = NodeRow {
+        addr: n.addr.clone(),
+        reachable: n.status.is_ok(),
+        error: n.status.as_ref().err().cloned(),
+        engine: None,
+        version: None,
+        role: None,
+        master: None,
+        link: None,
+        offset: None,
+        lag_bytes: None,
+        eligible: None,
+        priority: n.priority,
+        never_promote: n.never_promote,
+        connected_replicas: None,
+    };
+    match &n.status {
+        Err(e) => problems.push(format!("{} is unreachable: {e}", n.addr)),
+        Ok(s) => {
+            row.engine = Some(s.engine);
+            row.version = s.version.clone();
+            row.role = Some(s.role.as_str().to_string());
+            row.master = s.master.clone();
+            row.link = s.link;
+            row.offset = s.offset;
+            row.lag_bytes = obs.lag_of(&n.addr, s);
+            row.eligible = s.eligible;
+            row.connected_replicas = Some(s.connected_replicas);
+            if s.role.is_replica() {
+                if s.link != Some(LinkState::Up) {
+                    let link = s.link.map(LinkState::as_str).unwrap_or("unknown");
+                    notes.push(format!("{}: replication link is {link}", n.addr));
+                }
+                if let (Some(m), [only]) = (&s.master, masters) {
+                    if m != only {
+                        notes.push(format!("{} follows {m}, not the master {only}", n.addr));
+                    }
+                }
+            }
+        }
+    }
+    row
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
