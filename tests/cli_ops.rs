@@ -330,3 +330,47 @@ fn unusable_local_coordinator_dir_exits_3() {
         );
     }
 }
+
+#[test]
+fn record_takes_the_cluster_lock() {
+    use pika_remedy::coord::{local::Local, Coordinator, Holder, LockOutcome};
+    let d = dir();
+    let rc = RedisCluster::start(1, None);
+    let cfg = write_config(
+        d.path(),
+        &rc.cluster_toml("c", &[]),
+        &local_coordinator(d.path()),
+    );
+    let m = rc.master.addr().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Another instance (this test) holds the cluster's lock: `record` must not write.
+    let coord = rt
+        .block_on(async { Local::new(&d.path().join("coord")) })
+        .expect("local coordinator");
+    let holder = Holder {
+        instance: "other-instance".into(),
+        host: "localhost".into(),
+        pid: std::process::id(),
+        since: 0,
+    };
+    let lease = match rt
+        .block_on(coord.try_lock("c", &holder, Duration::from_secs(60)))
+        .expect("lock")
+    {
+        LockOutcome::Acquired(l) => l,
+        LockOutcome::HeldBy(h) => panic!("lock held by {h:?}"),
+    };
+    let r = cli(&cfg, &["record", "--cluster", "c", "--master", &m]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(r.stdout.contains("the lock is held by"), "{r:?}");
+    assert!(r.stdout.contains("other-instance"), "{r:?}");
+    assert!(rt.block_on(coord.read_record("c")).expect("read").is_none());
+
+    // Once it is released, the record is written.
+    rt.block_on(coord.release(lease)).expect("release");
+    let r = cli(&cfg, &["record", "--cluster", "c", "--master", &m]);
+    assert_eq!(r.code, 0, "{r:?}");
+}

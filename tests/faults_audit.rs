@@ -272,17 +272,17 @@ max_body_bytes = 65536
     );
 }
 
-fn not_acted(reason: String) -> pika_remedy::events::NewEvent {
-    pika_remedy::events::NewEvent::not_acted(
-        pika_remedy::events::EventKind::Ignored,
+fn not_acted(reason: String) -> pika_remedy::service::events::NewEvent {
+    pika_remedy::service::events::NewEvent::not_acted(
+        pika_remedy::service::events::EventKind::Ignored,
         Some(CLUSTER.into()),
-        pika_remedy::events::TriggerSource::Alertmanager,
+        pika_remedy::service::events::TriggerSource::Alertmanager,
         Vec::new(),
         reason,
     )
 }
 
-fn applied(i: usize) -> pika_remedy::events::NewEvent {
+fn applied(i: usize) -> pika_remedy::service::events::NewEvent {
     use pika_remedy::decide::{Plan, Trigger};
     use pika_remedy::reconcile::{Outcome, Result_};
     let outcome = Outcome {
@@ -295,10 +295,10 @@ fn applied(i: usize) -> pika_remedy::events::NewEvent {
         millis: 1,
         retryable: false,
     };
-    pika_remedy::events::NewEvent {
-        kind: pika_remedy::events::EventKind::Reconcile,
+    pika_remedy::service::events::NewEvent {
+        kind: pika_remedy::service::events::EventKind::Reconcile,
         cluster: Some(CLUSTER.into()),
-        source: pika_remedy::events::TriggerSource::Alertmanager,
+        source: pika_remedy::service::events::TriggerSource::Alertmanager,
         trigger: Some(Trigger::MasterDown),
         alerts: Vec::new(),
         alerts_omitted: 0,
@@ -312,7 +312,7 @@ fn applied(i: usize) -> pika_remedy::events::NewEvent {
 /// per repeat.
 #[test]
 fn events_file_rotates_at_its_cap_and_drops_only_the_oldest_file() {
-    use pika_remedy::events::{EventLog, FileCap};
+    use pika_remedy::service::events::{EventLog, FileCap};
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("events.jsonl");
     let cap = FileCap {

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use pika_remedy::config::{Config, Loaded, Secret};
 use pika_remedy::decide::{Plan, Trigger};
-use pika_remedy::events::EventLog;
 use pika_remedy::http::{self, App};
 use pika_remedy::reconcile::{Outcome, Result_};
-use pika_remedy::supervisor::{ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig};
+use pika_remedy::service::events::EventLog;
+use pika_remedy::service::supervisor::{
+    ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig,
+};
 
 const BEARER: &str = "slow-t0ken-5";
 

@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use pika_remedy::config::{Config, Loaded, Secret};
 use pika_remedy::decide::{Action, Plan, Trigger};
-use pika_remedy::events::EventLog;
 use pika_remedy::http::{self, App};
 use pika_remedy::model::Addr;
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
-use pika_remedy::supervisor::{ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig};
+use pika_remedy::service::events::EventLog;
+use pika_remedy::service::supervisor::{
+    ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig,
+};
 use serde_json::Value;
 use support::fakes::{FakeCoord, FakeNodes};
 

@@ -18,7 +18,7 @@ use pika_remedy::model::{
     Role, TopologyRecord, Versioned,
 };
 use pika_remedy::node::{NodeError, Nodes};
-use pika_remedy::poller::{poll_loop, PollSettings, PollShared, PollTarget};
+use pika_remedy::service::poller::{poll_loop, PollSettings, PollShared, PollTarget};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -1025,15 +1025,14 @@ async fn poll_loop_updates_metrics_skips_overlaps_and_stops() {
     // Each redis poll takes 2.5 ticks: ticks in between must be skipped, not stacked.
     let slow = fake_nodes(&redis, Duration::from_millis(2500));
     let metrics = Arc::new(Metrics::new());
-    let latest = pika_remedy::metrics::LatestObservations::default();
+    let latest = pika_remedy::service::poller::ClusterCache::default();
     let coord = Arc::new(RecordOnly {
         record: Mutex::new(Ok(Some(pika_record()))),
     });
     let shared = Arc::new(PollShared {
         coord: Arc::clone(&coord),
         metrics: Arc::clone(&metrics),
-        latest: latest.clone(),
-        master_offsets: Default::default(),
+        cache: latest.clone(),
         paused: |c: &str| c == "redis-b",
         settings: PollSettings {
             interval: Duration::from_secs(1),
@@ -1112,7 +1111,6 @@ async fn poll_loop_updates_metrics_skips_overlaps_and_stops() {
         ),
         0.0
     );
-    let latest = latest.read().unwrap();
     assert_eq!(latest.len(), 2);
-    assert_eq!(latest["pika-a"].reachable_count(), 4);
+    assert_eq!(latest.observation("pika-a").unwrap().reachable_count(), 4);
 }

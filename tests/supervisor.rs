@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use pika_remedy::config::{Config, Loaded};
 use pika_remedy::decide::{Plan, Trigger};
-use pika_remedy::events::{AlertInfo, EventKind, EventLog, TriggerSource};
 use pika_remedy::http::{self, App};
 use pika_remedy::model::Addr;
 use pika_remedy::reconcile::{Outcome, Result_};
-use pika_remedy::supervisor::{
+use pika_remedy::service::events::{AlertInfo, EventKind, EventLog, TriggerSource};
+use pika_remedy::service::supervisor::{
     ClusterSnapshot, Control, Reconciler, Request, SubmitError, Supervisor, SupervisorConfig,
 };
 

@@ -12,10 +12,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use pika_remedy::config::{Config, Loaded, Secret};
 use pika_remedy::decide::{Plan, Trigger};
-use pika_remedy::events::{Event, EventKind, EventLog, TriggerSource};
 use pika_remedy::http::{self, App, WebhookAnswer, OPENMETRICS_CONTENT_TYPE};
 use pika_remedy::reconcile::{Outcome, Result_};
-use pika_remedy::supervisor::{ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig};
+use pika_remedy::service::events::{Event, EventKind, EventLog, TriggerSource};
+use pika_remedy::service::supervisor::{
+    ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig,
+};
 use serde_json::Value;
 
 const BEARER: &str = "s3cr3t-bearer-t0ken";

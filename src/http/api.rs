@@ -13,9 +13,11 @@ use serde_json::json;
 use super::body::{api_body, parse_api_body, read_body};
 use super::{error, App};
 use crate::decide::Trigger;
-use crate::events::{EventKind, NewEvent, TriggerSource};
 use crate::model::Addr;
-use crate::supervisor::{ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError};
+use crate::service::events::{EventKind, NewEvent, TriggerSource};
+use crate::service::supervisor::{
+    ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError,
+};
 
 #[derive(Serialize)]
 struct ClusterView {

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::{error, App};
 use crate::config::{Loaded, Secret};
-use crate::supervisor::Reconciler;
+use crate::service::supervisor::Reconciler;
 use crate::throttle::Throttle;
 
 static REJECTED_AUTH: Throttle = Throttle::new();

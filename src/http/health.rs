@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::App;
-use crate::supervisor::Reconciler;
+use crate::service::supervisor::Reconciler;
 
 pub(super) async fn healthz() -> &'static str {
     "ok\n"

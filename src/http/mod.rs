@@ -32,8 +32,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::config::{Loaded, WebhookConfig};
-use crate::events::EventLog;
-use crate::supervisor::{Reconciler, Supervisor};
+use crate::service::events::EventLog;
+use crate::service::supervisor::{Reconciler, Supervisor};
 use crate::throttle::Throttle;
 
 pub use auth::Auth;

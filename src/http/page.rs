@@ -31,7 +31,7 @@ use crate::config::{Loaded, Policy};
 use crate::decide::{decide, Candidate, Gate, Plan, Trigger};
 use crate::model::{Addr, Observation, Role, TopologyRecord};
 use crate::reconcile::now_unix;
-use crate::supervisor::Reconciler;
+use crate::service::supervisor::Reconciler;
 
 /// The basic-auth user name under which a browser presents the read-only token.
 pub const READ_ONLY_USER: &str = "read-only";

@@ -18,9 +18,9 @@ use super::body::{is_json, read_body};
 use super::{error, ApiError, App};
 use crate::alert::{self, Classified, ClusterWork, NotActed, Payload};
 use crate::decide::Trigger;
-use crate::events::{EventKind, NewEvent, TriggerSource};
 use crate::reconcile::{Outcome, Result_};
-use crate::supervisor::{Answer, Reconciler, Request as Work, SubmitError};
+use crate::service::events::{EventKind, NewEvent, TriggerSource};
+use crate::service::supervisor::{Answer, Reconciler, Request as Work, SubmitError};
 use crate::throttle::Throttle;
 
 static REJECTED_TYPE: Throttle = Throttle::new();

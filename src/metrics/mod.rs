@@ -1,5 +1,5 @@
 //! The `/metrics` exporter: one [`Metrics`] value over a prometheus-client [`Registry`] (no
-//! globals). The poller ([`crate::poller`]) feeds it observations; the HTTP layer calls
+//! globals). The poller ([`crate::service::poller`]) feeds it observations; the HTTP layer calls
 //! [`Metrics::encode`] (OpenMetrics) or [`Metrics::encode_for_accept`] (content negotiation).
 //!
 //! # Series lifecycle

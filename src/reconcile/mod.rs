@@ -7,6 +7,7 @@ use crate::decide::{Plan, Step, Trigger};
 
 mod exec;
 mod follow;
+pub mod handle;
 
 use exec::Exec;
 

@@ -1,6 +1,7 @@
 //! The polling task behind `/metrics`: every `interval`, observe each cluster (clusters in
 //! parallel, nodes in parallel inside [`crate::observe::observe`]), read the recorded topology,
-//! and update [`Metrics`] and the shared last-observation map.
+//! and update [`Metrics`] and the one per-cluster [`ClusterCache`] (last observation, last
+//! record read, last offset of the recorded master).
 //!
 //! - **No overlap per cluster:** a tick whose cluster poll is still running is skipped and
 //!   counted (`pika_remedy_polls_skipped_total`); a slow cluster never delays the others.
@@ -11,8 +12,8 @@
 //!   used, so `node_expected_role` does not vanish (and role alerts do not flap) while the
 //!   coordinator is briefly away; `coordinator_up` goes to 0.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -21,8 +22,8 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::ClusterConfig;
 use crate::coord::Coordinator;
-use crate::metrics::{LatestObservations, Metrics};
-use crate::model::TopologyRecord;
+use crate::metrics::Metrics;
+use crate::model::{Addr, Observation, TopologyRecord};
 use crate::node::Nodes;
 use crate::observe::observe;
 
@@ -55,17 +56,60 @@ impl PollSettings {
 pub struct PollShared<C, P> {
     pub coord: Arc<C>,
     pub metrics: Arc<Metrics>,
-    pub latest: LatestObservations,
+    /// What the polls saw, per cluster.
+    pub cache: ClusterCache,
     /// Is automatic remediation paused for this cluster (global or per-cluster switch)?
     pub paused: P,
-    /// Per cluster: the recorded master and its offset the last time a poll saw it alive as
-    /// master. A failover uses it as the lag reference (see `decide::Gate::last_master_offset`).
-    pub master_offsets: MasterOffsets,
     pub settings: PollSettings,
 }
 
-/// Per cluster: (recorded master, its last seen offset).
-pub type MasterOffsets = Arc<Mutex<std::collections::BTreeMap<String, (crate::model::Addr, u64)>>>;
+/// What the poller last saw of one cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    /// The last observation (for the API's `GET /v1/clusters/{c}`).
+    pub observation: Option<Observation>,
+    /// The last record read successfully: used while the coordinator is briefly away, so
+    /// `node_expected_role` does not vanish.
+    pub record: Option<TopologyRecord>,
+    /// The recorded master and its offset the last time a poll saw it alive as master. A
+    /// failover uses it as the lag reference (see `decide::Gate::last_master_offset`).
+    pub master_offset: Option<(Addr, u64)>,
+}
+
+/// The one per-cluster cache: the poller writes it, the service reads it. Cheap to clone
+/// (shared).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterCache(Arc<RwLock<BTreeMap<String, Seen>>>);
+
+impl ClusterCache {
+    /// What was last seen of `cluster` (all `None` before its first poll).
+    pub fn get(&self, cluster: &str) -> Seen {
+        let m = self.0.read().unwrap_or_else(|p| p.into_inner());
+        m.get(cluster).cloned().unwrap_or_default()
+    }
+
+    pub fn observation(&self, cluster: &str) -> Option<Observation> {
+        self.get(cluster).observation
+    }
+
+    pub fn master_offset(&self, cluster: &str) -> Option<(Addr, u64)> {
+        self.get(cluster).master_offset
+    }
+
+    /// How many clusters have been seen.
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn update(&self, cluster: &str, f: impl FnOnce(&mut Seen)) {
+        let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(cluster.to_string()).or_default());
+    }
+}
 
 /// The recorded master's offset from `obs`, if it is reachable and reports role master.
 pub fn master_offset(
@@ -79,15 +123,12 @@ pub fn master_offset(
 }
 
 /// Last record read successfully, per cluster (see module docs).
-type RecordCache = Arc<Mutex<Option<TopologyRecord>>>;
-
-/// Poll one cluster once: observe, read the record, update metrics and the latest map.
+/// Poll one cluster once: observe, read the record, update metrics and the cache.
 /// Returns the number of failed node queries (all nodes if the poll hit its bound).
 pub async fn poll_cluster<N, C, P>(
     nodes: &N,
     cluster: &ClusterConfig,
     shared: &PollShared<C, P>,
-    cache: &Mutex<Option<TopologyRecord>>,
 ) -> u64
 where
     N: Nodes,
@@ -107,21 +148,19 @@ where
         Ok(r) => {
             shared.metrics.coordinator_up(true);
             let r = r.map(|v| v.value);
-            if let Ok(mut c) = cache.lock() {
-                c.clone_from(&r);
-            }
+            shared.cache.update(name, |seen| seen.record.clone_from(&r));
             r
         }
         Err(e) => {
             shared.metrics.coordinator_up(false);
             tracing::warn!(cluster = name, error = %e, "poll: cannot read the topology record, using the last one read");
-            cache.lock().ok().and_then(|c| c.clone())
+            shared.cache.get(name).record
         }
     };
-    if let Some(seen) = master_offset(&obs, record.as_ref()) {
-        if let Ok(mut m) = shared.master_offsets.lock() {
-            m.insert(name.to_string(), seen);
-        }
+    if let Some(offset) = master_offset(&obs, record.as_ref()) {
+        shared
+            .cache
+            .update(name, |seen| seen.master_offset = Some(offset));
     }
     let errors = obs.nodes.iter().filter(|n| n.status.is_err()).count() as u64;
     shared.metrics.observe_cluster(
@@ -131,14 +170,9 @@ where
         crate::reconcile::now_unix(),
     );
     shared.metrics.poll_done(name, started.elapsed(), errors);
-    match shared.latest.write() {
-        Ok(mut m) => {
-            m.insert(obs.cluster.clone(), obs);
-        }
-        Err(poisoned) => {
-            poisoned.into_inner().insert(obs.cluster.clone(), obs);
-        }
-    }
+    shared
+        .cache
+        .update(name, |seen| seen.observation = Some(obs));
     errors
 }
 
@@ -156,10 +190,6 @@ pub async fn poll_loop<N, C, P>(
     let mut ticker = tokio::time::interval(shared.settings.interval.max(Duration::from_millis(10)));
     // A late tick is not made up with a burst: the next poll simply happens at the next slot.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let caches: HashMap<String, RecordCache> = targets
-        .iter()
-        .map(|t| (t.cluster.name.clone(), RecordCache::default()))
-        .collect();
     let mut running: Vec<Option<JoinHandle<()>>> = targets.iter().map(|_| None).collect();
     if *shutdown.borrow() {
         return;
@@ -180,9 +210,8 @@ pub async fn poll_loop<N, C, P>(
                     let nodes = Arc::clone(&t.nodes);
                     let cluster = t.cluster.clone();
                     let shared = Arc::clone(&shared);
-                    let cache = caches.get(&cluster.name).cloned().unwrap_or_default();
                     *slot = Some(tokio::spawn(async move {
-                        poll_cluster(&*nodes, &cluster, &shared, &cache).await;
+                        poll_cluster(&*nodes, &cluster, &shared).await;
                     }));
                 }
             }

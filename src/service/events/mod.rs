@@ -27,9 +27,7 @@
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +42,11 @@ use crate::decide::Trigger;
 use crate::reconcile::{Outcome, Result_};
 use crate::throttle::Throttle;
 
+mod file;
+
+use self::file::EventsFile;
+pub use self::file::{rotated_path, FileCap};
+
 /// Default `service.events_file_max_bytes`.
 pub const DEFAULT_FILE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Default `service.events_file_keep` (the current file included).
@@ -57,7 +60,6 @@ pub const REPEAT_FLUSH: Duration = Duration::from_secs(10);
 
 static SINK_BUSY: Throttle = Throttle::new();
 static FILE_WRITE_FAILED: Throttle = Throttle::new();
-static FILE_ROTATE_FAILED: Throttle = Throttle::new();
 static NOT_SERIALISABLE: Throttle = Throttle::new();
 
 /// Who asked for a reconcile.
@@ -180,94 +182,6 @@ struct Run {
     /// `event.count` as last written to the file.
     written: u64,
     last_write: Instant,
-}
-
-/// The events file with its size and rotation settings.
-struct EventsFile {
-    path: PathBuf,
-    file: File,
-    size: u64,
-    max_bytes: u64,
-    keep: usize,
-}
-
-/// Size cap and number of files of the events file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FileCap {
-    pub max_bytes: u64,
-    /// Files kept, the current one included (at least 2).
-    pub keep: usize,
-}
-
-impl Default for FileCap {
-    fn default() -> Self {
-        FileCap {
-            max_bytes: DEFAULT_FILE_MAX_BYTES,
-            keep: DEFAULT_FILE_KEEP,
-        }
-    }
-}
-
-/// `events.jsonl.<n>`.
-pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
-}
-
-impl EventsFile {
-    fn open(path: &Path, cap: FileCap) -> std::io::Result<EventsFile> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(EventsFile {
-            path: path.to_path_buf(),
-            file,
-            size,
-            max_bytes: cap.max_bytes.max(MIN_FILE_MAX_BYTES),
-            keep: cap.keep.max(2),
-        })
-    }
-
-    /// Shift `path` → `path.1` → … → `path.<keep-1>`; the old `path.<keep-1>` is removed.
-    fn rotate(&mut self) -> std::io::Result<()> {
-        let oldest = rotated_path(&self.path, self.keep - 1);
-        match std::fs::remove_file(&oldest) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        for i in (1..self.keep - 1).rev() {
-            let from = rotated_path(&self.path, i);
-            if from.exists() {
-                std::fs::rename(&from, rotated_path(&self.path, i + 1))?;
-            }
-        }
-        std::fs::rename(&self.path, rotated_path(&self.path, 1))?;
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
-        self.size = 0;
-        Ok(())
-    }
-
-    /// Append one line, rotating first if it would pass the cap. Never drops the line.
-    fn append(&mut self, json: &str) -> std::io::Result<()> {
-        let len = json.len() as u64 + 1;
-        if self.size > 0 && self.size + len > self.max_bytes {
-            if let Err(e) = self.rotate() {
-                if let Some(suppressed) = FILE_ROTATE_FAILED.check() {
-                    tracing::warn!(path = %self.path.display(), error = %e, suppressed, "cannot rotate the events file; appending to it anyway");
-                }
-            }
-        }
-        let mut line = String::with_capacity(json.len() + 1);
-        line.push_str(json);
-        line.push('\n');
-        self.file.write_all(line.as_bytes())?;
-        self.size += len;
-        Ok(())
-    }
 }
 
 /// Bound on the alerts listed in one event: a storm of distinct alerts must not grow one event

@@ -15,10 +15,12 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::config::{ClusterConfig, Loaded};
-use crate::error::{Error, Result};
-use crate::model::{Addr, Engine, LinkState, Observation, Role};
-use crate::node::redis::RedisNodes;
+use crate::error::{Error, Exit, Result};
+use crate::model::{Addr, Engine, LinkState, NodeObservation, Observation, Role};
 use crate::observe::observe;
+use crate::reconcile::handle::node_client;
+
+use super::ops::Reply;
 
 /// Everything observed, per cluster in config order.
 #[derive(Clone, Debug, Serialize)]
@@ -71,13 +73,9 @@ pub struct NodeRow {
 }
 
 impl StatusReport {
-    /// 0 if all clusters are healthy, else 1 (see the module doc).
-    pub fn exit_code(&self) -> i32 {
-        if self.ok {
-            0
-        } else {
-            1
-        }
+    /// `Ok` (0) if all clusters are healthy, else `NotDone` (1) (see the module doc).
+    pub fn exit(&self) -> Exit {
+        Exit::of_health(self.ok)
     }
 }
 
@@ -92,7 +90,7 @@ fn selected<'a>(loaded: &'a Loaded, cluster: Option<&str>) -> Result<Vec<&'a Clu
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect();
-            Error::Other(format!(
+            Error::Usage(format!(
                 "unknown cluster {name:?} (configured: {})",
                 known.join(", ")
             ))
@@ -104,14 +102,13 @@ fn selected<'a>(loaded: &'a Loaded, cluster: Option<&str>) -> Result<Vec<&'a Clu
 pub async fn collect(loaded: &Loaded, cluster: Option<&str>) -> Result<StatusReport> {
     let clusters = selected(loaded, cluster)?;
     let observations = join_all(clusters.iter().map(|c| async move {
-        let nodes = RedisNodes::new(&loaded.config.timeouts, loaded.password(&c.name).cloned())
-            .with_renames(c.renames());
+        let nodes = node_client(&loaded.config.timeouts, c, loaded.password(&c.name));
         (c.paused, observe(&nodes, c).await)
     }))
     .await;
     let clusters: Vec<ClusterStatus> = observations
         .iter()
-        .map(|(paused, obs)| summarize(obs, *paused))
+        .map(|(paused, obs)| cluster_status(obs, *paused))
         .collect();
     Ok(StatusReport {
         ok: clusters.iter().all(|c| c.healthy),
@@ -119,71 +116,26 @@ pub async fn collect(loaded: &Loaded, cluster: Option<&str>) -> Result<StatusRep
     })
 }
 
-/// Run the command: returns the text to print and the exit code.
-pub async fn run(loaded: &Loaded, cluster: Option<&str>, json: bool) -> Result<(String, i32)> {
+/// Run the command: the text to print and the exit code.
+pub async fn run(loaded: &Loaded, cluster: Option<&str>, json: bool) -> Result<Reply> {
     let report = collect(loaded, cluster).await?;
     let text = if json {
-        serde_json::to_string_pretty(&report).map_err(|e| Error::Other(format!("json: {e}")))?
-            + "\n"
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
         render_table(&report)
     };
-    Ok((text, report.exit_code()))
+    Ok(Reply::new(text, report.exit()))
 }
 
 /// Pure: one observation → the cluster's status lines, problems and notes.
-pub fn summarize(obs: &Observation, paused: bool) -> ClusterStatus {
+pub fn cluster_status(obs: &Observation, paused: bool) -> ClusterStatus {
     let mut problems = Vec::new();
     let mut notes = Vec::new();
     let masters: Vec<Addr> = obs.claiming_master().into_iter().cloned().collect();
     let rows: Vec<NodeRow> = obs
         .nodes
         .iter()
-        .map(|n| {
-            let mut row = NodeRow {
-                addr: n.addr.clone(),
-                reachable: n.status.is_ok(),
-                error: n.status.as_ref().err().cloned(),
-                engine: None,
-                version: None,
-                role: None,
-                master: None,
-                link: None,
-                offset: None,
-                lag_bytes: None,
-                eligible: None,
-                priority: n.priority,
-                never_promote: n.never_promote,
-                connected_replicas: None,
-            };
-            match &n.status {
-                Err(e) => problems.push(format!("{} is unreachable: {e}", n.addr)),
-                Ok(s) => {
-                    row.engine = Some(s.engine);
-                    row.version = s.version.clone();
-                    row.role = Some(s.role.as_str().to_string());
-                    row.master = s.master.clone();
-                    row.link = s.link;
-                    row.offset = s.offset;
-                    row.lag_bytes = obs.lag_of(&n.addr, s);
-                    row.eligible = s.eligible;
-                    row.connected_replicas = Some(s.connected_replicas);
-                    if s.role.is_replica() {
-                        if s.link != Some(LinkState::Up) {
-                            let link = s.link.map(LinkState::as_str).unwrap_or("unknown");
-                            notes.push(format!("{}: replication link is {link}", n.addr));
-                        }
-                        if let (Some(m), [only]) = (&s.master, masters.as_slice()) {
-                            if m != only {
-                                notes
-                                    .push(format!("{} follows {m}, not the master {only}", n.addr));
-                            }
-                        }
-                    }
-                }
-            }
-            row
-        })
+        .map(|n| node_row(obs, n, &masters, &mut problems, &mut notes))
         .collect();
     match masters.len() {
         0 => problems.push("no reachable node reports role:master".into()),
@@ -214,6 +166,58 @@ pub fn summarize(obs: &Observation, paused: bool) -> ClusterStatus {
         notes,
         nodes: rows,
     }
+}
+
+/// One node's row; its problems (unreachable) and notes (link, other master) go to the lists.
+fn node_row(
+    obs: &Observation,
+    n: &NodeObservation,
+    masters: &[Addr],
+    problems: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> NodeRow {
+    let mut row = NodeRow {
+        addr: n.addr.clone(),
+        reachable: n.status.is_ok(),
+        error: n.status.as_ref().err().cloned(),
+        engine: None,
+        version: None,
+        role: None,
+        master: None,
+        link: None,
+        offset: None,
+        lag_bytes: None,
+        eligible: None,
+        priority: n.priority,
+        never_promote: n.never_promote,
+        connected_replicas: None,
+    };
+    match &n.status {
+        Err(e) => problems.push(format!("{} is unreachable: {e}", n.addr)),
+        Ok(s) => {
+            row.engine = Some(s.engine);
+            row.version = s.version.clone();
+            row.role = Some(s.role.as_str().to_string());
+            row.master = s.master.clone();
+            row.link = s.link;
+            row.offset = s.offset;
+            row.lag_bytes = obs.lag_of(&n.addr, s);
+            row.eligible = s.eligible;
+            row.connected_replicas = Some(s.connected_replicas);
+            if s.role.is_replica() {
+                if s.link != Some(LinkState::Up) {
+                    let link = s.link.map(LinkState::as_str).unwrap_or("unknown");
+                    notes.push(format!("{}: replication link is {link}", n.addr));
+                }
+                if let (Some(m), [only]) = (&s.master, masters) {
+                    if m != only {
+                        notes.push(format!("{} follows {m}, not the master {only}", n.addr));
+                    }
+                }
+            }
+        }
+    }
+    row
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -364,7 +368,7 @@ mod tests {
                 ),
             ],
         };
-        let c = summarize(&obs, false);
+        let c = cluster_status(&obs, false);
         assert!(c.healthy, "{c:?}");
         assert_eq!(c.masters, vec!["127.0.0.1:1".parse::<Addr>().unwrap()]);
         assert_eq!(c.nodes[1].lag_bytes, Some(100), "from the replica line");
@@ -377,7 +381,7 @@ mod tests {
             ok: true,
             clusters: vec![c],
         };
-        assert_eq!(report.exit_code(), 0);
+        assert_eq!(report.exit().code(), 0);
         let t = render_table(&report);
         assert!(
             t.starts_with("cluster main: OK (master 127.0.0.1:1)\n"),
@@ -396,7 +400,7 @@ mod tests {
                 node("127.0.0.1:3", Err("connection refused".into())),
             ],
         };
-        let c = summarize(&obs, false);
+        let c = cluster_status(&obs, false);
         assert!(!c.healthy);
         assert_eq!(c.problems.len(), 2, "{:?}", c.problems);
         assert!(c.problems[0].contains("127.0.0.1:3 is unreachable: connection refused"));
@@ -412,7 +416,7 @@ mod tests {
             cluster: "main".into(),
             nodes: vec![node("127.0.0.1:1", Ok(r))],
         };
-        let c = summarize(&obs, true);
+        let c = cluster_status(&obs, true);
         assert_eq!(
             c.problems,
             vec!["no reachable node reports role:master".to_string()]

@@ -9,7 +9,7 @@
 //! Reconciles run in their own task: a caller that goes away (HTTP client timeout) never cancels
 //! a reconcile half way; its outcome is still recorded in the audit trail.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,13 +18,15 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
+use super::events::{lock, AlertInfo, EventKind, EventLog, NewEvent, TriggerSource};
 use crate::config::Config;
 use crate::decide::{Plan, Trigger};
-use crate::events::{
-    lock, AlertInfo, EventKind, EventLog, NewEvent, TriggerSource, MAX_ALERTS_PER_EVENT,
-};
 use crate::model::{Observation, TopologyRecord};
 use crate::reconcile::{Outcome, Result_};
+
+mod pending;
+
+use self::pending::{auto_rank, describe_applied, Pending};
 
 /// Switches passed into every reconcile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -129,50 +131,6 @@ impl SupervisorConfig {
     }
 }
 
-/// A queued reconcile and everyone waiting for it.
-struct Pending {
-    trigger: Trigger,
-    source: TriggerSource,
-    alerts: Vec<AlertInfo>,
-    alert_keys: HashSet<(String, String)>,
-    alerts_omitted: usize,
-    waiters: Vec<oneshot::Sender<Outcome>>,
-    /// The plan once the reconcile decided it under the lock and started its steps.
-    progress: Arc<watch::Sender<Option<Plan>>>,
-}
-
-impl Pending {
-    fn new(req: Request, tx: oneshot::Sender<Outcome>) -> Pending {
-        let mut p = Pending {
-            trigger: req.trigger,
-            source: req.source,
-            alerts: Vec::new(),
-            alert_keys: HashSet::new(),
-            alerts_omitted: 0,
-            waiters: vec![tx],
-            progress: Arc::new(watch::channel(None).0),
-        };
-        p.add_alerts(req.alerts);
-        p
-    }
-
-    fn add_alerts(&mut self, alerts: Vec<AlertInfo>) {
-        for a in alerts {
-            if !self
-                .alert_keys
-                .insert((a.fingerprint.clone(), a.starts_at.clone()))
-            {
-                continue;
-            }
-            if self.alerts.len() < MAX_ALERTS_PER_EVENT {
-                self.alerts.push(a);
-            } else {
-                self.alerts_omitted += 1;
-            }
-        }
-    }
-}
-
 /// What [`Supervisor::submit_within`] got within its bound.
 #[derive(Clone, Debug)]
 pub enum Answer {
@@ -182,38 +140,6 @@ pub enum Answer {
     InProgress {
         plan: Option<Plan>,
     },
-}
-
-/// How a preceding applied plan is described to the callers of the run right after it.
-fn describe_applied(a: &crate::decide::Action) -> Option<String> {
-    use crate::decide::Action;
-    Some(match a {
-        Action::Failover {
-            promote,
-            old_master,
-            ..
-        } => format!("a failover from {old_master} to {promote}"),
-        Action::Switchover {
-            promote,
-            old_master,
-            ..
-        } => format!("a switchover from {old_master} to {promote}"),
-        Action::Demote { node, to } => format!("the demotion of {node} to a replica of {to}"),
-        Action::Repoint { nodes, to } => {
-            let n: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
-            format!("the repoint of {} to {to}", n.join(", "))
-        }
-        _ => return None,
-    })
-}
-
-fn auto_rank(t: &Trigger) -> u8 {
-    match t {
-        Trigger::MasterDown => 3,
-        Trigger::RoleMismatch => 2,
-        Trigger::Periodic => 1,
-        _ => 0,
-    }
 }
 
 #[derive(Default)]

@@ -1,0 +1,371 @@
+//! The binary's front end: clap commands, dispatch, and the exit codes of [`Exit`].
+//!
+//! Exit codes (all subcommands): 0 = fine, 1 = the command ran and found something that needs
+//! attention (see `status`), 2 = config or usage error (clap also exits 2 on bad arguments),
+//! 3 = coordinator unreachable or too few observations: retrying may help.
+
+pub mod demo;
+pub mod history;
+pub mod ops;
+pub mod render;
+pub mod status;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Loaded};
+use crate::decide::Trigger;
+use crate::error::{Error, Exit};
+use crate::model::Addr;
+use crate::reconcile::handle::{Handles, Mode};
+
+use self::ops::Reply;
+
+const DEFAULT_CONFIG: &str = "/etc/pika-remedy/pika-remedy.toml";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pika-remedy",
+    version = env!("PIKA_REMEDY_VERSION"),
+    about = "Failover and old-master demotion for Pika (and Redis) clusters"
+)]
+pub struct Cli {
+    /// Log format on stderr (`RUST_LOG` sets the filter; default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PIKA_REMEDY_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The config file every command but `check-config` reads.
+#[derive(clap::Args, Debug)]
+pub struct ConfigArg {
+    /// Config file.
+    #[arg(long, short = 'c', env = "PIKA_REMEDY_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse and validate a config file (secrets are resolved too); print a summary.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Observe every configured node once and show roles, links and offsets.
+    /// Exit 0 = all reachable and one master per cluster, 1 = needs attention, 2 = config error.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the service: webhook, operator API, /metrics, poller (and the periodic check if set).
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Override `service.listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Dry run: show the observation, the record, the plan with ranked candidates and the exact
+    /// commands that would be sent for a trigger (default: the periodic check).
+    Plan {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        /// Plan a failover (optionally to this node) instead of the periodic check.
+        #[arg(long)]
+        failover: bool,
+        #[arg(long)]
+        to: Option<Addr>,
+    },
+    /// Fail over now (the recorded master must be unreachable), optionally to a given node.
+    /// Ignores the cooldown. Exit: 0 done or nothing to do, 1 refused/failed/lock held, 3 retry.
+    Failover {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        to: Option<Addr>,
+        /// Decide and print, send nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Planned switchover of a healthy master (Redis: writes paused while the target catches up).
+    Switchover {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        to: Option<Addr>,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make a node follow the recorded master (`SLAVEOF … force` on Pika) and persist it.
+    Demote {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        node: Addr,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Record the master by hand (bootstrap, or after an operator's repair).
+    Record {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        master: Addr,
+        /// Record it even if it does not answer as master.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the recorded topology and the audit trail (from `service.events_file`).
+    History {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// How many events.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Self-contained demo: 3 local redis-servers, kill -9 the master, restart it (`make demo`).
+    Demo,
+}
+
+fn init_tracing(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests) is harmless; ignore it.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Parse the arguments, run the command, print its reply; the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own timeline; its log lines would only clutter it.
+    let level = if matches!(cli.command, Command::Demo) {
+        "warn"
+    } else {
+        "info"
+    };
+    init_tracing(cli.log_format, level);
+    let exit = match run(cli.command) {
+        Ok(reply) => {
+            print!("{}", reply.text);
+            reply.exit
+        }
+        // The command could not run at all: a config or usage error (exit 2), on stderr.
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Usage
+        }
+    };
+    ExitCode::from(u8::try_from(exit.code()).unwrap_or(1))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("cannot start the tokio runtime", e))
+}
+
+/// `Err` = the command could not run (config/usage error, exit 2); `Ok` = print and exit with its code.
+pub fn run(command: Command) -> Result<Reply, Error> {
+    match command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Status {
+            config,
+            cluster,
+            json,
+        } => {
+            let loaded = config::load(&config.config)?;
+            runtime()?.block_on(status::run(&loaded, cluster.as_deref(), json))
+        }
+        Command::Serve { config, listen } => serve(&config.config, listen),
+        Command::Plan {
+            config,
+            cluster,
+            failover,
+            to,
+        } => {
+            let trigger = if failover || to.is_some() {
+                Trigger::Failover { to }
+            } else {
+                Trigger::Periodic
+            };
+            operator(&config.config, &cluster, Op::Plan(trigger))
+        }
+        Command::Failover {
+            config,
+            cluster,
+            to,
+            dry_run,
+        } => act(&config, &cluster, dry_run, Trigger::Failover { to }),
+        Command::Switchover {
+            config,
+            cluster,
+            to,
+            dry_run,
+        } => act(&config, &cluster, dry_run, Trigger::Switchover { to }),
+        Command::Demote {
+            config,
+            cluster,
+            node,
+            dry_run,
+        } => act(&config, &cluster, dry_run, Trigger::Demote { node }),
+        Command::Record {
+            config,
+            cluster,
+            master,
+            force,
+        } => operator(&config.config, &cluster, Op::Record { master, force }),
+        Command::History {
+            config,
+            cluster,
+            limit,
+        } => operator_all(
+            config::load(&config.config)?,
+            |loaded, handles| async move {
+                history::history(&loaded, handles.coord.as_ref(), cluster.as_deref(), limit).await
+            },
+        ),
+        Command::Demo => {
+            let exit = runtime()?.block_on(demo::run())?;
+            Ok(Reply::new(String::new(), exit))
+        }
+    }
+}
+
+fn check_config(file: &Path) -> Result<Reply, Error> {
+    let loaded = config::load(file)?;
+    let c = &loaded.config;
+    let clusters: Vec<String> = c
+        .clusters
+        .iter()
+        .map(|cl| format!("{} ({} nodes)", cl.name, cl.nodes.len()))
+        .collect();
+    let text = format!(
+        "{}: ok: {} cluster(s): {}; coordinator {}\n",
+        file.display(),
+        c.clusters.len(),
+        clusters.join(", "),
+        format!("{:?}", c.coordinator.kind).to_lowercase()
+    );
+    Ok(Reply::new(text, Exit::Ok))
+}
+
+fn serve(path: &Path, listen: Option<std::net::SocketAddr>) -> Result<Reply, Error> {
+    let loaded = config::load(path)?;
+    runtime()?.block_on(async move {
+        let addr = listen.unwrap_or(loaded.config.service.listen);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+        crate::service::app::run(loaded, listener, shutdown_signal()).await
+    })?;
+    Ok(Reply::new(String::new(), Exit::Ok))
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// What an operator command does with its cluster's handle.
+enum Op {
+    Plan(Trigger),
+    Act { trigger: Trigger, dry_run: bool },
+    Record { master: Addr, force: bool },
+}
+
+fn act(config: &ConfigArg, cluster: &str, dry_run: bool, trigger: Trigger) -> Result<Reply, Error> {
+    operator(&config.config, cluster, Op::Act { trigger, dry_run })
+}
+
+/// Load the config, connect the coordinator and build the handles once, then run `f`. A
+/// coordinator that cannot be reached yet is a reply (exit 3, same contract as a failed read
+/// under way); a bad coordinator setting is a config error.
+fn operator_all<F, Fut>(loaded: Loaded, f: F) -> Result<Reply, Error>
+where
+    F: FnOnce(Loaded, Handles) -> Fut,
+    Fut: std::future::Future<Output = Reply>,
+{
+    runtime()?.block_on(async {
+        match Handles::connect(&loaded).await {
+            Ok(handles) => Ok(f(loaded, handles).await),
+            Err(e) if e.is_retryable() => Ok(Reply::error(&e.into())),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// Run `op` with the handle of `cluster` (unknown cluster = usage error).
+fn operator(path: &Path, cluster: &str, op: Op) -> Result<Reply, Error> {
+    let loaded = config::load(path)?;
+    if loaded.cluster(cluster).is_none() {
+        return Err(Error::Usage(format!(
+            "unknown cluster {cluster:?} in {}",
+            path.display()
+        )));
+    }
+    operator_all(loaded, |loaded, handles| async move {
+        let Some(h) = handles.get(cluster) else {
+            return Reply::error(&Error::Usage(format!("unknown cluster {cluster:?}")));
+        };
+        match op {
+            Op::Plan(t) => ops::plan(&h.ctx(&Mode::default()), &t).await,
+            Op::Act { trigger, dry_run } => {
+                let mode = Mode {
+                    dry_run,
+                    ..Mode::default()
+                };
+                let (reply, out) = ops::act(&h.ctx(&mode), trigger).await;
+                if !dry_run {
+                    ops::audit_cli(&loaded, handles.coord.as_ref(), &out).await;
+                }
+                reply
+            }
+            Op::Record { master, force } => ops::record(h, &master, force).await,
+        }
+    })
+}

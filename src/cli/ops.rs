@@ -1,0 +1,112 @@
+//! Operator commands (`plan`, `failover`, `switchover`, `demote`, `record`): thin wrappers that
+//! go through the same `reconcile` code as the webhook, and render readable text.
+
+use crate::coord::Coordinator;
+use crate::decide::Trigger;
+use crate::error::{Error, Exit};
+use crate::model::Addr;
+use crate::node::Nodes;
+use crate::reconcile::handle::ClusterHandle;
+use crate::reconcile::{self, look, Ctx, Outcome};
+use crate::service::events::{EventKind, EventLog, FileCap, NewEvent, TriggerSource};
+
+use super::render::{render_outcome, render_plan};
+
+/// What a command prints on stdout and how it exits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub text: String,
+    pub exit: Exit,
+}
+
+impl Reply {
+    pub fn new(text: String, exit: Exit) -> Reply {
+        Reply { text, exit }
+    }
+
+    /// An error that ended the command, as CLI output: its own text (which names the kind
+    /// once) and its place in the exit-code table.
+    pub fn error(e: &Error) -> Reply {
+        Reply::new(format!("{e}\n"), e.exit())
+    }
+
+    pub fn code(&self) -> i32 {
+        self.exit.code()
+    }
+}
+
+/// `plan`: observation, record, the plan with the ranked candidates, and the exact commands.
+pub async fn plan<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: &Trigger) -> Reply {
+    match look(ctx, trigger).await {
+        Err(e) => Reply::error(&e.into()),
+        Ok((obs, record, plan)) => Reply::new(
+            render_plan(&obs, record.as_ref(), &plan, ctx),
+            Exit::of_plan(&plan),
+        ),
+    }
+}
+
+/// Run a reconcile for an operator trigger and render the outcome.
+pub async fn act<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: Trigger,
+) -> (Reply, Outcome) {
+    let out = reconcile::reconcile(ctx, trigger).await;
+    (
+        Reply::new(render_outcome(&out), Exit::of_outcome(&out)),
+        out,
+    )
+}
+
+/// `record --master X`: write the topology by hand (bootstrap or after an operator's fix),
+/// through the cluster's handle, under its lock.
+pub async fn record<N: Nodes, C: Coordinator>(
+    handle: &ClusterHandle<N, C>,
+    master: &Addr,
+    force: bool,
+) -> Reply {
+    match handle.record(master, force).await {
+        Ok(r) => Reply::new(
+            format!(
+                "cluster {}: recorded master {} at epoch {}\n",
+                handle.name(),
+                r.master,
+                r.epoch
+            ),
+            Exit::Ok,
+        ),
+        Err(e) => Reply::error(&e),
+    }
+}
+
+/// Record an operator command's outcome in the same audit trail as the service (the JSON-lines
+/// file, and the coordinator's bounded event list), so `history` shows CLI actions too.
+pub async fn audit_cli<C: Coordinator>(loaded: &crate::config::Loaded, coord: &C, out: &Outcome) {
+    let ev = NewEvent {
+        kind: EventKind::Reconcile,
+        cluster: Some(out.cluster.clone()),
+        source: TriggerSource::Cli,
+        trigger: Some(out.trigger.clone()),
+        alerts: Vec::new(),
+        alerts_omitted: 0,
+        reason: out.plan.reason.clone(),
+        outcome: Some(out.clone()),
+    };
+    let log = match EventLog::open_capped(
+        1,
+        loaded.config.service.events_file.as_deref(),
+        FileCap::of(&loaded.config.service),
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot open the events file; CLI action not recorded there");
+            EventLog::in_memory(1)
+        }
+    };
+    let recorded = log.record(ev);
+    if let Ok(json) = serde_json::to_string(&recorded) {
+        if let Err(e) = coord.append_event(&out.cluster, &json).await {
+            tracing::warn!(error = %e, "CLI action not copied to the coordinator's event list");
+        }
+    }
+}

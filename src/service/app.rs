@@ -1,0 +1,296 @@
+//! Wiring for `pika-remedy serve`: the cluster handles (node clients + coordinator, built once),
+//! metrics, the audit log and the supervisor, then the HTTP server, the poller and the optional
+//! periodic check until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::config::Loaded;
+use crate::coord::{AnyCoord, Coordinator};
+use crate::decide::Trigger;
+use crate::error::Error;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::reconcile::handle::{Handles, Mode};
+use crate::reconcile::{Outcome, Result_};
+
+use super::checker;
+use super::events::{EventLog, FileCap};
+use super::poller::{poll_loop, ClusterCache, PollSettings, PollShared, PollTarget};
+use super::supervisor::{ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig};
+
+static COPY_FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+
+/// The service's `Reconciler`: the real `reconcile`, bounded, with metrics.
+pub struct Service {
+    loaded: Loaded,
+    handles: Arc<Handles>,
+    metrics: Arc<Metrics>,
+    cache: ClusterCache,
+}
+
+impl Service {
+    /// An upper bound for one reconcile, so a webhook never waits forever: two looks, the
+    /// confirmation window, and the steps of the biggest plan.
+    fn bound(&self, nodes: usize) -> Duration {
+        let c = &self.loaded.config;
+        let per_cmd = c.timeouts.connect + c.timeouts.command;
+        c.policy.worst_case_action(&c.timeouts) * (nodes as u32 + 2) + per_cmd * 4
+    }
+}
+
+impl Reconciler for Service {
+    async fn reconcile(&self, cluster: &str, trigger: Trigger, ctl: Control) -> Outcome {
+        let start = Instant::now();
+        let Some(h) = self.handles.get(cluster) else {
+            return unknown_cluster(cluster, trigger);
+        };
+        let mode = Mode {
+            dry_run: ctl.dry_run,
+            paused: ctl.paused,
+            last_seen_master: self.cache.master_offset(cluster),
+        };
+        let bound = self.bound(h.cluster.nodes.len());
+        let out = match tokio::time::timeout(bound, h.reconcile(trigger.clone(), &mode)).await {
+            Ok(out) => out,
+            Err(_) => timed_out(cluster, trigger, bound),
+        };
+        self.count(&out, start.elapsed());
+        out
+    }
+
+    fn clusters(&self) -> Vec<String> {
+        self.handles.names().to_vec()
+    }
+
+    async fn snapshot(&self, cluster: &str) -> ClusterSnapshot {
+        let observation = self.cache.observation(cluster);
+        match self.handles.coord.read_record(cluster).await {
+            Ok(r) => ClusterSnapshot {
+                observation,
+                record: r.map(|v| v.value),
+                error: None,
+            },
+            Err(e) => ClusterSnapshot {
+                observation,
+                record: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    async fn ready(&self) -> Result<(), String> {
+        self.handles.coord.ping().await.map_err(|e| e.to_string())
+    }
+}
+
+fn unknown_cluster(cluster: &str, trigger: Trigger) -> Outcome {
+    Outcome {
+        cluster: cluster.to_string(),
+        trigger,
+        plan: crate::decide::Plan::refuse(format!("unknown cluster {cluster}"), false),
+        result: Result_::Refused,
+        steps: Vec::new(),
+        observation: Vec::new(),
+        millis: 0,
+        retryable: false,
+    }
+}
+
+/// The outcome of a reconcile that did not finish within `bound` (retryable).
+fn timed_out(cluster: &str, trigger: Trigger, bound: Duration) -> Outcome {
+    let mut out = unknown_cluster(cluster, trigger);
+    out.plan = crate::decide::Plan::refuse(
+        format!(
+            "reconcile did not finish within {}",
+            humantime::format_duration(bound)
+        ),
+        true,
+    );
+    out.result = Result_::Failed {
+        error: "timed out".into(),
+    };
+    out.retryable = true;
+    out
+}
+
+impl Service {
+    /// The metrics of one reconcile.
+    fn count(&self, out: &Outcome, took: Duration) {
+        let m = &self.metrics;
+        let cluster = &out.cluster;
+        let result = out.result.metric_label();
+        m.reconcile(
+            cluster,
+            out.trigger.label(),
+            out.plan.action.label(),
+            result,
+        );
+        if out.plan.action.mutates_nodes()
+            && matches!(out.result, Result_::Applied | Result_::Failed { .. })
+        {
+            let outcome = if out.result == Result_::Applied {
+                crate::metrics::REMEDIATION_APPLIED
+            } else {
+                crate::metrics::REMEDIATION_FAILED
+            };
+            m.remediation(cluster, out.plan.action.label(), outcome, took);
+        }
+        m.coordinator_up(!matches!(
+            out.result,
+            Result_::CoordinatorUnreachable { .. }
+        ));
+        if let Result_::LockHeld { holder } = &out.result {
+            m.lock_refused(cluster, *holder == self.handles.holder.to_string());
+        }
+    }
+}
+
+/// Run the service until `shutdown` resolves.
+pub async fn run(
+    loaded: Loaded,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let handles = Arc::new(Handles::connect(&loaded).await?);
+    let cfg = &loaded.config;
+    if cfg.webhook.allow_unauthenticated {
+        warn!(
+            "webhook.allow_unauthenticated = true: the webhook and the operator API accept anyone"
+        );
+    }
+    info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        coordinator = handles.coord.kind(),
+        instance = %handles.holder.instance,
+        clusters = cfg.clusters.len(),
+        dry_run = cfg.service.dry_run,
+        "pika-remedy serving"
+    );
+    let events = audit_log(&loaded, &handles.coord)?;
+    let service = Arc::new(Service {
+        loaded: loaded.clone(),
+        handles: Arc::clone(&handles),
+        metrics: Arc::new(Metrics::new()),
+        cache: ClusterCache::default(),
+    });
+    let sup = Supervisor::new(
+        Arc::clone(&service),
+        Arc::new(events),
+        SupervisorConfig::from_config(cfg),
+    );
+    let app = http_app(&loaded, &service, &sup);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let poller = tokio::spawn(poll_loop(
+        poll_targets(&handles),
+        poll_shared(&loaded, &service, &sup),
+        stop_rx.clone(),
+    ));
+    // Optional periodic check: the same reconcile without an alert (level-triggered repair).
+    let checker = (!cfg.service.check_interval.is_zero()).then(|| {
+        tokio::spawn(checker::periodic(
+            Arc::clone(&sup),
+            cfg.service.check_interval,
+            handles.names().to_vec(),
+            stop_rx.clone(),
+        ))
+    });
+    let flusher = tokio::spawn(checker::flush_repeats(
+        Arc::clone(sup.events()),
+        stop_rx.clone(),
+    ));
+    let served = http::serve(listener, app, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = poller.await;
+    if let Some(c) = checker {
+        let _ = c.await;
+    }
+    let _ = flusher.await;
+    sup.events().flush();
+    info!("pika-remedy stopped");
+    served.map_err(|e| Error::io("http server", e))
+}
+
+/// The audit trail; only a coordinator that keeps an event list gets a copy (the local one keeps none).
+fn audit_log(loaded: &Loaded, coord: &Arc<AnyCoord>) -> Result<EventLog, Error> {
+    let sv = &loaded.config.service;
+    let events = EventLog::open_capped(
+        sv.events_capacity,
+        sv.events_file.as_deref(),
+        FileCap::of(sv),
+    )?;
+    if !coord.keeps_events() {
+        return Ok(events);
+    }
+    let sink_coord = Arc::clone(coord);
+    Ok(events.with_sink(Arc::new(move |cluster: String, json: String| {
+        let c = Arc::clone(&sink_coord);
+        Box::pin(async move {
+            if let Err(e) = c.append_event(&cluster, &json).await {
+                if let Some(suppressed) = COPY_FAILED.check() {
+                    warn!(cluster = %cluster, error = %e, suppressed, "event not copied to the coordinator");
+                }
+            }
+        })
+    })))
+}
+
+/// The HTTP app: webhook, operator API, health and `/metrics`.
+fn http_app(
+    loaded: &Loaded,
+    service: &Arc<Service>,
+    sup: &Arc<Supervisor<Service>>,
+) -> Arc<http::App<Service>> {
+    let m2 = Arc::clone(&service.metrics);
+    let lock_coord = Arc::clone(&service.handles.coord);
+    let cluster_names = service.handles.names().to_vec();
+    let lock_ttl = loaded.config.policy.lock_ttl;
+    http::App::new(
+        loaded,
+        Arc::clone(sup),
+        Arc::new(move |accept: Option<&str>| {
+            // What the coordinator holds for us, as of this scrape (in memory, no request).
+            m2.locks(&cluster_names, &lock_coord.held_locks(), lock_ttl);
+            m2.encode_for_accept(accept)
+        }),
+    )
+    .with_webhook_counter({
+        let m = Arc::clone(&service.metrics);
+        Arc::new(move |outcome: &str| m.webhook(outcome))
+    })
+}
+
+/// The poller's clusters: each handle's config and node client.
+fn poll_targets(handles: &Handles) -> Vec<PollTarget<crate::node::redis::RedisNodes>> {
+    handles
+        .iter()
+        .map(|h| PollTarget {
+            cluster: h.cluster.clone(),
+            nodes: Arc::clone(&h.nodes),
+        })
+        .collect()
+}
+
+/// What every poll shares: the coordinator, metrics, the caches, and the pause switches.
+fn poll_shared(
+    loaded: &Loaded,
+    service: &Arc<Service>,
+    sup: &Arc<Supervisor<Service>>,
+) -> Arc<PollShared<AnyCoord, impl Fn(&str) -> bool + Send + Sync + 'static>> {
+    let sup_p = Arc::clone(sup);
+    let c = &loaded.config;
+    Arc::new(PollShared {
+        coord: Arc::clone(&service.handles.coord),
+        metrics: Arc::clone(&service.metrics),
+        cache: service.cache.clone(),
+        paused: move |c: &str| {
+            sup_p.globally_paused() || sup_p.cluster_state(c).is_some_and(|s| s.paused)
+        },
+        settings: PollSettings::new(c.service.poll_interval, &c.timeouts),
+    })
+}
