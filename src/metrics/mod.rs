@@ -31,7 +31,6 @@ mod classic;
 mod project;
 mod series;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -40,7 +39,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::model::Observation;
 use series::{
     AsMetric, BuildLabels, ClusterLabels, DbLabels, HistogramFamily, LagLabels, LinkStateLabels,
     LockRefusalLabels, NodeInfoLabels, NodeLabels, OutcomeLabels, ReconcileLabels,
@@ -373,9 +371,6 @@ impl Metrics {
         }
     }
 }
-
-/// Last observation per cluster, shared with the HTTP API.
-pub type LatestObservations = std::sync::Arc<std::sync::RwLock<BTreeMap<String, Observation>>>;
 
 #[cfg(test)]
 mod tests {
