@@ -5,8 +5,9 @@
 mod support;
 
 use std::time::Duration;
+use support::fixtures::fake_policy;
 
-use pika_remedy::config::{ClusterConfig, NodeConfig, Policy};
+use pika_remedy::config::{ClusterConfig, NodeConfig};
 use pika_remedy::coord::Holder;
 use pika_remedy::decide::{Action, Trigger};
 use pika_remedy::model::{Engine, Role};
@@ -38,17 +39,6 @@ fn cluster(nodes: &[&str]) -> ClusterConfig {
     }
 }
 
-fn policy() -> Policy {
-    Policy {
-        confirm_window: Duration::from_millis(0),
-        promote_timeout: Duration::from_secs(2),
-        link_timeout: Duration::from_millis(500),
-        detach_timeout: Duration::from_secs(3),
-        switchover_pause: Duration::from_secs(2),
-        ..Policy::default()
-    }
-}
-
 struct Case {
     name: &'static str,
     nodes: FakeNodes,
@@ -63,7 +53,7 @@ struct Case {
 /// Plan once (as `plan` does), run the reconcile, compare what the fake received.
 async fn check(case: Case) {
     let c = cluster(&case.config);
-    let p = policy();
+    let p = fake_policy();
     let h = Holder {
         instance: "me".into(),
         host: "h".into(),

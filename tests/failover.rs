@@ -8,6 +8,7 @@ mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::fixtures::{holder, real_policy};
 
 use pika_remedy::config::{
     ClusterConfig, ConsulConfig, EtcdConfig, NodeConfig, Policy, Secret, Timeouts,
@@ -83,30 +84,10 @@ fn consul_client(fake: &FakeConsul) -> AnyCoord {
 const RECONCILE_BOUND: Duration = Duration::from_secs(30);
 const CLUSTER: &str = "c";
 
-fn policy() -> Policy {
-    Policy {
-        confirm_window: Duration::ZERO,
-        promote_timeout: Duration::from_secs(5),
-        link_timeout: Duration::from_secs(5),
-        detach_timeout: Duration::from_secs(2),
-        switchover_pause: Duration::from_secs(3),
-        ..Policy::default()
-    }
-}
-
 fn timeouts() -> Timeouts {
     Timeouts {
         connect: Duration::from_millis(300),
         command: Duration::from_secs(2),
-    }
-}
-
-fn holder(name: &str) -> Holder {
-    Holder {
-        instance: name.into(),
-        host: "test".into(),
-        pid: std::process::id(),
-        since: 1,
     }
 }
 
@@ -182,7 +163,7 @@ impl Env {
             rc,
             cfg,
             coord,
-            policy: policy(),
+            policy: real_policy(),
             holder: holder("test-a"),
             store,
         }

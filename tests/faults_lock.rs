@@ -13,6 +13,7 @@ mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::fixtures::real_policy;
 
 use pika_remedy::config::{ClusterConfig, ConsulConfig, EtcdConfig, NodeConfig, Policy, Timeouts};
 use pika_remedy::coord::consul::Consul;
@@ -369,18 +370,6 @@ impl Nodes for HookNodes {
     }
 }
 
-fn policy() -> Policy {
-    Policy {
-        confirm_window: Duration::ZERO,
-        promote_timeout: Duration::from_secs(5),
-        link_timeout: Duration::from_secs(5),
-        detach_timeout: Duration::from_secs(2),
-        switchover_pause: Duration::from_secs(3),
-        lock_ttl: ttl(),
-        ..Policy::default()
-    }
-}
-
 async fn run(ctx: &Ctx<'_, HookNodes, Etcd>, trigger: Trigger) -> Outcome {
     tokio::time::timeout(Duration::from_secs(40), reconcile(ctx, trigger))
         .await
@@ -415,7 +404,10 @@ async fn etcd_killed_during_failover_next_trigger_acts() {
         inner: RedisNodes::new(&timeouts(), None),
         before_promote: Mutex::new(None),
     };
-    let policy = policy();
+    let policy = Policy {
+        lock_ttl: ttl(),
+        ..real_policy()
+    };
     let me = holder("instance-a");
     let ctx = Ctx {
         cluster: &cfg,

@@ -8,6 +8,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
+use support::fixtures::fake_policy;
 
 use pika_remedy::config::{ClusterConfig, NodeConfig, Policy, Secret, Timeouts};
 use pika_remedy::coord::local::Local;
@@ -19,16 +20,6 @@ use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_, StepReport};
 use support::pika::{PeerLink, PeerRole, PikaPeer, PikaState};
 
 const CLUSTER: &str = "p";
-
-fn policy() -> Policy {
-    Policy {
-        confirm_window: Duration::ZERO,
-        promote_timeout: Duration::from_secs(2),
-        link_timeout: Duration::from_millis(500),
-        detach_timeout: Duration::from_secs(3),
-        ..Policy::default()
-    }
-}
 
 struct Env {
     cfg: ClusterConfig,
@@ -87,7 +78,7 @@ impl Env {
             cfg,
             nodes: RedisNodes::new(&timeouts, password.map(Secret::new)),
             coord,
-            policy: policy(),
+            policy: fake_policy(),
             holder: Holder {
                 instance: "pika-test".into(),
                 host: "test".into(),

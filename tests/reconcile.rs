@@ -5,9 +5,9 @@
 mod support;
 
 use std::time::Duration;
+use support::fixtures::{fake_policy, holder};
 
 use pika_remedy::config::{ClusterConfig, NodeConfig, Policy};
-use pika_remedy::coord::Holder;
 use pika_remedy::decide::{Action, Trigger};
 use pika_remedy::model::Engine;
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
@@ -30,25 +30,6 @@ fn cluster(nodes: &[&str]) -> ClusterConfig {
     }
 }
 
-fn policy() -> Policy {
-    Policy {
-        confirm_window: Duration::from_millis(0),
-        promote_timeout: Duration::from_secs(2),
-        link_timeout: Duration::from_millis(500),
-        detach_timeout: Duration::from_secs(3),
-        ..Policy::default()
-    }
-}
-
-fn holder() -> Holder {
-    Holder {
-        instance: "me".into(),
-        host: "h".into(),
-        pid: 1,
-        since: 1,
-    }
-}
-
 const M: &str = "10.0.0.1:9221";
 const R1: &str = "10.0.0.2:9221";
 const R2: &str = "10.0.0.3:9221";
@@ -64,8 +45,8 @@ async fn run_with(
     tweak: impl FnOnce(&mut Ctx<'_, FakeNodes, FakeCoord>),
 ) -> Outcome {
     let c = cluster(&[M, R1, R2]);
-    let p = policy();
-    let h = holder();
+    let p = fake_policy();
+    let h = holder("me");
     let mut ctx = Ctx {
         cluster: &c,
         nodes,
@@ -373,9 +354,9 @@ async fn a_link_wait_stops_when_the_master_dies_and_the_next_run_fails_over() {
     // A link timeout far longer than the test may take: only an early stop can end it.
     let long = Policy {
         link_timeout: Duration::from_secs(600),
-        ..policy()
+        ..fake_policy()
     };
-    let (c, h) = (cluster(&[M, R1, R2]), holder());
+    let (c, h) = (cluster(&[M, R1, R2]), holder("me"));
     let ctx = Ctx {
         cluster: &c,
         nodes: &nodes,

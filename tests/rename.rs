@@ -7,6 +7,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+use support::fixtures::real_policy;
 
 use pika_remedy::config::{ClusterConfig, NodeConfig, Policy, Secret, Timeouts};
 use pika_remedy::coord::local::Local;
@@ -40,17 +41,6 @@ fn rename_map() -> BTreeMap<String, String> {
         ("slaveof".to_string(), SLAVEOF.to_string()),
         ("CONFIG".to_string(), CONFIG.to_string()),
     ])
-}
-
-fn policy() -> Policy {
-    Policy {
-        confirm_window: Duration::ZERO,
-        promote_timeout: Duration::from_secs(5),
-        link_timeout: Duration::from_secs(5),
-        detach_timeout: Duration::from_secs(2),
-        switchover_pause: Duration::from_secs(3),
-        ..Policy::default()
-    }
 }
 
 fn timeouts() -> Timeouts {
@@ -116,7 +106,7 @@ impl Env {
             replicas,
             cfg,
             coord,
-            policy: policy(),
+            policy: real_policy(),
             holder: Holder {
                 instance: "rename-test".into(),
                 host: "test".into(),

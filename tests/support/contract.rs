@@ -9,14 +9,7 @@ use std::time::{Duration, Instant};
 use pika_remedy::coord::{CasOutcome, Coordinator, Holder, LockOutcome};
 use pika_remedy::model::{Addr, TopologyRecord};
 
-pub fn holder(name: &str) -> Holder {
-    Holder {
-        instance: name.to_string(),
-        host: "testhost".into(),
-        pid: std::process::id(),
-        since: 1_700_000_000,
-    }
-}
+pub use super::fixtures::holder;
 
 pub fn record(master: &str, epoch: u64) -> TopologyRecord {
     TopologyRecord {

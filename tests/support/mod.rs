@@ -5,6 +5,7 @@ pub mod contract;
 pub mod etcd;
 pub mod fake_consul;
 pub mod fakes;
+pub mod fixtures;
 pub mod pika;
 pub mod prom;
 pub mod real_pika;

@@ -1,0 +1,45 @@
+//! The few values most tests need, defined once: policies for the two tiers, timeouts, holders.
+
+use std::time::Duration;
+
+use pika_remedy::config::{Policy, Timeouts};
+use pika_remedy::coord::Holder;
+
+/// Against fakes and scripted peers: short waits, no confirmation window.
+pub fn fake_policy() -> Policy {
+    Policy {
+        confirm_window: Duration::ZERO,
+        promote_timeout: Duration::from_secs(2),
+        link_timeout: Duration::from_millis(500),
+        detach_timeout: Duration::from_secs(3),
+        switchover_pause: Duration::from_secs(2),
+        ..Policy::default()
+    }
+}
+
+/// Against real processes (redis-server, etcd): waits long enough for a loaded 2-core machine.
+pub fn real_policy() -> Policy {
+    Policy {
+        confirm_window: Duration::ZERO,
+        promote_timeout: Duration::from_secs(5),
+        link_timeout: Duration::from_secs(5),
+        detach_timeout: Duration::from_secs(2),
+        switchover_pause: Duration::from_secs(3),
+        ..Policy::default()
+    }
+}
+
+/// Node or coordinator call bounds.
+pub fn timeouts(connect: Duration, command: Duration) -> Timeouts {
+    Timeouts { connect, command }
+}
+
+/// A lock holder named `name` (this process's pid).
+pub fn holder(name: &str) -> Holder {
+    Holder {
+        instance: name.into(),
+        host: "test".into(),
+        pid: std::process::id(),
+        since: 1,
+    }
+}
