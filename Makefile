@@ -95,9 +95,11 @@ test: deps lint rules-check
 	@if [ -n "$(PIKA_BIN)" ]; then echo "real-Pika suite ran against $(PIKA_BIN) ($$($(PIKA_BIN) -v 2>/dev/null | grep -m1 -E pika_version))"; \
 	else echo "NOTE: the real-Pika suite (tests/pika_real.rs) did NOT run: no Pika binary. Run it with: make test PIKA_BIN=/path/to/pika"; fi
 
+# `make demo` runs on redis-server (Debian packages it); `make demo PIKA_BIN=/path/to/pika`
+# (on the command line, not from the environment the test target uses) runs it on real Pika.
 demo: deps
 	$(CARGO) build --release
-	./target/release/pika-remedy demo
+	./target/release/pika-remedy demo $(if $(filter command line,$(origin PIKA_BIN)),--pika-bin $(PIKA_BIN) $(if $(PIKA_CONF),--pika-conf $(PIKA_CONF)))
 
 # Failover benchmark vs Redis Sentinel (release build; BENCH_RUNS=N, default 5 for the
 # redis-server rows, 10 for the real-Pika rows). Writes docs/bench.md and target/bench/*.json.

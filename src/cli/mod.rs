@@ -150,8 +150,17 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Self-contained demo: 3 local redis-servers, kill -9 the master, restart it (`make demo`).
-    Demo,
+    /// Self-contained demo: 3 local redis-servers (or real Pika with `--pika-bin`), kill -9 the
+    /// master, restart it (`make demo`, `make demo PIKA_BIN=/path/to/pika`).
+    Demo {
+        /// Run the demo on this Pika server binary instead of redis-server.
+        #[arg(long)]
+        pika_bin: Option<PathBuf>,
+        /// Pika's stock config file to start from (default: `pika.conf` beside the binary's
+        /// folder, or in it).
+        #[arg(long, requires = "pika_bin")]
+        pika_conf: Option<PathBuf>,
+    },
 }
 
 fn init_tracing(format: LogFormat, default_level: &str) {
@@ -171,7 +180,7 @@ fn init_tracing(format: LogFormat, default_level: &str) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own timeline; its log lines would only clutter it.
-    let level = if matches!(cli.command, Command::Demo) {
+    let level = if matches!(cli.command, Command::Demo { .. }) {
         "warn"
     } else {
         "info"
@@ -258,8 +267,15 @@ pub fn run(command: Command) -> Result<Reply, Error> {
                 history::history(&loaded, handles.coord.as_ref(), cluster.as_deref(), limit).await
             },
         ),
-        Command::Demo => {
-            let exit = runtime()?.block_on(demo::run())?;
+        Command::Demo {
+            pika_bin,
+            pika_conf,
+        } => {
+            let server = match pika_bin {
+                Some(bin) => demo::Server::pika(bin, pika_conf)?,
+                None => demo::Server::Redis,
+            };
+            let exit = runtime()?.block_on(demo::run(server))?;
             Ok(Reply::new(String::new(), exit))
         }
     }

@@ -1,5 +1,6 @@
 //! `pika-remedy demo` (`make demo`): a self-contained run on this machine. Three local
-//! `redis-server` processes (Redis stands in for Pika, which Debian does not package), the
+//! `redis-server` processes (Redis stands in for Pika, which Debian does not package) or, with
+//! `--pika-bin` (`make demo PIKA_BIN=…`), three real Pika servers; the
 //! service's periodic check with the embedded `local` coordinator, a writer, a `kill -9` of the
 //! master (failover), a restart of the old master (demotion) and a second restart (the demotion
 //! was persisted with CONFIG REWRITE). Prints a timeline and cleans up everything it started.
@@ -23,7 +24,8 @@ use crate::observe::observe;
 use crate::reconcile::handle::{ClusterHandle, Mode};
 use crate::reconcile::Result_;
 
-use self::procs::{free_port, RedisProc, RemoveOnDrop};
+pub use self::procs::Server;
+use self::procs::{RemoveOnDrop, ServerProc};
 
 /// Why the demo could not run to its end.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +37,12 @@ pub enum DemoError {
         #[source]
         source: std::io::Error,
     },
-    #[error("redis-server on port {port} did not start; see {}", log.display())]
-    NotStarted { port: u16, log: std::path::PathBuf },
+    #[error("{server} on port {port} did not start; see the logs in {}", log.display())]
+    NotStarted {
+        server: &'static str,
+        port: u16,
+        log: std::path::PathBuf,
+    },
     #[error(transparent)]
     Coord(#[from] crate::coord::CoordError),
     /// The cluster did not reach the next stage in time.
@@ -74,7 +80,7 @@ impl Timeline {
 
 /// The demo's cluster: its processes, the handle the checks run through, and the timeline.
 struct Demo {
-    procs: Vec<RedisProc>,
+    procs: Vec<ServerProc>,
     handle: ClusterHandle<RedisNodes, Local>,
     tl: Timeline,
 }
@@ -90,10 +96,10 @@ struct Writes {
 }
 
 /// Run the demo. Returns `NotDone` if the cluster did not converge as expected.
-pub async fn run() -> Result<Exit, DemoError> {
+pub async fn run(server: Server) -> Result<Exit, DemoError> {
     let tmp = std::env::temp_dir().join(format!("pika-remedy-demo-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(tmp.clone());
-    let mut demo = Demo::start(&tmp)?;
+    let mut demo = Demo::start(&server, &tmp)?;
     demo.wait_synced().await?;
     let out = demo
         .handle
@@ -152,16 +158,30 @@ pub async fn run() -> Result<Exit, DemoError> {
 impl Demo {
     /// Three redis-servers (the first the master), and the handle over them: the same one the
     /// CLI and the service build, with the embedded `local` coordinator and short timeouts.
-    fn start(tmp: &Path) -> Result<Demo, DemoError> {
-        let ports = [free_port()?, free_port()?, free_port()?];
+    fn start(server: &Server, tmp: &Path) -> Result<Demo, DemoError> {
+        let mut ports = Vec::new();
+        for _ in 0..20 {
+            let p = server.free_port()?;
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+            if ports.len() == 3 {
+                break;
+            }
+        }
+        if ports.len() < 3 {
+            return Err(DemoError::Stalled("could not find 3 distinct free ports"));
+        }
         println!(
-            "pika-remedy demo: 3 redis-server processes on 127.0.0.1:{:?}, data in {}",
+            "pika-remedy demo: 3 {} processes on 127.0.0.1:{:?}, data in {}",
+            server.name(),
             ports,
             tmp.display()
         );
-        let mut procs = vec![RedisProc::start(&tmp.join("n0"), ports[0], None)?];
+        let mut procs = vec![ServerProc::start(server, &tmp.join("n0"), ports[0], None)?];
         for (i, p) in ports.iter().enumerate().skip(1) {
-            procs.push(RedisProc::start(
+            procs.push(ServerProc::start(
+                server,
                 &tmp.join(format!("n{i}")),
                 *p,
                 Some(ports[0]),
@@ -181,9 +201,15 @@ impl Demo {
                 })
                 .collect(),
         };
+        // Pika answers INFO more slowly than Redis, and a slave's INFO blocks for a few
+        // seconds after its master dies.
+        let command = match server {
+            Server::Redis => Duration::from_millis(500),
+            Server::Pika { .. } => Duration::from_secs(2),
+        };
         let timeouts = Timeouts {
             connect: Duration::from_millis(200),
-            command: Duration::from_millis(500),
+            command,
         };
         let policy = Policy {
             confirm_window: Duration::from_millis(200),
@@ -219,7 +245,7 @@ impl Demo {
     /// Wait for both replicas to be in sync with the master.
     async fn wait_synced(&self) -> Result<(), DemoError> {
         let master = self.procs[0].addr();
-        wait_for(Duration::from_secs(10), || async {
+        wait_for(Duration::from_secs(30), || async {
             let mut ok = 0;
             for p in &self.procs[1..] {
                 if matches!(self.nodes().status(&p.addr()).await, Ok(s) if s.follows_with_link_up(&master))
@@ -230,7 +256,7 @@ impl Demo {
             ok == 2
         })
         .await
-        .map_err(|_| DemoError::Stalled("replicas did not sync with the master within 10 s"))
+        .map_err(|_| DemoError::Stalled("replicas did not sync with the master within 30 s"))
     }
 
     /// `kill -9` the master, wait for the failover and the first write on the new master.
