@@ -328,7 +328,13 @@ pub async fn run(
     .with_webhook_counter({
         let m = Arc::clone(&metrics);
         Arc::new(move |outcome: &str| m.webhook(outcome))
-    });
+    })
+    .with_route(http::route::checker(
+        Arc::clone(&coord),
+        nodes.clone(),
+        cfg.clusters.clone(),
+        cfg.timeouts.connect + cfg.timeouts.command,
+    ));
 
     // Poller: feeds /metrics and the API's last observation.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
