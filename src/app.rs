@@ -115,6 +115,8 @@ pub struct Service {
     metrics: Arc<Metrics>,
     latest: LatestObservations,
     master_offsets: crate::poller::MasterOffsets,
+    /// Alertmanager notifications (`[notify]`), if configured.
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Service {
@@ -198,6 +200,9 @@ impl Reconciler for Service {
         ));
         if let Result_::LockHeld { holder } = &out.result {
             m.lock_refused(cluster, *holder == self.holder.to_string());
+        }
+        if let Some(n) = &self.notifier {
+            n.outcome(&out);
         }
         out
     }
@@ -306,6 +311,8 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         latest: latest.clone(),
         master_offsets: master_offsets.clone(),
+        notifier: crate::notify::Notifier::start(&loaded, Arc::clone(&coord), Arc::clone(&metrics))
+            .map_err(|e| e.to_string())?,
     });
     let sup = Supervisor::new(
         service,

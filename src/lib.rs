@@ -23,6 +23,7 @@
 //!   encoders; `series` label sets and per-cluster series sets; `project` observation → series;
 //!   `classic` the text 0.0.4 re-encoder.
 //! - [`poller`]: the polling task that feeds `metrics` and keeps the last observation per cluster.
+//! - [`notify`]: alerts to the operator's Alertmanager (API v2) after remediations and refusals.
 //! - [`error`]: the top-level error with `is_retryable`.
 //! - [`throttle`]: rate-limited log lines for messages that can repeat at request rate.
 //! - [`tls`]: the one TLS stack (rustls + ring) for etcd and Consul.
@@ -39,6 +40,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod notify;
 pub mod observe;
 pub mod ops;
 pub mod poller;
