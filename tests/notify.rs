@@ -5,10 +5,12 @@
 //!
 //! - after a `kill -9` failover, `PikaFailoverPerformed` arrives at the receiver with the
 //!   cluster, old and new master, epoch and reason, and an `endsAt` in the future;
+//! - when the old master returns and is demoted, `PikaDemotionPerformed` arrives;
 //! - after a refusal that needs a human (the recorded master dies while the other node was
 //!   promoted by hand: "operator needed"), `PikaRemediationRefused` arrives, and although the
 //!   refusal repeats on every periodic check it is sent once (the counter says so);
-//! - the dead URL is counted as failed and delays nothing.
+//! - the dead URL is counted as failed and delays nothing; a third URL (the test's own
+//!   receiver, standing for an authenticating proxy) gets the bearer token from the file.
 
 mod support;
 
@@ -29,6 +31,8 @@ const CLUSTER: &str = "main";
 struct Receiver {
     port: u16,
     bodies: Arc<Mutex<Vec<Value>>>,
+    /// (path, Authorization header) of every request.
+    requests: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Receiver {
@@ -36,7 +40,9 @@ impl Receiver {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         let port = l.local_addr().expect("addr").port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&bodies);
+        let reqs = Arc::clone(&requests);
         // Ends with the test process; each connection is bounded by socket timeouts.
         std::thread::spawn(move || {
             for s in l.incoming().flatten() {
@@ -47,6 +53,9 @@ impl Receiver {
                 });
                 let mut len = 0usize;
                 let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut auth = String::new();
                 loop {
                     line.clear();
                     if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -55,8 +64,12 @@ impl Receiver {
                     if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                         len = v.trim().parse().unwrap_or(0);
                     }
+                    if line.to_ascii_lowercase().starts_with("authorization:") {
+                        auth = line["authorization:".len()..].trim().to_string();
+                    }
                 }
                 let mut buf = vec![0u8; len.min(1 << 20)];
+                reqs.lock().unwrap().push((path, auth));
                 if r.read_exact(&mut buf).is_ok() {
                     if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
                         sink.lock().unwrap().push(v);
@@ -68,7 +81,11 @@ impl Receiver {
                 );
             }
         });
-        Receiver { port, bodies }
+        Receiver {
+            port,
+            bodies,
+            requests,
+        }
     }
 
     /// Every alert received so far (firing), flattened out of the webhook bodies.
@@ -190,13 +207,22 @@ fn failover_and_refusal_reach_the_receiver_through_alertmanager() {
     let rx = Receiver::start();
     let am = Am::start(rx.port);
     let dead = free_port();
+    // A third URL is the receiver itself, standing for an authenticating proxy in front of an
+    // Alertmanager: it records the Authorization header pika-remedy sends.
+    let direct = Receiver::start();
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let token_file = secrets.path().join("am.token");
+    std::fs::write(&token_file, "am-token-0123").expect("write token");
     let mut cl = RedisCluster::start(2, None);
     let addrs: Vec<String> = cl.addrs().iter().map(|a| a.to_string()).collect();
     // `[notify]` precedes the first `[[cluster]]`.
     let toml = format!(
-        "[notify]\nalertmanager_urls = [\"http://127.0.0.1:{}\", \"http://127.0.0.1:{dead}\"]\n\
+        "[notify]\nalertmanager_urls = [\"http://127.0.0.1:{}\", \"http://127.0.0.1:{dead}\", \"http://127.0.0.1:{}/\"]\n\
+         bearer_token = {{ file = \"{}\" }}\n\
          timeout = \"500ms\"\nresolve_after = \"10m\"\nresend_interval = \"5m\"\nlabels = {{ team = \"db\" }}\n\n{}",
         am.port,
+        direct.port,
+        token_file.display(),
         cl.cluster_toml(CLUSTER, &[])
     );
     let mut opts = RemedyOptions::new(Coord::Local, toml);
@@ -207,7 +233,16 @@ fn failover_and_refusal_reach_the_receiver_through_alertmanager() {
     opts.timeouts_extra = vec!["connect = \"200ms\"".into(), "command = \"1s\"".into()];
     opts.policy_extra = vec!["confirm_window = \"100ms\"".into()];
     let remedy = Remedy::start(&opts);
-    remedy.record(CLUSTER, &addrs[0]);
+    // The periodic check bootstraps the record (the only master, every replica following it);
+    // an explicit `record` here would race with it.
+    assert!(
+        wait_until(Duration::from_secs(15), || remedy
+            .recorded_master(CLUSTER)
+            .as_deref()
+            == Some(addrs[0].as_str())),
+        "no bootstrap record: {}",
+        remedy.log_tail(40)
+    );
     let diag = || {
         format!(
             "received: {:?}\nalertmanager log:\n{}\npika-remedy log:\n{}",
@@ -259,7 +294,16 @@ fn failover_and_refusal_reach_the_receiver_through_alertmanager() {
         "endsAt {held} should be ~10m ahead (resolve_after)"
     );
 
-    // 2. The recorded master dies while the other node is made master by hand: operator needed.
+    // 2. The old master returns as role:master and is demoted: PikaDemotionPerformed.
+    cl.master.restart();
+    let d = rx
+        .wait_alert("PikaDemotionPerformed", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no PikaDemotionPerformed\n{}", diag()));
+    assert_eq!(d["labels"]["node"], addrs[0].as_str(), "{d}");
+    assert_eq!(d["labels"]["new_master"], new_master.as_str(), "{d}");
+    assert_eq!(d["labels"]["epoch"], "2", "{d}");
+
+    // 3. The recorded master dies while the other node is made master by hand: operator needed.
     let other = cl
         .replicas
         .iter()
@@ -287,23 +331,42 @@ fn failover_and_refusal_reach_the_receiver_through_alertmanager() {
     );
     // The refusal repeats every 200 ms; it is sent once per URL within resend_interval.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(metric(&remedy, "refusal", "sent"), 1.0, "{}", diag());
-    assert_eq!(metric(&remedy, "failover", "sent"), 1.0, "{}", diag());
+    // Two URLs answer (Alertmanager and the direct receiver): 2 sends per event.
+    assert_eq!(metric(&remedy, "refusal", "sent"), 2.0, "{}", diag());
+    assert_eq!(metric(&remedy, "failover", "sent"), 2.0, "{}", diag());
+    assert_eq!(metric(&remedy, "demotion", "sent"), 2.0, "{}", diag());
     // The dead Alertmanager: counted as failed (after its retries), once per event.
     assert!(
         wait_until(Duration::from_secs(10), || metric(
             &remedy, "refusal", "failed"
         ) == 1.0
-            && metric(&remedy, "failover", "failed") == 1.0),
+            && metric(&remedy, "failover", "failed") == 1.0
+            && metric(&remedy, "demotion", "failed") == 1.0),
         "{}",
         diag()
     );
     let log = std::fs::read_to_string(remedy.log_path()).unwrap_or_default();
-    assert_eq!(log.matches("notification sent").count(), 2, "{log}");
-    assert_eq!(log.matches("notification failed").count(), 2, "{log}");
+    assert_eq!(log.matches("notification sent").count(), 6, "{log}");
+    assert_eq!(log.matches("notification failed").count(), 3, "{log}");
+    assert!(
+        !log.contains("am-token-0123"),
+        "the Alertmanager token leaked into the log"
+    );
+    let reqs = direct.requests.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(
+        reqs.iter()
+            .all(|(p, a)| p == "/api/v2/alerts" && a == "Bearer am-token-0123"),
+        "{reqs:?}"
+    );
+    assert_eq!(
+        direct.bodies.lock().unwrap().len(),
+        3,
+        "one v2 alert list per event"
+    );
     eprintln!(
         "notify: PikaFailoverPerformed at the receiver {:.3}s after the kill; PikaRemediationRefused \
-         (operator_needed) received; refusal sends: 1 (periodic check every 200 ms for 2 s)",
+         (operator_needed) and PikaDemotionPerformed received; refusal sent once per URL (periodic check every 200 ms for 2 s)",
         arrived.as_secs_f64()
     );
 }
