@@ -18,7 +18,8 @@
 //! - [`events`]: the audit trail (ring + JSON-lines file + coordinator sink).
 //! - [`http`]: the axum router and `serve` (accept loop, shutdown); [`http::auth`] credentials;
 //!   [`http::webhook`] `POST /v1/alerts`; `api` the operator API; `health` `/healthz` `/readyz`
-//!   `/metrics`; `body` content type and body limits; `conn` one connection (timeouts, linger).
+//!   `/metrics`; `body` content type and body limits; `conn` one connection (timeouts, linger);
+//!   [`http::route`] the per-node health checks for HAProxy (`/v1/route/…`).
 //! - [`metrics`]: the `/metrics` exporter: the registration table (`Metrics`), event counters,
 //!   encoders; `series` label sets and per-cluster series sets; `project` observation → series;
 //!   `classic` the text 0.0.4 re-encoder.

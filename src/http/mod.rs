@@ -9,7 +9,8 @@
 //!
 //! Here: [`App`], the router, the accept loop and shutdown ([`serve`]). [`auth`]: credentials;
 //! `body`: content type and body limits; [`webhook`]: `POST /v1/alerts`; `api`: the operator
-//! API; `health`: `/healthz`, `/readyz`, `/metrics`; `conn`: one connection (timeouts, linger).
+//! API; `health`: `/healthz`, `/readyz`, `/metrics`; `conn`: one connection (timeouts, linger);
+//! [`route`]: `/v1/route/{cluster}/{node}/{role}`, the proxies' per-node health checks.
 
 mod api;
 pub mod auth;
