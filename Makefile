@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the tests and the demo run for real (see README "Tests").
-DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl lintian python3-venv chromium
-DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl lintian python3 chromium
+DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl lintian python3-venv chromium haproxy
+DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl lintian python3 chromium haproxy
 
 # The real Pika server for the real-Pika suite (tests/pika_real.rs): PIKA_BIN=/path/to/pika,
 # default ../shared/pika/bin/pika when that file exists. Without it the suite is skipped

@@ -29,10 +29,11 @@
 //! - [`http`]: the axum router and `serve` (accept loop, shutdown); [`http::auth`] credentials;
 //!   [`http::webhook`] `POST /v1/alerts`; `api` the operator API; [`http::page`] the status page;
 //!   `health` `/healthz` `/readyz` `/metrics`; `body` content type and body limits; `conn` one
-//!   connection (timeouts, linger).
+//!   connection (timeouts, linger); [`http::route`] the per-node health checks for HAProxy.
 //! - [`metrics`]: the `/metrics` exporter: the registration table (`Metrics`), event counters,
 //!   encoders; `series` label sets and per-cluster series sets; `project` observation → series;
 //!   `classic` the text 0.0.4 re-encoder.
+//! - [`notify`]: alerts to the operator's Alertmanager (API v2) after remediations and refusals.
 //! - [`error`]: the top-level error (`is_retryable`, `exit_code`, metric `label`) and the one exit-code table.
 //! - [`throttle`]: rate-limited log lines for messages that can repeat at request rate.
 //! - [`tls`]: the one TLS stack (rustls + ring) for etcd and Consul.
@@ -47,6 +48,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod notify;
 pub mod observe;
 pub mod reconcile;
 pub mod service;

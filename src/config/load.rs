@@ -80,6 +80,10 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         )?,
         _ => None,
     };
+    // The notifier resolves its own secrets when `serve` starts; checked here so that
+    // `check-config` reports a missing one.
+    opt(&config.notify.bearer_token, "notify.bearer_token")?;
+    opt(&config.notify.basic_password, "notify.basic_password")?;
     let webhook_bearer = opt(&config.webhook.bearer_token, "webhook.bearer_token")?;
     let webhook_basic_password = opt(&config.webhook.basic_password, "webhook.basic_password")?;
     let read_only_token = opt(&config.webhook.read_only_token, "webhook.read_only_token")?;

@@ -100,6 +100,9 @@ pub struct Config {
     pub coordinator: CoordinatorConfig,
     #[serde(default)]
     pub webhook: WebhookConfig,
+    /// Alertmanager notifications after remediations and refusals (`crate::notify`).
+    #[serde(default)]
+    pub notify: crate::notify::NotifyConfig,
     #[serde(rename = "cluster", default)]
     pub clusters: Vec<ClusterConfig>,
 }

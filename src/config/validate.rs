@@ -247,6 +247,7 @@ impl Config {
             field,
             message,
         };
+        self.notify.validate(file)?;
         let w = &self.webhook;
         if let Some(s) = &w.bearer_token {
             check_source(s, "webhook.bearer_token", file)?;

@@ -9,7 +9,8 @@
 //!
 //! Here: [`App`], the router, the accept loop and shutdown ([`serve`]). [`auth`]: credentials;
 //! `body`: content type and body limits; [`webhook`]: `POST /v1/alerts`; `api`: the operator
-//! API; `health`: `/healthz`, `/readyz`, `/metrics`; `conn`: one connection (timeouts, linger).
+//! API; `health`: `/healthz`, `/readyz`, `/metrics`; `conn`: one connection (timeouts, linger);
+//! [`route`]: `/v1/route/{cluster}/{node}/{role}`, the proxies' per-node health checks.
 
 mod api;
 pub mod auth;
@@ -17,6 +18,7 @@ mod body;
 mod conn;
 mod health;
 pub mod page;
+pub mod route;
 pub mod webhook;
 
 use std::future::Future;
@@ -63,6 +65,8 @@ pub struct App<R: Reconciler> {
     /// What the status page needs from the config (policy, per-cluster command renames).
     pub page: page::PageConfig,
     webhook_counter: std::sync::OnceLock<WebhookCounter>,
+    /// Answers the proxies' per-node checks (`/v1/route/…`), set once at wiring time.
+    route: std::sync::OnceLock<route::RouteFn>,
 }
 
 impl<R: Reconciler> App<R> {
@@ -86,12 +90,19 @@ impl<R: Reconciler> App<R> {
             limits: ServerLimits::from_config(&loaded.config.service),
             page: page::PageConfig::from_loaded(loaded),
             webhook_counter: std::sync::OnceLock::new(),
+            route: std::sync::OnceLock::new(),
         })
     }
 
     /// Count every `/v1/alerts` answer by outcome (set once, at wiring time).
     pub fn with_webhook_counter(self: Arc<Self>, counter: WebhookCounter) -> Arc<Self> {
         let _ = self.webhook_counter.set(counter);
+        self
+    }
+
+    /// Answer `/v1/route/{cluster}/{node}/{role}` with this checker (set once, at wiring time).
+    pub fn with_route(self: Arc<Self>, route: route::RouteFn) -> Arc<Self> {
+        let _ = self.route.set(route);
         self
     }
 
@@ -144,6 +155,7 @@ pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
         .route("/v1/pause", post(api::pause::<R>))
         .route("/v1/resume", post(api::resume::<R>))
         .route("/v1/events", get(api::events::<R>))
+        .route("/v1/route/{cluster}/{node}/{role}", get(route::check::<R>))
         .merge(page::routes::<R>())
         .route_layer(middleware::from_fn_with_state(
             app.clone(),

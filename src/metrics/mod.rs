@@ -159,6 +159,8 @@ metrics_table! {
         "1 if automatic remediation is paused for the cluster (globally or per cluster), else 0";
     webhooks: Family<OutcomeLabels, Counter> => "webhooks", None,
         "Alertmanager webhook requests handled, by outcome";
+    notifications: Family<RemediationLabels, Counter> => "notifications", None,
+        "Alertmanager notifications by cluster, kind (failover, demotion, refusal) and outcome (sent, failed, dropped), one per Alertmanager URL";
     reconciles: Family<ReconcileLabels, Counter> => "reconciles", None,
         "Reconciles run, by trigger, planned action and result";
     remediations: Family<RemediationLabels, Counter> => "remediations", None,
@@ -259,6 +261,17 @@ impl Metrics {
         self.polls_skipped
             .get_or_create(&ClusterLabels {
                 cluster: cluster.to_string(),
+            })
+            .inc();
+    }
+
+    /// One notification to one Alertmanager: `kind` (`notify::Kind::label`), `outcome` sent/failed/dropped.
+    pub fn notification(&self, cluster: &str, kind: &str, outcome: &str) {
+        self.notifications
+            .get_or_create(&RemediationLabels {
+                cluster: cluster.to_string(),
+                kind: kind.to_string(),
+                outcome: outcome.to_string(),
             })
             .inc();
     }

@@ -31,6 +31,8 @@ pub struct Service {
     handles: Arc<Handles>,
     metrics: Arc<Metrics>,
     cache: ClusterCache,
+    /// Alertmanager notifications (`[notify]`), if configured.
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Service {
@@ -60,6 +62,9 @@ impl Reconciler for Service {
             Err(_) => timed_out(cluster, trigger, bound),
         };
         self.count(&out, start.elapsed());
+        if let Some(n) = &self.notifier {
+            n.outcome(&out);
+        }
         out
     }
 
@@ -172,11 +177,15 @@ pub async fn run(
         "pika-remedy serving"
     );
     let events = audit_log(&loaded, &handles.coord)?;
+    let metrics = Arc::new(Metrics::new());
+    let notifier =
+        crate::notify::Notifier::start(&loaded, Arc::clone(&handles.coord), Arc::clone(&metrics))?;
     let service = Arc::new(Service {
         loaded: loaded.clone(),
         handles: Arc::clone(&handles),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         cache: ClusterCache::default(),
+        notifier,
     });
     let sup = Supervisor::new(
         Arc::clone(&service),
@@ -263,6 +272,16 @@ fn http_app(
         let m = Arc::clone(&service.metrics);
         Arc::new(move |outcome: &str| m.webhook(outcome))
     })
+    .with_route(http::route::checker(
+        Arc::clone(&service.handles.coord),
+        service
+            .handles
+            .iter()
+            .map(|h| (h.cluster.name.clone(), Arc::clone(&h.nodes)))
+            .collect(),
+        loaded.config.clusters.clone(),
+        loaded.config.timeouts.connect + loaded.config.timeouts.command,
+    ))
 }
 
 /// The poller's clusters: each handle's config and node client.
