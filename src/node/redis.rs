@@ -356,6 +356,13 @@ impl RedisNodes {
             NodeError::Auth(text)
         } else if text.contains(MASTER_OF_OTHERS) {
             NodeError::MasterOfOthers(text)
+        } else if code == "READONLY" || text.contains("READONLY ") {
+            // Redis: code READONLY; Pika 4.x: `ERR READONLY You can't write against a read only replica.`
+            NodeError::ReadOnly(text)
+        } else if text.contains("unknown command")
+            || text.contains("unknown or unsupported command")
+        {
+            NodeError::Unsupported(text)
         } else {
             NodeError::Node(text)
         }
@@ -395,6 +402,9 @@ impl RedisNodes {
 
 /// Pika's refusal of `SLAVEOF` while slaves are attached (pika.md §2.1).
 const MASTER_OF_OTHERS: &str = "already master of others";
+
+/// Old Pika's answer to a `CLIENT` form it does not know (`ERR Syntax error, try CLIENT (LIST …`).
+const PIKA_CLIENT_SYNTAX: &str = "Syntax error, try CLIENT";
 
 /// Substrings that mean "authentication is the problem" across Redis and Pika versions.
 fn is_auth_text(text: &str) -> bool {
@@ -468,6 +478,31 @@ impl Nodes for RedisNodes {
     async fn unpause_writes(&self, node: &Addr) -> Result<(), NodeError> {
         self.expect_ok(node, self.dialect.unpause()).await
     }
+
+    async fn clear_replication_id(&self, node: &Addr) -> Result<(), NodeError> {
+        self.expect_ok(node, self.dialect.clear_replication_id())
+            .await
+    }
+
+    async fn kill_clients(&self, node: &Addr) -> Result<Option<u64>, NodeError> {
+        let replies = self
+            .exchange(node, vec![self.dialect.kill_clients()])
+            .await
+            .map_err(|e| match e {
+                // Pika before 3.5.5 knows only `CLIENT KILL ip:port|all`.
+                NodeError::Node(t) if t.contains(PIKA_CLIENT_SYNTAX) => NodeError::Unsupported(t),
+                e => e,
+            })?;
+        match replies.last() {
+            Some(Value::Int(n)) => Ok(Some(u64::try_from(*n).unwrap_or(0))),
+            Some(Value::Okay) => Ok(None),
+            Some(Value::SimpleString(s)) if s.starts_with("OK") => Ok(None),
+            Some(other) => Err(NodeError::Protocol(
+                self.scrub(&format!("expected OK or a count, got {}", describe(other))),
+            )),
+            None => Err(NodeError::Protocol("no reply".into())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -505,6 +540,24 @@ mod tests {
         assert!(matches!(
             n.classify_server("ERR", Some("invalid password")),
             NodeError::Auth(_)
+        ));
+        assert!(matches!(
+            n.classify_server(
+                "ERR",
+                Some("READONLY You can't write against a read only replica.")
+            ),
+            NodeError::ReadOnly(_)
+        ));
+        assert!(matches!(
+            n.classify_server(
+                "READONLY",
+                Some("You can't write against a read only replica.")
+            ),
+            NodeError::ReadOnly(_)
+        ));
+        assert!(matches!(
+            n.classify_server("ERR", Some("unknown command 'clearreplicationid'")),
+            NodeError::Unsupported(_)
         ));
         assert_eq!(
             n.classify_server("ERR", Some("echo hunter2")),
