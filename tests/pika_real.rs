@@ -58,6 +58,12 @@ impl Setup {
 
 /// A config for `set` with the local coordinator, Pika-sized link timeouts and `extra_policy`.
 fn setup(set: &PikaSet, extra_policy: &str) -> Setup {
+    setup_with_cluster(set, extra_policy, &set.cluster_toml(CLUSTER))
+}
+
+/// [`setup`] with a given `[[cluster]]` block.
+fn setup_with_cluster(set: &PikaSet, extra_policy: &str, cluster: &str) -> Setup {
+    let _ = set;
     let dir = tempfile::Builder::new()
         .prefix("pika-remedy-real-")
         .tempdir()
@@ -99,7 +105,7 @@ max_body_bytes = 65536
         events = dir.path().join("events.jsonl").display(),
         coord = dir.path().join("coord").display(),
         bearer = bearer.display(),
-        cluster = set.cluster_toml(CLUSTER),
+        cluster = cluster,
     );
     let config = dir.path().join("pika-remedy.toml");
     std::fs::write(&config, text).expect("config");
@@ -683,4 +689,147 @@ fn pika_dialect_seen_for_real() {
         .try_cmd(&["SLAVEOF", "127.0.0.1", &s1.port().to_string()])
         .expect_err("a master with an attached slave refuses SLAVEOF");
     assert!(e.contains("already master of others"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReplicationID conflicts.
+
+/// A Pika slave whose ReplicationID differs from its master's is refused for good (`replicationid
+/// on both sides of the connection are inconsistent`; INFO shows only the link down, and
+/// `SLAVEOF … force` does not help). Forced here as it happens in production: the node first
+/// synced from another fresh master, which gave it that master's ID. pika-remedy's periodic
+/// check plans the recovery as a full sync (`SLAVEOF NO ONE`, `CLEARREPLICATIONID`, `SLAVEOF`),
+/// and the node ends attached with link up and the master's keys (judged on the nodes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replid_mismatch_is_cleared_and_resynced() {
+    let Some(bin) = pika_or_skip("pika_real replid_mismatch") else {
+        return;
+    };
+    let mut set = PikaSet::start(&bin, 1, PikaOptions::default());
+    let mport = set.master.port();
+    set_key(mport, None, "m:key", "from-m").expect("write on the master");
+    // Another fresh master X gives F its own ReplicationID.
+    let x = PikaNode::start(&bin, PikaOptions::default());
+    set_key(x.port(), None, "x:key", "from-x").expect("write on x");
+    let f = PikaNode::start(
+        &bin,
+        PikaOptions {
+            slaveof: Some(x.port()),
+            ..PikaOptions::default()
+        },
+    );
+    wait_for(SYNC, "f linked to x", || f.is_linked_to(x.port()));
+    let foreign = replid(&f);
+    assert!(!foreign.is_empty() && foreign != replid(&set.master));
+
+    // F moves to M by hand: refused for good, forced or not.
+    assert_eq!(
+        f.try_cmd(&["SLAVEOF", "127.0.0.1", &mport.to_string()])
+            .as_deref(),
+        Ok("OK")
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!f.is_linked_to(mport), "a conflicting id must not link");
+    assert_eq!(f.try_cmd(&["SLAVEOF", "NO", "ONE"]).as_deref(), Ok("OK"));
+    assert_eq!(
+        f.try_cmd(&["SLAVEOF", "127.0.0.1", &mport.to_string(), "force"])
+            .as_deref(),
+        Ok("OK")
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let info = f.info_replication();
+    assert!(
+        !f.is_linked_to(mport),
+        "SLAVEOF … force does not help: {info}"
+    );
+    assert_eq!(
+        info_field(&info, "master_link_status").as_deref(),
+        Some("down")
+    );
+    assert_eq!(replid(&f), foreign, "still the foreign id");
+    assert!(
+        f.log_tail()
+            .contains("replicationid on both sides of the connection are inconsistent")
+            || std::fs::read_dir(f.dir().join("log"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .contains("replicationid on both sides")),
+        "Pika's own reason is in its log"
+    );
+    // CLEARREPLICATIONID is refused on a slave (so the plan detaches first).
+    let ro = f
+        .try_cmd(&["CLEARREPLICATIONID"])
+        .expect_err("refused on a slave");
+    assert!(ro.contains("READONLY"), "{ro}");
+    drop(x);
+
+    // The cluster as pika-remedy sees it: M, R1, F.
+    let nodes = [set.master.addr(), set.replicas[0].addr(), f.addr()];
+    let toml = format!(
+        "[[cluster]]\nname = \"{CLUSTER}\"\nnodes = [{}]\n",
+        nodes
+            .iter()
+            .map(|a| format!("{{ addr = \"{a}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let s = setup_with_cluster(&set, "", &toml);
+    record_master(&s, &set.master.addr().to_string());
+    let (code, out, err) = cli(
+        &["plan", "--config", s.arg(), "--cluster", CLUSTER],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "plan:\n{out}\n{err}");
+    let fa = f.addr().to_string();
+    for want in [
+        format!("{fa}: SLAVEOF NO ONE"),
+        format!("{fa}: CLEARREPLICATIONID"),
+        "full sync: replication id differs".to_string(),
+        format!("{fa}'s replication id differs from {}'s", set.master.addr()),
+    ] {
+        assert!(out.contains(&want), "plan lacks {want:?}:\n{out}");
+    }
+    eprintln!("plan:\n{out}");
+
+    // The periodic check repairs it.
+    let t = Instant::now();
+    let svc = Service::start(&s.config).await;
+    if !wait_until(Duration::from_secs(90), || f.is_linked_to(mport)) {
+        panic!(
+            "f did not attach to the master:\n{}\nlog:\n{}\nevents:\n{}\nservice:\n{}",
+            f.try_cmd(&["INFO", "replication"]).unwrap_or_default(),
+            f.log_tail(),
+            std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default(),
+            svc.log()
+        );
+    }
+    let took = t.elapsed();
+    wait_for(SYNC, "f has the master's keys", || {
+        get_key(f.port(), None, "m:key").as_deref() == Some("from-m")
+    });
+    assert_eq!(
+        get_key(f.port(), None, "x:key"),
+        None,
+        "a full sync: x's data is gone"
+    );
+    assert_eq!(replid(&f), replid(&set.master), "one ReplicationID");
+    set_key(mport, None, "m:after", "1").expect("write");
+    wait_for(SYNC, "new writes replicate to f", || {
+        get_key(f.port(), None, "m:after").as_deref() == Some("1")
+    });
+    assert!(set.replicas[0].is_linked_to(mport), "r1 untouched");
+    let events = std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default();
+    assert!(
+        events.contains("\"clear_replication_id\"") && events.contains("replication id cleared"),
+        "the audit trail has the clear step"
+    );
+    eprintln!(
+        "pika replid mismatch: foreign id {} → attached with link up and the master's keys {:.1}s after the service started",
+        &foreign[..12],
+        took.as_secs_f64()
+    );
+    let _ = set.node_mut(0);
 }
