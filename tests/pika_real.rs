@@ -833,3 +833,126 @@ async fn replid_mismatch_is_cleared_and_resynced() {
     );
     let _ = set.node_mut(0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fencing stale clients.
+
+/// Pika 4.0.1 answers `CLIENT KILL TYPE normal` with `+OK` and closes every normal client
+/// connection but the caller's; replication links (port + 2000) are untouched.
+#[test]
+fn client_kill_type_normal_seen_for_real() {
+    use support::stale_client::IdleClient;
+    let Some(bin) = pika_or_skip("pika_real client_kill") else {
+        return;
+    };
+    let set = PikaSet::start(&bin, 1, PikaOptions::default());
+    let mut idle = IdleClient::connect(set.master.port(), None);
+    assert!(!idle.is_closed());
+    assert_eq!(
+        set.master
+            .try_cmd(&["CLIENT", "KILL", "TYPE", "normal"])
+            .as_deref(),
+        Ok("OK")
+    );
+    // Pika closes them asynchronously (its worker threads): poll, bounded.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(100));
+            idle.is_closed()
+        }),
+        "the other client was disconnected"
+    );
+    set.wait_linked(Duration::from_secs(5));
+}
+
+/// Fence stale clients on real Pika: the old master restarts as `role:master` (the bug), a
+/// client pinned to its address writes to it; the role-mismatch webhook demotes it and the
+/// plan closes its normal client connections right after (`CLIENT KILL TYPE normal`). An idle
+/// client is disconnected, the pinned writer's connection is closed, and no write is
+/// acknowledged after the demotion. The writes the restarted old master acknowledged (and
+/// the forced resync then discarded) are counted and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demotion_closes_stale_clients_on_pika() {
+    use support::stale_client::{IdleClient, StaleClient};
+    let Some(bin) = pika_or_skip("pika_real demotion_closes_stale_clients") else {
+        return;
+    };
+    let mut set = PikaSet::start(&bin, 2, PikaOptions::default());
+    // No periodic check: the demotion comes from the webhook, sent at once.
+    let s = setup(&set, "");
+    let text = std::fs::read_to_string(&s.config)
+        .expect("config")
+        .replace("check_interval = \"2s\"\n", "");
+    std::fs::write(&s.config, text).expect("config");
+    record_master(&s, &set.master.addr().to_string());
+    let svc = Service::start(&s.config).await;
+
+    let old = set.master.addr().to_string();
+    set.master.kill9();
+    let (st, body, _) = alert(&svc, payload("PikaMasterDown", &old)).await;
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    let mut new_port = None;
+    wait_for(SYNC, "a slave is promoted", || {
+        new_port = set
+            .replicas
+            .iter()
+            .find(|r| {
+                r.try_cmd(&["INFO", "replication"])
+                    .is_ok_and(|i| info_field(&i, "role").as_deref() == Some("master"))
+            })
+            .map(PikaNode::port);
+        new_port.is_some()
+    });
+    let new_port = new_port.expect("promoted");
+
+    set.master.restart();
+    assert_eq!(set.master.role(), "master", "the bug");
+    let oport = set.master.port();
+    let mut idle = IdleClient::connect(oport, None);
+    let stale = StaleClient::start(oport, None, "stale");
+    wait_for(
+        Duration::from_secs(10),
+        "the pinned client writes to the restarted old master",
+        || !stale.stats().acked.is_empty(),
+    );
+    let at_trigger = stale.now();
+    let (st, body, _) = alert(&svc, payload("PikaRoleMismatch", &old)).await;
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    let at_answer = stale.now();
+    wait_for(SYNC, "the old master follows the new one, link up", || {
+        set.master.is_linked_to(new_port)
+    });
+    let events = std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default();
+    assert!(
+        events.contains("\"kill_clients\"") && events.contains("normal client connections closed"),
+        "the audit trail has the client-kill step:\n{events}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(100));
+            idle.is_closed()
+        }),
+        "the idle client was disconnected"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let st = stale.finish();
+    let during = st.acked.iter().filter(|t| **t >= at_trigger).count();
+    let after = st.acked.iter().filter(|t| **t > at_answer).count();
+    assert!(
+        st.closed.iter().any(|t| *t >= at_trigger),
+        "the pinned connection was closed under the client: {st:?}"
+    );
+    assert_eq!(after, 0, "no write acknowledged after the demotion");
+    assert_eq!(
+        get_key(oport, None, &format!("stale:{}", st.acked.len())),
+        None,
+        "the forced resync discarded the stale writes"
+    );
+    eprintln!(
+        "pika stale pinned client: {} writes acknowledged by the restarted old master ({during} of them after the webhook was sent, webhook answered in {:.0} ms), {} refused, connection closed {} time(s), 0 after the demotion",
+        st.acked.len(),
+        (at_answer - at_trigger).as_secs_f64() * 1000.0,
+        st.refused,
+        st.closed.len()
+    );
+}
