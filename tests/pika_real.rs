@@ -956,3 +956,106 @@ async fn demotion_closes_stale_clients_on_pika() {
         st.closed.len()
     );
 }
+
+/// The race after a failover: two slaves that were given different ReplicationIDs by their
+/// master (forced here by editing one slave's persisted `replication-id` while it is stopped,
+/// which is what Pika reads back at start). The master dies; pika-remedy promotes one slave
+/// and plans the other's follow as a full sync (clear, then `SLAVEOF`): it ends attached with
+/// link up and the new master's keys, with the new master's ReplicationID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_recovers_the_replica_whose_replid_differs() {
+    let Some(bin) = pika_or_skip("pika_real failover_replid") else {
+        return;
+    };
+    let mut set = PikaSet::start(&bin, 2, PikaOptions::default());
+    let mport = set.master.port();
+    set_key(mport, None, "before", "1").expect("write");
+    for r in &set.replicas {
+        let p = r.port();
+        wait_for(SYNC, "slaves have the key", || {
+            get_key(p, None, "before").as_deref() == Some("1")
+        });
+    }
+    let s = setup(&set, "");
+    record_master(&s, &set.master.addr().to_string());
+    let old = set.master.addr().to_string();
+    set.master.kill9();
+    // Slave 2 gets another ReplicationID, as the race would have given it.
+    let other_id = "0123456789abcdef0123456789abcdef0123456789abcdef01";
+    {
+        let r2 = set.node_mut(2);
+        r2.kill9();
+        let conf = r2.dir().join("pika.conf");
+        let text = std::fs::read_to_string(&conf).expect("conf");
+        assert!(
+            text.contains("\nreplication-id : "),
+            "Pika persisted its id"
+        );
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("replication-id") {
+                    format!("replication-id : {other_id}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+        std::fs::write(&conf, text).expect("conf");
+        r2.restart();
+        assert_eq!(replid(r2), other_id, "Pika read the edited id back");
+    }
+    assert_ne!(replid(&set.replicas[0]), replid(&set.replicas[1]));
+
+    let svc = Service::start(&s.config).await;
+    let (st, body, tries) = alert(&svc, payload("PikaMasterDown", &old)).await;
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    let mut promoted = None;
+    wait_for(SYNC, "a slave is promoted", || {
+        promoted = set
+            .replicas
+            .iter()
+            .position(|r| {
+                r.try_cmd(&["INFO", "replication"])
+                    .is_ok_and(|i| info_field(&i, "role").as_deref() == Some("master"))
+            })
+            .map(|i| i + 1);
+        promoted.is_some()
+    });
+    let pi = promoted.expect("promoted");
+    let oi = if pi == 1 { 2 } else { 1 };
+    let pport = set.node_mut(pi).port();
+    if !wait_until(Duration::from_secs(90), || {
+        set.node_mut(oi).is_linked_to(pport)
+    }) {
+        let n = set.node_mut(oi);
+        panic!(
+            "the other slave is not attached:\n{}\nlog:\n{}\nevents:\n{}",
+            n.try_cmd(&["INFO", "replication"]).unwrap_or_default(),
+            n.log_tail(),
+            std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default()
+        );
+    }
+    let oport = set.node_mut(oi).port();
+    set_key(pport, None, "after", "2").expect("write on the new master");
+    wait_for(SYNC, "the other slave has the new master's keys", || {
+        get_key(oport, None, "after").as_deref() == Some("2")
+            && get_key(oport, None, "before").as_deref() == Some("1")
+    });
+    assert_eq!(
+        replid(set.node_mut(oi)),
+        replid(set.node_mut(pi)),
+        "one ReplicationID"
+    );
+    let events = std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default();
+    assert!(
+        events.contains("\"clear_replication_id\"")
+            && events.contains("full sync: replication id differs"),
+        "the failover planned the clear as a full sync:\n{events}"
+    );
+    eprintln!(
+        "pika failover with differing ReplicationIDs: promoted node {pi}, the other (full sync) attached; {tries} webhook tries"
+    );
+}
