@@ -245,16 +245,18 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         ))
     }
 
-    /// The typed error when `node` and `master` have conflicting ReplicationIDs right now.
+    /// The typed error when `node` and `master` both have a ReplicationID right now and they
+    /// differ. (A master without one yet is left to the retry: it may just not have minted it.)
     async fn replid_mismatch(&self, node: &Addr, master: &Addr) -> Option<StepError> {
         let (me, m) = tokio::join!(self.ctx.nodes.status(node), self.ctx.nodes.status(master));
         let (me, m) = (me.ok()?, m.ok()?);
+        let want = m.replid.clone()?;
         replid_conflict(&me, &m)?;
         Some(StepError::ReplidMismatch {
             node: node.clone(),
             master: master.clone(),
             have: me.replid.unwrap_or_default(),
-            want: m.replid.unwrap_or_else(|| "(none yet)".into()),
+            want,
         })
     }
 
