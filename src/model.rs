@@ -235,6 +235,27 @@ impl NodeStatus {
         }
     }
 
+    /// `CLIENT KILL TYPE normal` (close every normal client connection, the caller's own
+    /// excepted): Redis 2.8.12+ (it answers the count), Pika 3.5.5 and 4.x (it answers `+OK`;
+    /// the 4.0.1 release reports `pika_version:4.0.0`). Older Pika answers a syntax error.
+    /// An unknown engine or an unparsable version: no.
+    pub fn can_kill_clients(&self) -> bool {
+        let Some(v) = self.version.as_deref() else {
+            return false;
+        };
+        let mut parts = v.trim().split('.').map(|p| p.parse::<u32>().ok());
+        let ver = (
+            parts.next().flatten(),
+            parts.next().flatten().unwrap_or(0),
+            parts.next().flatten().unwrap_or(0),
+        );
+        match (self.engine, ver) {
+            (Engine::Redis, (Some(major), minor, patch)) => (major, minor, patch) >= (2, 8, 12),
+            (Engine::Pika, (Some(major), minor, patch)) => (major, minor, patch) >= (3, 5, 5),
+            _ => false,
+        }
+    }
+
     /// Pika 4.x has ACLs, so its writes can be fenced for a switchover (`ACL SETUSER default
     /// -@write`, which also applies to open connections). Older Pika and unknown versions: no.
     pub fn can_fence_writes(&self) -> bool {

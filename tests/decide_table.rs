@@ -625,6 +625,29 @@ fn rows() -> Vec<Row> {
         row("pika: two replicas with different IDs and no majority: nothing excluded for it", Trigger::MasterDown,
             master_dead().replid(Some("0000000000ffffffffffffffffffffffffffffffffffffffff")), m1())
             .expect_has(failover("r2:1", &["r1:1"], "m1:1", true), "promoting r2:1"),
+        row("pika: a replica whose replication id differs from the master's is repointed (full sync)", Trigger::Periodic,
+            cluster("c").master("m1:1").offset(1000)
+                .replica("r1:1").of("m1:1").offset(1000)
+                .replica("r2:1").of("m1:1").link(Down).offset(990).replid(Some("281edf9b7a026aa5681526b0b649d008936be52dc9fba01cb0")), m1())
+            .expect(repoint(&["r2:1"], "m1:1"),
+                "repointing to recorded master m1:1 (epoch 3): r2:1's replication id differs from m1:1's (it needs a full sync)"),
+        row("pika: a replica whose master has no replication id yet while it has one is repointed (full sync)", Trigger::Periodic,
+            cluster("c").master("m1:1").offset(0).replid(None)
+                .replica("r1:1").of("m1:1").link(Down).offset(0), m1())
+            .expect(repoint(&["r1:1"], "m1:1"),
+                "repointing to recorded master m1:1 (epoch 3): r1:1's replication id differs from m1:1's (it needs a full sync)"),
+        row("pika: a replica without a replication id takes the master's by itself: nothing to do", Trigger::Periodic,
+            cluster("c").master("m1:1").offset(1000)
+                .replica("r1:1").of("m1:1").link(Down).offset(990).replid(None), m1())
+            .expect(Action::NoAction, "topology converged on m1:1 at epoch 3"),
+        row("pika: a replica with link up is never repointed for its replication id", Trigger::Periodic,
+            cluster("c").master("m1:1").offset(1000)
+                .replica("r1:1").of("m1:1").offset(1000).replid(Some("281edf9b7a026aa5681526b0b649d008936be52dc9fba01cb0")), m1())
+            .expect(Action::NoAction, "topology converged on m1:1 at epoch 3"),
+        row("redis: a different master_replid on a replica is not a conflict (Redis resyncs by itself)", Trigger::Periodic,
+            redis_cluster("c").master("m1:1").offset(1000)
+                .replica("r1:1").of("m1:1").link(Down).offset(990).replid(Some("ffffffffffffffffffffffffffffffffffffffff")), m1())
+            .expect(Action::NoAction, "topology converged on m1:1 at epoch 3"),
         row("master dead: fail over to the best offset", Trigger::MasterDown, master_dead(), m1())
             .expect(failover("r2:1", &["r1:1"], "m1:1", true),
                 "recorded master m1:1 is unreachable and no replica sees it; promoting r2:1 (priority 100, offset 1000)")
@@ -928,6 +951,12 @@ fn follow(node: &str, master: &str, force: bool, engine: Engine) -> Step {
 fn persist(node: &str) -> Step {
     Step::Persist { node: a(node) }
 }
+fn kill(node: &str) -> Step {
+    Step::KillClients {
+        node: a(node),
+        unsupported: None,
+    }
+}
 
 #[test]
 fn failover_steps_promote_persist_record_then_repoint() {
@@ -1027,6 +1056,8 @@ fn redis_switchover_pauses_and_unpauses_the_old_master() {
                 replicas: addrs(&["m1:1", "r2:1"]),
                 automatic_failover: false,
             },
+            // Stale clients fenced before the old master follows (they reconnect, rediscover).
+            kill("m1:1"),
             follow("m1:1", "r1:1", false, Engine::Redis),
             persist("m1:1"),
             Step::Unpause { node: a("m1:1") },
@@ -1057,6 +1088,7 @@ fn pika_4_switchover_fences_writes_and_moves_the_other_slaves_first() {
             // r1 (offset 1000) is ahead of r2 (990) in db0: an incremental sync would fail.
             follow("r1:1", "r2:1", true, Engine::Pika),
             persist("r1:1"),
+            kill("m1:1"),
             // Fenced, so not ahead of the new master: no forced full resync. It goes last:
             // Pika refuses SLAVEOF while any slave is still attached.
             follow("m1:1", "r2:1", false, Engine::Pika),
@@ -1117,6 +1149,7 @@ fn demote_forces_on_pika_and_repoints_attached_replicas_first() {
             persist("r2:1"),
             follow("m1:1", "r1:1", true, Engine::Pika),
             persist("m1:1"),
+            kill("m1:1"),
         ]
     );
 }
@@ -1134,7 +1167,8 @@ fn demote_never_forces_on_redis() {
         plan.steps(&obs, &Policy::default()),
         vec![
             follow("m1:1", "r1:1", false, Engine::Redis),
-            persist("m1:1")
+            persist("m1:1"),
+            kill("m1:1"),
         ]
     );
 }
@@ -1284,4 +1318,104 @@ fn commands_show_the_exact_wire_commands_without_secrets() {
         .commands(true),
         vec!["coordinator: record master r1:1, replicas m1:1, r2:1 (compare-and-set)"]
     );
+}
+
+#[test]
+fn a_replid_conflict_clears_the_id_then_follows_as_a_full_sync() {
+    let c = cluster("c")
+        .master("m1:1")
+        .offset(1000)
+        .replica("r1:1")
+        .of("m1:1")
+        .offset(1000)
+        .replica("r2:1")
+        .of("m1:1")
+        .link(Down)
+        .offset(990)
+        .replid(Some("281edf9b7a026aa5681526b0b649d008936be52dc9fba01cb0"));
+    let (obs, plan) = plan_of(Trigger::Periodic, &c, m1());
+    let steps = plan.steps(&obs, &Policy::default());
+    let why = "full sync: replication id differs (281edf9b7a02… here, 6d1b5bba1d8d… on the master)";
+    assert_eq!(
+        steps,
+        vec![
+            Step::ClearReplicationId {
+                node: a("r2:1"),
+                master: a("m1:1"),
+                why: why.into(),
+            },
+            // Detached by the clear: no reset, and no force (an empty id means a full sync).
+            follow("r2:1", "m1:1", false, Engine::Pika),
+            persist("r2:1"),
+        ]
+    );
+    let cmds: Vec<String> = steps.iter().flat_map(|s| s.commands(false)).collect();
+    assert_eq!(
+        cmds[..3],
+        [
+            "r2:1: SLAVEOF NO ONE".to_string(),
+            "r2:1: CLEARREPLICATIONID".to_string(),
+            format!("r2:1: {why}: the follow below copies all data from m1:1"),
+        ]
+    );
+    assert_eq!(cmds[3], "r2:1: SLAVEOF m1 1");
+}
+
+#[test]
+fn failover_clears_the_replica_whose_id_differs_from_the_promoted_one() {
+    // The race: r1 and r2 got different IDs from m1; r2 (best offset) is promoted.
+    let c = master_dead().replid(Some("0000000000ffffffffffffffffffffffffffffffffffffffff"));
+    let (obs, plan) = plan_of(Trigger::MasterDown, &c, m1());
+    assert_eq!(plan.action, failover("r2:1", &["r1:1"], "m1:1", true));
+    let steps = plan.steps(&obs, &Policy::default());
+    assert!(
+        matches!(&steps[4], Step::ClearReplicationId { node, master, why }
+            if node == &a("r1:1") && master == &a("r2:1") && why.starts_with("full sync: replication id differs")),
+        "{steps:?}"
+    );
+    assert_eq!(
+        steps[5..],
+        [follow("r1:1", "r2:1", false, Engine::Pika), persist("r1:1")]
+    );
+}
+
+#[test]
+fn client_kill_is_planned_only_where_the_engine_supports_it() {
+    let c = cluster("c")
+        .master("m1:1")
+        .offset(2000)
+        .master("r1:1")
+        .offset(1500);
+    let (mut obs, plan) = plan_of(Trigger::RoleMismatch, &c, Some(record("r1:1")));
+    for n in &mut obs.nodes {
+        if let Ok(s) = &mut n.status {
+            s.version = Some("3.3.6".into());
+        }
+    }
+    let steps = plan.steps(&obs, &Policy::default());
+    let last = steps.last().expect("steps");
+    assert!(
+        matches!(last, Step::KillClients { unsupported: Some(why), .. } if why.contains("pika 3.3.6 has no CLIENT KILL TYPE")),
+        "{steps:?}"
+    );
+    assert!(!last.mutates());
+    assert_eq!(
+        last.commands(false),
+        vec!["m1:1: not sent: CLIENT KILL TYPE normal (pika 3.3.6 has no CLIENT KILL TYPE (Redis 2.8.12+, Pika 3.5.5+); clients pinned to m1:1 keep their connections)"]
+    );
+    assert!(last.wire(false, &Default::default()).is_empty());
+    // Pika 4 (the 4.0.1 release reports 4.0.0) and Redis 7: sent.
+    for v in ["4.0.0", "3.5.5"] {
+        for n in &mut obs.nodes {
+            if let Ok(s) = &mut n.status {
+                s.version = Some(v.into());
+            }
+        }
+        let steps = plan.steps(&obs, &Policy::default());
+        assert_eq!(steps.last(), Some(&kill("m1:1")), "{v}");
+        assert_eq!(
+            steps.last().map(|s| s.commands(false)),
+            Some(vec!["m1:1: CLIENT KILL TYPE normal".to_string()])
+        );
+    }
 }

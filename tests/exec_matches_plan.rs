@@ -48,6 +48,8 @@ struct Case {
     has_password: bool,
     /// The action label the case must produce (so the table stays covered).
     action: &'static str,
+    /// Command fragments that must (true) or must not (false) be among the planned ones.
+    expect: Vec<(&'static str, bool)>,
 }
 
 /// Plan once (as `plan` does), run the reconcile, compare what the fake received.
@@ -91,6 +93,13 @@ async fn check(case: Case) {
     assert_eq!(out.result, want, "{}: {out:#?}", case.name);
     assert_eq!(out.plan, plan, "{}: the plan under the lock", case.name);
     assert_eq!(case.nodes.commands(), planned, "{}", case.name);
+    for (fragment, want) in &case.expect {
+        assert!(
+            planned.iter().any(|c| c.contains(fragment)) == *want,
+            "{}: {fragment:?} expected {want} in {planned:#?}",
+            case.name
+        );
+    }
     if plan.action.mutates_nodes() {
         assert!(!planned.is_empty(), "{}", case.name);
     }
@@ -115,6 +124,7 @@ fn cases() -> Vec<Case> {
         trigger,
         has_password: false,
         action,
+        expect: Vec::new(),
     };
     let mut v = vec![
         base(
@@ -164,12 +174,15 @@ fn cases() -> Vec<Case> {
         x.master = None;
     });
     restarted.set(R2, |x| x.master = Some(a(R1)));
-    v.push(base(
-        "demote a restarted old master with a child",
-        restarted,
-        Trigger::RoleMismatch,
-        "demote",
-    ));
+    v.push(Case {
+        expect: vec![("CLIENT KILL", false)],
+        ..base(
+            "demote a restarted old master with a child",
+            restarted,
+            Trigger::RoleMismatch,
+            "demote",
+        )
+    });
 
     // R2 names the master but its link never comes up: the demote resets it first.
     let stuck = FakeNodes::cluster(Engine::Pika, M, &[R1, R2]);
@@ -196,6 +209,74 @@ fn cases() -> Vec<Case> {
         coord: FakeCoord::with_record(M, &[R1, R2, R3], 1),
         config: vec![M, R1, R2, R3],
         ..base("repoint a chain", chain, Trigger::Periodic, "repoint")
+    });
+
+    // Pika: R2 carries a foreign ReplicationID (the race of two first syncs, or a node once
+    // attached elsewhere): its MetaSync is refused for good. Detach, clear, follow (full sync).
+    let foreign = FakeNodes::cluster(Engine::Pika, M, &[R1, R2]);
+    foreign.set(R2, |x| x.replid = Some("foreign".into()));
+    v.push(Case {
+        expect: vec![
+            ("10.0.0.3:9221: CLEARREPLICATIONID", true),
+            ("10.0.0.3:9221: SLAVEOF NO ONE", true),
+        ],
+        ..base(
+            "repoint a pika replica whose replication id differs",
+            foreign,
+            Trigger::Periodic,
+            "repoint",
+        )
+    });
+
+    // The race seen after a failover: R1 (promoted, best offset) has another ID than R2.
+    let race = dead_master(Engine::Pika);
+    race.set(R1, |x| x.replid = Some("a".into()));
+    v.push(Case {
+        expect: vec![("10.0.0.3:9221: CLEARREPLICATIONID", true)],
+        ..base(
+            "failover pika where the other replica's replication id differs",
+            race,
+            Trigger::MasterDown,
+            "failover",
+        )
+    });
+
+    // A restarted old master on Pika 4 with clients: demoted, then its clients are closed.
+    let stale = FakeNodes::cluster(Engine::Pika, M, &[R1, R2]);
+    for n in [M, R1, R2] {
+        stale.set(n, |x| x.version = "4.0.1".into());
+    }
+    stale.set(R1, |x| {
+        x.role = Role::Master;
+        x.master = None;
+        x.clients = 3;
+    });
+    v.push(Case {
+        expect: vec![("10.0.0.2:9221: CLIENT KILL TYPE normal", true)],
+        ..base(
+            "demote pika 4 closes the stale clients",
+            stale,
+            Trigger::RoleMismatch,
+            "demote",
+        )
+    });
+
+    // Redis 7 switchover: the old master's clients are closed before it follows.
+    let redis7 = FakeNodes::cluster(Engine::Redis, M, &[R1, R2]);
+    for n in [M, R1, R2] {
+        redis7.set(n, |x| x.version = "7.0.15".into());
+    }
+    v.push(Case {
+        expect: vec![
+            ("10.0.0.1:9221: CLIENT KILL TYPE normal", true),
+            ("CLEARREPLICATIONID", false),
+        ],
+        ..base(
+            "switchover redis 7 closes the old master's clients",
+            redis7,
+            Trigger::Switchover { to: None },
+            "switchover",
+        )
     });
 
     v.push(Case {

@@ -751,3 +751,65 @@ async fn concurrent_triggers_from_two_coordinator_instances_give_one_failover(ba
         assert_eq!(calls(r, "slaveof"), 1, "one SLAVEOF on {}", r.addr());
     }
 }
+
+/// Fence stale clients (redis-server): right after the demotion of a restarted old master, its
+/// normal client connections are closed (`CLIENT KILL TYPE normal`, a step of the plan): an
+/// idle client is disconnected, and a writer pinned to the old address stops getting
+/// acknowledgements. The writes it got acknowledged by the restarted old master are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demotion_closes_the_old_masters_stale_clients() {
+    use pika_remedy::decide::Step;
+    use support::stale_client::{IdleClient, StaleClient};
+    let mut env = Env::new(2, None);
+    env.bootstrap().await;
+    let (p, _) = fail_over(&mut env).await;
+    env.rc.master.restart();
+    assert_eq!(env.rc.master.role(), "master");
+    let oport = env.rc.master.port();
+    let mut idle = IdleClient::connect(oport, None);
+    let stale = StaleClient::start(oport, None, "stale");
+    wait_for(
+        Duration::from_secs(5),
+        "the pinned client writes to the restarted old master",
+        || !stale.stats().acked.is_empty(),
+    );
+    let at_trigger = stale.now();
+    let out = env.run(Trigger::RoleMismatch).await;
+    let at_done = stale.now();
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert!(matches!(out.plan.action, Action::Demote { .. }), "{out:#?}");
+    assert_all_steps_ok(&out);
+    let kill = out
+        .steps
+        .iter()
+        .find(|s| matches!(s.step, Step::KillClients { .. }))
+        .expect("a client-kill step");
+    assert!(
+        kill.detail.contains("normal client connections closed"),
+        "{kill:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(50));
+            idle.is_closed()
+        }),
+        "the idle client was disconnected"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let st = stale.finish();
+    let during = st.acked.iter().filter(|t| **t >= at_trigger).count();
+    let after = st.acked.iter().filter(|t| **t > at_done).count();
+    assert!(
+        st.closed.iter().any(|t| *t >= at_trigger),
+        "the pinned connection was closed under the client: {st:?}"
+    );
+    assert_eq!(after, 0, "no write acknowledged after the demotion");
+    assert!(env.rc.master.is_linked_to(p.port));
+    eprintln!(
+        "redis stale pinned client: {} writes acknowledged by the restarted old master ({during} of them while the reconcile ran, {:.0} ms), {} refused, connection closed {} time(s), 0 after the demotion",
+        st.acked.len(),
+        (at_done - at_trigger).as_secs_f64() * 1000.0,
+        st.refused,
+        st.closed.len()
+    );
+}

@@ -368,6 +368,12 @@ impl Nodes for HookNodes {
     async fn unpause_writes(&self, node: &Addr) -> Result<(), NodeError> {
         self.inner.unpause_writes(node).await
     }
+    async fn kill_clients(&self, node: &Addr) -> Result<Option<u64>, NodeError> {
+        self.inner.kill_clients(node).await
+    }
+    async fn clear_replication_id(&self, node: &Addr) -> Result<(), NodeError> {
+        self.inner.clear_replication_id(node).await
+    }
 }
 
 async fn run(ctx: &Ctx<'_, HookNodes, Etcd>, trigger: Trigger) -> Outcome {

@@ -207,7 +207,8 @@ async fn restarted_old_master_is_demoted_with_slaveof_force_and_rewrite() {
         mutations(&m1),
         vec![
             format!("SLAVEOF 127.0.0.1 {} force", m2.port()),
-            "CONFIG REWRITE".to_string()
+            "CONFIG REWRITE".to_string(),
+            "CLIENT KILL TYPE normal".to_string(),
         ]
     );
     assert!(mutations(&m2).is_empty(), "{:?}", mutations(&m2));
@@ -311,7 +312,8 @@ async fn lingering_already_master_of_others_is_retried_with_backoff_until_it_cle
             slaveof.clone(),
             slaveof.clone(),
             slaveof,
-            "CONFIG REWRITE".to_string()
+            "CONFIG REWRITE".to_string(),
+            "CLIENT KILL TYPE normal".to_string(),
         ]
     );
     // Backoff 200 + 400 + 800 ms between the four attempts.
@@ -452,7 +454,8 @@ async fn masterauth_is_set_before_slaveof_when_the_cluster_has_a_password() {
         vec![
             "CONFIG SET masterauth <redacted>".to_string(),
             format!("SLAVEOF 127.0.0.1 {} force", m2.port()),
-            "CONFIG REWRITE".to_string()
+            "CONFIG REWRITE".to_string(),
+            "CLIENT KILL TYPE normal".to_string(),
         ]
     );
     assert_eq!(m1.state().masterauth.as_deref(), Some(pw));
@@ -542,7 +545,8 @@ async fn pika_failover_then_restarted_old_master_is_demoted_and_stays_a_slave() 
         mutations(&m1),
         vec![
             format!("SLAVEOF 127.0.0.1 {} force", r1.port()),
-            "CONFIG REWRITE".to_string()
+            "CONFIG REWRITE".to_string(),
+            "CLIENT KILL TYPE normal".to_string(),
         ]
     );
     // And after one more restart it is still a slave of the new master.
@@ -598,7 +602,9 @@ async fn demotion_repoints_the_old_masters_replicas_first() {
             forced.clone(),
             forced.clone(),
             forced,
-            "CONFIG REWRITE".to_string()
+            "CONFIG REWRITE".to_string(),
+            // Stale clients fenced right after the demotion (Pika 4.x).
+            "CLIENT KILL TYPE normal".to_string()
         ]
     );
     assert_eq!(r2.state().master, Some(hp(&m2.addr())));

@@ -1238,3 +1238,372 @@ async fn forced_repoint_waits_out_slave_already_exist() {
         "the follow sat out the refused re-attach (seconds, not an instant attach): {step}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// ReplicationID conflicts.
+
+/// A Pika slave whose ReplicationID differs from its master's is refused for good (`replicationid
+/// on both sides of the connection are inconsistent`; INFO shows only the link down, and
+/// `SLAVEOF … force` does not help). Forced here as it happens in production: the node first
+/// synced from another fresh master, which gave it that master's ID. pika-remedy's periodic
+/// check plans the recovery as a full sync (`SLAVEOF NO ONE`, `CLEARREPLICATIONID`, `SLAVEOF`),
+/// and the node ends attached with link up and the master's keys (judged on the nodes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replid_mismatch_is_cleared_and_resynced() {
+    let Some(bin) = pika_or_skip("pika_real replid_mismatch") else {
+        return;
+    };
+    let mut set = PikaSet::start(&bin, 1, PikaOptions::default());
+    let mport = set.master.port();
+    set_key(mport, None, "m:key", "from-m").expect("write on the master");
+    // Another fresh master X gives F its own ReplicationID.
+    let x = PikaNode::start(&bin, PikaOptions::default());
+    set_key(x.port(), None, "x:key", "from-x").expect("write on x");
+    let f = PikaNode::start(
+        &bin,
+        PikaOptions {
+            slaveof: Some(x.port()),
+            ..PikaOptions::default()
+        },
+    );
+    wait_for(SYNC, "f linked to x", || f.is_linked_to(x.port()));
+    let foreign = replid(&f);
+    assert!(!foreign.is_empty() && foreign != replid(&set.master));
+
+    // F moves to M by hand: refused for good, forced or not.
+    assert_eq!(
+        f.try_cmd(&["SLAVEOF", "127.0.0.1", &mport.to_string()])
+            .as_deref(),
+        Ok("OK")
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!f.is_linked_to(mport), "a conflicting id must not link");
+    assert_eq!(f.try_cmd(&["SLAVEOF", "NO", "ONE"]).as_deref(), Ok("OK"));
+    assert_eq!(
+        f.try_cmd(&["SLAVEOF", "127.0.0.1", &mport.to_string(), "force"])
+            .as_deref(),
+        Ok("OK")
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let info = f.info_replication();
+    assert!(
+        !f.is_linked_to(mport),
+        "SLAVEOF … force does not help: {info}"
+    );
+    assert_eq!(
+        info_field(&info, "master_link_status").as_deref(),
+        Some("down")
+    );
+    assert_eq!(replid(&f), foreign, "still the foreign id");
+    assert!(
+        f.log_tail()
+            .contains("replicationid on both sides of the connection are inconsistent")
+            || std::fs::read_dir(f.dir().join("log"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .contains("replicationid on both sides")),
+        "Pika's own reason is in its log"
+    );
+    // CLEARREPLICATIONID is refused on a slave (so the plan detaches first).
+    let ro = f
+        .try_cmd(&["CLEARREPLICATIONID"])
+        .expect_err("refused on a slave");
+    assert!(ro.contains("READONLY"), "{ro}");
+    drop(x);
+
+    // The cluster as pika-remedy sees it: M, R1, F.
+    let nodes = [set.master.addr(), set.replicas[0].addr(), f.addr()];
+    let toml = format!(
+        "[[cluster]]\nname = \"{CLUSTER}\"\nnodes = [{}]\n",
+        nodes
+            .iter()
+            .map(|a| format!("{{ addr = \"{a}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let s = setup_cluster(&toml, "", "2s");
+    record_master(&s, &set.master.addr().to_string());
+    let (code, out, err) = cli(
+        &["plan", "--config", s.arg(), "--cluster", CLUSTER],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "plan:\n{out}\n{err}");
+    let fa = f.addr().to_string();
+    for want in [
+        format!("{fa}: SLAVEOF NO ONE"),
+        format!("{fa}: CLEARREPLICATIONID"),
+        "full sync: replication id differs".to_string(),
+        format!("{fa}'s replication id differs from {}'s", set.master.addr()),
+    ] {
+        assert!(out.contains(&want), "plan lacks {want:?}:\n{out}");
+    }
+    eprintln!("plan:\n{out}");
+
+    // The periodic check repairs it.
+    let t = Instant::now();
+    let svc = Service::start(&s.config).await;
+    if !wait_until(Duration::from_secs(90), || f.is_linked_to(mport)) {
+        panic!(
+            "f did not attach to the master:\n{}\nlog:\n{}\nevents:\n{}\nservice:\n{}",
+            f.try_cmd(&["INFO", "replication"]).unwrap_or_default(),
+            f.log_tail(),
+            std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default(),
+            svc.log()
+        );
+    }
+    let took = t.elapsed();
+    wait_for(SYNC, "f has the master's keys", || {
+        get_key(f.port(), None, "m:key").as_deref() == Some("from-m")
+    });
+    assert_eq!(
+        get_key(f.port(), None, "x:key"),
+        None,
+        "a full sync: x's data is gone"
+    );
+    assert_eq!(replid(&f), replid(&set.master), "one ReplicationID");
+    set_key(mport, None, "m:after", "1").expect("write");
+    wait_for(SYNC, "new writes replicate to f", || {
+        get_key(f.port(), None, "m:after").as_deref() == Some("1")
+    });
+    assert!(set.replicas[0].is_linked_to(mport), "r1 untouched");
+    let events = std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default();
+    assert!(
+        events.contains("\"clear_replication_id\"") && events.contains("replication id cleared"),
+        "the audit trail has the clear step"
+    );
+    eprintln!(
+        "pika replid mismatch: foreign id {} → attached with link up and the master's keys {:.1}s after the service started",
+        &foreign[..12],
+        took.as_secs_f64()
+    );
+    let _ = set.node_mut(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fencing stale clients.
+
+/// Pika 4.0.1 answers `CLIENT KILL TYPE normal` with `+OK` and closes every normal client
+/// connection but the caller's; replication links (port + 2000) are untouched.
+#[test]
+fn client_kill_type_normal_seen_for_real() {
+    use support::stale_client::IdleClient;
+    let Some(bin) = pika_or_skip("pika_real client_kill") else {
+        return;
+    };
+    let set = PikaSet::start(&bin, 1, PikaOptions::default());
+    let mut idle = IdleClient::connect(set.master.port(), None);
+    assert!(!idle.is_closed());
+    assert_eq!(
+        set.master
+            .try_cmd(&["CLIENT", "KILL", "TYPE", "normal"])
+            .as_deref(),
+        Ok("OK")
+    );
+    // Pika closes them asynchronously (its worker threads): poll, bounded.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(100));
+            idle.is_closed()
+        }),
+        "the other client was disconnected"
+    );
+    set.wait_linked(Duration::from_secs(5));
+}
+
+/// Fence stale clients on real Pika: the old master restarts as `role:master` (the bug), a
+/// client pinned to its address writes to it; the role-mismatch webhook demotes it and the
+/// plan closes its normal client connections right after (`CLIENT KILL TYPE normal`). An idle
+/// client is disconnected, the pinned writer's connection is closed, and no write is
+/// acknowledged after the demotion. The writes the restarted old master acknowledged (and
+/// the forced resync then discarded) are counted and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demotion_closes_stale_clients_on_pika() {
+    use support::stale_client::{IdleClient, StaleClient};
+    let Some(bin) = pika_or_skip("pika_real demotion_closes_stale_clients") else {
+        return;
+    };
+    let mut set = PikaSet::start(&bin, 2, PikaOptions::default());
+    // No periodic check: the demotion comes from the webhook, sent at once.
+    let s = setup(&set, "");
+    let text = std::fs::read_to_string(&s.config)
+        .expect("config")
+        .replace("check_interval = \"2s\"\n", "");
+    std::fs::write(&s.config, text).expect("config");
+    record_master(&s, &set.master.addr().to_string());
+    let svc = Service::start(&s.config).await;
+
+    let old = set.master.addr().to_string();
+    set.master.kill9();
+    let (st, body, _) = alert(&svc, payload("PikaMasterDown", &old)).await;
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    let mut new_port = None;
+    wait_for(SYNC, "a slave is promoted", || {
+        new_port = set
+            .replicas
+            .iter()
+            .find(|r| {
+                r.try_cmd(&["INFO", "replication"])
+                    .is_ok_and(|i| info_field(&i, "role").as_deref() == Some("master"))
+            })
+            .map(PikaNode::port);
+        new_port.is_some()
+    });
+    let new_port = new_port.expect("promoted");
+
+    set.master.restart();
+    assert_eq!(set.master.role(), "master", "the bug");
+    let oport = set.master.port();
+    let mut idle = IdleClient::connect(oport, None);
+    let stale = StaleClient::start(oport, None, "stale");
+    wait_for(
+        Duration::from_secs(10),
+        "the pinned client writes to the restarted old master",
+        || !stale.stats().acked.is_empty(),
+    );
+    let at_trigger = stale.now();
+    let (st, body, _) = alert(&svc, payload("PikaRoleMismatch", &old)).await;
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    let at_answer = stale.now();
+    wait_for(SYNC, "the old master follows the new one, link up", || {
+        set.master.is_linked_to(new_port)
+    });
+    let events = std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default();
+    assert!(
+        events.contains("\"kill_clients\"") && events.contains("normal client connections closed"),
+        "the audit trail has the client-kill step:\n{events}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::thread::sleep(Duration::from_millis(100));
+            idle.is_closed()
+        }),
+        "the idle client was disconnected"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let st = stale.finish();
+    let during = st.acked.iter().filter(|t| **t >= at_trigger).count();
+    let after = st.acked.iter().filter(|t| **t > at_answer).count();
+    assert!(
+        st.closed.iter().any(|t| *t >= at_trigger),
+        "the pinned connection was closed under the client: {st:?}"
+    );
+    assert_eq!(after, 0, "no write acknowledged after the demotion");
+    assert_eq!(
+        get_key(oport, None, &format!("stale:{}", st.acked.len())),
+        None,
+        "the forced resync discarded the stale writes"
+    );
+    eprintln!(
+        "pika stale pinned client: {} writes acknowledged by the restarted old master ({during} of them after the webhook was sent, webhook answered in {:.0} ms), {} refused, connection closed {} time(s), 0 after the demotion",
+        st.acked.len(),
+        (at_answer - at_trigger).as_secs_f64() * 1000.0,
+        st.refused,
+        st.closed.len()
+    );
+}
+
+/// The race after a failover: two slaves that were given different ReplicationIDs by their
+/// master (forced here by editing one slave's persisted `replication-id` while it is stopped,
+/// which is what Pika reads back at start). The master dies; pika-remedy promotes one slave
+/// and plans the other's follow as a full sync (clear, then `SLAVEOF`): it ends attached with
+/// link up and the new master's keys, with the new master's ReplicationID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_recovers_the_replica_whose_replid_differs() {
+    let Some(bin) = pika_or_skip("pika_real failover_replid") else {
+        return;
+    };
+    let mut set = PikaSet::start(&bin, 2, PikaOptions::default());
+    let mport = set.master.port();
+    set_key(mport, None, "before", "1").expect("write");
+    for r in &set.replicas {
+        let p = r.port();
+        wait_for(SYNC, "slaves have the key", || {
+            get_key(p, None, "before").as_deref() == Some("1")
+        });
+    }
+    let s = setup(&set, "");
+    record_master(&s, &set.master.addr().to_string());
+    let old = set.master.addr().to_string();
+    set.master.kill9();
+    // Slave 2 gets another ReplicationID, as the race would have given it.
+    let other_id = "0123456789abcdef0123456789abcdef0123456789abcdef01";
+    {
+        let r2 = set.node_mut(2);
+        r2.kill9();
+        let conf = r2.dir().join("pika.conf");
+        let text = std::fs::read_to_string(&conf).expect("conf");
+        assert!(
+            text.contains("\nreplication-id : "),
+            "Pika persisted its id"
+        );
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("replication-id") {
+                    format!("replication-id : {other_id}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+        std::fs::write(&conf, text).expect("conf");
+        r2.restart();
+        assert_eq!(replid(r2), other_id, "Pika read the edited id back");
+    }
+    assert_ne!(replid(&set.replicas[0]), replid(&set.replicas[1]));
+
+    let svc = Service::start(&s.config).await;
+    let (st, body, tries) = alert(&svc, payload("PikaMasterDown", &old)).await;
+    assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
+    let mut promoted = None;
+    wait_for(SYNC, "a slave is promoted", || {
+        promoted = set
+            .replicas
+            .iter()
+            .position(|r| {
+                r.try_cmd(&["INFO", "replication"])
+                    .is_ok_and(|i| info_field(&i, "role").as_deref() == Some("master"))
+            })
+            .map(|i| i + 1);
+        promoted.is_some()
+    });
+    let pi = promoted.expect("promoted");
+    let oi = if pi == 1 { 2 } else { 1 };
+    let pport = set.node_mut(pi).port();
+    if !wait_until(Duration::from_secs(90), || {
+        set.node_mut(oi).is_linked_to(pport)
+    }) {
+        let n = set.node_mut(oi);
+        panic!(
+            "the other slave is not attached:\n{}\nlog:\n{}\nevents:\n{}",
+            n.try_cmd(&["INFO", "replication"]).unwrap_or_default(),
+            n.log_tail(),
+            std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default()
+        );
+    }
+    let oport = set.node_mut(oi).port();
+    set_key(pport, None, "after", "2").expect("write on the new master");
+    wait_for(SYNC, "the other slave has the new master's keys", || {
+        get_key(oport, None, "after").as_deref() == Some("2")
+            && get_key(oport, None, "before").as_deref() == Some("1")
+    });
+    assert_eq!(
+        replid(set.node_mut(oi)),
+        replid(set.node_mut(pi)),
+        "one ReplicationID"
+    );
+    let events = std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default();
+    assert!(
+        events.contains("\"clear_replication_id\"")
+            && events.contains("full sync: replication id differs"),
+        "the failover planned the clear as a full sync:\n{events}"
+    );
+    eprintln!(
+        "pika failover with differing ReplicationIDs: promoted node {pi}, the other (full sync) attached; {tries} webhook tries"
+    );
+}

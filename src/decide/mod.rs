@@ -34,8 +34,10 @@
 //!   topology: every replica follows M directly; chains are flattened), one
 //!   action per reconcile. First any other node claiming master is demoted (the first in config
 //!   order; the next reconcile takes the next): this is the restarted old master, which Pika
-//!   cannot tell apart from the real one. Else replicas following another master (or none), and
-//!   replicas of M whose link is in `Error` (Pika never leaves it by itself), are repointed.
+//!   cannot tell apart from the real one. Else replicas following another master (or none),
+//!   replicas of M whose link is in `Error` (Pika never leaves it by itself), and Pika replicas
+//!   of M whose link is not up and whose ReplicationID conflicts with M's (Pika refuses their
+//!   MetaSync for good and INFO shows only the link down), are repointed.
 //!   Else nothing to do: a MasterDown alert was a false alarm, other triggers see a converged
 //!   topology, and a manual failover is refused (the master is healthy: use switchover).
 //! - M reachable but a replica: someone changed the topology outside pika-remedy; refuse.
@@ -83,6 +85,15 @@
 //!   master, or its binlog position is ahead of the new master's in some DB (an incremental
 //!   sync would then end in `Error` or silently diverge). Chained replicas (`master&&slave`)
 //!   are repointed after plain ones, so their children have left them first.
+//! - ReplicationID: before a Pika node follows a master whose ReplicationID differs from its
+//!   own (or that has none yet, so it will mint one), the plan clears it
+//!   ([`Step::ClearReplicationId`]: `SLAVEOF NO ONE`, `CLEARREPLICATIONID`); the follow is then a
+//!   full sync, and the step carries that reason ("full sync: replication id differs …").
+//!   Pika refuses a conflicting MetaSync for good and `force` does not help (pika.md §1.5).
+//! - Stale clients: right after a demotion, and in a switchover right before the old master
+//!   follows the new one, `CLIENT KILL TYPE normal` on the old master ([`Step::KillClients`]),
+//!   so clients pinned to it reconnect and rediscover. Redis 2.8.12+ and Pika 3.5.5+/4.x only;
+//!   otherwise the step says why and sends nothing. A failure is reported, the plan goes on.
 //! - `force` is never set for Redis (it rejects the extra argument), nor for unknown engines.
 //! - Children first: before a Pika node follows anyone, the reachable nodes that still follow
 //!   it (and that the plan has not moved or promoted yet) follow its new master, deepest first
@@ -276,6 +287,25 @@ pub enum Step {
     /// Pika 4.x: `ACL SETUSER default +@write`, once the fenced node follows the new master
     /// (or on the failure path, once the cluster is put back as it was).
     UnfenceWrites { node: Addr },
+    /// Pika: `node`'s ReplicationID is not the one `master` has (or will mint), so Pika refuses
+    /// the MetaSync for good (`replicationid on both sides of the connection are
+    /// inconsistent`; `force` does not help). `SLAVEOF NO ONE` (Pika refuses
+    /// `CLEARREPLICATIONID` on a slave with `READONLY`), then `CLEARREPLICATIONID`; the
+    /// [`Step::Follow`] right after is then a **full sync** from `master`. `why` is the
+    /// stable reason shown in the plan ("full sync: replication id differs …").
+    ClearReplicationId {
+        node: Addr,
+        master: Addr,
+        why: String,
+    },
+    /// Fence stale clients: `CLIENT KILL TYPE normal` on a demoted (or about to be demoted)
+    /// old master, so clients pinned to it reconnect and rediscover the master. When the
+    /// engine or version cannot do it, `unsupported` says why and nothing is sent.
+    KillClients {
+        node: Addr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unsupported: Option<String>,
+    },
     /// Write-ahead: record (compare-and-set) that a failover to `promote` is starting, so a
     /// crash between the promotion and the final record rolls forward instead of needing an operator.
     Intent { promote: Addr },
@@ -293,7 +323,13 @@ impl Step {
     pub fn mutates(&self) -> bool {
         !matches!(
             self,
-            Step::WaitCatchUp { .. } | Step::Record { .. } | Step::Intent { .. }
+            Step::WaitCatchUp { .. }
+                | Step::Record { .. }
+                | Step::Intent { .. }
+                | Step::KillClients {
+                    unsupported: Some(_),
+                    ..
+                }
         )
     }
 }
@@ -320,6 +356,17 @@ impl std::fmt::Display for Step {
             Step::Unpause { node } => format!("unpause {node}"),
             Step::FenceWrites { node } => format!("fence writes on {node}"),
             Step::UnfenceWrites { node } => format!("unfence writes on {node}"),
+            Step::ClearReplicationId { node, why, .. } => {
+                format!("clear the replication id of {node} ({why})")
+            }
+            Step::KillClients {
+                node,
+                unsupported: None,
+            } => format!("close the normal client connections of {node}"),
+            Step::KillClients {
+                node,
+                unsupported: Some(why),
+            } => format!("cannot close the client connections of {node}: {why}"),
             Step::Record { master, .. } => format!("record master {master}"),
             Step::Intent { promote } => format!("record intent to promote {promote}"),
         };
@@ -376,6 +423,36 @@ fn chained_last(nodes: Vec<&NodeObservation>) -> Vec<&Addr> {
         .into_iter()
         .partition(|n| matches!(n.reachable(), Some(s) if s.role == Role::Slave));
     plain.into_iter().chain(rest).map(|n| &n.addr).collect()
+}
+
+/// Pika only: `node` cannot attach to `target` because their ReplicationIDs conflict (Pika
+/// refuses the MetaSync for good, pika.md §1.5): both have one and they differ, or `target`
+/// has none yet and will mint a new one at its first slave's MetaSync. A node without an ID
+/// takes the master's (a full sync) and needs nothing. `Some(reason)`, a stable phrase.
+pub fn replid_conflict(node: &NodeStatus, target: &NodeStatus) -> Option<String> {
+    if node.engine != Engine::Pika || target.engine != Engine::Pika {
+        return None;
+    }
+    let mine = node.replid.as_ref()?;
+    match &target.replid {
+        Some(theirs) if theirs == mine => None,
+        Some(theirs) => Some(format!(
+            "full sync: replication id differs ({} here, {} on the master)",
+            short_replid(mine),
+            short_replid(theirs)
+        )),
+        None => Some(format!(
+            "full sync: replication id differs ({} here, none yet on the master)",
+            short_replid(mine)
+        )),
+    }
+}
+
+fn short_replid(id: &str) -> String {
+    match id.get(..12) {
+        Some(head) if id.len() > 12 => format!("{head}…"),
+        _ => id.to_string(),
+    }
 }
 
 fn has_link_error(s: &NodeStatus) -> bool {

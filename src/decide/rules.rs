@@ -4,7 +4,7 @@
 use super::candidates::{assess, no_candidate_reason, Assessed, Exclusion};
 use super::{
     chained_last, followers_of, has_link_error, join, master_of, offset_text, record_command,
-    Action, Candidate, Gate, Plan, Trigger,
+    replid_conflict, Action, Candidate, Gate, Plan, Trigger,
 };
 use crate::config::Policy;
 use crate::model::{Addr, NodeObservation, NodeStatus, Observation, Role, TopologyRecord};
@@ -350,6 +350,7 @@ impl Rules<'_> {
             );
         }
 
+        let master_status = self.healthy_master();
         let stray: Vec<(&NodeObservation, String)> = others()
             .filter_map(|n| {
                 let s = n.reachable()?;
@@ -360,6 +361,17 @@ impl Rules<'_> {
                     Some((n, format!("{} follows {}", n.addr, master_of(s))))
                 } else if has_link_error(s) {
                     Some((n, format!("{} has a replication link error", n.addr)))
+                } else if !s.follows_with_link_up(m)
+                    && master_status.is_some_and(|ms| replid_conflict(s, ms).is_some())
+                {
+                    // Pika refuses its MetaSync for good; INFO only shows the link down.
+                    Some((
+                        n,
+                        format!(
+                            "{}'s replication id differs from {m}'s (it needs a full sync)",
+                            n.addr
+                        ),
+                    ))
                 } else {
                     None
                 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::{followers_of, has_link_error, join, Action, Plan, Step};
+use super::{followers_of, has_link_error, join, replid_conflict, Action, Plan, Step};
 use crate::config::Policy;
 use crate::model::{Addr, Engine, NodeObservation, NodeStatus, Observation, Role};
 use crate::node::commands::{Command, Dialect};
@@ -57,6 +57,13 @@ impl Step {
                     d.follow(master, *engine == Engine::Pika)
                 ));
             }
+            Step::ClearReplicationId { node, master, why } => v.push(format!(
+                "{node}: {why}: the follow below copies all data from {master}"
+            )),
+            Step::KillClients {
+                node,
+                unsupported: Some(why),
+            } => v.push(format!("{node}: not sent: {} ({why})", d.kill_clients())),
             Step::Intent { promote } => v.push(format!(
                 "coordinator: record intent \"failover to {promote} in progress\" (compare-and-set)"
             )),
@@ -99,6 +106,19 @@ impl Step {
             Step::Unpause { node } => on(node, d.unpause()),
             Step::FenceWrites { node } => on(node, d.fence(true)),
             Step::UnfenceWrites { node } => on(node, d.fence(false)),
+            // Pika refuses CLEARREPLICATIONID on a slave (READONLY): detach first.
+            Step::ClearReplicationId { node, .. } => vec![
+                (node.clone(), d.promote()),
+                (node.clone(), d.clear_replication_id()),
+            ],
+            Step::KillClients {
+                node,
+                unsupported: None,
+            } => on(node, d.kill_clients()),
+            Step::KillClients {
+                unsupported: Some(_),
+                ..
+            } => Vec::new(),
             Step::WaitCatchUp { .. } | Step::Intent { .. } | Step::Record { .. } => Vec::new(),
         }
     }
@@ -148,6 +168,7 @@ impl Plan {
                     follow_and_persist(&mut steps, obs, child, to, force);
                 }
                 follow_and_persist(&mut steps, obs, node, to, true);
+                steps.push(kill_clients(obs, node));
             }
             Action::Repoint { nodes, to } => {
                 for node in nodes {
@@ -178,6 +199,16 @@ fn children_first(steps: Vec<Step>, obs: &Observation) -> Vec<Step> {
             Step::Follow { node, master, .. } if early.get(node) == Some(master) => {
                 skip_persist_of = Some(node.clone());
                 continue;
+            }
+            // Moved early (and cleared then, if it needed it): never detach it again.
+            Step::ClearReplicationId { node, master, .. } if early.get(node) == Some(master) => {
+                continue;
+            }
+            // A Pika node about to be detached and cleared: its children leave it first.
+            Step::ClearReplicationId { node, master, .. }
+                if engine_of(obs, node) == Engine::Pika =>
+            {
+                move_children(&mut out, obs, node, master, &mut handled, &mut early)
             }
             Step::Follow {
                 node,
@@ -240,6 +271,7 @@ fn redis_switchover(
         of: old_master.clone(),
     });
     promote_and_record(steps, obs, promote, false);
+    steps.push(kill_clients(obs, old_master));
     follow_and_persist(steps, obs, old_master, promote, false);
     steps.push(Step::Unpause {
         node: old_master.clone(),
@@ -281,6 +313,7 @@ fn pika_switchover(
         let force = needs_force(obs, node, promote);
         follow_and_persist(steps, obs, node, promote, force);
     }
+    steps.push(kill_clients(obs, old_master));
     follow_and_persist(steps, obs, old_master, promote, !fence);
     if fence {
         steps.push(Step::UnfenceWrites {
@@ -309,7 +342,28 @@ fn promote_and_record(steps: &mut Vec<Step>, obs: &Observation, promote: &Addr, 
     });
 }
 
-/// `force` is only ever honoured for Pika: Redis rejects the extra argument.
+/// Fence stale clients of an old master (after its demotion, or before it follows the new
+/// master in a switchover): `CLIENT KILL TYPE normal` where the engine and version support it;
+/// otherwise the step says why and sends nothing.
+fn kill_clients(obs: &Observation, node: &Addr) -> Step {
+    let unsupported = match obs.node(node).and_then(NodeObservation::reachable) {
+        Some(s) if s.can_kill_clients() => None,
+        Some(s) => Some(format!(
+            "{} {} has no CLIENT KILL TYPE (Redis 2.8.12+, Pika 3.5.5+); clients pinned to {node} keep their connections",
+            s.engine.as_str(),
+            s.version.as_deref().unwrap_or("of unknown version")
+        )),
+        None => Some(format!("{node} was not observed; clients pinned to it keep their connections")),
+    };
+    Step::KillClients {
+        node: node.clone(),
+        unsupported,
+    }
+}
+
+/// `force` is only ever honoured for Pika: Redis rejects the extra argument. A Pika node whose
+/// ReplicationID conflicts with `to`'s is cleared first ([`Step::ClearReplicationId`], a full
+/// sync), which also detaches it, so its follow needs no reset.
 fn follow_and_persist(
     steps: &mut Vec<Step>,
     obs: &Observation,
@@ -318,10 +372,20 @@ fn follow_and_persist(
     force_on_pika: bool,
 ) {
     let engine = engine_of(obs, node);
-    let reset = obs
-        .node(node)
-        .and_then(NodeObservation::reachable)
-        .is_some_and(|s| s.role.is_replica() && s.master.as_ref() == Some(to));
+    let me = obs.node(node).and_then(NodeObservation::reachable);
+    let conflict = me.and_then(|s| {
+        let target = obs.node(to).and_then(NodeObservation::reachable)?;
+        replid_conflict(s, target)
+    });
+    let reset = conflict.is_none()
+        && me.is_some_and(|s| s.role.is_replica() && s.master.as_ref() == Some(to));
+    if let Some(why) = conflict {
+        steps.push(Step::ClearReplicationId {
+            node: node.clone(),
+            master: to.clone(),
+            why,
+        });
+    }
     steps.push(Step::Follow {
         node: node.clone(),
         master: to.clone(),

@@ -8,7 +8,9 @@
 //! sender replaces with the cluster's password at the last moment; `Display` prints `<password>`.
 //!
 //! Dialect decisions (pika.md §2): only `SLAVEOF` (Pika has no `REPLICAOF`), `force` is the
-//! literal word (Pika rejects `-f`), write fencing on Pika 4.x is `ACL SETUSER default -@write`.
+//! literal word (Pika rejects `-f`), write fencing on Pika 4.x is `ACL SETUSER default -@write`,
+//! a foreign ReplicationID is dropped with `CLEARREPLICATIONID`, stale clients are closed with
+//! `CLIENT KILL TYPE normal`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -140,6 +142,18 @@ impl Dialect {
         self.command("CLIENT", &["UNPAUSE"])
     }
 
+    /// Pika 3.5.1+: `CLEARREPLICATIONID` (empties the node's ReplicationID, so its next
+    /// MetaSync takes the master's and does a full sync). Refused on a slave (`READONLY`).
+    pub fn clear_replication_id(&self) -> Command {
+        self.command("CLEARREPLICATIONID", &[])
+    }
+
+    /// `CLIENT KILL TYPE normal`: close every normal client connection (not the caller's, not
+    /// replication links). Redis answers the count, Pika 3.5.5+/4.x `+OK`.
+    pub fn kill_clients(&self) -> Command {
+        self.command("CLIENT", &["KILL", "TYPE", "normal"])
+    }
+
     /// Pika 4.x: `ACL SETUSER default -@write` (fenced) or `+@write`.
     pub fn fence(&self, fenced: bool) -> Command {
         let rule = if fenced { "-@write" } else { "+@write" };
@@ -177,5 +191,7 @@ mod tests {
         assert_eq!(d.fence(true).to_string(), "ACL SETUSER default -@write");
         assert_eq!(d.fence(false).to_string(), "ACL SETUSER default +@write");
         assert_eq!(d.name("PING"), "PING");
+        assert_eq!(d.clear_replication_id().to_string(), "CLEARREPLICATIONID");
+        assert_eq!(d.kill_clients().to_string(), "CLIENT KILL TYPE normal");
     }
 }

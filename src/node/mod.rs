@@ -31,6 +31,14 @@ pub enum NodeError {
     /// a stale entry lingers 1–4 s after the last one left). The text is the node's own.
     #[error("node error: {0}")]
     MasterOfOthers(String),
+    /// The node refused a write-class command because it is a replica (`READONLY …`; Pika
+    /// also classes `CLEARREPLICATIONID` so). The text is the node's own.
+    #[error("node error: {0}")]
+    ReadOnly(String),
+    /// The node does not know the command or this form of it (an older engine version:
+    /// `unknown command`, or old Pika's `Syntax error` for `CLIENT KILL TYPE`).
+    #[error("not supported by the node: {0}")]
+    Unsupported(String),
     #[error("i/o error: {0}")]
     Io(String),
 }
@@ -43,7 +51,8 @@ impl NodeError {
             NodeError::Refused => "refused",
             NodeError::Auth(_) => "auth",
             NodeError::Protocol(_) => "protocol",
-            NodeError::Node(_) | NodeError::MasterOfOthers(_) => "node",
+            NodeError::Node(_) | NodeError::MasterOfOthers(_) | NodeError::ReadOnly(_) => "node",
+            NodeError::Unsupported(_) => "unsupported",
             NodeError::Io(_) => "io",
         }
     }
@@ -85,6 +94,33 @@ pub trait Nodes: Send + Sync {
         async {
             Err(NodeError::Node(
                 "write fencing is not supported here".into(),
+            ))
+        }
+    }
+    /// Pika 3.5.1+: `CLEARREPLICATIONID` (the node must not be a slave: `ReadOnly`).
+    /// Default: unsupported.
+    fn clear_replication_id(
+        &self,
+        node: &Addr,
+    ) -> impl Future<Output = Result<(), NodeError>> + Send {
+        let _ = node;
+        async {
+            Err(NodeError::Unsupported(
+                "CLEARREPLICATIONID is not supported here".into(),
+            ))
+        }
+    }
+    /// `CLIENT KILL TYPE normal`: close the node's normal client connections. `Some(n)` when
+    /// the node says how many (Redis), `None` when it only answers `+OK` (Pika).
+    /// Default: unsupported.
+    fn kill_clients(
+        &self,
+        node: &Addr,
+    ) -> impl Future<Output = Result<Option<u64>, NodeError>> + Send {
+        let _ = node;
+        async {
+            Err(NodeError::Unsupported(
+                "CLIENT KILL TYPE is not supported here".into(),
             ))
         }
     }

@@ -356,6 +356,9 @@ impl RedisNodes {
             NodeError::Auth(text)
         } else if text.contains(MASTER_OF_OTHERS) {
             NodeError::MasterOfOthers(text)
+        } else if code == "READONLY" || text.contains("READONLY ") {
+            // Redis: code READONLY; Pika 4.x: `ERR READONLY You can't write against a read only replica.`
+            NodeError::ReadOnly(text)
         } else {
             NodeError::Node(text)
         }
@@ -395,6 +398,26 @@ impl RedisNodes {
 
 /// Pika's refusal of `SLAVEOF` while slaves are attached (pika.md §2.1).
 const MASTER_OF_OTHERS: &str = "already master of others";
+
+/// Old Pika's answer to a `CLIENT` form it does not know (`ERR Syntax error, try CLIENT (LIST …`).
+const PIKA_CLIENT_SYNTAX: &str = "Syntax error, try CLIENT";
+
+/// For the commands only some versions have (`CLEARREPLICATIONID`: Pika 3.5.1+; `CLIENT KILL
+/// TYPE`: Redis 2.8.12+, Pika 3.5.5+): "unknown command" (Redis, Pika 4.x), "unknown or
+/// unsupported command" (Pika 3.x) and old Pika's `CLIENT` syntax error (it knows only
+/// `CLIENT KILL ip:port|all`) become `Unsupported`.
+fn unsupported(e: NodeError) -> NodeError {
+    match e {
+        NodeError::Node(t)
+            if t.contains("unknown command")
+                || t.contains("unknown or unsupported command")
+                || t.contains(PIKA_CLIENT_SYNTAX) =>
+        {
+            NodeError::Unsupported(t)
+        }
+        e => e,
+    }
+}
 
 /// Substrings that mean "authentication is the problem" across Redis and Pika versions.
 fn is_auth_text(text: &str) -> bool {
@@ -468,6 +491,28 @@ impl Nodes for RedisNodes {
     async fn unpause_writes(&self, node: &Addr) -> Result<(), NodeError> {
         self.expect_ok(node, self.dialect.unpause()).await
     }
+
+    async fn clear_replication_id(&self, node: &Addr) -> Result<(), NodeError> {
+        self.expect_ok(node, self.dialect.clear_replication_id())
+            .await
+            .map_err(unsupported)
+    }
+
+    async fn kill_clients(&self, node: &Addr) -> Result<Option<u64>, NodeError> {
+        let replies = self
+            .exchange(node, vec![self.dialect.kill_clients()])
+            .await
+            .map_err(unsupported)?;
+        match replies.last() {
+            Some(Value::Int(n)) => Ok(Some(u64::try_from(*n).unwrap_or(0))),
+            Some(Value::Okay) => Ok(None),
+            Some(Value::SimpleString(s)) if s.starts_with("OK") => Ok(None),
+            Some(other) => Err(NodeError::Protocol(
+                self.scrub(&format!("expected OK or a count, got {}", describe(other))),
+            )),
+            None => Err(NodeError::Protocol("no reply".into())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -505,6 +550,36 @@ mod tests {
         assert!(matches!(
             n.classify_server("ERR", Some("invalid password")),
             NodeError::Auth(_)
+        ));
+        assert!(matches!(
+            n.classify_server(
+                "ERR",
+                Some("READONLY You can't write against a read only replica.")
+            ),
+            NodeError::ReadOnly(_)
+        ));
+        assert!(matches!(
+            n.classify_server(
+                "READONLY",
+                Some("You can't write against a read only replica.")
+            ),
+            NodeError::ReadOnly(_)
+        ));
+        assert_eq!(
+            unsupported(NodeError::Node(
+                "ERR unknown command 'clearreplicationid'".into()
+            )),
+            NodeError::Unsupported("ERR unknown command 'clearreplicationid'".into())
+        );
+        assert!(matches!(
+            unsupported(NodeError::Node(
+                "ERR Syntax error, try CLIENT (LIST [order by [addr|idle]| KILL ip:port)".into()
+            )),
+            NodeError::Unsupported(_)
+        ));
+        assert!(matches!(
+            unsupported(NodeError::Node("ERR other".into())),
+            NodeError::Node(_)
         ));
         assert_eq!(
             n.classify_server("ERR", Some("echo hunter2")),

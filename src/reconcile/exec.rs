@@ -79,7 +79,8 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 Ok(_) => {}
                 // A failed CONFIG REWRITE is reported, but the role change already happened:
                 // keep going so the cluster converges, and fail the outcome at the end.
-                Err(StepError::Persist(e)) => soft_failures.push(e),
+                // So is a failed client fence: the topology is right, only stale clients stay.
+                Err(StepError::Persist(e) | StepError::Fence(e)) => soft_failures.push(e),
                 Err(e @ (StepError::LockLost(_) | StepError::ClusterChanged(_))) => {
                     errors.push(format!("{step}: {e}"));
                     stop_now = true;
@@ -200,6 +201,31 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 self.fence().await?;
                 nodes.unfence_writes(node).await.map_err(StepError::Node)?;
                 Ok("writes unfenced (ACL: default user +@write)".into())
+            }
+            Step::ClearReplicationId { node, master, why } => {
+                self.clear_replid(node, master, why).await
+            }
+            Step::KillClients {
+                unsupported: Some(why),
+                ..
+            } => Ok(format!("not sent: {why}")),
+            Step::KillClients {
+                node,
+                unsupported: None,
+            } => {
+                self.fence().await?;
+                match nodes.kill_clients(node).await {
+                    Ok(Some(n)) => Ok(format!("{n} normal client connections closed")),
+                    Ok(None) => Ok("normal client connections closed".into()),
+                    // The version check let it through but the node does not know it (e.g. a
+                    // genuine 4.0.0): nothing was closed; said so, not a failure of the plan.
+                    Err(e @ NodeError::Unsupported(_)) => Ok(format!(
+                        "not closed: {e}; clients pinned to {node} keep their connections"
+                    )),
+                    Err(e) => Err(StepError::Fence(format!(
+                        "closing the client connections of {node} failed: {e}"
+                    ))),
+                }
             }
             Step::WaitCatchUp { node, of } => self.catch_up(node, of).await,
             Step::Promote { node } => self.promote(node).await,
@@ -361,7 +387,9 @@ fn step_node(step: &Step) -> Option<&Addr> {
         | Step::Persist { node }
         | Step::Unpause { node }
         | Step::FenceWrites { node }
-        | Step::UnfenceWrites { node } => Some(node),
+        | Step::UnfenceWrites { node }
+        | Step::ClearReplicationId { node, .. }
+        | Step::KillClients { node, .. } => Some(node),
         Step::Intent { .. } | Step::Record { .. } => None,
     }
 }
@@ -376,6 +404,17 @@ pub(super) enum StepError {
     LockLost(String),
     #[error("{0}")]
     Persist(String),
+    /// Closing stale clients failed: reported, the plan goes on (the topology is right).
+    #[error("{0}")]
+    Fence(String),
+    /// `node`'s ReplicationID still conflicts with its master's after the recovery.
+    #[error("{node}: replication id {have} still differs from {master}'s {want}")]
+    ReplidMismatch {
+        node: Addr,
+        master: Addr,
+        have: String,
+        want: String,
+    },
     #[error("{0}")]
     Record(String),
     /// The cluster changed under the plan (a master it depends on stopped answering): the plan

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::exec::{Exec, StepError};
 use crate::coord::Coordinator;
+use crate::decide::replid_conflict;
 use crate::model::{Addr, Engine, NodeStatus, Role};
 use crate::node::{NodeError, Nodes};
 
@@ -176,6 +177,13 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             notes.push(format!("link up after {w:.1}s"));
             return Ok(notes.join("; "));
         }
+        // A ReplicationID conflict is refused for good, forced or not: say so (typed) instead
+        // of retrying; the next reconcile plans the clear (a full sync).
+        if engine == Engine::Pika {
+            if let Some(e) = self.replid_mismatch(node, master).await {
+                return Err(e);
+            }
+        }
         // Pika never retries a failed handshake: re-issue the whole sequence once, forced on Pika.
         let retry_force = engine == Engine::Pika;
         notes.push(format!(
@@ -196,6 +204,60 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             self.state_of(node).await,
             notes.join("; ")
         )))
+    }
+
+    /// `SLAVEOF NO ONE` (Pika answers `READONLY` to `CLEARREPLICATIONID` on a slave), then
+    /// `CLEARREPLICATIONID`, retried while the node still answers `READONLY` (bounded), then
+    /// checked: the node must show no ReplicationID any more.
+    pub(super) async fn clear_replid(
+        &self,
+        node: &Addr,
+        master: &Addr,
+        why: &str,
+    ) -> Result<String, StepError> {
+        const ATTEMPTS: u32 = 20;
+        let nodes = self.ctx.nodes;
+        self.fence().await?;
+        nodes.promote(node).await.map_err(StepError::Node)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.fence().await?;
+            match nodes.clear_replication_id(node).await {
+                Ok(()) => break,
+                Err(NodeError::ReadOnly(_)) if attempt < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(StepError::Node(e)),
+            }
+        }
+        let s = nodes.status(node).await.map_err(StepError::Node)?;
+        if let Some(have) = s.replid {
+            return Err(StepError::ReplidMismatch {
+                node: node.clone(),
+                master: master.clone(),
+                have,
+                want: "(none, after CLEARREPLICATIONID)".into(),
+            });
+        }
+        Ok(format!(
+            "replication id cleared ({why}); the follow that comes next is a full sync from {master}"
+        ))
+    }
+
+    /// The typed error when `node` and `master` both have a ReplicationID right now and they
+    /// differ. (A master without one yet is left to the retry: it may just not have minted it.)
+    async fn replid_mismatch(&self, node: &Addr, master: &Addr) -> Option<StepError> {
+        let (me, m) = tokio::join!(self.ctx.nodes.status(node), self.ctx.nodes.status(master));
+        let (me, m) = (me.ok()?, m.ok()?);
+        let want = m.replid.clone()?;
+        replid_conflict(&me, &m)?;
+        Some(StepError::ReplidMismatch {
+            node: node.clone(),
+            master: master.clone(),
+            have: me.replid.unwrap_or_default(),
+            want,
+        })
     }
 
     /// Wait for `node`'s link to `master` (bounded by `link_timeout`): `Some(seconds)` when

@@ -29,6 +29,11 @@ pub struct FakeNode {
     pub fail_rewrite_times: u32,
     /// `INFO server` version (Pika 4.x can fence writes with ACL).
     pub version: String,
+    /// ReplicationID. On Pika a slave whose ID is set and differs from its master's never
+    /// links (the MetaSync is refused); a slave without one takes the master's.
+    pub replid: Option<String>,
+    /// Normal client connections open on it (`CLIENT KILL TYPE normal` closes them).
+    pub clients: u64,
 }
 
 impl FakeNode {
@@ -44,6 +49,8 @@ impl FakeNode {
             fail_rewrite: false,
             fail_rewrite_times: 0,
             version: "test".into(),
+            replid: Some("r".into()),
+            clients: 0,
         }
     }
 }
@@ -124,6 +131,13 @@ fn link_of(all: &BTreeMap<Addr, FakeNode>, node: &FakeNode) -> LinkState {
     if node.stuck_until_force {
         return LinkState::Down;
     }
+    if node.engine == Engine::Pika {
+        if let (Some(mine), Some(mm)) = (&node.replid, all.get(m)) {
+            if mm.replid.as_ref() != Some(mine) {
+                return LinkState::Down;
+            }
+        }
+    }
     match all.get(m) {
         Some(mm) if mm.up && mm.role != Role::Slave => LinkState::Up,
         _ => LinkState::Down,
@@ -176,7 +190,7 @@ impl Nodes for FakeNodes {
                 db_links: BTreeMap::new(),
                 db_offsets,
                 offset: Some(me.offset),
-                replid: Some("r".into()),
+                replid: me.replid.clone(),
                 eligible: Some(true),
                 priority: Some(100),
                 connected_replicas: followers.len() as u32
@@ -199,6 +213,7 @@ impl Nodes for FakeNodes {
 
     async fn follow(&self, node: &Addr, master: &Addr, force: bool) -> Result<(), NodeError> {
         self.with_up(node, |all| {
+            let all_replid = all.get(master).and_then(|m| m.replid.clone());
             let has_followers = all
                 .iter()
                 .any(|(_, f)| f.up && f.master.as_ref() == Some(node));
@@ -219,6 +234,9 @@ impl Nodes for FakeNodes {
             }
             if force {
                 me.stuck_until_force = false;
+            }
+            if me.replid.is_none() {
+                me.replid = all_replid;
             }
             me.role = Role::Slave;
             me.master = Some(master.clone());
@@ -266,6 +284,32 @@ impl Nodes for FakeNodes {
         self.with_up(node, |_| Ok(()))?;
         self.record(format!("{node}: CLIENT UNPAUSE"));
         Ok(())
+    }
+
+    async fn clear_replication_id(&self, node: &Addr) -> Result<(), NodeError> {
+        self.with_up(node, |all| {
+            let me = all.get_mut(node).expect("present");
+            if me.role.is_replica() || me.master.is_some() {
+                return Err(NodeError::ReadOnly(
+                    "ERR READONLY You can't write against a read only replica.".into(),
+                ));
+            }
+            me.replid = None;
+            Ok(())
+        })?;
+        self.record(format!("{node}: CLEARREPLICATIONID"));
+        Ok(())
+    }
+
+    async fn kill_clients(&self, node: &Addr) -> Result<Option<u64>, NodeError> {
+        let (n, engine) = self.with_up(node, |all| {
+            let me = all.get_mut(node).expect("present");
+            let n = me.clients;
+            me.clients = 0;
+            Ok((n, me.engine))
+        })?;
+        self.record(format!("{node}: CLIENT KILL TYPE normal"));
+        Ok((engine == Engine::Redis).then_some(n))
     }
 
     async fn fence_writes(&self, node: &Addr) -> Result<(), NodeError> {

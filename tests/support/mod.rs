@@ -10,3 +10,4 @@ pub mod pika;
 pub mod prom;
 pub mod real_pika;
 pub mod redis;
+pub mod stale_client;

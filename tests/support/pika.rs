@@ -519,9 +519,27 @@ fn handle(st: &mut PikaState, args: &[String], authed: &mut bool, port: u16) -> 
                 .first()
                 .map(|s| s.to_ascii_lowercase())
                 .unwrap_or_default();
-            match sub.as_str() {
-                "getname" => bulk(""),
+            let words: Vec<String> = rest.iter().map(|w| w.to_ascii_lowercase()).collect();
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            match (sub.as_str(), words.as_slice()) {
+                ("getname", _) => bulk(""),
+                // Real Pika 4.0.1: `+OK` (it closes the other normal clients asynchronously).
+                // Before 3.5.5 only `CLIENT KILL ip:port|all` exists.
+                ("kill", ["kill", "type", "normal" | "pubsub"]) if st.family.starts_with("4.") => {
+                    simple("OK")
+                }
+                ("kill", ["kill", "type", ..]) => {
+                    error("ERR Syntax error, try CLIENT (LIST [order by [addr|idle]| KILL ip:port)")
+                }
                 _ => error(&format!("ERR unknown command \"client {sub}\"")),
+            }
+        }
+        // Pika 3.5.1+; a slave answers READONLY (seen on the real 4.0.1).
+        "clearreplicationid" if st.family != "3.3" && st.family != "3.3.6" => {
+            if st.role == PeerRole::Slave {
+                error("ERR READONLY You can't write against a read only replica.")
+            } else {
+                simple("OK")
             }
         }
         // Pika has neither ROLE nor REPLICAOF (pika.md §3); everything else is unknown too.
