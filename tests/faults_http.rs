@@ -6,47 +6,20 @@
 //! In-process service on 127.0.0.1:0 with a trivial reconciler; raw TCP clients.
 //! `PIKA_REMEDY_SLOWLORIS` sets the number of slow connections (default 2000).
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pika_remedy::config::{Config, Loaded, Secret};
-use pika_remedy::decide::{Plan, Trigger};
 use pika_remedy::http::{self, App};
-use pika_remedy::reconcile::{Outcome, Result_};
 use pika_remedy::service::events::EventLog;
-use pika_remedy::service::supervisor::{
-    ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig,
-};
+use pika_remedy::service::supervisor::{Supervisor, SupervisorConfig};
+use support::fakes::FakeReconciler;
 
 const BEARER: &str = "slow-t0ken-5";
-
-struct Quiet;
-
-impl Reconciler for Quiet {
-    async fn reconcile(&self, cluster: &str, trigger: Trigger, _ctl: Control) -> Outcome {
-        Outcome {
-            cluster: cluster.to_string(),
-            trigger,
-            plan: Plan::no_action("topology converged"),
-            result: Result_::NoAction,
-            steps: Vec::new(),
-            observation: Vec::new(),
-            millis: 0,
-            retryable: false,
-        }
-    }
-    fn clusters(&self) -> Vec<String> {
-        vec!["mymaster".into()]
-    }
-    async fn snapshot(&self, _cluster: &str) -> ClusterSnapshot {
-        ClusterSnapshot::default()
-    }
-    async fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 async fn start(service_extra: &str) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let text = format!(
@@ -73,7 +46,7 @@ nodes = [{{ addr = "127.0.0.1:7000" }}, {{ addr = "127.0.0.1:7001" }}]
         read_only_token: None,
     };
     let sup = Supervisor::new(
-        Arc::new(Quiet),
+        Arc::new(FakeReconciler::new(&["mymaster"]).idle_reason("topology converged")),
         Arc::new(EventLog::in_memory(10)),
         SupervisorConfig::from_config(&loaded.config),
     );

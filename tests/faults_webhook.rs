@@ -8,21 +8,18 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pika_remedy::config::{Config, Loaded, Secret};
 use pika_remedy::decide::{Action, Plan, Trigger};
 use pika_remedy::http::{self, App};
 use pika_remedy::model::Addr;
-use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
+use pika_remedy::reconcile::{reconcile, Ctx, Result_};
 use pika_remedy::service::events::EventLog;
-use pika_remedy::service::supervisor::{
-    ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig,
-};
+use pika_remedy::service::supervisor::{Supervisor, SupervisorConfig};
 use serde_json::Value;
-use support::fakes::{FakeCoord, FakeNodes};
+use support::fakes::{FakeCoord, FakeNodes, FakeReconciler, Script};
 
 const BEARER: &str = "reply-t0ken-77";
 
@@ -41,14 +38,6 @@ fn addr(s: &str) -> Addr {
     s.parse().expect("addr")
 }
 
-/// One scripted step per call: (delay, outcome builder). Past the script: "no action".
-type Script = Vec<(Duration, fn(usize) -> (Plan, Result_))>;
-
-struct Scripted {
-    calls: AtomicUsize,
-    script: Mutex<Script>,
-}
-
 fn failover_plan() -> Plan {
     Plan {
         action: Action::Failover {
@@ -58,49 +47,6 @@ fn failover_plan() -> Plan {
             automatic: true,
         },
         ..Plan::no_action("recorded master 127.0.0.1:7000 is unreachable and no replica sees it; promoting 127.0.0.1:7001")
-    }
-}
-
-impl Reconciler for Scripted {
-    async fn reconcile(&self, cluster: &str, trigger: Trigger, _ctl: Control) -> Outcome {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let step = self.script.lock().expect("script").get(n).cloned();
-        let (plan, result) = match step {
-            Some((delay, f)) => {
-                let (plan, result) = f(n);
-                if plan.action.mutates_nodes() {
-                    // What `reconcile` does once the plan under the lock is final.
-                    pika_remedy::reconcile::plan_started(&plan);
-                }
-                tokio::time::sleep(delay).await;
-                (plan, result)
-            }
-            None => (
-                Plan::no_action(
-                    "recorded master 127.0.0.1:7001 is reachable and reports role master; no failover (false alarm)",
-                ),
-                Result_::NoAction,
-            ),
-        };
-        Outcome {
-            cluster: cluster.to_string(),
-            trigger,
-            plan,
-            result,
-            steps: Vec::new(),
-            observation: Vec::new(),
-            millis: 1,
-            retryable: false,
-        }
-    }
-    fn clusters(&self) -> Vec<String> {
-        vec!["mymaster".into()]
-    }
-    async fn snapshot(&self, _cluster: &str) -> ClusterSnapshot {
-        ClusterSnapshot::default()
-    }
-    async fn ready(&self) -> Result<(), String> {
-        Ok(())
     }
 }
 
@@ -133,10 +79,14 @@ nodes = [{{ addr = "127.0.0.1:7000" }}, {{ addr = "127.0.0.1:7001" }}, {{ addr =
         webhook_basic_password: None,
         read_only_token: None,
     };
-    let fake = Arc::new(Scripted {
-        calls: AtomicUsize::new(0),
-        script: Mutex::new(script),
-    });
+    let fake = Arc::new(
+        FakeReconciler::new(&["mymaster"])
+            .script(script)
+            .millis(1)
+            .idle_reason(
+                "recorded master 127.0.0.1:7001 is reachable and reports role master; no failover (false alarm)",
+            ),
+    );
     let events = Arc::new(EventLog::in_memory(100));
     let sup = Supervisor::new(
         fake,

@@ -2,109 +2,28 @@
 //! clusters, fresh follow-up outcomes, manual triggers kept apart, pause passed through,
 //! panics contained, and shutdown waiting (bounded) for an in-flight reconcile.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pika_remedy::config::{Config, Loaded};
-use pika_remedy::decide::{Plan, Trigger};
+use pika_remedy::decide::Trigger;
 use pika_remedy::http::{self, App};
 use pika_remedy::model::Addr;
-use pika_remedy::reconcile::{Outcome, Result_};
+use pika_remedy::reconcile::Result_;
 use pika_remedy::service::events::{AlertInfo, EventKind, EventLog, TriggerSource};
-use pika_remedy::service::supervisor::{
-    ClusterSnapshot, Control, Reconciler, Request, SubmitError, Supervisor, SupervisorConfig,
-};
+use pika_remedy::service::supervisor::{Request, SubmitError, Supervisor, SupervisorConfig};
+use support::fakes::FakeReconciler;
 
-/// Counts calls, tracks concurrency, sleeps, returns "call N" as the plan reason.
-#[derive(Default)]
-struct Fake {
-    clusters: Vec<String>,
-    delay_ms: AtomicUsize,
-    calls: AtomicUsize,
-    in_flight: Mutex<HashMap<String, usize>>,
-    max_same_cluster: AtomicUsize,
-    total_in_flight: AtomicUsize,
-    max_total: AtomicUsize,
-    seen: Mutex<Vec<(String, Trigger, Control)>>,
-    panic_next: AtomicBool,
-    /// Answer "lock held by another instance" this many more times.
-    lock_held_next: AtomicUsize,
+/// The shared fake: counts calls, tracks concurrency, sleeps, answers "call N" as the plan reason.
+fn fake(clusters: &[&str], delay: Duration) -> Arc<FakeReconciler> {
+    Arc::new(FakeReconciler::new(clusters).delay(delay).millis(1))
 }
 
-impl Fake {
-    fn new(clusters: &[&str], delay: Duration) -> Arc<Fake> {
-        let f = Fake {
-            clusters: clusters.iter().map(|s| s.to_string()).collect(),
-            ..Fake::default()
-        };
-        f.delay_ms
-            .store(delay.as_millis() as usize, Ordering::SeqCst);
-        Arc::new(f)
-    }
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-impl Reconciler for Fake {
-    async fn reconcile(&self, cluster: &str, trigger: Trigger, ctl: Control) -> Outcome {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        self.seen
-            .lock()
-            .unwrap()
-            .push((cluster.to_string(), trigger.clone(), ctl));
-        {
-            let mut m = self.in_flight.lock().unwrap();
-            let c = m.entry(cluster.to_string()).or_default();
-            *c += 1;
-            self.max_same_cluster.fetch_max(*c, Ordering::SeqCst);
-        }
-        let t = self.total_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_total.fetch_max(t, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(
-            self.delay_ms.load(Ordering::SeqCst) as u64
-        ))
-        .await;
-        self.total_in_flight.fetch_sub(1, Ordering::SeqCst);
-        *self.in_flight.lock().unwrap().get_mut(cluster).unwrap() -= 1;
-        if self.panic_next.swap(false, Ordering::SeqCst) {
-            panic!("scripted panic");
-        }
-        let held = self
-            .lock_held_next
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |k| k.checked_sub(1))
-            .is_ok();
-        Outcome {
-            cluster: cluster.to_string(),
-            trigger,
-            plan: Plan::no_action(format!("call {n}")),
-            result: if held {
-                Result_::LockHeld {
-                    holder: "instance-b".into(),
-                }
-            } else {
-                Result_::NoAction
-            },
-            steps: Vec::new(),
-            observation: Vec::new(),
-            millis: 1,
-            retryable: false,
-        }
-    }
-    fn clusters(&self) -> Vec<String> {
-        self.clusters.clone()
-    }
-    async fn snapshot(&self, _cluster: &str) -> ClusterSnapshot {
-        ClusterSnapshot::default()
-    }
-    async fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-fn supervisor(fake: &Arc<Fake>, grace: Duration) -> Arc<Supervisor<Fake>> {
+fn supervisor(fake: &Arc<FakeReconciler>, grace: Duration) -> Arc<Supervisor<FakeReconciler>> {
     Supervisor::new(
         Arc::clone(fake),
         Arc::new(EventLog::in_memory(100)),
@@ -133,7 +52,7 @@ async fn until(what: &str, f: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storm_of_1000_duplicates_runs_at_most_two_reconciles() {
-    let fake = Fake::new(&["c"], Duration::from_millis(200));
+    let fake = fake(&["c"], Duration::from_millis(200));
     let sup = supervisor(&fake, Duration::from_secs(5));
     let mut tasks = Vec::new();
     for _ in 0..1000 {
@@ -173,7 +92,7 @@ async fn storm_of_1000_duplicates_runs_at_most_two_reconciles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn different_clusters_run_in_parallel() {
-    let fake = Fake::new(&["a", "b", "c"], Duration::from_millis(400));
+    let fake = fake(&["a", "b", "c"], Duration::from_millis(400));
     let sup = supervisor(&fake, Duration::from_secs(5));
     let (ra, rb, rc) = tokio::join!(
         sup.submit("a", alert()),
@@ -194,7 +113,7 @@ async fn different_clusters_run_in_parallel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn callers_during_a_run_get_the_follow_ups_fresh_outcome() {
-    let fake = Fake::new(&["c"], Duration::from_millis(300));
+    let fake = fake(&["c"], Duration::from_millis(300));
     let sup = supervisor(&fake, Duration::from_secs(5));
     let first = tokio::spawn({
         let sup = Arc::clone(&sup);
@@ -225,7 +144,7 @@ async fn callers_during_a_run_get_the_follow_ups_fresh_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manual_triggers_are_not_swallowed_by_alerts() {
-    let fake = Fake::new(&["c"], Duration::from_millis(200));
+    let fake = fake(&["c"], Duration::from_millis(200));
     let sup = supervisor(&fake, Duration::from_secs(5));
     let first = tokio::spawn({
         let sup = Arc::clone(&sup);
@@ -255,7 +174,7 @@ async fn manual_triggers_are_not_swallowed_by_alerts() {
 
 #[tokio::test]
 async fn pause_and_dry_run_are_passed_to_the_reconciler() {
-    let fake = Fake::new(&["a", "b"], Duration::from_millis(0));
+    let fake = fake(&["a", "b"], Duration::from_millis(0));
     let sup = Supervisor::new(
         Arc::clone(&fake),
         Arc::new(EventLog::in_memory(10)),
@@ -297,7 +216,7 @@ async fn pause_and_dry_run_are_passed_to_the_reconciler() {
 
 #[tokio::test]
 async fn unknown_cluster_is_refused() {
-    let fake = Fake::new(&["a"], Duration::from_millis(0));
+    let fake = fake(&["a"], Duration::from_millis(0));
     let sup = supervisor(&fake, Duration::from_secs(1));
     assert_eq!(
         sup.submit("nope", alert()).await.unwrap_err(),
@@ -308,7 +227,7 @@ async fn unknown_cluster_is_refused() {
 
 #[tokio::test]
 async fn a_panicking_reconcile_is_reported_and_does_not_wedge_the_cluster() {
-    let fake = Fake::new(&["c"], Duration::from_millis(0));
+    let fake = fake(&["c"], Duration::from_millis(0));
     let sup = supervisor(&fake, Duration::from_secs(1));
     fake.panic_next.store(true, Ordering::SeqCst);
     let o = sup.submit("c", alert()).await.unwrap();
@@ -343,7 +262,7 @@ nodes = [{{ addr = "127.0.0.1:7000" }}]
 }
 
 async fn start(
-    fake: &Arc<Fake>,
+    fake: &Arc<FakeReconciler>,
     grace: &str,
 ) -> (
     String,
@@ -370,7 +289,7 @@ const BODY: &str = r#"{"version":"4","status":"firing","alerts":[{"status":"firi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_waits_for_the_in_flight_reconcile_then_exits() {
-    let fake = Fake::new(&["c"], Duration::from_millis(800));
+    let fake = fake(&["c"], Duration::from_millis(800));
     let (base, stop, server) = start(&fake, "10s").await;
     pika_remedy::tls::install_crypto_provider();
     let client = reqwest::Client::new();
@@ -425,7 +344,7 @@ async fn shutdown_waits_for_the_in_flight_reconcile_then_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_is_bounded_by_the_grace_period() {
-    let fake = Fake::new(&["c"], Duration::from_secs(60));
+    let fake = fake(&["c"], Duration::from_secs(60));
     let (base, stop, server) = start(&fake, "300ms").await;
     pika_remedy::tls::install_crypto_provider();
     let client = reqwest::Client::new();
@@ -458,7 +377,7 @@ async fn shutdown_is_bounded_by_the_grace_period() {
 /// TTL (once, even for many lock-held answers) and stops re-checking once it can act.
 #[tokio::test(start_paused = true)]
 async fn lock_held_schedules_one_recheck_after_the_ttl() {
-    let fake = Fake::new(&["a"], Duration::from_millis(0));
+    let fake = fake(&["a"], Duration::from_millis(0));
     fake.lock_held_next.store(2, Ordering::SeqCst);
     let sup = Supervisor::new(
         Arc::clone(&fake),

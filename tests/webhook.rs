@@ -2,23 +2,23 @@
 //! operator API, and that no secret shows up in answers, logs or the audit trail. The service
 //! runs in-process on 127.0.0.1:0 with a fake reconciler; requests go through reqwest.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
 use pika_remedy::config::{Config, Loaded, Secret};
-use pika_remedy::decide::{Plan, Trigger};
+use pika_remedy::decide::Trigger;
 use pika_remedy::http::{self, App, WebhookAnswer, OPENMETRICS_CONTENT_TYPE};
-use pika_remedy::reconcile::{Outcome, Result_};
 use pika_remedy::service::events::{Event, EventKind, EventLog, TriggerSource};
-use pika_remedy::service::supervisor::{
-    ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig,
-};
+use pika_remedy::service::supervisor::{Supervisor, SupervisorConfig};
 use serde_json::Value;
+use support::fakes::FakeReconciler;
 
 const BEARER: &str = "s3cr3t-bearer-t0ken";
 const BASIC_USER: &str = "alertmanager";
@@ -67,66 +67,13 @@ fn init_logs() {
 
 // ---------------------------------------------------------------- fake reconciler
 
-#[derive(Default)]
-struct Fake {
-    calls: AtomicUsize,
-    seen: Mutex<Vec<(String, Trigger, Control)>>,
-    retryable: AtomicBool,
-    delay_ms: AtomicUsize,
-}
-
-impl Fake {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-impl Reconciler for Fake {
-    async fn reconcile(&self, cluster: &str, trigger: Trigger, ctl: Control) -> Outcome {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-        self.seen
-            .lock()
-            .unwrap()
-            .push((cluster.to_string(), trigger.clone(), ctl));
-        tokio::time::sleep(Duration::from_millis(
-            self.delay_ms.load(Ordering::SeqCst) as u64
-        ))
-        .await;
-        let retryable = self.retryable.load(Ordering::SeqCst);
-        Outcome {
-            cluster: cluster.to_string(),
-            trigger,
-            plan: if retryable {
-                Plan::refuse("only 0 of 3 nodes answered", true)
-            } else {
-                Plan::no_action(format!("call {n}"))
-            },
-            result: if retryable {
-                Result_::CoordinatorUnreachable {
-                    error: "connection refused".into(),
-                }
-            } else {
-                Result_::NoAction
-            },
-            steps: Vec::new(),
-            observation: vec!["127.0.0.1:7000 role=master".into()],
-            millis: 3,
-            retryable,
-        }
-    }
-    fn clusters(&self) -> Vec<String> {
-        vec!["mymaster".into(), "other".into()]
-    }
-    async fn snapshot(&self, cluster: &str) -> ClusterSnapshot {
-        ClusterSnapshot {
-            observation: None,
-            record: None,
-            error: Some(format!("no observation of {cluster} yet")),
-        }
-    }
-    async fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
+/// The shared fake as the webhook tests see it: two clusters, one observation line, and a
+/// "coordinator unreachable" answer while `retryable` is set.
+fn fake() -> FakeReconciler {
+    FakeReconciler::new(&["mymaster", "other"])
+        .observation(&["127.0.0.1:7000 role=master"])
+        .millis(3)
+        .snapshot_error()
 }
 
 // ---------------------------------------------------------------- service under test
@@ -149,7 +96,7 @@ nodes = [{ addr = "127.0.0.1:7100" }]
 struct Svc {
     base: String,
     client: reqwest::Client,
-    fake: Arc<Fake>,
+    fake: Arc<FakeReconciler>,
     events_file: PathBuf,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -170,7 +117,7 @@ async fn start() -> Svc {
         webhook_basic_password: Some(Secret::new(BASIC_PASS)),
         read_only_token: None,
     };
-    let fake = Arc::new(Fake::default());
+    let fake = Arc::new(fake());
     let events = Arc::new(EventLog::open(1000, Some(&events_file)).unwrap());
     let sup = Supervisor::new(
         Arc::clone(&fake),

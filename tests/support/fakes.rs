@@ -468,3 +468,190 @@ impl Coordinator for FakeCoord {
         self.check()
     }
 }
+
+// ------------------------------------------------------------------ fake reconciler
+
+#[allow(unused_imports)] // not every test binary uses the fake reconciler
+pub use self::reconciler::{FakeReconciler, Script};
+
+/// One configurable `Reconciler` for the supervisor and HTTP tests: records every call,
+/// tracks concurrency, sleeps, and answers "no action" unless a switch or a script says
+/// otherwise.
+mod reconciler {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use pika_remedy::decide::{Plan, Trigger};
+    use pika_remedy::reconcile::{plan_started, Outcome, Result_};
+    use pika_remedy::service::supervisor::{ClusterSnapshot, Control, Reconciler};
+
+    /// One scripted step per call: (delay, outcome builder given the 0-based call index).
+    /// Past the script the switches and the idle answer apply.
+    pub type Script = Vec<(Duration, fn(usize) -> (Plan, Result_))>;
+
+    #[derive(Default)]
+    pub struct FakeReconciler {
+        pub clusters: Vec<String>,
+        /// Sleep of an unscripted call.
+        pub delay_ms: AtomicUsize,
+        pub calls: AtomicUsize,
+        pub in_flight: Mutex<HashMap<String, usize>>,
+        pub max_same_cluster: AtomicUsize,
+        pub total_in_flight: AtomicUsize,
+        pub max_total: AtomicUsize,
+        pub seen: Mutex<Vec<(String, Trigger, Control)>>,
+        pub panic_next: AtomicBool,
+        /// Answer "lock held by another instance" this many more times.
+        pub lock_held_next: AtomicUsize,
+        /// Answer "coordinator unreachable" (a refused, retryable plan) while set.
+        pub retryable: AtomicBool,
+        pub script: Mutex<Script>,
+        /// Reason of the idle "no action" plan; `None`: "call N" (N counted from 1).
+        pub idle_reason: Option<String>,
+        pub observation: Vec<String>,
+        pub millis: u64,
+        /// `snapshot` says "no observation of <cluster> yet" instead of an empty snapshot.
+        pub snapshot_error: bool,
+    }
+
+    impl FakeReconciler {
+        pub fn new(clusters: &[&str]) -> FakeReconciler {
+            FakeReconciler {
+                clusters: clusters.iter().map(|s| s.to_string()).collect(),
+                ..FakeReconciler::default()
+            }
+        }
+        pub fn delay(self, d: Duration) -> FakeReconciler {
+            self.delay_ms
+                .store(d.as_millis() as usize, Ordering::SeqCst);
+            self
+        }
+        pub fn script(self, script: Script) -> FakeReconciler {
+            *self.script.lock().expect("script") = script;
+            self
+        }
+        pub fn idle_reason(mut self, reason: &str) -> FakeReconciler {
+            self.idle_reason = Some(reason.to_string());
+            self
+        }
+        pub fn observation(mut self, lines: &[&str]) -> FakeReconciler {
+            self.observation = lines.iter().map(|s| s.to_string()).collect();
+            self
+        }
+        pub fn millis(mut self, millis: u64) -> FakeReconciler {
+            self.millis = millis;
+            self
+        }
+        pub fn snapshot_error(mut self) -> FakeReconciler {
+            self.snapshot_error = true;
+            self
+        }
+        pub fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Reconciler for FakeReconciler {
+        async fn reconcile(&self, cluster: &str, trigger: Trigger, ctl: Control) -> Outcome {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.seen
+                .lock()
+                .expect("seen")
+                .push((cluster.to_string(), trigger.clone(), ctl));
+            {
+                let mut m = self.in_flight.lock().expect("in flight");
+                let c = m.entry(cluster.to_string()).or_default();
+                *c += 1;
+                self.max_same_cluster.fetch_max(*c, Ordering::SeqCst);
+            }
+            let t = self.total_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_total.fetch_max(t, Ordering::SeqCst);
+            let step = self.script.lock().expect("script").get(n - 1).cloned();
+            let scripted = match step {
+                Some((delay, f)) => {
+                    let (plan, result) = f(n - 1);
+                    if plan.action.mutates_nodes() {
+                        // What `reconcile` does once the plan under the lock is final.
+                        plan_started(&plan);
+                    }
+                    tokio::time::sleep(delay).await;
+                    Some((plan, result))
+                }
+                None => {
+                    let ms = self.delay_ms.load(Ordering::SeqCst) as u64;
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    None
+                }
+            };
+            self.total_in_flight.fetch_sub(1, Ordering::SeqCst);
+            *self
+                .in_flight
+                .lock()
+                .expect("in flight")
+                .get_mut(cluster)
+                .expect("counted") -= 1;
+            if self.panic_next.swap(false, Ordering::SeqCst) {
+                panic!("scripted panic");
+            }
+            let held = self
+                .lock_held_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |k| k.checked_sub(1))
+                .is_ok();
+            let retryable = scripted.is_none() && self.retryable.load(Ordering::SeqCst);
+            let (plan, result) = match scripted {
+                Some(s) => s,
+                None if held => (
+                    self.idle_plan(n),
+                    Result_::LockHeld {
+                        holder: "instance-b".into(),
+                    },
+                ),
+                None if retryable => (
+                    Plan::refuse("only 0 of 3 nodes answered", true),
+                    Result_::CoordinatorUnreachable {
+                        error: "connection refused".into(),
+                    },
+                ),
+                None => (self.idle_plan(n), Result_::NoAction),
+            };
+            Outcome {
+                cluster: cluster.to_string(),
+                trigger,
+                plan,
+                result,
+                steps: Vec::new(),
+                observation: self.observation.clone(),
+                millis: self.millis,
+                retryable,
+            }
+        }
+        fn clusters(&self) -> Vec<String> {
+            self.clusters.clone()
+        }
+        async fn snapshot(&self, cluster: &str) -> ClusterSnapshot {
+            if self.snapshot_error {
+                ClusterSnapshot {
+                    observation: None,
+                    record: None,
+                    error: Some(format!("no observation of {cluster} yet")),
+                }
+            } else {
+                ClusterSnapshot::default()
+            }
+        }
+        async fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    impl FakeReconciler {
+        fn idle_plan(&self, n: usize) -> Plan {
+            match &self.idle_reason {
+                Some(r) => Plan::no_action(r.clone()),
+                None => Plan::no_action(format!("call {n}")),
+            }
+        }
+    }
+}
