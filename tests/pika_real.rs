@@ -1095,10 +1095,13 @@ async fn blocking_info_does_not_stall_the_poll() {
         took >= Duration::from_secs(3),
         "c's INFO did not block (took {took:?}): the case was not exercised"
     );
+    // A poll round waits for every node up to the command bound (2 s here), not for the
+    // blocking node's answer: during a block of `took` the master's observation is refreshed
+    // about every 2.5 s (bound + poll interval), so at least once in a block of ≥ 3 s.
     let fresh = seen.iter().filter(|o| **o > baseline).count();
     assert!(
-        fresh >= 2,
-        "the master's observation did not move past {baseline} twice while c's INFO blocked ({:.1}s): {seen:?}",
+        fresh >= 1,
+        "the master's observation did not move past {baseline} while c's INFO blocked ({:.1}s): {seen:?}",
         took.as_secs_f64()
     );
     // Afterwards c is observed again (reachable, a slave), not taken for dead.
