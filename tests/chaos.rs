@@ -173,6 +173,8 @@ struct Proxy {
     target: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
     blocked: Blocked,
+    /// Added one-way latency in ms for every chunk forwarded (what `tc netem delay` does).
+    delay_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<(IpAddr, TcpStream)>>>,
     accept: Option<JoinHandle<()>>,
@@ -190,6 +192,8 @@ impl Proxy {
         let conns: Arc<Mutex<Vec<(IpAddr, TcpStream)>>> = Arc::default();
         let (t, c, s, cs) = (target.clone(), cut.clone(), stop.clone(), conns.clone());
         let bl = blocked.clone();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let dl = delay_ms.clone();
         let accept = std::thread::spawn(move || {
             // Ends when `stop` is set (Drop); polls every 10 ms.
             while !s.load(Ordering::Relaxed) {
@@ -217,8 +221,8 @@ impl Proxy {
                             g.push((from, c2));
                             g.push((from, s2));
                         }
-                        pipe(&client, &server);
-                        pipe(&server, &client);
+                        pipe(&client, &server, dl.clone());
+                        pipe(&server, &client, dl.clone());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -229,6 +233,7 @@ impl Proxy {
             target,
             cut,
             blocked,
+            delay_ms,
             stop,
             conns,
             accept: Some(accept),
@@ -257,7 +262,12 @@ impl Proxy {
         g.retain(|(ip, _)| *ip != from);
     }
 
+    fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
     fn heal(&self) {
+        self.set_delay(0);
         self.cut.store(false, Ordering::Relaxed);
         self.blocked.lock().expect("blocked").clear();
     }
@@ -265,7 +275,7 @@ impl Proxy {
 
 /// Copy `from` → `to` on a thread until either side closes (the thread's life is bounded by
 /// the connection's; `cut` and Drop shut connections down).
-fn pipe(from: &TcpStream, to: &TcpStream) {
+fn pipe(from: &TcpStream, to: &TcpStream, delay_ms: Arc<AtomicU64>) {
     let (Ok(mut a), Ok(mut b)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
@@ -275,6 +285,10 @@ fn pipe(from: &TcpStream, to: &TcpStream) {
             match a.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    let d = delay_ms.load(Ordering::Relaxed);
+                    if d > 0 {
+                        std::thread::sleep(Duration::from_millis(d));
+                    }
                     if b.write_all(&buf[..n]).is_err() {
                         break;
                     }
@@ -590,6 +604,8 @@ enum Kind {
     CutNodes,
     /// Both: the node is alone with the clients on its side.
     Isolate,
+    /// 200–1000 ms added to every chunk to and from the node (netem-like delay).
+    Delay,
     ServeRestart,
     EtcdKill,
     CoordCut,
@@ -603,6 +619,7 @@ impl Kind {
             Kind::CutService => "cut_service",
             Kind::CutNodes => "cut_nodes",
             Kind::Isolate => "isolate",
+            Kind::Delay => "delay",
             Kind::ServeRestart => "serve_restart",
             Kind::EtcdKill => "etcd_kill",
             Kind::CoordCut => "coord_cut",
@@ -719,16 +736,18 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     std::thread::sleep(Duration::from_secs(1));
     for f in 0..n {
-        let kind = match rng.below(16) {
+        let kind = match rng.below(17) {
             0..=2 => Kind::Kill9,
             3..=4 => Kind::Pause,
             5..=6 => Kind::CutService,
             7..=8 => Kind::CutNodes,
             9..=11 => Kind::Isolate,
-            12 => Kind::ServeRestart,
-            13 => Kind::EtcdKill,
+            12 => Kind::Delay,
+            13 => Kind::ServeRestart,
+            14 => Kind::EtcdKill,
             _ => Kind::CoordCut,
         };
+        let delay = 200 + rng.below(800);
         let hold = Duration::from_millis(HOLD_MIN_MS + rng.below(HOLD_MAX_MS - HOLD_MIN_MS));
         let current = master_index(&w.nodes).unwrap_or(0);
         // Node faults hit the master half the time, else a random node.
@@ -740,7 +759,12 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
         let serve = rng.below(2) as usize;
         let start = Instant::now();
         let target = match kind {
-            Kind::Kill9 | Kind::Pause | Kind::CutService | Kind::CutNodes | Kind::Isolate => {
+            Kind::Kill9
+            | Kind::Pause
+            | Kind::CutService
+            | Kind::CutNodes
+            | Kind::Isolate
+            | Kind::Delay => {
                 let role = if node == current { "master" } else { "replica" };
                 format!("{} ({role})", w.nodes[node].name)
             }
@@ -780,6 +804,11 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
                 for n in &w.nodes {
                     n.proxy.heal();
                 }
+            }
+            Kind::Delay => {
+                w.nodes[node].proxy.set_delay(delay);
+                std::thread::sleep(hold);
+                w.nodes[node].proxy.heal();
             }
             Kind::ServeRestart => {
                 if let Some(mut s) = w.insts[serve].svc.take() {
@@ -897,6 +926,7 @@ fn report(seed: u64, outcomes: &[Outcome], total_acked: usize, total_lost: usize
         Kind::CutService,
         Kind::CutNodes,
         Kind::Isolate,
+        Kind::Delay,
         Kind::ServeRestart,
         Kind::EtcdKill,
         Kind::CoordCut,
