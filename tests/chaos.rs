@@ -50,7 +50,7 @@ const CLUSTER: &str = "chaos";
 const HOLD_MIN_MS: u64 = 1500;
 /// ... and at most this long (failover needs confirm_window + a poll or two: ~2–3 s).
 const HOLD_MAX_MS: u64 = 6000;
-/// After healing, the cluster must converge within this long (the goal is 10 s; the
+/// After healing, the cluster must converge within this long (the goal is 10 s; the
 /// bound is wider so a slow run reports its number instead of aborting).
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(40);
 /// Prober period: the resolution of the "two nodes accepted writes" window.
