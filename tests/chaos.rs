@@ -1,0 +1,1015 @@
+//! Chaos harness: a real master + 2 replicas (`redis-server`, AOF with `appendfsync always`),
+//! two `pika-remedy serve` processes on a real etcd (periodic check every second), a writer
+//! that records every acknowledged write, and a seeded random schedule of faults:
+//!
+//! | fault            | how                                                                |
+//! |------------------|--------------------------------------------------------------------|
+//! | `kill9`          | SIGKILL of a node, held, restart from the same config and data dir  |
+//! | `pause`          | SIGSTOP of a node, held, SIGCONT                                     |
+//! | `isolate`        | the node's address (a TCP proxy everyone else uses) cut: the node   |
+//! |                  | is cut off from the service AND from its replicas/master; clients   |
+//! |                  | on its side (writer, prober) still reach it directly                |
+//! | `serve_restart`  | SIGKILL of one `serve`, held, started again                          |
+//! | `etcd_kill`      | SIGKILL of etcd, held, restart on the same data dir                  |
+//! | `coord_cut`      | the services' path to etcd (a TCP proxy) cut, held, healed           |
+//!
+//! Partitions use TCP proxies that the harness cuts (every live connection shut down, new ones
+//! refused), not network namespaces: see README "Chaos" for why and for what the netns path
+//! would add (partial partitions: master↔service only, master↔replicas only; `tc netem`).
+//!
+//! After each fault is healed the harness measures: seconds until converged (one master, both
+//! other nodes replicas of it with the link up, bounded at `CONVERGE_TIMEOUT`); how long two
+//! nodes accepted writes at once (a prober writes to every node directly every 100 ms); the
+//! acknowledged writes of that fault's window missing on the converged master. At the end, every
+//! acknowledged write is checked on the final master. A table is printed and JSON written to
+//! `<target>/chaos/chaos-seed<SEED>-n<N>.json`.
+//!
+//! `CHAOS_N` (faults, default 3: the short run of `make test`) and `CHAOS_SEED` (default 1).
+//! Every loop is bounded; every process is SIGKILLed on drop; traffic only on 127.0.0.1.
+
+mod support;
+#[path = "support/serve.rs"]
+mod svc;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::etcd::EtcdServer;
+use support::redis::{NodeOptions, RedisNode};
+use svc::{cli, Service};
+
+const CLUSTER: &str = "chaos";
+/// A fault is healed after this long at least ...
+const HOLD_MIN_MS: u64 = 1500;
+/// ... and at most this long (failover needs confirm_window + a poll or two: ~2–3 s).
+const HOLD_MAX_MS: u64 = 6000;
+/// After healing, the cluster must converge within this long (the goal is 10 s; the
+/// bound is wider so a slow run reports its number instead of aborting).
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(40);
+/// Prober period: the resolution of the "two nodes accepted writes" window.
+const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// Client socket timeout of the writer and the prober (a paused node must not stall them).
+const IO_TIMEOUT: Duration = Duration::from_millis(300);
+/// Writer period (~100 acknowledged writes/s when the cluster is healthy).
+const WRITE_EVERY: Duration = Duration::from_millis(10);
+
+// ------------------------------------------------------------------------------------------
+// Seeded randomness (xorshift64*).
+
+struct Rng(u64);
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// A tiny RESP client with short timeouts (the support client waits 5 s: too long here).
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// One reply: strings and integers as text, nil as None inside arrays; errors as Err.
+fn read_reply(r: &mut impl BufRead) -> Result<Vec<Option<String>>, String> {
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.is_empty() {
+        return Err("closed".into());
+    }
+    let (kind, rest) = line.split_at(1);
+    match kind {
+        "+" | ":" => Ok(vec![Some(rest.to_string())]),
+        "-" => Err(rest.to_string()),
+        "$" => {
+            let n: i64 = rest.parse().map_err(|_| "bad bulk".to_string())?;
+            if n < 0 {
+                return Ok(vec![None]);
+            }
+            let mut buf = vec![0u8; n as usize + 2];
+            r.read_exact(&mut buf).map_err(|e| format!("read: {e}"))?;
+            buf.truncate(n as usize);
+            Ok(vec![Some(String::from_utf8_lossy(&buf).into_owned())])
+        }
+        "*" => {
+            let n: i64 = rest.parse().map_err(|_| "bad array".to_string())?;
+            let mut out = Vec::new();
+            for _ in 0..n.max(0) {
+                out.extend(read_reply(r)?);
+            }
+            Ok(out)
+        }
+        _ => Err(format!("bad reply {line:?}")),
+    }
+}
+
+fn call(port: u16, timeout: Duration, args: &[&str]) -> Result<Vec<Option<String>>, String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut w = s.try_clone().map_err(|e| e.to_string())?;
+    w.write_all(&encode(args)).map_err(|e| e.to_string())?;
+    read_reply(&mut BufReader::new(s))
+}
+
+fn field(info: &str, key: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.trim_end_matches('\r')
+            .strip_prefix(key)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// (role, master_port, link up) of the node on `port`, or None if it does not answer.
+fn role_of(port: u16) -> Option<(String, Option<u16>, bool)> {
+    let r = call(port, IO_TIMEOUT, &["INFO", "replication"]).ok()?;
+    let info = r.into_iter().next().flatten()?;
+    Some((
+        field(&info, "role")?,
+        field(&info, "master_port").and_then(|p| p.parse().ok()),
+        field(&info, "master_link_status").as_deref() == Some("up"),
+    ))
+}
+
+// ------------------------------------------------------------------------------------------
+// A cuttable TCP proxy: the address the rest of the system knows a component by.
+
+/// Who a connection comes from: the services and the harness connect from 127.0.0.1; each
+/// node connects out from its own loopback address (`bind-source-addr`), so a proxy can cut
+/// one peer and not another.
+type Blocked = Arc<Mutex<HashSet<IpAddr>>>;
+
+struct Proxy {
+    port: u16,
+    target: Arc<AtomicU64>,
+    cut: Arc<AtomicBool>,
+    blocked: Blocked,
+    /// Added one-way latency in ms for every chunk forwarded (what `tc netem delay` does).
+    delay_ms: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<(IpAddr, TcpStream)>>>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start() -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        l.set_nonblocking(true).expect("nonblocking");
+        let port = l.local_addr().expect("addr").port();
+        let target = Arc::new(AtomicU64::new(0));
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let blocked: Blocked = Arc::default();
+        let conns: Arc<Mutex<Vec<(IpAddr, TcpStream)>>> = Arc::default();
+        let (t, c, s, cs) = (target.clone(), cut.clone(), stop.clone(), conns.clone());
+        let bl = blocked.clone();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let dl = delay_ms.clone();
+        let accept = std::thread::spawn(move || {
+            // Ends when `stop` is set (Drop); polls every 10 ms.
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((client, peer)) => {
+                        let tp = t.load(Ordering::Relaxed) as u16;
+                        let from = peer.ip();
+                        if c.load(Ordering::Relaxed)
+                            || tp == 0
+                            || bl.lock().expect("blocked").contains(&from)
+                        {
+                            drop(client);
+                            continue;
+                        }
+                        let _ = client.set_nonblocking(false);
+                        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], tp));
+                        let Ok(server) = TcpStream::connect_timeout(&addr, IO_TIMEOUT) else {
+                            continue;
+                        };
+                        let _ = client.set_nodelay(true);
+                        let _ = server.set_nodelay(true);
+                        if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+                            let mut g = cs.lock().expect("conns");
+                            g.retain(|(_, x)| x.peer_addr().is_ok());
+                            g.push((from, c2));
+                            g.push((from, s2));
+                        }
+                        pipe(&client, &server, dl.clone());
+                        pipe(&server, &client, dl.clone());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Proxy {
+            port,
+            target,
+            cut,
+            blocked,
+            delay_ms,
+            stop,
+            conns,
+            accept: Some(accept),
+        }
+    }
+
+    fn set_target(&self, port: u16) {
+        self.target.store(port as u64, Ordering::Relaxed);
+    }
+
+    /// Cut: every live connection is shut down and new ones are refused until `heal`.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+        for (_, s) in self.conns.lock().expect("conns").drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Cut only the connections from `from` (live ones shut down, new ones refused).
+    fn block(&self, from: IpAddr) {
+        self.blocked.lock().expect("blocked").insert(from);
+        let mut g = self.conns.lock().expect("conns");
+        for (_, s) in g.iter().filter(|(ip, _)| *ip == from) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        g.retain(|(ip, _)| *ip != from);
+    }
+
+    fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn heal(&self) {
+        self.set_delay(0);
+        self.cut.store(false, Ordering::Relaxed);
+        self.blocked.lock().expect("blocked").clear();
+    }
+}
+
+/// Copy `from` → `to` on a thread until either side closes (the thread's life is bounded by
+/// the connection's; `cut` and Drop shut connections down).
+fn pipe(from: &TcpStream, to: &TcpStream, delay_ms: Arc<AtomicU64>) {
+    let (Ok(mut a), Ok(mut b)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match a.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let d = delay_ms.load(Ordering::Relaxed);
+                    if d > 0 {
+                        std::thread::sleep(Duration::from_millis(d));
+                    }
+                    if b.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = a.shutdown(Shutdown::Both);
+        let _ = b.shutdown(Shutdown::Both);
+    });
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut();
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The nodes.
+
+struct Node {
+    /// The address everyone else uses (config, SLAVEOF, replica announcements).
+    proxy: Proxy,
+    redis: RedisNode,
+    name: String,
+    /// The source address of the node's own outgoing connections (its replication link).
+    source: IpAddr,
+}
+
+/// The services' (and the harness') source address.
+const SERVICE_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+impl Node {
+    fn start(index: u8, replica_of: Option<u16>) -> Node {
+        let proxy = Proxy::start();
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 1, index + 1));
+        let mut extra = vec![
+            format!("bind-source-addr {source}"),
+            "appendonly yes".to_string(),
+            "appendfsync always".to_string(),
+            format!("replica-announce-port {}", proxy.port),
+            "repl-timeout 5".to_string(),
+        ];
+        if let Some(p) = replica_of {
+            extra.push(format!("replicaof 127.0.0.1 {p}"));
+        }
+        let redis = RedisNode::start(NodeOptions {
+            extra,
+            ..NodeOptions::default()
+        });
+        proxy.set_target(redis.port());
+        Node {
+            proxy,
+            redis,
+            name: format!("n{index}"),
+            source,
+        }
+    }
+
+    /// The node's own port (clients on its side of a partition).
+    fn direct(&self) -> u16 {
+        self.redis.port()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        let r = call(self.direct(), Duration::from_secs(2), &["INFO", "server"]).ok()?;
+        field(&r.into_iter().next().flatten()?, "process_id")?
+            .parse()
+            .ok()
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Index of the single node that is master with both others linked to its proxy address.
+fn converged(nodes: &[Node]) -> Option<usize> {
+    let roles: Vec<_> = nodes.iter().map(|n| role_of(n.direct())).collect();
+    let masters: Vec<usize> = (0..nodes.len())
+        .filter(|&i| roles[i].as_ref().is_some_and(|r| r.0 == "master"))
+        .collect();
+    let [m] = masters[..] else { return None };
+    let mport = nodes[m].proxy.port;
+    (0..nodes.len())
+        .filter(|&i| i != m)
+        .all(|i| {
+            roles[i]
+                .as_ref()
+                .is_some_and(|r| r.0 == "slave" && r.1 == Some(mport) && r.2)
+        })
+        .then_some(m)
+}
+
+// ------------------------------------------------------------------------------------------
+// Writer and prober.
+
+#[derive(Clone, Copy)]
+struct Ack {
+    seq: u64,
+
+    at: Instant,
+}
+
+struct Load {
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    /// Per node: the prober ticks (index since `t0`) at which it accepted a write.
+    accepted: Arc<Mutex<Vec<Vec<u64>>>>,
+    t0: Instant,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(ports: Vec<u16>, run_for: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
+        let accepted = Arc::new(Mutex::new(vec![Vec::new(); ports.len()]));
+        let t0 = Instant::now();
+        let deadline = t0 + run_for;
+        let mut threads = Vec::new();
+        // The writer: SET w:<seq> to the node it believes is master; on any failure it asks
+        // every node for its role and moves to the first master that answers.
+        {
+            let (stop, acks, ports) = (stop.clone(), acks.clone(), ports.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut target = 0usize;
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    seq += 1;
+                    let key = format!("w:{seq}");
+                    let ok = call(ports[target], IO_TIMEOUT, &["SET", &key, "1"])
+                        .is_ok_and(|r| r.first().cloned().flatten().as_deref() == Some("OK"));
+                    if ok {
+                        acks.lock().expect("acks").push(Ack {
+                            seq,
+
+                            at: Instant::now(),
+                        });
+                    } else if let Some(m) = (0..ports.len())
+                        .find(|&i| role_of(ports[i]).is_some_and(|r| r.0 == "master"))
+                    {
+                        target = m;
+                    }
+                    std::thread::sleep(WRITE_EVERY);
+                }
+            }));
+        }
+        // One prober per node, on a shared tick schedule.
+        for (i, port) in ports.iter().copied().enumerate() {
+            let (stop, accepted) = (stop.clone(), accepted.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut tick = 0u64;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let at = t0 + PROBE_EVERY * tick as u32;
+                    if let Some(d) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                    let ok = call(port, IO_TIMEOUT, &["SET", "chaos:probe", "1"])
+                        .is_ok_and(|r| r.first().cloned().flatten().as_deref() == Some("OK"));
+                    if ok {
+                        accepted.lock().expect("accepted")[i].push(tick);
+                    }
+                    // Skip ticks missed while a call hung on a paused node.
+                    let now_tick = (t0.elapsed().as_millis() / PROBE_EVERY.as_millis()) as u64;
+                    tick = (tick + 1).max(now_tick);
+                }
+            }));
+        }
+        Load {
+            stop,
+            acks,
+            accepted,
+            t0,
+            threads,
+        }
+    }
+
+    fn tick_of(&self, t: Instant) -> u64 {
+        (t.saturating_duration_since(self.t0).as_millis() / PROBE_EVERY.as_millis()) as u64
+    }
+
+    /// Ticks in [from, to] at which two or more nodes accepted the probe write.
+    fn dual_master_ms(&self, from: Instant, to: Instant) -> u64 {
+        let (a, b) = (self.tick_of(from), self.tick_of(to));
+        let acc = self.accepted.lock().expect("accepted");
+        let mut count = std::collections::BTreeMap::<u64, usize>::new();
+        for ticks in acc.iter() {
+            for &t in ticks.iter().filter(|&&t| t >= a && t <= b) {
+                *count.entry(t).or_default() += 1;
+            }
+        }
+        count.values().filter(|&&c| c >= 2).count() as u64 * PROBE_EVERY.as_millis() as u64
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The acknowledged seqs among `acks` that `port` does not have (MGET in chunks).
+fn missing_on(port: u16, acks: &[Ack]) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for chunk in acks.chunks(500) {
+        let keys: Vec<String> = chunk.iter().map(|a| format!("w:{}", a.seq)).collect();
+        let mut args: Vec<&str> = vec!["MGET"];
+        args.extend(keys.iter().map(String::as_str));
+        let vals = call(port, Duration::from_secs(5), &args)?;
+        if vals.len() != chunk.len() {
+            return Err(format!(
+                "MGET returned {} values for {}",
+                vals.len(),
+                chunk.len()
+            ));
+        }
+        out.extend(
+            chunk
+                .iter()
+                .zip(vals)
+                .filter(|(_, v)| v.is_none())
+                .map(|(a, _)| a.seq),
+        );
+    }
+    Ok(out)
+}
+
+// ------------------------------------------------------------------------------------------
+// The services.
+
+struct Inst {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    svc: Option<Service>,
+}
+
+fn instance(id: &str, etcd_proxy: u16, nodes: &[Node]) -> Inst {
+    let dir = tempfile::Builder::new()
+        .prefix("pika-remedy-chaos-")
+        .tempdir()
+        .expect("temp dir");
+    let bearer = dir.path().join("bearer");
+    std::fs::write(&bearer, "chaos-h00k-t0ken").expect("write bearer");
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{{ addr = \"127.0.0.1:{}\" }}", n.proxy.port))
+        .collect();
+    let text = format!(
+        r#"[service]
+instance_id = "{id}"
+events_file = "{events}"
+poll_interval = "500ms"
+check_interval = "1s"
+[timeouts]
+connect = "200ms"
+command = "500ms"
+[policy]
+confirm_window = "1s"
+cooldown = "1s"
+promote_timeout = "2s"
+link_timeout = "3s"
+detach_timeout = "1s"
+switchover_pause = "1s"
+lock_ttl = "15s"
+[coordinator]
+kind = "etcd"
+[coordinator.etcd]
+endpoints = ["http://127.0.0.1:{etcd_proxy}"]
+[webhook]
+bearer_token = {{ file = "{bearer}" }}
+[[cluster]]
+name = "{CLUSTER}"
+nodes = [{nodes}]
+"#,
+        events = dir.path().join("events.jsonl").display(),
+        bearer = bearer.display(),
+        nodes = addrs.join(", "),
+    );
+    let config = dir.path().join("pika-remedy.toml");
+    std::fs::write(&config, text).expect("write config");
+    Inst {
+        dir,
+        config,
+        svc: None,
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Faults.
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Kill9,
+    Pause,
+    /// Cut off from the service only (the node's replication still works).
+    CutService,
+    /// Cut off from the other nodes only (the service still sees everything).
+    CutNodes,
+    /// Both: the node is alone with the clients on its side.
+    Isolate,
+    /// 200–1000 ms added to every chunk to and from the node (netem-like delay).
+    Delay,
+    ServeRestart,
+    EtcdKill,
+    CoordCut,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Kill9 => "kill9",
+            Kind::Pause => "pause",
+            Kind::CutService => "cut_service",
+            Kind::CutNodes => "cut_nodes",
+            Kind::Isolate => "isolate",
+            Kind::Delay => "delay",
+            Kind::ServeRestart => "serve_restart",
+            Kind::EtcdKill => "etcd_kill",
+            Kind::CoordCut => "coord_cut",
+        }
+    }
+}
+
+struct Outcome {
+    kind: Kind,
+    target: String,
+    hold_ms: u64,
+    failover: bool,
+    converge_s: Option<f64>,
+    dual_master_ms: u64,
+    acked: usize,
+    lost: usize,
+}
+
+struct World {
+    nodes: Vec<Node>,
+    etcd: EtcdServer,
+    etcd_proxy: Proxy,
+    insts: Vec<Inst>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl World {
+    fn start_serve(&mut self, i: usize) {
+        let cfg = self.insts[i].config.clone();
+        let s = self.rt.block_on(Service::start(&cfg));
+        self.insts[i].svc = Some(s);
+    }
+
+    fn logs(&self) -> String {
+        self.insts
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let log = x.svc.as_ref().map(|s| s.log()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!(
+                    "--- serve {i} ({}):\n{}",
+                    x.dir.path().display(),
+                    tail.join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn master_index(nodes: &[Node]) -> Option<usize> {
+    (0..nodes.len()).find(|&i| role_of(nodes[i].direct()).is_some_and(|r| r.0 == "master"))
+}
+
+fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
+    let etcd = EtcdServer::start_new();
+    let etcd_port: u16 = etcd
+        .endpoint()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("etcd port");
+    let etcd_proxy = Proxy::start();
+    etcd_proxy.set_target(etcd_port);
+    let m = Node::start(0, None);
+    let r1 = Node::start(1, Some(m.proxy.port));
+    let r2 = Node::start(2, Some(m.proxy.port));
+    let nodes = vec![m, r1, r2];
+    assert!(
+        support::redis::wait_until(Duration::from_secs(15), || converged(&nodes).is_some()),
+        "initial cluster did not link"
+    );
+    let insts = vec![
+        instance("chaos-a", etcd_proxy.port, &nodes),
+        instance("chaos-b", etcd_proxy.port, &nodes),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut w = World {
+        nodes,
+        etcd,
+        etcd_proxy,
+        insts,
+        rt,
+    };
+    // The operator's bootstrap of the record.
+    let cfg = w.insts[0].config.display().to_string();
+    let master = format!("127.0.0.1:{}", w.nodes[0].proxy.port);
+    let (code, out, err) = cli(
+        &[
+            "record",
+            "--config",
+            &cfg,
+            "--cluster",
+            CLUSTER,
+            "--master",
+            &master,
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 0, "record failed:\n{out}\n{err}");
+    w.start_serve(0);
+    w.start_serve(1);
+
+    let ports: Vec<u16> = w.nodes.iter().map(|n| n.direct()).collect();
+    let budget = Duration::from_secs(60 + n as u64 * 60);
+    let mut load = Load::start(ports, budget);
+    let mut rng = Rng::new(seed);
+    let mut outcomes = Vec::new();
+    std::thread::sleep(Duration::from_secs(1));
+    for f in 0..n {
+        let kind = match rng.below(17) {
+            0..=2 => Kind::Kill9,
+            3..=4 => Kind::Pause,
+            5..=6 => Kind::CutService,
+            7..=8 => Kind::CutNodes,
+            9..=11 => Kind::Isolate,
+            12 => Kind::Delay,
+            13 => Kind::ServeRestart,
+            14 => Kind::EtcdKill,
+            _ => Kind::CoordCut,
+        };
+        let delay = 200 + rng.below(800);
+        let hold = Duration::from_millis(HOLD_MIN_MS + rng.below(HOLD_MAX_MS - HOLD_MIN_MS));
+        let current = master_index(&w.nodes).unwrap_or(0);
+        // Node faults hit the master half the time, else a random node.
+        let node = if rng.below(2) == 0 {
+            current
+        } else {
+            rng.below(w.nodes.len() as u64) as usize
+        };
+        let serve = rng.below(2) as usize;
+        let start = Instant::now();
+        let target = match kind {
+            Kind::Kill9
+            | Kind::Pause
+            | Kind::CutService
+            | Kind::CutNodes
+            | Kind::Isolate
+            | Kind::Delay => {
+                let role = if node == current { "master" } else { "replica" };
+                format!("{} ({role})", w.nodes[node].name)
+            }
+            Kind::ServeRestart => format!("serve {serve}"),
+            Kind::EtcdKill | Kind::CoordCut => "etcd".to_string(),
+        };
+        match kind {
+            Kind::Kill9 => {
+                w.nodes[node].redis.kill9();
+                std::thread::sleep(hold);
+                w.nodes[node].redis.restart();
+            }
+            Kind::Pause => {
+                let pid = w.nodes[node].pid();
+                if let Some(p) = pid {
+                    signal(p, "STOP");
+                }
+                std::thread::sleep(hold);
+                if let Some(p) = pid {
+                    signal(p, "CONT");
+                }
+            }
+            Kind::CutService | Kind::CutNodes | Kind::Isolate => {
+                if kind != Kind::CutNodes {
+                    w.nodes[node].proxy.block(SERVICE_IP);
+                }
+                if kind != Kind::CutService {
+                    let me = w.nodes[node].source;
+                    for (y, other) in w.nodes.iter().enumerate() {
+                        if y != node {
+                            w.nodes[node].proxy.block(other.source);
+                            other.proxy.block(me);
+                        }
+                    }
+                }
+                std::thread::sleep(hold);
+                for n in &w.nodes {
+                    n.proxy.heal();
+                }
+            }
+            Kind::Delay => {
+                w.nodes[node].proxy.set_delay(delay);
+                std::thread::sleep(hold);
+                w.nodes[node].proxy.heal();
+            }
+            Kind::ServeRestart => {
+                if let Some(mut s) = w.insts[serve].svc.take() {
+                    s.kill();
+                }
+                std::thread::sleep(hold);
+                w.start_serve(serve);
+            }
+            Kind::EtcdKill => {
+                w.etcd.stop();
+                std::thread::sleep(hold);
+                w.etcd.start();
+            }
+            Kind::CoordCut => {
+                w.etcd_proxy.cut();
+                std::thread::sleep(hold);
+                w.etcd_proxy.heal();
+            }
+        }
+        let healed = Instant::now();
+        let mut final_master = None;
+        while healed.elapsed() < CONVERGE_TIMEOUT {
+            if let Some(m) = converged(&w.nodes) {
+                final_master = Some(m);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let converge_s = final_master.map(|_| healed.elapsed().as_secs_f64());
+        let done = Instant::now();
+        let window: Vec<Ack> = load
+            .acks
+            .lock()
+            .expect("acks")
+            .iter()
+            .filter(|a| a.at >= start && a.at <= done)
+            .copied()
+            .collect();
+        let lost = match final_master {
+            Some(m) => missing_on(w.nodes[m].direct(), &window)
+                .map(|v| v.len())
+                .unwrap_or(window.len()),
+            None => window.len(),
+        };
+        let o = Outcome {
+            kind,
+            target,
+            hold_ms: hold.as_millis() as u64,
+            failover: final_master.is_some_and(|m| m != current),
+            converge_s,
+            dual_master_ms: load.dual_master_ms(start, done),
+            acked: window.len(),
+            lost,
+        };
+        eprintln!(
+            "chaos fault {f}: {} {} held {} ms: converged {} s, failover {}, dual-master {} ms, {} acked, {} lost",
+            o.kind.name(),
+            o.target,
+            o.hold_ms,
+            o.converge_s.map(|s| format!("{s:.1}")).unwrap_or("NOT".into()),
+            o.failover,
+            o.dual_master_ms,
+            o.acked,
+            o.lost
+        );
+        if converge_s.is_none() {
+            eprintln!("not converged; service logs:\n{}", w.logs());
+        }
+        outcomes.push(o);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    load.stop();
+    // Every acknowledged write of the whole run, checked on the final master.
+    let acks = load.acks.lock().expect("acks").clone();
+    let final_master = converged(&w.nodes);
+    let total_lost = final_master
+        .map(|m| missing_on(w.nodes[m].direct(), &acks).map(|v| v.len()))
+        .unwrap_or(Ok(acks.len()))
+        .unwrap_or(acks.len());
+    report(seed, &outcomes, acks.len(), total_lost);
+    for i in 0..w.insts.len() {
+        if let Some(mut s) = w.insts[i].svc.take() {
+            s.kill();
+        }
+    }
+    outcomes
+}
+
+fn report(seed: u64, outcomes: &[Outcome], total_acked: usize, total_lost: usize) {
+    let mut table = String::new();
+    table.push_str(&format!(
+        "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5}\n",
+        "#", "fault", "target", "hold_ms", "failover", "converge_s", "dual_ms", "acked", "lost"
+    ));
+    for (i, o) in outcomes.iter().enumerate() {
+        table.push_str(&format!(
+            "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5}\n",
+            i,
+            o.kind.name(),
+            o.target,
+            o.hold_ms,
+            o.failover,
+            o.converge_s
+                .map(|s| format!("{s:.1}"))
+                .unwrap_or("NOT".into()),
+            o.dual_master_ms,
+            o.acked,
+            o.lost
+        ));
+    }
+    // Per kind: count, max convergence, total dual-master window, lost writes.
+    let kinds = [
+        Kind::Kill9,
+        Kind::Pause,
+        Kind::CutService,
+        Kind::CutNodes,
+        Kind::Isolate,
+        Kind::Delay,
+        Kind::ServeRestart,
+        Kind::EtcdKill,
+        Kind::CoordCut,
+    ];
+    let mut summary = Vec::new();
+    table.push_str("\nper fault kind: count, failovers, max converge_s, max dual_ms, lost\n");
+    for k in kinds {
+        let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.kind == k).collect();
+        if of.is_empty() {
+            continue;
+        }
+        let max_conv = of
+            .iter()
+            .filter_map(|o| o.converge_s)
+            .fold(0.0f64, f64::max);
+        let not_conv = of.iter().filter(|o| o.converge_s.is_none()).count();
+        let max_dual = of.iter().map(|o| o.dual_master_ms).max().unwrap_or(0);
+        let lost: usize = of.iter().map(|o| o.lost).sum();
+        let fo = of.iter().filter(|o| o.failover).count();
+        table.push_str(&format!(
+            "  {:<14} {:>3} {:>3} {:>6.1}{} {:>6} {:>5}\n",
+            k.name(),
+            of.len(),
+            fo,
+            max_conv,
+            if not_conv > 0 {
+                format!(" ({not_conv} NOT)")
+            } else {
+                String::new()
+            },
+            max_dual,
+            lost
+        ));
+        summary.push(json!({"kind": k.name(), "count": of.len(), "failovers": fo,
+            "max_converge_s": max_conv, "not_converged": not_conv, "max_dual_master_ms": max_dual,
+            "lost": lost}));
+    }
+    table.push_str(&format!(
+        "\nwhole run: {total_acked} acknowledged writes, {total_lost} missing on the final master\n"
+    ));
+    println!("\n{table}");
+    let j: Value = json!({
+        "seed": seed,
+        "faults": outcomes.len(),
+        "acknowledged_writes": total_acked,
+        "lost_on_final_master": total_lost,
+        "per_kind": summary,
+        "runs": outcomes.iter().map(|o| json!({
+            "fault": o.kind.name(), "target": o.target, "hold_ms": o.hold_ms,
+            "failover": o.failover, "converge_s": o.converge_s,
+            "dual_master_ms": o.dual_master_ms, "acked": o.acked, "lost": o.lost,
+        })).collect::<Vec<_>>(),
+    });
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("chaos");
+    let _ = std::fs::create_dir_all(&dir);
+    let p = dir.join(format!("chaos-seed{seed}-n{}.json", outcomes.len()));
+    std::fs::write(&p, serde_json::to_string_pretty(&j).expect("json")).expect("write json");
+    println!("JSON: {}", p.display());
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The short run in `make test` (3 faults); `make chaos N=… SEED=…` runs the long one. Fails
+/// if any fault left the cluster unconverged past `CONVERGE_TIMEOUT`.
+#[test]
+fn chaos() {
+    let n = env_u64("CHAOS_N", 3) as usize;
+    let seed = env_u64("CHAOS_SEED", 1);
+    let outcomes = run_chaos(n, seed);
+    assert_eq!(outcomes.len(), n);
+    let stuck: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.converge_s.is_none())
+        .map(|(i, o)| format!("#{i} {} {}", o.kind.name(), o.target))
+        .collect();
+    assert!(stuck.is_empty(), "not converged after: {stuck:?}");
+}
