@@ -825,9 +825,6 @@ fn offset_of(n: &PikaNode) -> u64 {
 /// alone would pick it) is never promoted when the master dies: the healthy slave is. Judged
 /// from INFO on the nodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "src bug: once the master dies Pika turns the slave's db0:error into db0:no_connect, \
-            and decide ranks only the current observation, so the diverged slave (highest \
-            offset) is promoted; see the integrator note"]
 async fn replica_in_link_error_is_never_promoted() {
     let Some(bin) = pika_or_skip("pika_real replica_in_link_error") else {
         return;
@@ -854,6 +851,26 @@ async fn replica_in_link_error_is_never_promoted() {
     record_master(&s, &set.master.addr().to_string());
     let svc = Service::start(&s.config).await;
     let old = set.master.addr().to_string();
+    // The service must have seen the error while the master lived: once it died, Pika shows
+    // `db0:no_connect` and only the service's memory of the link tells the two slaves apart.
+    let c_addr = set.replicas[1].addr().to_string();
+    let t = Instant::now();
+    loop {
+        let v = snapshot(&svc).await;
+        let c_links = v["observation"]["nodes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["addr"] == c_addr.as_str()).cloned())
+            .map(|n| n["status"]["Ok"]["db_links"].to_string())
+            .unwrap_or_default();
+        if c_links.contains("error") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the poller never saw the error slave in error: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     set.master.kill9();
     // What the nodes say once the master is gone (the error state does not survive the loss
     // of the connection: this is what the decision sees).

@@ -66,8 +66,8 @@ use tracing::{info, warn};
 
 use crate::config::{ClusterConfig, Policy};
 use crate::coord::{CoordError, Coordinator, Holder, Lease, LockOutcome};
-use crate::decide::{decide, Action, Gate};
-use crate::model::{Addr, Observation, Role, TopologyRecord, Versioned};
+use crate::decide::{decide, Action, Gate, MasterSeen};
+use crate::model::{Observation, Role, TopologyRecord, Versioned};
 use crate::node::Nodes;
 use crate::observe::observe;
 
@@ -84,10 +84,11 @@ pub struct Ctx<'a, N: Nodes, C: Coordinator> {
     pub dry_run: bool,
     /// Global or per-cluster pause.
     pub paused: bool,
-    /// A master and its offset when the service's poller last saw it alive. If it is the
-    /// recorded master, that offset is the absolute lag reference for candidates; `None` when
-    /// there is no history (CLI).
-    pub last_seen_master: Option<(Addr, u64)>,
+    /// What the service's poller saw the last time a master was alive. If it is the recorded
+    /// master (same epoch), its offset is the absolute lag reference for candidates and the
+    /// other nodes' links then bar those that were not linked; `None` when there is no
+    /// history (CLI).
+    pub last_seen_master: Option<MasterSeen>,
 }
 
 tokio::task_local! {
@@ -145,15 +146,16 @@ pub async fn look<N: Nodes, C: Coordinator>(
         ctx.coord.read_record(&ctx.cluster.name)
     );
     let record = record?;
-    // An offset seen for a previous master is no reference for this one.
-    let last_master_offset = match (&ctx.last_seen_master, &record) {
-        (Some((addr, offset)), Some(r)) if *addr == r.value.master => Some(*offset),
-        _ => None,
+    // What was seen of a previous master (or epoch) is no reference for this one.
+    let (last_master_offset, links_before) = match (&ctx.last_seen_master, &record) {
+        (Some(seen), Some(r)) => seen.for_record(&r.value),
+        _ => (None, Default::default()),
     };
     let gate = Gate {
         now: now_unix(),
         paused: ctx.paused,
         last_master_offset,
+        links_before,
     };
     let plan = decide(
         trigger,

@@ -52,7 +52,7 @@ impl Reconciler for Service {
         let mode = Mode {
             dry_run: ctl.dry_run,
             paused: ctl.paused,
-            last_seen_master: self.cache.master_offset(cluster),
+            last_seen_master: self.cache.master_seen(cluster),
         };
         let bound = self.bound(h.cluster.nodes.len());
         let out = match tokio::time::timeout(bound, h.reconcile(trigger.clone(), &mode)).await {

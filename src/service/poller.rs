@@ -1,7 +1,7 @@
 //! The polling task behind `/metrics`: every `interval`, observe each cluster (clusters in
 //! parallel, nodes in parallel inside [`crate::observe::observe`]), read the recorded topology,
 //! and update [`Metrics`] and the one per-cluster [`ClusterCache`] (last observation, last
-//! record read, last offset of the recorded master).
+//! record read, and what was seen of the recorded master and its replicas while it was alive).
 //!
 //! - **No overlap per cluster:** a tick whose cluster poll is still running is skipped and
 //!   counted (`pika_remedy_polls_skipped_total`); a slow cluster never delays the others.
@@ -22,8 +22,9 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::ClusterConfig;
 use crate::coord::Coordinator;
+use crate::decide::{LinkSnapshot, MasterSeen, PriorLink};
 use crate::metrics::Metrics;
-use crate::model::{Addr, Observation, TopologyRecord};
+use crate::model::{Addr, Observation, Role, TopologyRecord};
 use crate::node::Nodes;
 use crate::observe::observe;
 
@@ -71,9 +72,10 @@ pub struct Seen {
     /// The last record read successfully: used while the coordinator is briefly away, so
     /// `node_expected_role` does not vanish.
     pub record: Option<TopologyRecord>,
-    /// The recorded master and its offset the last time a poll saw it alive as master. A
-    /// failover uses it as the lag reference (see `decide::Gate::last_master_offset`).
-    pub master_offset: Option<(Addr, u64)>,
+    /// The recorded master the last time a poll saw it alive as master: its offset (the lag
+    /// reference of a failover, `decide::Gate::last_master_offset`) and the other nodes' links
+    /// (`decide::Gate::links_before`).
+    pub master_seen: Option<MasterSeen>,
 }
 
 /// The one per-cluster cache: the poller writes it, the service reads it. Cheap to clone
@@ -92,8 +94,8 @@ impl ClusterCache {
         self.get(cluster).observation
     }
 
-    pub fn master_offset(&self, cluster: &str) -> Option<(Addr, u64)> {
-        self.get(cluster).master_offset
+    pub fn master_seen(&self, cluster: &str) -> Option<MasterSeen> {
+        self.get(cluster).master_seen
     }
 
     /// How many clusters have been seen.
@@ -111,18 +113,53 @@ impl ClusterCache {
     }
 }
 
-/// The recorded master's offset from `obs`, if it is reachable and reports role master.
-pub fn master_offset(
-    obs: &crate::model::Observation,
+/// What `obs` adds to `prev` (the last sighting) if the recorded master is reachable and
+/// reports role master; `None` otherwise (the sighting stays as it was). For the same master
+/// and epoch, a node that did not answer keeps its last link, and the count of polls in a row
+/// that found a node not linked goes on; an offset not reported keeps the last one.
+pub fn master_seen(
+    obs: &Observation,
     record: Option<&TopologyRecord>,
-) -> Option<(crate::model::Addr, u64)> {
-    let m = &record?.master;
+    prev: Option<&MasterSeen>,
+) -> Option<MasterSeen> {
+    let rec = record?;
+    let m = &rec.master;
     let s = obs.node(m)?.reachable()?;
-    (s.role == crate::model::Role::Master).then_some(())?;
-    Some((m.clone(), s.offset?))
+    if s.role != Role::Master {
+        return None;
+    }
+    let prev = prev.filter(|p| &p.master == m && p.epoch == rec.epoch);
+    let mut links: BTreeMap<Addr, PriorLink> = BTreeMap::new();
+    for n in obs.nodes.iter().filter(|n| &n.addr != m) {
+        let before = prev.and_then(|p| p.links.get(&n.addr));
+        let Some(ns) = n.reachable() else {
+            if let Some(b) = before {
+                links.insert(n.addr.clone(), b.clone());
+            }
+            continue;
+        };
+        let last = LinkSnapshot::of(ns);
+        let unlinked_polls = if last.linked_to(m) {
+            0
+        } else {
+            before.map_or(0, |b| b.unlinked_polls).saturating_add(1)
+        };
+        links.insert(
+            n.addr.clone(),
+            PriorLink {
+                last,
+                unlinked_polls,
+            },
+        );
+    }
+    Some(MasterSeen {
+        master: m.clone(),
+        epoch: rec.epoch,
+        offset: s.offset.or_else(|| prev.and_then(|p| p.offset)),
+        links,
+    })
 }
 
-/// Last record read successfully, per cluster (see module docs).
 /// Poll one cluster once: observe, read the record, update metrics and the cache.
 /// Returns the number of failed node queries (all nodes if the poll hit its bound).
 pub async fn poll_cluster<N, C, P>(
@@ -157,11 +194,11 @@ where
             shared.cache.get(name).record
         }
     };
-    if let Some(offset) = master_offset(&obs, record.as_ref()) {
-        shared
-            .cache
-            .update(name, |seen| seen.master_offset = Some(offset));
-    }
+    shared.cache.update(name, |seen| {
+        if let Some(now) = master_seen(&obs, record.as_ref(), seen.master_seen.as_ref()) {
+            seen.master_seen = Some(now);
+        }
+    });
     let errors = obs.nodes.iter().filter(|n| n.status.is_err()).count() as u64;
     shared.metrics.observe_cluster(
         &obs,
@@ -219,5 +256,85 @@ pub async fn poll_loop<N, C, P>(
     }
     for h in running.into_iter().flatten() {
         h.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LinkState, NodeObservation};
+
+    fn node(addr: &str, status: Result<&str, &str>) -> NodeObservation {
+        let status = match status {
+            Ok(info) => Ok(crate::node::info::parse(info).expect("info parses")),
+            Err(e) => Err(e.to_string()),
+        };
+        NodeObservation {
+            addr: addr.parse().expect("addr"),
+            priority: 100,
+            never_promote: false,
+            status,
+        }
+    }
+
+    const MASTER: &str =
+        "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:100\r\n";
+    const UP: &str = "# Replication\r\nrole:slave\r\nmaster_host:m\r\nmaster_port:1\r\nmaster_link_status:up\r\nslave_repl_offset:90\r\n";
+    const DOWN: &str = "# Replication\r\nrole:slave\r\nmaster_host:m\r\nmaster_port:1\r\nmaster_link_status:down\r\nslave_repl_offset:90\r\n";
+
+    fn obs(master: Result<&str, &str>, r: Result<&str, &str>) -> Observation {
+        Observation {
+            cluster: "c".into(),
+            nodes: vec![node("m:1", master), node("r:1", r)],
+        }
+    }
+
+    fn rec(epoch: u64) -> TopologyRecord {
+        TopologyRecord {
+            master: "m:1".parse().expect("addr"),
+            replicas: vec!["r:1".parse().expect("addr")],
+            epoch,
+            updated_at: 0,
+            last_failover_at: None,
+            reason: String::new(),
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn the_sighting_counts_unlinked_polls_only_while_the_master_lives() {
+        let r: Addr = "r:1".parse().expect("addr");
+        let polls = |seen: Option<&MasterSeen>| {
+            seen.and_then(|s| s.links.get(&r)).map(|p| p.unlinked_polls)
+        };
+        let one = master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(1)), None);
+        assert_eq!(polls(one.as_ref()), Some(1));
+        assert_eq!(one.as_ref().and_then(|s| s.offset), Some(100));
+        let two = master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(1)), one.as_ref());
+        assert_eq!(polls(two.as_ref()), Some(2));
+        // The replica does not answer: its last link and count stay.
+        let same = master_seen(
+            &obs(Ok(MASTER), Err("timeout")),
+            Some(&rec(1)),
+            two.as_ref(),
+        );
+        assert_eq!(polls(same.as_ref()), Some(2));
+        // The master does not answer: no new sighting (the caller keeps the last one).
+        assert_eq!(
+            master_seen(&obs(Err("refused"), Ok(DOWN)), Some(&rec(1)), two.as_ref()),
+            None
+        );
+        // Linked again: the count restarts.
+        let up = master_seen(&obs(Ok(MASTER), Ok(UP)), Some(&rec(1)), two.as_ref());
+        assert_eq!(polls(up.as_ref()), Some(0));
+        assert_eq!(
+            up.as_ref()
+                .and_then(|s| s.links.get(&r))
+                .and_then(|p| p.last.link),
+            Some(LinkState::Up)
+        );
+        // A new epoch starts a new count.
+        let next = master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(2)), two.as_ref());
+        assert_eq!(polls(next.as_ref()), Some(1));
     }
 }
