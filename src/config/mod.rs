@@ -203,7 +203,9 @@ pub struct Policy {
     /// Bound for "role is master" after `SLAVEOF NO ONE`.
     #[serde(with = "humantime_serde")]
     pub promote_timeout: Duration,
-    /// Bound for "link up" after `SLAVEOF host port`, before one forced retry.
+    /// Bound for "link up" after `SLAVEOF host port`, before one forced retry. Default 15 s:
+    /// after a forced re-attach to the same master, Pika refuses the slave with `Slave
+    /// AlreadyExist` for 11–13 s before the link comes up.
     #[serde(with = "humantime_serde")]
     pub link_timeout: Duration,
     /// Bound for retries of Pika's `already master of others`.
@@ -225,7 +227,7 @@ impl Default for Policy {
             cooldown: Duration::from_secs(300),
             min_observed: 1,
             promote_timeout: Duration::from_secs(10),
-            link_timeout: Duration::from_secs(10),
+            link_timeout: Duration::from_secs(15),
             detach_timeout: Duration::from_secs(10),
             switchover_pause: Duration::from_secs(5),
             lock_ttl: Duration::from_secs(60),
@@ -533,6 +535,25 @@ nodes = [{ addr = "127.0.0.1:9221" }, { addr = "127.0.0.1:9222", priority = 10 }
         let c = Config::parse(&text, "t.toml").unwrap();
         let e = c.validate("t.toml").unwrap_err();
         assert_eq!(e.field, "policy.lock_ttl", "{e}");
+    }
+
+    #[test]
+    fn default_link_timeout_outlasts_pikas_already_exist_window_and_fits_the_default_lock_ttl() {
+        let p = Policy::default();
+        // Pika refuses a forced re-attach to the same master for 11–13 s ("Slave AlreadyExist").
+        assert!(
+            p.link_timeout >= Duration::from_secs(15),
+            "{:?}",
+            p.link_timeout
+        );
+        let worst = p.worst_case_action(&Timeouts::default());
+        assert!(
+            p.lock_ttl > worst,
+            "lock_ttl {:?} <= worst case {worst:?}",
+            p.lock_ttl
+        );
+        let c = Config::parse(MIN, "t.toml").unwrap();
+        c.validate("t.toml").unwrap();
     }
 
     fn with_renames(table: &str) -> Result<Config, ConfigError> {
