@@ -117,6 +117,9 @@ pub struct ServiceConfig {
     /// Run a periodic reconcile (trigger `periodic`) every this long; `0s` = off.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
+    /// Start a reconcile (source `self`) as soon as a poll sees the recorded master unreachable
+    /// or another node claiming master, without waiting for an alert. `false`: alerts only.
+    pub self_trigger: bool,
     /// Audit trail as JSON lines; none if unset.
     pub events_file: Option<PathBuf>,
     /// In-memory audit ring size.
@@ -153,6 +156,7 @@ impl Default for ServiceConfig {
             instance_id: None,
             poll_interval: Duration::from_millis(500),
             check_interval: Duration::from_secs(0),
+            self_trigger: true,
             events_file: None,
             events_capacity: 1000,
             events_file_max_bytes: crate::service::events::DEFAULT_FILE_MAX_BYTES,

@@ -11,9 +11,21 @@
 //! - **Coordinator blips:** if the record cannot be read, the last record read successfully is
 //!   used, so `node_expected_role` does not vanish (and role alerts do not flap) while the
 //!   coordinator is briefly away; `coordinator_up` goes to 0.
+//! - **Self-triggered reconciles** (`service.self_trigger`, [`SelfTrigger`]): a poll that finds
+//!   the recorded master unreachable (or not a master), or another node claiming master,
+//!   submits a reconcile at once through the supervisor (source `self`), without waiting for
+//!   Prometheus and Alertmanager. Nothing is decided here: the reconcile applies the same
+//!   holistic check and confirmation as for an alert, so a transient poll failure of a live
+//!   master ends in "no action". A timeout is confirmed first by quick re-probes
+//!   ([`REPROBE_EVERY`], at most [`REPROBES`]; the first answer cancels it); a refused
+//!   connection is taken as it is (a stronger signal: nothing listens). One self-triggered
+//!   reconcile per cluster at a time; while the same condition persists after one that did not
+//!   act, the next waits [`SelfTrigger::quiet`]; a clean poll clears it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -22,11 +34,12 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::ClusterConfig;
 use crate::coord::Coordinator;
-use crate::decide::{LinkSnapshot, MasterSeen, PriorLink};
+use crate::decide::{LinkSnapshot, MasterSeen, PriorLink, Trigger};
 use crate::metrics::Metrics;
 use crate::model::{Addr, Observation, Role, TopologyRecord};
-use crate::node::Nodes;
+use crate::node::{NodeError, Nodes};
 use crate::observe::observe;
+use crate::reconcile::{Outcome, Result_};
 
 /// One cluster to poll, with its node client (one per cluster: one password per cluster).
 pub struct PollTarget<N> {
@@ -62,6 +75,191 @@ pub struct PollShared<C, P> {
     /// Is automatic remediation paused for this cluster (global or per-cluster switch)?
     pub paused: P,
     pub settings: PollSettings,
+    /// Submit a reconcile when a poll finds the master in trouble (`None`: alerts only).
+    pub self_trigger: Option<SelfTrigger>,
+}
+
+/// Time between quick re-probes of a master whose poll failed with something else than a
+/// refused connection.
+pub const REPROBE_EVERY: Duration = Duration::from_millis(50);
+/// Re-probes at most (each bounded by the node client's timeouts).
+pub const REPROBES: u32 = 3;
+
+/// The future of one submitted reconcile: its outcome, or `None` if it was not accepted
+/// (shutting down, unknown cluster).
+pub type Submitted = Pin<Box<dyn Future<Output = Option<Outcome>> + Send>>;
+
+/// How the poller starts reconciles on its own (see the module docs), and their per-cluster
+/// state. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct SelfTrigger {
+    submit: Arc<dyn Fn(String, Trigger) -> Submitted + Send + Sync>,
+    /// After a self-triggered reconcile that did not act, how long the same condition waits
+    /// before the next one.
+    quiet: Duration,
+    state: Arc<Mutex<BTreeMap<String, Suspect>>>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Suspect {
+    in_flight: bool,
+    quiet_until: Option<Instant>,
+}
+
+impl std::fmt::Debug for SelfTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfTrigger")
+            .field("quiet", &self.quiet)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SelfTrigger {
+    /// `submit(cluster, trigger)` runs a reconcile (through the supervisor: single flight)
+    /// and resolves with its outcome.
+    pub fn new(
+        quiet: Duration,
+        submit: impl Fn(String, Trigger) -> Submitted + Send + Sync + 'static,
+    ) -> SelfTrigger {
+        SelfTrigger {
+            submit: Arc::new(submit),
+            quiet,
+            state: Arc::default(),
+        }
+    }
+
+    pub fn quiet(&self) -> Duration {
+        self.quiet
+    }
+
+    fn with<T>(&self, cluster: &str, f: impl FnOnce(&mut Suspect) -> T) -> T {
+        let mut m = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(cluster.to_string()).or_default())
+    }
+
+    /// A clean poll: the next trouble triggers at once.
+    fn clear(&self, cluster: &str) {
+        self.with(cluster, |s| s.quiet_until = None);
+    }
+
+    /// Would a trigger now be submitted (none in flight, not quiet)?
+    fn ready(&self, cluster: &str) -> bool {
+        self.with(cluster, |s| {
+            !s.in_flight && s.quiet_until.is_none_or(|t| Instant::now() >= t)
+        })
+    }
+
+    /// Submit `trigger` for `cluster` unless one is in flight or the cluster is quiet.
+    fn fire(&self, cluster: &str, trigger: Trigger, why: &str) {
+        let go = self.with(cluster, |s| {
+            let go = !s.in_flight && s.quiet_until.is_none_or(|t| Instant::now() >= t);
+            if go {
+                s.in_flight = true;
+            }
+            go
+        });
+        if !go {
+            return;
+        }
+        tracing::info!(
+            cluster,
+            trigger = trigger.label(),
+            why,
+            "self-triggered reconcile"
+        );
+        let fut = (self.submit)(cluster.to_string(), trigger);
+        let me = self.clone();
+        let name = cluster.to_string();
+        tokio::spawn(async move {
+            let out = fut.await;
+            // Acted (or may act on a retry): the next poll may trigger again at once.
+            let again = out.as_ref().is_some_and(|o| {
+                o.retryable || matches!(o.result, Result_::Applied | Result_::Failed { .. })
+            });
+            let quiet = me.quiet;
+            me.with(&name, |s| {
+                s.in_flight = false;
+                s.quiet_until = (!again).then(|| Instant::now() + quiet);
+            });
+        });
+    }
+}
+
+/// What a poll suggests, if anything: the trigger and why.
+fn suspicion(obs: &Observation, rec: &TopologyRecord) -> Option<(Trigger, String)> {
+    let m = &rec.master;
+    match obs.node(m).map(|n| &n.status) {
+        None => None,
+        Some(Err(e)) => Some((
+            Trigger::MasterDown,
+            format!("recorded master {m} unreachable: {e}"),
+        )),
+        Some(Ok(s)) if s.role != Role::Master => Some((
+            Trigger::RoleMismatch,
+            format!("recorded master {m} reports role {}", s.role.as_str()),
+        )),
+        Some(Ok(_)) => obs
+            .claiming_master()
+            .into_iter()
+            .find(|x| *x != m)
+            .map(|x| {
+                (
+                    Trigger::RoleMismatch,
+                    format!("{x} claims master against the record ({m})"),
+                )
+            }),
+    }
+}
+
+/// A poll of `m` failed with `first`: is it gone? A refused connection says so at once;
+/// otherwise up to [`REPROBES`] quick re-probes, and any answer says no.
+async fn master_gone<N: Nodes>(nodes: &N, m: &Addr, first: &str) -> bool {
+    let refused = NodeError::Refused.to_string();
+    if first == refused {
+        return true;
+    }
+    for _ in 0..REPROBES {
+        tokio::time::sleep(REPROBE_EVERY).await;
+        match nodes.status(m).await {
+            Ok(_) => return false,
+            Err(NodeError::Refused) => return true,
+            Err(_) => {}
+        }
+    }
+    true
+}
+
+/// After a poll: submit a self-triggered reconcile if the poll suggests one (see module docs).
+async fn maybe_self_trigger<N: Nodes>(
+    nodes: &N,
+    name: &str,
+    obs: &Observation,
+    record: Option<&TopologyRecord>,
+    paused: bool,
+    st: &SelfTrigger,
+) {
+    let Some(rec) = record else { return };
+    let Some((trigger, why)) = suspicion(obs, rec) else {
+        st.clear(name);
+        return;
+    };
+    if paused || !st.ready(name) {
+        return;
+    }
+    if trigger == Trigger::MasterDown {
+        let first = match obs.node(&rec.master).map(|n| &n.status) {
+            Some(Err(e)) => e.as_str(),
+            _ => "",
+        };
+        if !master_gone(nodes, &rec.master, first).await {
+            tracing::debug!(
+                cluster = name,
+                "master answered a re-probe after a failed poll"
+            );
+            return;
+        }
+    }
+    st.fire(name, trigger, &why);
 }
 
 /// What the poller last saw of one cluster.
@@ -200,16 +398,21 @@ where
         }
     });
     let errors = obs.nodes.iter().filter(|n| n.status.is_err()).count() as u64;
-    shared.metrics.observe_cluster(
-        &obs,
-        record.as_ref(),
-        (shared.paused)(name),
-        crate::reconcile::now_unix(),
-    );
+    let paused = (shared.paused)(name);
+    shared
+        .metrics
+        .observe_cluster(&obs, record.as_ref(), paused, crate::reconcile::now_unix());
     shared.metrics.poll_done(name, started.elapsed(), errors);
+    let Some(st) = &shared.self_trigger else {
+        shared
+            .cache
+            .update(name, |seen| seen.observation = Some(obs));
+        return errors;
+    };
     shared
         .cache
-        .update(name, |seen| seen.observation = Some(obs));
+        .update(name, |seen| seen.observation = Some(obs.clone()));
+    maybe_self_trigger(nodes, name, &obs, record.as_ref(), paused, st).await;
     errors
 }
 
