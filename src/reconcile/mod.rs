@@ -69,7 +69,7 @@ use crate::coord::{CoordError, Coordinator, Holder, Lease, LockOutcome};
 use crate::decide::{decide, Action, Gate, MasterSeen};
 use crate::model::{Observation, Role, TopologyRecord, Versioned};
 use crate::node::Nodes;
-use crate::observe::observe;
+use crate::observe::{observe, observe_pooled};
 
 /// Everything one reconcile needs. Borrowed, so callers keep ownership of clients.
 pub struct Ctx<'a, N: Nodes, C: Coordinator> {
@@ -136,15 +136,30 @@ pub fn summarize(obs: &Observation) -> Vec<String> {
         .collect()
 }
 
-/// Observe, read the record, decide: no lock, no mutation. Used by `plan` and as the first pass.
+/// Observe (on fresh connections), read the record, decide: no lock, no mutation. Used by
+/// `plan` and as the look under the lock.
 pub async fn look<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
     trigger: &Trigger,
 ) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
-    let (obs, record) = tokio::join!(
-        observe(ctx.nodes, ctx.cluster),
-        ctx.coord.read_record(&ctx.cluster.name)
-    );
+    look_with(ctx, trigger, false).await
+}
+
+/// [`look`]; `pooled`: on the nodes' kept connections (the first pass of a reconcile, which
+/// only decides whether to take the lock).
+async fn look_with<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: &Trigger,
+    pooled: bool,
+) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
+    let observation = async {
+        if pooled {
+            observe_pooled(ctx.nodes, ctx.cluster).await
+        } else {
+            observe(ctx.nodes, ctx.cluster).await
+        }
+    };
+    let (obs, record) = tokio::join!(observation, ctx.coord.read_record(&ctx.cluster.name));
     let record = record?;
     // What was seen of a previous master (or epoch) is no reference for this one.
     let (last_master_offset, links_before) = match (&ctx.last_seen_master, &record) {
@@ -188,7 +203,7 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
 
 /// First look without the lock; then lock, look again, and apply the plan under the lock.
 async fn run<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: &Trigger, out: &mut Outcome) {
-    let (obs, _record, plan) = match look(ctx, trigger).await {
+    let (obs, _record, plan) = match look_with(ctx, trigger, true).await {
         Ok(x) => x,
         Err(e) => return coordinator_down(out, e),
     };

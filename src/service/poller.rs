@@ -38,7 +38,7 @@ use crate::decide::{LinkSnapshot, MasterSeen, PriorLink, Trigger};
 use crate::metrics::Metrics;
 use crate::model::{Addr, Observation, Role, TopologyRecord};
 use crate::node::{NodeError, Nodes};
-use crate::observe::observe;
+use crate::observe::observe_pooled;
 use crate::reconcile::{Outcome, Result_};
 
 /// One cluster to poll, with its node client (one per cluster: one password per cluster).
@@ -372,7 +372,12 @@ where
 {
     let started = Instant::now();
     let name = cluster.name.as_str();
-    let work = async { tokio::join!(observe(nodes, cluster), shared.coord.read_record(name)) };
+    let work = async {
+        tokio::join!(
+            observe_pooled(nodes, cluster),
+            shared.coord.read_record(name)
+        )
+    };
     let Ok((obs, record)) = tokio::time::timeout(shared.settings.timeout, work).await else {
         let errors = cluster.nodes.len() as u64;
         tracing::warn!(cluster = name, timeout = ?shared.settings.timeout, "poll did not finish in time");
