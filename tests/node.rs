@@ -595,13 +595,21 @@ async fn pooled_status_keeps_one_connection_per_node_and_fresh_status_does_not()
     assert_eq!(n.pooled_connections(), 1);
     // One connection for 21 pooled calls, plus the one `stat` itself opens.
     let after = stat(&node, "total_connections_received");
-    assert_eq!(after - before, 2, "one kept connection (and the test's own)");
+    assert_eq!(
+        after - before,
+        2,
+        "one kept connection (and the test's own)"
+    );
     // `status` (the look under the lock, the steps) opens a fresh connection each time.
     for _ in 0..3 {
         n.status(&node.addr()).await.expect("fresh status");
     }
     let fresh = stat(&node, "total_connections_received");
-    assert_eq!(fresh - after, 4, "three fresh connections (and the test's own)");
+    assert_eq!(
+        fresh - after,
+        4,
+        "three fresh connections (and the test's own)"
+    );
 }
 
 #[tokio::test]

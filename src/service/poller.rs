@@ -3,6 +3,8 @@
 //! and update [`Metrics`] and the one per-cluster [`ClusterCache`] (last observation, last
 //! record read, and what was seen of the recorded master and its replicas while it was alive).
 //!
+//! - **Kept connections:** nodes are polled with [`Nodes::status_pooled`] (one connection per
+//!   node, reconnected on error), so an idle poll costs two INFOs and no handshake.
 //! - **No overlap per cluster:** a tick whose cluster poll is still running is skipped and
 //!   counted (`pika_remedy_polls_skipped_total`); a slow cluster never delays the others.
 //! - **Bounded:** each node call is bounded by the node client's timeouts, and the whole cluster
