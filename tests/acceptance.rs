@@ -68,6 +68,8 @@ fn run(coord: Coord, tag: &str) {
 
     let mut opts = RemedyOptions::new(coord, cl.cluster_toml(CLUSTER, &[]));
     opts.timeouts_extra = vec!["connect = \"200ms\"".into(), "command = \"1s\"".into()];
+    // The alert pipeline under test: the poller's own triggers would act first.
+    opts.service_extra = vec!["self_trigger = false".into()];
     let remedy = Remedy::start(&opts);
     remedy.record(CLUSTER, &old);
     tl.note(format!("pika-remedy serving on {}", remedy.port));

@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 
 use pika_remedy::config::Policy;
-use pika_remedy::decide::{decide, Action, Gate, Plan, Step, Trigger};
+use pika_remedy::decide::{decide, Action, Gate, LinkSnapshot, Plan, PriorLink, Step, Trigger};
 use pika_remedy::model::{
     Addr, BinlogPos, Engine, LinkState, NodeObservation, NodeStatus, Observation, ReplicaLine,
     Role, TopologyRecord,
 };
 
-use LinkState::{Down, Error, FullSync, Up};
+use LinkState::{Connecting, Down, Error, FullSync, Up};
 
 // ---------------------------------------------------------------------------------------------
 // Builders
@@ -397,6 +397,7 @@ fn row(name: &'static str, trigger: Trigger, obs: ClusterB, record: Option<RecB>
             now: NOW,
             paused: false,
             last_master_offset: None,
+            links_before: Default::default(),
         },
         action: NOTHING,
         reason: Reason::Has(""),
@@ -411,6 +412,31 @@ impl Row {
     }
     fn master_last_seen_at(mut self, offset: u64) -> Self {
         self.gate.last_master_offset = Some(offset);
+        self
+    }
+    /// What the poller saw of `node` in the last polls that saw m1:1 alive: a replica of
+    /// `master` with `link` (and these DB links), not linked in `polls` polls in a row.
+    fn was(
+        mut self,
+        node: &str,
+        master: &str,
+        link: LinkState,
+        dbs: &[(&str, LinkState)],
+        polls: u32,
+    ) -> Self {
+        let last = LinkSnapshot {
+            role: Role::Slave,
+            master: Some(a(master)),
+            link: Some(link),
+            db_links: dbs.iter().map(|(d, l)| (d.to_string(), *l)).collect(),
+        };
+        self.gate.links_before.insert(
+            a(node),
+            PriorLink {
+                last,
+                unlinked_polls: polls,
+            },
+        );
         self
     }
     fn paused(mut self) -> Self {
@@ -648,6 +674,52 @@ fn rows() -> Vec<Row> {
             redis_cluster("c").master("m1:1").offset(1000)
                 .replica("r1:1").of("m1:1").link(Down).offset(990).replid(Some("ffffffffffffffffffffffffffffffffffffffff")), m1())
             .expect(Action::NoAction, "topology converged on m1:1 at epoch 3"),
+        row("history: a replica in db0 error while the master lived is not promoted (Pika shows no_connect once it died)", Trigger::MasterDown,
+            master_dead(), m1())
+            .was("r1:1", "m1:1", Up, &[("db0", Up)], 0)
+            .was("r2:1", "m1:1", Down, &[("db0", Error)], 7)
+            .expect(failover("r1:1", &["r2:1"], "m1:1", true),
+                "recorded master m1:1 is unreachable and no replica sees it; promoting r1:1 (priority 100, offset 990)")
+            .candidates(&[("r1:1", None), ("r2:1", Some("was not linked to the master before it died: db0 link error"))]),
+        row("history: a replica in full sync while the master lived is not promoted, from one poll on", Trigger::MasterDown,
+            master_dead(), m1())
+            .was("r2:1", "m1:1", FullSync, &[], 1)
+            .expect_has(failover("r1:1", &["r2:1"], "m1:1", true), "promoting r1:1")
+            .candidates(&[("r1:1", None), ("r2:1", Some("was not linked to the master before it died: in full sync"))]),
+        row("history: a link down in one poll only is the poll that raced the death: no exclusion", Trigger::MasterDown,
+            master_dead(), m1())
+            .was("r1:1", "m1:1", Down, &[("db0", Down)], 1)
+            .was("r2:1", "m1:1", Down, &[("db0", Down)], 1)
+            .expect_has(failover("r2:1", &["r1:1"], "m1:1", true), "promoting r2:1")
+            .candidates(&[("r2:1", None), ("r1:1", None)]),
+        row("history: a link down in two polls in a row while the master lived is an exclusion", Trigger::MasterDown,
+            master_dead(), m1())
+            .was("r2:1", "m1:1", Down, &[("db0", Connecting)], 2)
+            .expect_has(failover("r1:1", &["r2:1"], "m1:1", true), "promoting r1:1")
+            .candidates(&[("r1:1", None), ("r2:1", Some("was not linked to the master before it died: link db0 connecting"))]),
+        row("history: following another node while the master lived is an exclusion", Trigger::MasterDown,
+            master_dead(), m1())
+            .was("r2:1", "x:1", Up, &[], 3)
+            .expect_has(failover("r1:1", &["r2:1"], "m1:1", true), "promoting r1:1")
+            .candidates(&[("r1:1", None), ("r2:1", Some("was not linked to the master before it died: followed x:1"))]),
+        row("history: linked then (the count is reset): no exclusion", Trigger::MasterDown,
+            master_dead(), m1())
+            .was("r2:1", "m1:1", Up, &[("db0", Up)], 0)
+            .expect_has(failover("r2:1", &["r1:1"], "m1:1", true), "promoting r2:1"),
+        row("history: every replica was not linked: refuse naming why", Trigger::MasterDown,
+            master_dead(), m1())
+            .was("r1:1", "m1:1", Down, &[("db0", Error)], 1)
+            .was("r2:1", "m1:1", Down, &[("db0", FullSync)], 4)
+            .expect(REFUSE, "no promotable replica: r1:1: was not linked to the master before it died: db0 link error; r2:1: was not linked to the master before it died: db0 in full sync"),
+        row("history: an operator naming the node overrides it (soft)", manual_failover(Some("r2:1")),
+            master_dead(), m1())
+            .was("r2:1", "m1:1", Down, &[("db0", Error)], 2)
+            .expect_has(failover("r2:1", &["r1:1"], "m1:1", false),
+                "operator override of: was not linked to the master before it died: db0 link error"),
+        row("history: a healthy master is repaired as usual (history is only for a failover)", Trigger::Periodic,
+            healthy(), m1())
+            .was("r2:1", "m1:1", Down, &[("db0", Error)], 2)
+            .expect(NOTHING, "topology converged on m1:1 at epoch 3"),
         row("master dead: fail over to the best offset", Trigger::MasterDown, master_dead(), m1())
             .expect(failover("r2:1", &["r1:1"], "m1:1", true),
                 "recorded master m1:1 is unreachable and no replica sees it; promoting r2:1 (priority 100, offset 1000)")

@@ -17,7 +17,7 @@ use pika_remedy::coord::consul::Consul;
 use pika_remedy::coord::etcd::Etcd;
 use pika_remedy::coord::local::Local;
 use pika_remedy::coord::{AnyCoord, Coordinator, Holder};
-use pika_remedy::decide::{Action, Trigger};
+use pika_remedy::decide::{Action, MasterSeen, Trigger};
 use pika_remedy::model::{Addr, TopologyRecord};
 use pika_remedy::node::redis::RedisNodes;
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
@@ -475,7 +475,12 @@ async fn lagging_replicas_are_refused_against_the_masters_last_seen_offset() {
     policy.max_lag_bytes = 1024;
     let ctx = Ctx {
         policy: &policy,
-        last_seen_master: Some((env.rc.master.addr(), master_offset)),
+        last_seen_master: Some(MasterSeen {
+            master: env.rc.master.addr(),
+            epoch: 1, // bootstrapped above
+            offset: Some(master_offset),
+            links: Default::default(),
+        }),
         ..env.ctx()
     };
     let out = env.run_ctx(&ctx, Trigger::MasterDown).await;

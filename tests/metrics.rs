@@ -1038,6 +1038,7 @@ async fn poll_loop_updates_metrics_skips_overlaps_and_stops() {
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(10),
         },
+        self_trigger: None,
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let targets = vec![

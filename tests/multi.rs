@@ -211,6 +211,9 @@ fn instance(backend: &Backend, cluster_toml: &str, id: &str, t: &Timing) -> Inst
 instance_id = "{id}"
 events_file = "{events}"
 poll_interval = "500ms"
+# The races and fences are choreographed by which instance gets the alert when; the
+# poller's own triggers would start reconciles of their own.
+self_trigger = false
 [timeouts]
 connect = "200ms"
 command = "300ms"

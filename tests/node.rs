@@ -570,3 +570,71 @@ async fn peer_requires_auth_and_checks_masterauth() {
     );
     assert!(peer.command_lines().iter().all(|l| !l.contains("nope")));
 }
+
+// ------------------------------------------------------------------ kept connections
+
+fn stat(node: &RedisNode, field: &str) -> u64 {
+    let info = node.cmd(&["INFO", "stats"]);
+    info_field(&info, field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in INFO stats:\n{info}"))
+}
+
+#[tokio::test]
+async fn pooled_status_keeps_one_connection_per_node_and_fresh_status_does_not() {
+    let node = RedisNode::start_master();
+    let n = nodes(None);
+    let before = stat(&node, "total_connections_received");
+    for _ in 0..20 {
+        let s = n.status_pooled(&node.addr()).await.expect("pooled status");
+        assert_eq!(s.role, Role::Master);
+    }
+    // A clone shares the kept connection (the poller and the reconcile share one client).
+    let clone = n.clone();
+    clone.status_pooled(&node.addr()).await.expect("clone");
+    assert_eq!(n.pooled_connections(), 1);
+    // One connection for 21 pooled calls, plus the one `stat` itself opens.
+    let after = stat(&node, "total_connections_received");
+    assert_eq!(
+        after - before,
+        2,
+        "one kept connection (and the test's own)"
+    );
+    // `status` (the look under the lock, the steps) opens a fresh connection each time.
+    for _ in 0..3 {
+        n.status(&node.addr()).await.expect("fresh status");
+    }
+    let fresh = stat(&node, "total_connections_received");
+    assert_eq!(
+        fresh - after,
+        4,
+        "three fresh connections (and the test's own)"
+    );
+}
+
+#[tokio::test]
+async fn pooled_status_sees_a_dead_node_at_once_and_reconnects_after_a_restart() {
+    let mut node = RedisNode::start_master();
+    let n = nodes(None);
+    n.status_pooled(&node.addr()).await.expect("first");
+    node.kill9();
+    let err = n
+        .status_pooled(&node.addr())
+        .await
+        .expect_err("a dead node is not hidden by a kept connection");
+    assert_eq!(err, NodeError::Refused, "{err}");
+    node.restart();
+    let s = n
+        .status_pooled(&node.addr())
+        .await
+        .expect("reconnected after the restart");
+    assert_eq!(s.role, Role::Master);
+    // A kept connection closed by the server is replaced within the same call.
+    node.cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    let s = n
+        .status_pooled(&node.addr())
+        .await
+        .expect("a closed kept connection is replaced");
+    assert_eq!(s.role, Role::Master);
+    assert_eq!(n.pooled_connections(), 1);
+}

@@ -120,6 +120,9 @@ pub struct ServiceConfig {
     /// Run a periodic reconcile (trigger `periodic`) every this long; `0s` = off.
     #[serde(with = "humantime_serde")]
     pub check_interval: Duration,
+    /// Start a reconcile (source `self`) as soon as a poll sees the recorded master unreachable
+    /// or another node claiming master, without waiting for an alert. `false`: alerts only.
+    pub self_trigger: bool,
     /// Audit trail as JSON lines; none if unset.
     pub events_file: Option<PathBuf>,
     /// In-memory audit ring size.
@@ -156,6 +159,7 @@ impl Default for ServiceConfig {
             instance_id: None,
             poll_interval: Duration::from_millis(500),
             check_interval: Duration::from_secs(0),
+            self_trigger: true,
             events_file: None,
             events_capacity: 1000,
             events_file_max_bytes: crate::service::events::DEFAULT_FILE_MAX_BYTES,
@@ -206,7 +210,9 @@ pub struct Policy {
     /// Bound for "role is master" after `SLAVEOF NO ONE`.
     #[serde(with = "humantime_serde")]
     pub promote_timeout: Duration,
-    /// Bound for "link up" after `SLAVEOF host port`, before one forced retry.
+    /// Bound for "link up" after `SLAVEOF host port`, before one forced retry. Default 15 s:
+    /// after a forced re-attach to the same master, Pika refuses the slave with `Slave
+    /// AlreadyExist` for 11–13 s before the link comes up.
     #[serde(with = "humantime_serde")]
     pub link_timeout: Duration,
     /// Bound for retries of Pika's `already master of others`.
@@ -228,7 +234,7 @@ impl Default for Policy {
             cooldown: Duration::from_secs(300),
             min_observed: 1,
             promote_timeout: Duration::from_secs(10),
-            link_timeout: Duration::from_secs(10),
+            link_timeout: Duration::from_secs(15),
             detach_timeout: Duration::from_secs(10),
             switchover_pause: Duration::from_secs(5),
             lock_ttl: Duration::from_secs(60),
@@ -536,6 +542,25 @@ nodes = [{ addr = "127.0.0.1:9221" }, { addr = "127.0.0.1:9222", priority = 10 }
         let c = Config::parse(&text, "t.toml").unwrap();
         let e = c.validate("t.toml").unwrap_err();
         assert_eq!(e.field, "policy.lock_ttl", "{e}");
+    }
+
+    #[test]
+    fn default_link_timeout_outlasts_pikas_already_exist_window_and_fits_the_default_lock_ttl() {
+        let p = Policy::default();
+        // Pika refuses a forced re-attach to the same master for 11–13 s ("Slave AlreadyExist").
+        assert!(
+            p.link_timeout >= Duration::from_secs(15),
+            "{:?}",
+            p.link_timeout
+        );
+        let worst = p.worst_case_action(&Timeouts::default());
+        assert!(
+            p.lock_ttl > worst,
+            "lock_ttl {:?} <= worst case {worst:?}",
+            p.lock_ttl
+        );
+        let c = Config::parse(MIN, "t.toml").unwrap();
+        c.validate("t.toml").unwrap();
     }
 
     fn with_renames(table: &str) -> Result<Config, ConfigError> {

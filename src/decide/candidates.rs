@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{has_link_error, in_full_sync, master_of, Candidate};
+use super::{has_link_error, in_full_sync, master_of, Candidate, PriorLink};
 use crate::config::Policy;
 use crate::model::{Addr, Engine, LinkState, NodeObservation, NodeStatus, Observation, Role};
 
@@ -22,6 +22,8 @@ pub(super) enum Exclusion {
     LinkError,
     /// Switchover only: the candidate must be replicating now.
     LinkNotUp(&'static str),
+    /// Failover with history: in error, in full sync or detached while the master lived.
+    NotLinkedBefore(String),
     MissingDb(String),
     /// Pika: its ReplicationID differs from the one the other nodes share.
     ReplidDiffers(String),
@@ -50,6 +52,9 @@ impl Exclusion {
             Exclusion::FullSync => "in full sync".into(),
             Exclusion::LinkError => "link error".into(),
             Exclusion::LinkNotUp(state) => format!("link {state}"),
+            Exclusion::NotLinkedBefore(why) => {
+                format!("was not linked to the master before it died: {why}")
+            }
             Exclusion::MissingDb(db) => format!("missing DB {db}"),
             Exclusion::ReplidDiffers(id) => {
                 format!(
@@ -159,6 +164,7 @@ pub(super) fn assess<'a>(
     policy: &Policy,
     need_link_up: bool,
     last_master_offset: Option<u64>,
+    links_before: &BTreeMap<Addr, PriorLink>,
 ) -> Vec<Assessed<'a>> {
     let view = ClusterView::of(obs);
     let mut assessed: Vec<Assessed> = obs
@@ -171,11 +177,31 @@ pub(super) fn assess<'a>(
                 offset: None,
                 exclusions: vec![Exclusion::Unreachable],
             },
-            Some(s) => Assessed {
-                node,
-                offset: s.offset,
-                exclusions: exclusions_of(node, s, master, need_link_up, &view),
-            },
+            Some(s) => {
+                let mut exclusions = exclusions_of(node, s, master, need_link_up, &view);
+                if let Some(why) = links_before
+                    .get(&node.addr)
+                    .and_then(|p| p.bars_promotion(master))
+                {
+                    let at = exclusions
+                        .iter()
+                        .position(|e| {
+                            matches!(
+                                e,
+                                Exclusion::MissingDb(_)
+                                    | Exclusion::ReplidDiffers(_)
+                                    | Exclusion::ReplidEmpty
+                            )
+                        })
+                        .unwrap_or(exclusions.len());
+                    exclusions.insert(at, Exclusion::NotLinkedBefore(why));
+                }
+                Assessed {
+                    node,
+                    offset: s.offset,
+                    exclusions,
+                }
+            }
         })
         .collect();
     exclude_laggards(&mut assessed, policy, last_master_offset);

@@ -1,6 +1,8 @@
 //! The rule tree: what to do given the record, the observation and the trigger. See the
 //! module docs of [`super`] for the rules in the order they are applied.
 
+use std::collections::BTreeMap;
+
 use super::candidates::{assess, no_candidate_reason, Assessed, Exclusion};
 use super::{
     chained_last, followers_of, has_link_error, join, master_of, offset_text, record_command,
@@ -214,7 +216,7 @@ impl Rules<'_> {
                 return self.not_configured(to);
             }
         }
-        let assessed = assess(self.obs, m, self.policy, true, None);
+        let assessed = assess(self.obs, m, self.policy, true, None, &BTreeMap::new());
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
         let chosen = match to {
             Some(to) => {
@@ -442,6 +444,7 @@ impl Rules<'_> {
             self.policy,
             false,
             self.gate.last_master_offset,
+            &self.gate.links_before,
         );
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
         let (chosen, overridden) = match intent.target() {

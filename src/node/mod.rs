@@ -65,6 +65,14 @@ impl NodeError {
 pub trait Nodes: Send + Sync {
     /// `INFO` (server + replication), parsed. Never mutates.
     fn status(&self, node: &Addr) -> impl Future<Output = Result<NodeStatus, NodeError>> + Send;
+    /// [`Nodes::status`] on a kept connection, for the poller and a reconcile's first look
+    /// (the look under the lock and every step use `status`). Default: `status`.
+    fn status_pooled(
+        &self,
+        node: &Addr,
+    ) -> impl Future<Output = Result<NodeStatus, NodeError>> + Send {
+        self.status(node)
+    }
     /// `SLAVEOF NO ONE`. Returns when the node answered `+OK` (the role change is asynchronous on Pika).
     fn promote(&self, node: &Addr) -> impl Future<Output = Result<(), NodeError>> + Send;
     /// `SLAVEOF host port` (`force` appended when asked; only ever asked for Pika).

@@ -1,9 +1,16 @@
-//! `RedisNodes`: the production `Nodes` over the `redis` crate (tokio), one short-lived
-//! connection per call, with connect and command timeouts and AUTH.
+//! `RedisNodes`: the production `Nodes` over the `redis` crate (tokio), with connect and
+//! command timeouts and AUTH.
 //!
 //! Decisions:
-//! - A fresh multiplexed connection per call (per `status` call for its two INFOs). A
-//!   reconnecting connection manager would hide outages, and failover logic must see them.
+//! - A fresh multiplexed connection per call (per `status` call for its two INFOs), except for
+//!   [`Nodes::status_pooled`]: the poller and a reconcile's first look keep one connection
+//!   per node (shared by every clone of this client), so an idle poll costs two INFOs and no
+//!   TCP or AUTH handshake. A pooled connection that fails (other than by a timeout or an
+//!   error reply) is dropped and the call is made once on a fresh connection, bounded by the
+//!   connect timeout as always, so a dead node is still seen at once (refused) and a
+//!   restarted one is reconnected. Everything that decides under the lock or acts (the look
+//!   under the lock, every step and wait) uses fresh connections: no state of a connection
+//!   manager can hide an outage from them.
 //! - Nothing but `AUTH` (when a password is set) is sent on connect: `CLIENT SETINFO` is
 //!   disabled because Pika does not know it, and RESP2 avoids `HELLO`.
 //! - Only `SLAVEOF` is used (never `REPLICAOF`/`ROLE`): Pika has neither.
@@ -17,10 +24,12 @@
 //! - Error texts are built from the server's reply or the error kind; the password is
 //!   additionally scrubbed from every text before it leaves this module.
 //! - What is read from a node is capped ([`MAX_READ_PER_CONNECTION`] per connection, i.e.
-//!   per call): a node (or anything listening on its port) answering a 100 MB INFO cannot
+//!   per call; on a pooled connection, since the start of the last call): a node (or anything listening on its port) answering a 100 MB INFO cannot
 //!   grow our memory; the call fails with a `Protocol` error saying so.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -40,10 +49,11 @@ pub const MAX_READ_PER_CONNECTION: usize = 1024 * 1024;
 /// The text of the error a capped stream returns (recognised in `map_err`).
 const TOO_LARGE: &str = "reply from the node exceeds";
 
-/// A TCP stream that fails reading once more than `limit` bytes came in.
+/// A TCP stream that fails reading once more than `limit` bytes came in (counted in `read`,
+/// which a pooled connection's owner resets at the start of each call).
 struct Capped {
     inner: tokio::net::TcpStream,
-    read: usize,
+    read: Arc<AtomicUsize>,
     limit: usize,
 }
 
@@ -59,14 +69,15 @@ impl tokio::io::AsyncRead for Capped {
                 format!("{TOO_LARGE} {limit} bytes"),
             )
         };
-        if self.read > self.limit {
+        if self.read.load(Ordering::Relaxed) > self.limit {
             return std::task::Poll::Ready(Err(too_large(self.limit)));
         }
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if let std::task::Poll::Ready(Ok(())) = &r {
-            self.read += buf.filled().len() - before;
-            if self.read > self.limit {
+            let n = buf.filled().len() - before;
+            let total = self.read.fetch_add(n, Ordering::Relaxed) + n;
+            if total > self.limit {
                 return std::task::Poll::Ready(Err(too_large(self.limit)));
             }
         }
@@ -112,6 +123,15 @@ pub struct RedisNodes {
     password: Option<Secret>,
     /// The commands under the nodes' `rename-command` names.
     dialect: Dialect,
+    /// One connection per node for [`Nodes::status_pooled`], shared by every clone.
+    pool: Arc<Mutex<HashMap<Addr, Pooled>>>,
+}
+
+/// A kept connection and its read counter (reset at the start of each call).
+#[derive(Clone)]
+struct Pooled {
+    conn: MultiplexedConnection,
+    read: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for RedisNodes {
@@ -134,6 +154,7 @@ impl RedisNodes {
             // An empty password means "no password": AUTH "" would only fail.
             password: password.filter(|p| !p.expose().is_empty()),
             dialect: Dialect::default(),
+            pool: Arc::default(),
         }
     }
 
@@ -186,6 +207,15 @@ impl RedisNodes {
         node: &Addr,
         response_timeout: Duration,
     ) -> Result<MultiplexedConnection, NodeError> {
+        Ok(self.connect_counted(node, response_timeout).await?.conn)
+    }
+
+    /// [`Self::connect`], with the counter of what the connection has read.
+    async fn connect_counted(
+        &self,
+        node: &Addr,
+        response_timeout: Duration,
+    ) -> Result<Pooled, NodeError> {
         let info = ConnectionAddr::Tcp(node.host.clone(), node.port)
             .into_connection_info()
             .map_err(|e| self.map_err(e))?;
@@ -207,9 +237,10 @@ impl RedisNodes {
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
+        let read = Arc::new(AtomicUsize::new(0));
         let stream = Capped {
             inner: tcp,
-            read: 0,
+            read: Arc::clone(&read),
             limit: MAX_READ_PER_CONNECTION,
         };
         let config = AsyncConnectionConfig::new()
@@ -225,9 +256,81 @@ impl RedisNodes {
             Err(_) => return Err(NodeError::Timeout),
             Ok(r) => r.map_err(|e| self.map_err(e))?,
         };
-        // Ends when the connection is dropped (after the call) or fails.
+        // Ends when the connection is dropped (after the call, or when the pool drops it) or fails.
         tokio::spawn(driver);
-        Ok(conn)
+        Ok(Pooled { conn, read })
+    }
+
+    /// Send `commands` in order on `conn`; every reply, bounded by `bound`.
+    async fn send_on(
+        &self,
+        conn: &mut MultiplexedConnection,
+        commands: &[redis::Cmd],
+        bound: Duration,
+    ) -> Result<Vec<Value>, NodeError> {
+        let work = async {
+            let mut replies = Vec::with_capacity(commands.len());
+            for c in commands {
+                let v: Value = c.query_async(conn).await.map_err(|e| self.map_err(e))?;
+                if let Value::ServerError(e) = &v {
+                    return Err(self.classify_server(e.code(), e.details()));
+                }
+                replies.push(v);
+            }
+            Ok(replies)
+        };
+        match tokio::time::timeout(bound, work).await {
+            Ok(r) => r,
+            Err(_) => Err(NodeError::Timeout),
+        }
+    }
+
+    /// The two INFO sections on the node's kept connection (see the module docs): a failed
+    /// kept connection is dropped and the call made once on a fresh one, which is kept.
+    async fn info_text_pooled(&self, node: &Addr) -> Result<String, NodeError> {
+        let commands = [
+            self.dialect.info("server"),
+            self.dialect.info("replication"),
+        ]
+        .iter()
+        .map(|c| self.to_cmd(c))
+        .collect::<Result<Vec<_>, _>>()?;
+        let per_call = self.command_timeout * commands.len() as u32 + SAFETY_MARGIN;
+        let kept = self.pool_lock().get(node).cloned();
+        if let Some(mut p) = kept {
+            p.read.store(0, Ordering::Relaxed);
+            match self.send_on(&mut p.conn, &commands, per_call).await {
+                Ok(replies) => return info_of(replies),
+                // A hung node or an error reply: the node's answer, not the connection's fault.
+                Err(e @ (NodeError::Timeout | NodeError::Auth(_) | NodeError::Node(_))) => {
+                    self.pool_lock().remove(node);
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.pool_lock().remove(node);
+                }
+            }
+        }
+        let bound = self.connect_timeout + self.command_timeout + per_call;
+        let fresh = tokio::time::timeout(bound, async {
+            let mut p = self.connect_counted(node, self.command_timeout).await?;
+            let replies = self.send_on(&mut p.conn, &commands, per_call).await?;
+            Ok::<_, NodeError>((p, replies))
+        })
+        .await
+        .unwrap_or(Err(NodeError::Timeout));
+        let (p, replies) = fresh?;
+        self.pool_lock().insert(node.clone(), p);
+        info_of(replies)
+    }
+
+    fn pool_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Addr, Pooled>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many nodes have a kept connection (for tests and diagnostics).
+    pub fn pooled_connections(&self) -> usize {
+        self.pool_lock().len()
     }
 
     /// Connect and send `commands` in order on one connection; returns every reply.
@@ -296,18 +399,7 @@ impl RedisNodes {
                 ],
             )
             .await?;
-        let mut text = String::new();
-        for v in replies {
-            let part = value_text(&v)
-                .ok_or_else(|| NodeError::Protocol("INFO reply is not a string".into()))?;
-            text.push_str(&part);
-            // Sections are separated by an empty line, as in a plain `INFO`.
-            if !part.ends_with("\r\n") {
-                text.push_str("\r\n");
-            }
-            text.push_str("\r\n");
-        }
-        Ok(text)
+        info_of(replies)
     }
 
     /// Send one command that must answer `+OK` (Redis may append words: `+OK Already connected…`).
@@ -432,6 +524,22 @@ fn is_auth_text(text: &str) -> bool {
     NEEDLES.iter().any(|n| text.contains(n))
 }
 
+/// The INFO sections' replies as one text, sections separated by an empty line as in a plain
+/// `INFO`.
+fn info_of(replies: Vec<Value>) -> Result<String, NodeError> {
+    let mut text = String::new();
+    for v in replies {
+        let part = value_text(&v)
+            .ok_or_else(|| NodeError::Protocol("INFO reply is not a string".into()))?;
+        text.push_str(&part);
+        if !part.ends_with("\r\n") {
+            text.push_str("\r\n");
+        }
+        text.push_str("\r\n");
+    }
+    Ok(text)
+}
+
 fn value_text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -453,6 +561,11 @@ fn describe(v: &Value) -> String {
 impl Nodes for RedisNodes {
     async fn status(&self, node: &Addr) -> Result<NodeStatus, NodeError> {
         let text = self.info_text(node).await?;
+        info::parse(&text).map_err(|e| NodeError::Protocol(e.to_string()))
+    }
+
+    async fn status_pooled(&self, node: &Addr) -> Result<NodeStatus, NodeError> {
+        let text = self.info_text_pooled(node).await?;
         info::parse(&text).map_err(|e| NodeError::Protocol(e.to_string()))
     }
 

@@ -10,27 +10,63 @@ use crate::decide::replid_conflict;
 use crate::model::{Addr, Engine, NodeStatus, Role};
 use crate::node::{NodeError, Nodes};
 
-/// How often bounded waits poll INFO.
+/// The first pause of a bounded wait between two INFO polls; it doubles up to [`POLL_EVERY`].
+/// On loopback a link comes up or a role changes within milliseconds, so a fixed 100 ms poll
+/// was almost all of a step's time.
+const FIRST_POLL_AFTER: Duration = Duration::from_millis(5);
+/// The longest pause between two polls of a bounded wait.
 const POLL_EVERY: Duration = Duration::from_millis(100);
-/// Failed probes in a row after which a wait takes the node it depends on for gone.
+/// Failed probes in a row after which a wait takes the node it depends on for gone...
 const GONE_AFTER: u32 = 3;
+/// ... provided the first of them is at least this old (the fast first polls must not turn a
+/// blip of a few milliseconds into "gone").
+const GONE_MIN: Duration = Duration::from_millis(200);
+
+/// The pauses of a bounded wait: [`FIRST_POLL_AFTER`], doubling up to [`POLL_EVERY`].
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(FIRST_POLL_AFTER)
+    }
+
+    /// The next pause, and the one after it doubled (at most [`POLL_EVERY`]).
+    fn next(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(POLL_EVERY);
+        now
+    }
+
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.next()).await;
+    }
+}
 
 /// Counts failed probes in a row of the node a wait depends on.
 #[derive(Default)]
-struct Misses(u32);
+struct Misses {
+    count: u32,
+    first: Option<Instant>,
+}
 
 impl Misses {
-    /// `Some(why)` once [`GONE_AFTER`] probes of `who` failed in a row.
+    /// `Some(why)` once [`GONE_AFTER`] probes of `who` failed in a row over at least
+    /// [`GONE_MIN`].
     fn see(&mut self, who: &Addr, probe: &Result<NodeStatus, NodeError>) -> Option<String> {
         match probe {
             Ok(_) => {
-                self.0 = 0;
+                *self = Misses::default();
                 None
             }
             Err(e) => {
-                self.0 += 1;
-                (self.0 >= GONE_AFTER)
-                    .then(|| format!("{who} stopped answering ({e}, {} probes in a row)", self.0))
+                self.count += 1;
+                let first = *self.first.get_or_insert_with(Instant::now);
+                (self.count >= GONE_AFTER && first.elapsed() >= GONE_MIN).then(|| {
+                    format!(
+                        "{who} stopped answering ({e}, {} probes in a row)",
+                        self.count
+                    )
+                })
             }
         }
     }
@@ -52,6 +88,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         let t = Instant::now();
         let deadline = t + p.switchover_pause;
         let mut misses = Misses::default();
+        let mut backoff = Backoff::new();
         loop {
             let (a, b) = tokio::join!(nodes.status(node), nodes.status(of));
             if let (Ok(a), Ok(b)) = (&a, &b) {
@@ -73,7 +110,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                     humantime::format_duration(p.switchover_pause)
                 )));
             }
-            tokio::time::sleep(POLL_EVERY).await;
+            backoff.pause().await;
         }
     }
 
@@ -98,7 +135,8 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         Ok(format!("role master after {waited:.1}s"))
     }
 
-    /// Poll a node until `pred` holds, bounded. Returns seconds waited. With `watch`, the node
+    /// Poll a node until `pred` holds, bounded, a few milliseconds after the command first and
+    /// backing off to [`POLL_EVERY`] ([`Backoff`]). Returns seconds waited. With `watch`, the node
     /// it depends on (the master it was told to follow, the master it catches up with) is
     /// probed alongside: after [`GONE_AFTER`] failed probes in a row the wait ends early, so a
     /// plan never sits out a long bound behind a master that has died meanwhile.
@@ -111,6 +149,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
     ) -> Result<f64, WaitEnd> {
         let t = Instant::now();
         let mut misses = Misses::default();
+        let mut backoff = Backoff::new();
         loop {
             let (me, other) = tokio::join!(self.ctx.nodes.status(node), async {
                 match watch {
@@ -134,7 +173,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             if t.elapsed() >= bound {
                 return Err(WaitEnd::Timeout);
             }
-            tokio::time::sleep(POLL_EVERY).await;
+            backoff.pause().await;
         }
     }
 
@@ -330,5 +369,37 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 Err(e) => return Err(StepError::Node(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_poll_after_a_few_milliseconds_then_back_off_to_the_cap() {
+        let mut b = Backoff::new();
+        let got: Vec<u128> = (0..7).map(|_| b.next().as_millis()).collect();
+        assert_eq!(got, vec![5, 10, 20, 40, 80, 100, 100]);
+    }
+
+    #[test]
+    fn a_watched_node_is_gone_only_after_three_misses_spread_over_the_minimum() {
+        let who: Addr = "m:1".parse().expect("addr");
+        let miss: Result<NodeStatus, NodeError> = Err(NodeError::Refused);
+        let mut m = Misses::default();
+        // Three quick misses: not yet (the first poll is a few ms after the command).
+        for _ in 0..3 {
+            assert_eq!(m.see(&who, &miss), None);
+        }
+        // The first miss long enough ago: gone.
+        m.first = Instant::now().checked_sub(GONE_MIN);
+        let why = m.see(&who, &miss).expect("gone");
+        assert!(why.contains("4 probes in a row"), "{why}");
+        // An answer resets it.
+        let ok = crate::node::info::parse("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n")
+            .map_err(|e| NodeError::Protocol(e.to_string()));
+        assert_eq!(m.see(&who, &ok), None);
+        assert_eq!((m.count, m.first), (0, None));
     }
 }

@@ -24,8 +24,8 @@ pub struct Mode {
     pub dry_run: bool,
     /// Global or per-cluster pause.
     pub paused: bool,
-    /// The master and offset the service's poller last saw (see [`Ctx::last_seen_master`]).
-    pub last_seen_master: Option<(Addr, u64)>,
+    /// What the service's poller last saw of a live master (see [`Ctx::last_seen_master`]).
+    pub last_seen_master: Option<crate::decide::MasterSeen>,
 }
 
 /// Everything that acts on one cluster.

@@ -66,10 +66,10 @@ use tracing::{info, warn};
 
 use crate::config::{ClusterConfig, Policy};
 use crate::coord::{CoordError, Coordinator, Holder, Lease, LockOutcome};
-use crate::decide::{decide, Action, Gate};
-use crate::model::{Addr, Observation, Role, TopologyRecord, Versioned};
+use crate::decide::{decide, Action, Gate, MasterSeen};
+use crate::model::{Observation, Role, TopologyRecord, Versioned};
 use crate::node::Nodes;
-use crate::observe::observe;
+use crate::observe::{observe, observe_pooled};
 
 /// Everything one reconcile needs. Borrowed, so callers keep ownership of clients.
 pub struct Ctx<'a, N: Nodes, C: Coordinator> {
@@ -84,10 +84,11 @@ pub struct Ctx<'a, N: Nodes, C: Coordinator> {
     pub dry_run: bool,
     /// Global or per-cluster pause.
     pub paused: bool,
-    /// A master and its offset when the service's poller last saw it alive. If it is the
-    /// recorded master, that offset is the absolute lag reference for candidates; `None` when
-    /// there is no history (CLI).
-    pub last_seen_master: Option<(Addr, u64)>,
+    /// What the service's poller saw the last time a master was alive. If it is the recorded
+    /// master (same epoch), its offset is the absolute lag reference for candidates and the
+    /// other nodes' links then bar those that were not linked; `None` when there is no
+    /// history (CLI).
+    pub last_seen_master: Option<MasterSeen>,
 }
 
 tokio::task_local! {
@@ -135,25 +136,41 @@ pub fn summarize(obs: &Observation) -> Vec<String> {
         .collect()
 }
 
-/// Observe, read the record, decide: no lock, no mutation. Used by `plan` and as the first pass.
+/// Observe (on fresh connections), read the record, decide: no lock, no mutation. Used by
+/// `plan` and as the look under the lock.
 pub async fn look<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
     trigger: &Trigger,
 ) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
-    let (obs, record) = tokio::join!(
-        observe(ctx.nodes, ctx.cluster),
-        ctx.coord.read_record(&ctx.cluster.name)
-    );
+    look_with(ctx, trigger, false).await
+}
+
+/// [`look`]; `pooled`: on the nodes' kept connections (the first pass of a reconcile, which
+/// only decides whether to take the lock).
+async fn look_with<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: &Trigger,
+    pooled: bool,
+) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
+    let observation = async {
+        if pooled {
+            observe_pooled(ctx.nodes, ctx.cluster).await
+        } else {
+            observe(ctx.nodes, ctx.cluster).await
+        }
+    };
+    let (obs, record) = tokio::join!(observation, ctx.coord.read_record(&ctx.cluster.name));
     let record = record?;
-    // An offset seen for a previous master is no reference for this one.
-    let last_master_offset = match (&ctx.last_seen_master, &record) {
-        (Some((addr, offset)), Some(r)) if *addr == r.value.master => Some(*offset),
-        _ => None,
+    // What was seen of a previous master (or epoch) is no reference for this one.
+    let (last_master_offset, links_before) = match (&ctx.last_seen_master, &record) {
+        (Some(seen), Some(r)) => seen.for_record(&r.value),
+        _ => (None, Default::default()),
     };
     let gate = Gate {
         now: now_unix(),
         paused: ctx.paused,
         last_master_offset,
+        links_before,
     };
     let plan = decide(
         trigger,
@@ -186,7 +203,7 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
 
 /// First look without the lock; then lock, look again, and apply the plan under the lock.
 async fn run<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: &Trigger, out: &mut Outcome) {
-    let (obs, _record, plan) = match look(ctx, trigger).await {
+    let (obs, _record, plan) = match look_with(ctx, trigger, true).await {
         Ok(x) => x,
         Err(e) => return coordinator_down(out, e),
     };

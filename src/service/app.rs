@@ -19,9 +19,12 @@ use crate::reconcile::handle::{Handles, Mode};
 use crate::reconcile::{Outcome, Result_};
 
 use super::checker;
+use super::events::TriggerSource;
 use super::events::{EventLog, FileCap};
-use super::poller::{poll_loop, ClusterCache, PollSettings, PollShared, PollTarget};
-use super::supervisor::{ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig};
+use super::poller::{poll_loop, ClusterCache, PollSettings, PollShared, PollTarget, SelfTrigger};
+use super::supervisor::{
+    ClusterSnapshot, Control, Reconciler, Request, Supervisor, SupervisorConfig,
+};
 
 static COPY_FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
 
@@ -54,7 +57,7 @@ impl Reconciler for Service {
         let mode = Mode {
             dry_run: ctl.dry_run,
             paused: ctl.paused,
-            last_seen_master: self.cache.master_offset(cluster),
+            last_seen_master: self.cache.master_seen(cluster),
         };
         let bound = self.bound(h.cluster.nodes.len());
         let out = match tokio::time::timeout(bound, h.reconcile(trigger.clone(), &mode)).await {
@@ -311,5 +314,25 @@ fn poll_shared(
             sup_p.globally_paused() || sup_p.cluster_state(c).is_some_and(|s| s.paused)
         },
         settings: PollSettings::new(c.service.poll_interval, &c.timeouts),
+        self_trigger: c
+            .service
+            .self_trigger
+            .then(|| self_trigger(sup, c.service.poll_interval)),
+    })
+}
+
+/// The poller's self-triggered reconciles go through the supervisor like webhooks do.
+fn self_trigger(sup: &Arc<Supervisor<Service>>, interval: Duration) -> SelfTrigger {
+    let sup = Arc::clone(sup);
+    // While the same trouble persists after a reconcile that did not act (e.g. a refusal),
+    // ask again at most this often.
+    let quiet = (interval * 10).max(Duration::from_secs(1));
+    SelfTrigger::new(quiet, move |cluster: String, trigger: Trigger| {
+        let sup = Arc::clone(&sup);
+        Box::pin(async move {
+            sup.submit(&cluster, Request::new(trigger, TriggerSource::SelfTrigger))
+                .await
+                .ok()
+        })
     })
 }

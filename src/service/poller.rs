@@ -1,8 +1,10 @@
 //! The polling task behind `/metrics`: every `interval`, observe each cluster (clusters in
 //! parallel, nodes in parallel inside [`crate::observe::observe`]), read the recorded topology,
 //! and update [`Metrics`] and the one per-cluster [`ClusterCache`] (last observation, last
-//! record read, last offset of the recorded master).
+//! record read, and what was seen of the recorded master and its replicas while it was alive).
 //!
+//! - **Kept connections:** nodes are polled with [`Nodes::status_pooled`] (one connection per
+//!   node, reconnected on error), so an idle poll costs two INFOs and no handshake.
 //! - **No overlap per cluster:** a tick whose cluster poll is still running is skipped and
 //!   counted (`pika_remedy_polls_skipped_total`); a slow cluster never delays the others.
 //! - **Bounded:** each node call is bounded by the node client's timeouts, and the whole cluster
@@ -11,9 +13,21 @@
 //! - **Coordinator blips:** if the record cannot be read, the last record read successfully is
 //!   used, so `node_expected_role` does not vanish (and role alerts do not flap) while the
 //!   coordinator is briefly away; `coordinator_up` goes to 0.
+//! - **Self-triggered reconciles** (`service.self_trigger`, [`SelfTrigger`]): a poll that finds
+//!   the recorded master unreachable (or not a master), or another node claiming master,
+//!   submits a reconcile at once through the supervisor (source `self`), without waiting for
+//!   Prometheus and Alertmanager. Nothing is decided here: the reconcile applies the same
+//!   holistic check and confirmation as for an alert, so a transient poll failure of a live
+//!   master ends in "no action". A timeout is confirmed first by quick re-probes
+//!   ([`REPROBE_EVERY`], at most [`REPROBES`]; the first answer cancels it); a refused
+//!   connection is taken as it is (a stronger signal: nothing listens). One self-triggered
+//!   reconcile per cluster at a time; while the same condition persists after one that did not
+//!   act, the next waits [`SelfTrigger::quiet`]; a clean poll clears it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -22,10 +36,12 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::ClusterConfig;
 use crate::coord::Coordinator;
+use crate::decide::{LinkSnapshot, MasterSeen, PriorLink, Trigger};
 use crate::metrics::Metrics;
-use crate::model::{Addr, Observation, TopologyRecord};
-use crate::node::Nodes;
-use crate::observe::observe;
+use crate::model::{Addr, Observation, Role, TopologyRecord};
+use crate::node::{NodeError, Nodes};
+use crate::observe::observe_pooled;
+use crate::reconcile::{Outcome, Result_};
 
 /// One cluster to poll, with its node client (one per cluster: one password per cluster).
 pub struct PollTarget<N> {
@@ -61,6 +77,191 @@ pub struct PollShared<C, P> {
     /// Is automatic remediation paused for this cluster (global or per-cluster switch)?
     pub paused: P,
     pub settings: PollSettings,
+    /// Submit a reconcile when a poll finds the master in trouble (`None`: alerts only).
+    pub self_trigger: Option<SelfTrigger>,
+}
+
+/// Time between quick re-probes of a master whose poll failed with something else than a
+/// refused connection.
+pub const REPROBE_EVERY: Duration = Duration::from_millis(50);
+/// Re-probes at most (each bounded by the node client's timeouts).
+pub const REPROBES: u32 = 3;
+
+/// The future of one submitted reconcile: its outcome, or `None` if it was not accepted
+/// (shutting down, unknown cluster).
+pub type Submitted = Pin<Box<dyn Future<Output = Option<Outcome>> + Send>>;
+
+/// How the poller starts reconciles on its own (see the module docs), and their per-cluster
+/// state. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct SelfTrigger {
+    submit: Arc<dyn Fn(String, Trigger) -> Submitted + Send + Sync>,
+    /// After a self-triggered reconcile that did not act, how long the same condition waits
+    /// before the next one.
+    quiet: Duration,
+    state: Arc<Mutex<BTreeMap<String, Suspect>>>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Suspect {
+    in_flight: bool,
+    quiet_until: Option<Instant>,
+}
+
+impl std::fmt::Debug for SelfTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfTrigger")
+            .field("quiet", &self.quiet)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SelfTrigger {
+    /// `submit(cluster, trigger)` runs a reconcile (through the supervisor: single flight)
+    /// and resolves with its outcome.
+    pub fn new(
+        quiet: Duration,
+        submit: impl Fn(String, Trigger) -> Submitted + Send + Sync + 'static,
+    ) -> SelfTrigger {
+        SelfTrigger {
+            submit: Arc::new(submit),
+            quiet,
+            state: Arc::default(),
+        }
+    }
+
+    pub fn quiet(&self) -> Duration {
+        self.quiet
+    }
+
+    fn with<T>(&self, cluster: &str, f: impl FnOnce(&mut Suspect) -> T) -> T {
+        let mut m = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(m.entry(cluster.to_string()).or_default())
+    }
+
+    /// A clean poll: the next trouble triggers at once.
+    fn clear(&self, cluster: &str) {
+        self.with(cluster, |s| s.quiet_until = None);
+    }
+
+    /// Would a trigger now be submitted (none in flight, not quiet)?
+    fn ready(&self, cluster: &str) -> bool {
+        self.with(cluster, |s| {
+            !s.in_flight && s.quiet_until.is_none_or(|t| Instant::now() >= t)
+        })
+    }
+
+    /// Submit `trigger` for `cluster` unless one is in flight or the cluster is quiet.
+    fn fire(&self, cluster: &str, trigger: Trigger, why: &str) {
+        let go = self.with(cluster, |s| {
+            let go = !s.in_flight && s.quiet_until.is_none_or(|t| Instant::now() >= t);
+            if go {
+                s.in_flight = true;
+            }
+            go
+        });
+        if !go {
+            return;
+        }
+        tracing::info!(
+            cluster,
+            trigger = trigger.label(),
+            why,
+            "self-triggered reconcile"
+        );
+        let fut = (self.submit)(cluster.to_string(), trigger);
+        let me = self.clone();
+        let name = cluster.to_string();
+        tokio::spawn(async move {
+            let out = fut.await;
+            // Acted (or may act on a retry): the next poll may trigger again at once.
+            let again = out.as_ref().is_some_and(|o| {
+                o.retryable || matches!(o.result, Result_::Applied | Result_::Failed { .. })
+            });
+            let quiet = me.quiet;
+            me.with(&name, |s| {
+                s.in_flight = false;
+                s.quiet_until = (!again).then(|| Instant::now() + quiet);
+            });
+        });
+    }
+}
+
+/// What a poll suggests, if anything: the trigger and why.
+fn suspicion(obs: &Observation, rec: &TopologyRecord) -> Option<(Trigger, String)> {
+    let m = &rec.master;
+    match obs.node(m).map(|n| &n.status) {
+        None => None,
+        Some(Err(e)) => Some((
+            Trigger::MasterDown,
+            format!("recorded master {m} unreachable: {e}"),
+        )),
+        Some(Ok(s)) if s.role != Role::Master => Some((
+            Trigger::RoleMismatch,
+            format!("recorded master {m} reports role {}", s.role.as_str()),
+        )),
+        Some(Ok(_)) => obs
+            .claiming_master()
+            .into_iter()
+            .find(|x| *x != m)
+            .map(|x| {
+                (
+                    Trigger::RoleMismatch,
+                    format!("{x} claims master against the record ({m})"),
+                )
+            }),
+    }
+}
+
+/// A poll of `m` failed with `first`: is it gone? A refused connection says so at once;
+/// otherwise up to [`REPROBES`] quick re-probes, and any answer says no.
+async fn master_gone<N: Nodes>(nodes: &N, m: &Addr, first: &str) -> bool {
+    let refused = NodeError::Refused.to_string();
+    if first == refused {
+        return true;
+    }
+    for _ in 0..REPROBES {
+        tokio::time::sleep(REPROBE_EVERY).await;
+        match nodes.status(m).await {
+            Ok(_) => return false,
+            Err(NodeError::Refused) => return true,
+            Err(_) => {}
+        }
+    }
+    true
+}
+
+/// After a poll: submit a self-triggered reconcile if the poll suggests one (see module docs).
+async fn maybe_self_trigger<N: Nodes>(
+    nodes: &N,
+    name: &str,
+    obs: &Observation,
+    record: Option<&TopologyRecord>,
+    paused: bool,
+    st: &SelfTrigger,
+) {
+    let Some(rec) = record else { return };
+    let Some((trigger, why)) = suspicion(obs, rec) else {
+        st.clear(name);
+        return;
+    };
+    if paused || !st.ready(name) {
+        return;
+    }
+    if trigger == Trigger::MasterDown {
+        let first = match obs.node(&rec.master).map(|n| &n.status) {
+            Some(Err(e)) => e.as_str(),
+            _ => "",
+        };
+        if !master_gone(nodes, &rec.master, first).await {
+            tracing::debug!(
+                cluster = name,
+                "master answered a re-probe after a failed poll"
+            );
+            return;
+        }
+    }
+    st.fire(name, trigger, &why);
 }
 
 /// What the poller last saw of one cluster.
@@ -71,9 +272,10 @@ pub struct Seen {
     /// The last record read successfully: used while the coordinator is briefly away, so
     /// `node_expected_role` does not vanish.
     pub record: Option<TopologyRecord>,
-    /// The recorded master and its offset the last time a poll saw it alive as master. A
-    /// failover uses it as the lag reference (see `decide::Gate::last_master_offset`).
-    pub master_offset: Option<(Addr, u64)>,
+    /// The recorded master the last time a poll saw it alive as master: its offset (the lag
+    /// reference of a failover, `decide::Gate::last_master_offset`) and the other nodes' links
+    /// (`decide::Gate::links_before`).
+    pub master_seen: Option<MasterSeen>,
 }
 
 /// The one per-cluster cache: the poller writes it, the service reads it. Cheap to clone
@@ -92,8 +294,8 @@ impl ClusterCache {
         self.get(cluster).observation
     }
 
-    pub fn master_offset(&self, cluster: &str) -> Option<(Addr, u64)> {
-        self.get(cluster).master_offset
+    pub fn master_seen(&self, cluster: &str) -> Option<MasterSeen> {
+        self.get(cluster).master_seen
     }
 
     /// How many clusters have been seen.
@@ -111,18 +313,53 @@ impl ClusterCache {
     }
 }
 
-/// The recorded master's offset from `obs`, if it is reachable and reports role master.
-pub fn master_offset(
-    obs: &crate::model::Observation,
+/// What `obs` adds to `prev` (the last sighting) if the recorded master is reachable and
+/// reports role master; `None` otherwise (the sighting stays as it was). For the same master
+/// and epoch, a node that did not answer keeps its last link, and the count of polls in a row
+/// that found a node not linked goes on; an offset not reported keeps the last one.
+pub fn master_seen(
+    obs: &Observation,
     record: Option<&TopologyRecord>,
-) -> Option<(crate::model::Addr, u64)> {
-    let m = &record?.master;
+    prev: Option<&MasterSeen>,
+) -> Option<MasterSeen> {
+    let rec = record?;
+    let m = &rec.master;
     let s = obs.node(m)?.reachable()?;
-    (s.role == crate::model::Role::Master).then_some(())?;
-    Some((m.clone(), s.offset?))
+    if s.role != Role::Master {
+        return None;
+    }
+    let prev = prev.filter(|p| &p.master == m && p.epoch == rec.epoch);
+    let mut links: BTreeMap<Addr, PriorLink> = BTreeMap::new();
+    for n in obs.nodes.iter().filter(|n| &n.addr != m) {
+        let before = prev.and_then(|p| p.links.get(&n.addr));
+        let Some(ns) = n.reachable() else {
+            if let Some(b) = before {
+                links.insert(n.addr.clone(), b.clone());
+            }
+            continue;
+        };
+        let last = LinkSnapshot::of(ns);
+        let unlinked_polls = if last.linked_to(m) {
+            0
+        } else {
+            before.map_or(0, |b| b.unlinked_polls).saturating_add(1)
+        };
+        links.insert(
+            n.addr.clone(),
+            PriorLink {
+                last,
+                unlinked_polls,
+            },
+        );
+    }
+    Some(MasterSeen {
+        master: m.clone(),
+        epoch: rec.epoch,
+        offset: s.offset.or_else(|| prev.and_then(|p| p.offset)),
+        links,
+    })
 }
 
-/// Last record read successfully, per cluster (see module docs).
 /// Poll one cluster once: observe, read the record, update metrics and the cache.
 /// Returns the number of failed node queries (all nodes if the poll hit its bound).
 pub async fn poll_cluster<N, C, P>(
@@ -137,7 +374,12 @@ where
 {
     let started = Instant::now();
     let name = cluster.name.as_str();
-    let work = async { tokio::join!(observe(nodes, cluster), shared.coord.read_record(name)) };
+    let work = async {
+        tokio::join!(
+            observe_pooled(nodes, cluster),
+            shared.coord.read_record(name)
+        )
+    };
     let Ok((obs, record)) = tokio::time::timeout(shared.settings.timeout, work).await else {
         let errors = cluster.nodes.len() as u64;
         tracing::warn!(cluster = name, timeout = ?shared.settings.timeout, "poll did not finish in time");
@@ -157,22 +399,27 @@ where
             shared.cache.get(name).record
         }
     };
-    if let Some(offset) = master_offset(&obs, record.as_ref()) {
+    shared.cache.update(name, |seen| {
+        if let Some(now) = master_seen(&obs, record.as_ref(), seen.master_seen.as_ref()) {
+            seen.master_seen = Some(now);
+        }
+    });
+    let errors = obs.nodes.iter().filter(|n| n.status.is_err()).count() as u64;
+    let paused = (shared.paused)(name);
+    shared
+        .metrics
+        .observe_cluster(&obs, record.as_ref(), paused, crate::reconcile::now_unix());
+    shared.metrics.poll_done(name, started.elapsed(), errors);
+    let Some(st) = &shared.self_trigger else {
         shared
             .cache
-            .update(name, |seen| seen.master_offset = Some(offset));
-    }
-    let errors = obs.nodes.iter().filter(|n| n.status.is_err()).count() as u64;
-    shared.metrics.observe_cluster(
-        &obs,
-        record.as_ref(),
-        (shared.paused)(name),
-        crate::reconcile::now_unix(),
-    );
-    shared.metrics.poll_done(name, started.elapsed(), errors);
+            .update(name, |seen| seen.observation = Some(obs));
+        return errors;
+    };
     shared
         .cache
-        .update(name, |seen| seen.observation = Some(obs));
+        .update(name, |seen| seen.observation = Some(obs.clone()));
+    maybe_self_trigger(nodes, name, &obs, record.as_ref(), paused, st).await;
     errors
 }
 
@@ -219,5 +466,85 @@ pub async fn poll_loop<N, C, P>(
     }
     for h in running.into_iter().flatten() {
         h.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LinkState, NodeObservation};
+
+    fn node(addr: &str, status: Result<&str, &str>) -> NodeObservation {
+        let status = match status {
+            Ok(info) => Ok(crate::node::info::parse(info).expect("info parses")),
+            Err(e) => Err(e.to_string()),
+        };
+        NodeObservation {
+            addr: addr.parse().expect("addr"),
+            priority: 100,
+            never_promote: false,
+            status,
+        }
+    }
+
+    const MASTER: &str =
+        "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:100\r\n";
+    const UP: &str = "# Replication\r\nrole:slave\r\nmaster_host:m\r\nmaster_port:1\r\nmaster_link_status:up\r\nslave_repl_offset:90\r\n";
+    const DOWN: &str = "# Replication\r\nrole:slave\r\nmaster_host:m\r\nmaster_port:1\r\nmaster_link_status:down\r\nslave_repl_offset:90\r\n";
+
+    fn obs(master: Result<&str, &str>, r: Result<&str, &str>) -> Observation {
+        Observation {
+            cluster: "c".into(),
+            nodes: vec![node("m:1", master), node("r:1", r)],
+        }
+    }
+
+    fn rec(epoch: u64) -> TopologyRecord {
+        TopologyRecord {
+            master: "m:1".parse().expect("addr"),
+            replicas: vec!["r:1".parse().expect("addr")],
+            epoch,
+            updated_at: 0,
+            last_failover_at: None,
+            reason: String::new(),
+            pending: None,
+        }
+    }
+
+    #[test]
+    fn the_sighting_counts_unlinked_polls_only_while_the_master_lives() {
+        let r: Addr = "r:1".parse().expect("addr");
+        let polls = |seen: Option<&MasterSeen>| {
+            seen.and_then(|s| s.links.get(&r)).map(|p| p.unlinked_polls)
+        };
+        let one = master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(1)), None);
+        assert_eq!(polls(one.as_ref()), Some(1));
+        assert_eq!(one.as_ref().and_then(|s| s.offset), Some(100));
+        let two = master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(1)), one.as_ref());
+        assert_eq!(polls(two.as_ref()), Some(2));
+        // The replica does not answer: its last link and count stay.
+        let same = master_seen(
+            &obs(Ok(MASTER), Err("timeout")),
+            Some(&rec(1)),
+            two.as_ref(),
+        );
+        assert_eq!(polls(same.as_ref()), Some(2));
+        // The master does not answer: no new sighting (the caller keeps the last one).
+        assert_eq!(
+            master_seen(&obs(Err("refused"), Ok(DOWN)), Some(&rec(1)), two.as_ref()),
+            None
+        );
+        // Linked again: the count restarts.
+        let up = master_seen(&obs(Ok(MASTER), Ok(UP)), Some(&rec(1)), two.as_ref());
+        assert_eq!(polls(up.as_ref()), Some(0));
+        assert_eq!(
+            up.as_ref()
+                .and_then(|s| s.links.get(&r))
+                .and_then(|p| p.last.link),
+            Some(LinkState::Up)
+        );
+        // A new epoch starts a new count.
+        let next = master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(2)), two.as_ref());
+        assert_eq!(polls(next.as_ref()), Some(1));
     }
 }

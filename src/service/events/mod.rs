@@ -70,6 +70,9 @@ pub enum TriggerSource {
     Api,
     Cli,
     Periodic,
+    /// The service's own poller saw the master in trouble (`service.self_trigger`).
+    #[serde(rename = "self")]
+    SelfTrigger,
 }
 
 impl TriggerSource {
@@ -79,6 +82,7 @@ impl TriggerSource {
             TriggerSource::Api => "api",
             TriggerSource::Cli => "cli",
             TriggerSource::Periodic => "periodic",
+            TriggerSource::SelfTrigger => "self",
         }
     }
 }
