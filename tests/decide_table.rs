@@ -397,6 +397,7 @@ fn row(name: &'static str, trigger: Trigger, obs: ClusterB, record: Option<RecB>
             now: NOW,
             paused: false,
             last_master_offset: None,
+            ..Gate::default()
         },
         action: NOTHING,
         reason: Reason::Has(""),

@@ -4,6 +4,7 @@
 //! attention (see `status`), 2 = config or usage error (clap also exits 2 on bad arguments),
 //! 3 = coordinator unreachable or too few observations: retrying may help.
 
+pub mod controls;
 pub mod demo;
 pub mod history;
 pub mod ops;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Loaded};
+use crate::controls::Change;
 use crate::decide::Trigger;
 use crate::error::{Error, Exit};
 use crate::model::Addr;
@@ -150,8 +152,100 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Pause automatic actions (manual commands still run), shared by every instance through
+    /// the coordinator. Without --cluster: every cluster.
+    Pause {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Why (shown in status, the API and the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// Lift the pause by itself after this long (e.g. 30m, 2h).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a pause set by `pause` (the global one without --cluster).
+    Resume {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this cluster's pause.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-node maintenance: `no-promote` (never a candidate) or `hands-off` (no command sent).
+    Maintenance {
+        #[command(subcommand)]
+        action: MaintenanceCmd,
+    },
+    /// Acknowledge the last automatic failover: lifts its cooldown (audited).
+    Ack {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Self-contained demo: 3 local redis-servers, kill -9 the master, restart it (`make demo`).
     Demo,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MaintenanceCmd {
+    /// Put a node under maintenance (replaces an earlier entry for it).
+    Set {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        node: Addr,
+        /// no-promote: never a promotion candidate; hands-off: no command is sent to it.
+        #[arg(long, value_parser = ["no-promote", "hands-off"])]
+        mode: String,
+        /// Why (shown in status, the API and the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// Expires after this long (e.g. 4h); an expired entry no longer applies.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a node's maintenance.
+    Clear {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        node: Addr,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show pauses, maintenance and acknowledgements.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_tracing(format: LogFormat, default_level: &str) {
@@ -258,6 +352,66 @@ pub fn run(command: Command) -> Result<Reply, Error> {
                 history::history(&loaded, handles.coord.as_ref(), cluster.as_deref(), limit).await
             },
         ),
+        Command::Pause {
+            config,
+            cluster,
+            reason,
+            expires_in,
+            json,
+        } => control(
+            &config,
+            Change::Pause {
+                cluster,
+                reason,
+                expires_in,
+            },
+            json,
+        ),
+        Command::Resume {
+            config,
+            cluster,
+            json,
+        } => control(&config, Change::Resume { cluster }, json),
+        Command::Ack {
+            config,
+            cluster,
+            reason,
+            json,
+        } => control(&config, Change::Ack { cluster, reason }, json),
+        Command::Maintenance { action } => match action {
+            MaintenanceCmd::Set {
+                config,
+                cluster,
+                node,
+                mode,
+                reason,
+                expires_in,
+                json,
+            } => {
+                let mode = mode.parse().map_err(Error::Usage)?;
+                control(
+                    &config,
+                    Change::SetMaintenance {
+                        cluster,
+                        node,
+                        mode,
+                        reason,
+                        expires_in,
+                    },
+                    json,
+                )
+            }
+            MaintenanceCmd::Clear {
+                config,
+                cluster,
+                node,
+                json,
+            } => control(&config, Change::ClearMaintenance { cluster, node }, json),
+            MaintenanceCmd::List { config, json } => operator_all(
+                config::load(&config.config)?,
+                |_loaded, handles| async move { controls::list(handles.coord.as_ref(), json).await },
+            ),
+        },
         Command::Demo => {
             let exit = runtime()?.block_on(demo::run())?;
             Ok(Reply::new(String::new(), exit))
@@ -309,6 +463,16 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
     }
+}
+
+/// A change of the shared controls: names checked against the config (usage error), applied
+/// in the coordinator, audited.
+fn control(config: &ConfigArg, change: Change, json: bool) -> Result<Reply, Error> {
+    let loaded = config::load(&config.config)?;
+    controls::validate(&loaded, &change)?;
+    operator_all(loaded, |loaded, handles| async move {
+        controls::change(&loaded, handles.coord.as_ref(), change, json).await
+    })
 }
 
 /// What an operator command does with its cluster's handle.

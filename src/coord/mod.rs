@@ -13,6 +13,8 @@
 //!   Backends renew in the background while the lease is alive; `release` stops that.
 //! - `read_record` of a cluster never written is `Ok(None)`; `write_record(.., None)` creates
 //!   only if absent.
+//! - **Controls:** `read_controls`/`write_controls` keep one JSON document (pauses,
+//!   maintenance, acks) with the same compare-and-set semantics as the record.
 //! - **Own locks:** a backend knows the locks it took for this process (`held_locks`). A lease
 //!   whose release failed, that was dropped without `release`, or whose lock request failed
 //!   half-way is this process's *orphan*: a background task retries its release until it
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::controls::Controls;
 use crate::model::{TopologyRecord, Versioned};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,6 +184,27 @@ pub trait Coordinator: Send + Sync {
     ) -> impl Future<Output = Result<(), CoordError>> + Send {
         let _ = (cluster, master, replicas);
         async { Ok(()) }
+    }
+    /// The shared operator controls (pauses, maintenance, acknowledgements; see
+    /// [`crate::controls`]): one document for all clusters. `Ok(None)` if never written.
+    /// Default (test doubles): none.
+    fn read_controls(
+        &self,
+    ) -> impl Future<Output = Result<Option<Versioned<Controls>>, CoordError>> + Send {
+        async { Ok(None) }
+    }
+    /// Compare-and-set of the controls document, like `write_record` (`None` = must not exist).
+    fn write_controls(
+        &self,
+        controls: &Controls,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<CasOutcome, CoordError>> + Send {
+        let _ = (controls, expected);
+        async {
+            Err(CoordError::Backend(
+                "this coordinator does not store controls".into(),
+            ))
+        }
     }
     /// Cheap reachability probe for `/readyz` and the `coordinator_up` metric.
     fn ping(&self) -> impl Future<Output = Result<(), CoordError>> + Send;
@@ -401,6 +425,16 @@ impl Coordinator for AnyCoord {
         replicas: &[crate::model::Addr],
     ) -> Result<(), CoordError> {
         dispatch!(self, c => c.publish_roles(cluster, master, replicas).await)
+    }
+    async fn read_controls(&self) -> Result<Option<Versioned<Controls>>, CoordError> {
+        dispatch!(self, c => c.read_controls().await)
+    }
+    async fn write_controls(
+        &self,
+        controls: &Controls,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
+        dispatch!(self, c => c.write_controls(controls, expected).await)
     }
     async fn ping(&self) -> Result<(), CoordError> {
         dispatch!(self, c => c.ping().await)

@@ -36,6 +36,8 @@ pub(super) enum Exclusion {
         limit: u64,
     },
     OffsetUnknown,
+    /// Operator maintenance (shared controls); the text says which and why.
+    Maintenance(String),
 }
 
 impl Exclusion {
@@ -65,6 +67,7 @@ impl Exclusion {
                 format!("behind the master's last seen offset by {by} bytes (limit {limit})")
             }
             Exclusion::OffsetUnknown => "offset unknown".into(),
+            Exclusion::Maintenance(why) => why.clone(),
         }
     }
 
@@ -78,6 +81,7 @@ impl Exclusion {
                 | Exclusion::FullSync
                 | Exclusion::LinkError
                 | Exclusion::LinkNotUp(_)
+                | Exclusion::Maintenance(_)
         )
     }
 }
@@ -159,6 +163,7 @@ pub(super) fn assess<'a>(
     policy: &Policy,
     need_link_up: bool,
     last_master_offset: Option<u64>,
+    holds: &BTreeMap<Addr, super::NodeHold>,
 ) -> Vec<Assessed<'a>> {
     let view = ClusterView::of(obs);
     let mut assessed: Vec<Assessed> = obs
@@ -178,6 +183,11 @@ pub(super) fn assess<'a>(
             },
         })
         .collect();
+    for a in &mut assessed {
+        if let Some(h) = holds.get(&a.node.addr) {
+            a.exclusions.push(Exclusion::Maintenance(h.reason.clone()));
+        }
+    }
     exclude_laggards(&mut assessed, policy, last_master_offset);
     rank(assessed)
 }

@@ -214,7 +214,7 @@ impl Rules<'_> {
                 return self.not_configured(to);
             }
         }
-        let assessed = assess(self.obs, m, self.policy, true, None);
+        let assessed = assess(self.obs, m, self.policy, true, None, &self.gate.holds);
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
         let chosen = match to {
             Some(to) => {
@@ -305,7 +305,11 @@ impl Rules<'_> {
                             r.addr
                         ));
                     }
-                    if let Some(t) = self.rec.last_failover_at {
+                    if let Some(t) = self
+                        .rec
+                        .last_failover_at
+                        .filter(|_| !self.gate.cooldown_acked)
+                    {
                         let cooldown = self.policy.cooldown.as_secs();
                         if self.gate.now < t.saturating_add(cooldown) {
                             return Plan::refuse(
@@ -430,6 +434,7 @@ impl Rules<'_> {
             self.policy,
             false,
             self.gate.last_master_offset,
+            &self.gate.holds,
         );
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
         let (chosen, overridden) = match intent.target() {

@@ -27,7 +27,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -143,6 +143,16 @@ pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
         .route("/v1/clusters/{cluster}/demote", post(api::demote::<R>))
         .route("/v1/pause", post(api::pause::<R>))
         .route("/v1/resume", post(api::resume::<R>))
+        .route("/v1/controls", get(api::get_controls::<R>))
+        .route(
+            "/v1/clusters/{cluster}/maintenance",
+            post(api::set_maintenance::<R>),
+        )
+        .route(
+            "/v1/clusters/{cluster}/maintenance/{node}",
+            delete(api::clear_maintenance::<R>),
+        )
+        .route("/v1/clusters/{cluster}/ack", post(api::ack::<R>))
         .route("/v1/events", get(api::events::<R>))
         .merge(page::routes::<R>())
         .route_layer(middleware::from_fn_with_state(

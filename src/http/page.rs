@@ -273,6 +273,7 @@ pub fn plan_view(
         now,
         paused,
         last_master_offset: None,
+        ..Gate::default()
     };
     let plan = decide(&Trigger::Periodic, obs, record, policy, &gate);
     let steps = plan

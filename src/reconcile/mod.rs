@@ -140,20 +140,33 @@ pub async fn look<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
     trigger: &Trigger,
 ) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
-    let (obs, record) = tokio::join!(
+    let (obs, record, controls) = tokio::join!(
         observe(ctx.nodes, ctx.cluster),
-        ctx.coord.read_record(&ctx.cluster.name)
+        ctx.coord.read_record(&ctx.cluster.name),
+        crate::controls::read(ctx.coord)
     );
     let record = record?;
+    // Every look (the one under the lock too) reads the shared controls: a pause or a
+    // maintenance set through another instance or the CLI applies at once.
+    let controls = controls?;
+    let now = now_unix();
+    let name = &ctx.cluster.name;
+    let shared_pause = controls.pause_for(name, now).is_some();
+    let cooldown_acked = record
+        .as_ref()
+        .and_then(|r| r.value.last_failover_at)
+        .is_some_and(|t| controls.acked(name, t));
     // An offset seen for a previous master is no reference for this one.
     let last_master_offset = match (&ctx.last_seen_master, &record) {
         (Some((addr, offset)), Some(r)) if *addr == r.value.master => Some(*offset),
         _ => None,
     };
     let gate = Gate {
-        now: now_unix(),
-        paused: ctx.paused,
+        now,
+        paused: ctx.paused || shared_pause,
         last_master_offset,
+        holds: controls.holds(name, now),
+        cooldown_acked,
     };
     let plan = decide(
         trigger,

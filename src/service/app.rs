@@ -3,20 +3,21 @@
 //! periodic check until shutdown.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::Loaded;
+use crate::controls::{self, Change, Controls, ControlsError};
 use crate::coord::{AnyCoord, Coordinator};
 use crate::decide::Trigger;
 use crate::error::Error;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::reconcile::handle::{Handles, Mode};
-use crate::reconcile::{Outcome, Result_};
+use crate::reconcile::{now_unix, Outcome, Result_};
 
 use super::checker;
 use super::events::{EventLog, FileCap};
@@ -24,6 +25,7 @@ use super::poller::{poll_loop, ClusterCache, PollSettings, PollShared, PollTarge
 use super::supervisor::{ClusterSnapshot, Control, Reconciler, Supervisor, SupervisorConfig};
 
 static COPY_FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+static CONTROLS_FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
 
 /// The service's `Reconciler`: the real `reconcile`, bounded, with metrics.
 pub struct Service {
@@ -31,6 +33,62 @@ pub struct Service {
     handles: Arc<Handles>,
     metrics: Arc<Metrics>,
     cache: ClusterCache,
+    /// The shared controls as last read (refreshed every poll interval and after each change).
+    controls: Arc<Mutex<Option<Controls>>>,
+}
+
+impl Service {
+    fn cached_controls(&self) -> Option<Controls> {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_controls(&self, doc: Option<Controls>) {
+        self.metrics
+            .controls(self.handles.names(), doc.as_ref(), now_unix());
+        if let Some(d) = doc {
+            *self.controls.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+        }
+    }
+
+    /// Read the controls from the coordinator into the cache and the metrics.
+    async fn refresh_controls(&self) -> Result<Controls, String> {
+        match controls::read(self.handles.coord.as_ref()).await {
+            Ok(doc) => {
+                self.set_controls(Some(doc.clone()));
+                Ok(doc)
+            }
+            Err(e) => {
+                self.set_controls(None);
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+/// Re-read the shared controls every `every` until `stop` (metrics, the poller's pause view).
+async fn controls_loop(
+    service: Arc<Service>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = every.max(Duration::from_millis(200));
+    loop {
+        if let Err(e) = service.refresh_controls().await {
+            if let Some(suppressed) = CONTROLS_FAILED.check() {
+                warn!(error = %e, suppressed, "cannot read the shared controls");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
 }
 
 impl Service {
@@ -85,6 +143,23 @@ impl Reconciler for Service {
 
     async fn ready(&self) -> Result<(), String> {
         self.handles.coord.ping().await.map_err(|e| e.to_string())
+    }
+
+    async fn controls(&self) -> Result<Controls, String> {
+        self.refresh_controls().await
+    }
+
+    async fn change_controls(
+        &self,
+        change: Change,
+        who: String,
+    ) -> Option<Result<(Controls, String), ControlsError>> {
+        let res = controls::apply(self.handles.coord.as_ref(), &change, &who, now_unix()).await;
+        if let Ok((doc, _)) = &res {
+            self.metrics.control_changed(change.label());
+            self.set_controls(Some(doc.clone()));
+        }
+        Some(res)
     }
 }
 
@@ -177,6 +252,7 @@ pub async fn run(
         handles: Arc::clone(&handles),
         metrics: Arc::new(Metrics::new()),
         cache: ClusterCache::default(),
+        controls: Arc::new(Mutex::new(None)),
     });
     let sup = Supervisor::new(
         Arc::clone(&service),
@@ -200,6 +276,11 @@ pub async fn run(
             stop_rx.clone(),
         ))
     });
+    let controls_task = tokio::spawn(controls_loop(
+        Arc::clone(&service),
+        cfg.service.poll_interval,
+        stop_rx.clone(),
+    ));
     let flusher = tokio::spawn(checker::flush_repeats(
         Arc::clone(sup.events()),
         stop_rx.clone(),
@@ -211,6 +292,7 @@ pub async fn run(
         let _ = c.await;
     }
     let _ = flusher.await;
+    let _ = controls_task.await;
     sup.events().flush();
     info!("pika-remedy stopped");
     served.map_err(|e| Error::io("http server", e))
@@ -283,13 +365,18 @@ fn poll_shared(
     sup: &Arc<Supervisor<Service>>,
 ) -> Arc<PollShared<AnyCoord, impl Fn(&str) -> bool + Send + Sync + 'static>> {
     let sup_p = Arc::clone(sup);
+    let svc_p = Arc::clone(service);
     let c = &loaded.config;
     Arc::new(PollShared {
         coord: Arc::clone(&service.handles.coord),
         metrics: Arc::clone(&service.metrics),
         cache: service.cache.clone(),
         paused: move |c: &str| {
-            sup_p.globally_paused() || sup_p.cluster_state(c).is_some_and(|s| s.paused)
+            sup_p.globally_paused()
+                || sup_p.cluster_state(c).is_some_and(|s| s.paused)
+                || svc_p
+                    .cached_controls()
+                    .is_some_and(|d| d.pause_for(c, now_unix()).is_some())
         },
         settings: PollSettings::new(c.service.poll_interval, &c.timeouts),
     })
