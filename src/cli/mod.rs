@@ -62,8 +62,10 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
-    /// Observe every configured node once and show roles, links and offsets.
-    /// Exit 0 = all reachable and one master per cluster, 1 = needs attention, 2 = config error.
+    /// Observe every configured node once and show roles, links and offsets, the record, the
+    /// shared pause and maintenance, the lock holder, and whether reality agrees with the record.
+    /// Exit 0 = all reachable, one master, the recorded one, serve would do nothing;
+    /// 1 = needs attention (the reasons are listed); 2 = config or usage error.
     Status {
         #[command(flatten)]
         config: ConfigArg,
@@ -73,6 +75,12 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Refresh until interrupted (Ctrl-C); the exit code is the last report's.
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` refreshes.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
     },
     /// Run the service: webhook, operator API, /metrics, poller (and the periodic check if set).
     Serve {
@@ -300,9 +308,15 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             config,
             cluster,
             json,
+            watch,
+            interval,
         } => {
             let loaded = config::load(&config.config)?;
-            runtime()?.block_on(status::run(&loaded, cluster.as_deref(), json))
+            if watch {
+                runtime()?.block_on(status::watch(&loaded, cluster.as_deref(), json, interval))
+            } else {
+                runtime()?.block_on(status::run(&loaded, cluster.as_deref(), json))
+            }
         }
         Command::Serve { config, listen } => serve(&config.config, listen),
         Command::Plan {

@@ -850,6 +850,19 @@ impl Coordinator for Consul {
         }
     }
 
+    async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
+        Ok(self
+            .get_kv(&self.key(cluster, "lock"))
+            .await?
+            .filter(|e| e.holder_session().is_some())
+            .map(|e| {
+                e.bytes()
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+                    .unwrap_or_else(Holder::unknown)
+            }))
+    }
+
     async fn read_controls(&self) -> Result<Option<Versioned<Controls>>, CoordError> {
         let key = format!("{}/_controls", self.inner.prefix);
         let Some(e) = self.get_kv(&key).await? else {

@@ -710,6 +710,16 @@ impl Coordinator for Etcd {
         }
     }
 
+    async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
+        let key = self.key(cluster, "lock");
+        let resp = self
+            .call("get lock", |mut c| async move { c.get(key, None).await })
+            .await?;
+        Ok(resp.kvs().first().map(|kv| {
+            serde_json::from_slice::<Holder>(kv.value()).unwrap_or_else(|_| Holder::unknown())
+        }))
+    }
+
     async fn read_controls(&self) -> Result<Option<Versioned<Controls>>, CoordError> {
         let key = format!("{}/_controls", self.prefix);
         let resp = self

@@ -476,6 +476,37 @@ impl Coordinator for Local {
         .await
     }
 
+    async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
+        check_name(cluster)?;
+        let now = Instant::now();
+        if let Some(e) = lock_table(&self.shared).get(cluster) {
+            if e.expires > now {
+                return Ok(Some(e.holder.clone()));
+            }
+        }
+        let path = self.path(cluster, "lock");
+        blocking(move || {
+            let mut file = match OpenOptions::new().read(true).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err(&path, "cannot open", e)),
+            };
+            match file.try_lock_shared() {
+                // Nobody holds the exclusive lock (our shared one ends when `file` closes).
+                Ok(()) => Ok(None),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    Ok(Some(
+                        serde_json::from_str::<Holder>(&text).unwrap_or_else(|_| Holder::unknown()),
+                    ))
+                }
+                Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path, "cannot lock", e)),
+            }
+        })
+        .await
+    }
+
     async fn read_controls(&self) -> Result<Option<Versioned<Controls>>, CoordError> {
         let me = self.clone();
         // A leading dot: no cluster name (which cannot start with one) maps to these files.

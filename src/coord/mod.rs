@@ -62,6 +62,18 @@ pub struct Holder {
     pub since: u64,
 }
 
+impl Holder {
+    /// A lock whose value could not be read as a holder.
+    pub fn unknown() -> Holder {
+        Holder {
+            instance: "unknown".into(),
+            host: "unknown".into(),
+            pid: 0,
+            since: 0,
+        }
+    }
+}
+
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -205,6 +217,16 @@ pub trait Coordinator: Send + Sync {
                 "this coordinator does not store controls".into(),
             ))
         }
+    }
+    /// Who holds the cluster's lock now, read from the store (for `status`); `None` if free.
+    /// A holder value that cannot be parsed is reported as instance "unknown".
+    /// Default (test doubles): free.
+    fn lock_holder(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Option<Holder>, CoordError>> + Send {
+        let _ = cluster;
+        async { Ok(None) }
     }
     /// Cheap reachability probe for `/readyz` and the `coordinator_up` metric.
     fn ping(&self) -> impl Future<Output = Result<(), CoordError>> + Send;
@@ -435,6 +457,9 @@ impl Coordinator for AnyCoord {
         expected: Option<u64>,
     ) -> Result<CasOutcome, CoordError> {
         dispatch!(self, c => c.write_controls(controls, expected).await)
+    }
+    async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
+        dispatch!(self, c => c.lock_holder(cluster).await)
     }
     async fn ping(&self) -> Result<(), CoordError> {
         dispatch!(self, c => c.ping().await)
