@@ -161,9 +161,18 @@ async fn scenario(backend: Backend) {
     assert_eq!(st, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(v["paused"], true, "{body}");
+    support::schema::assert_valid("control_answer", &v);
     let (_, view) = b.get(&format!("/v1/clusters/{CLUSTER}"), BEARER).await;
     let view: Value = serde_json::from_str(&view).expect("json");
     assert_eq!(view["effectively_paused"], true, "{view}");
+    support::schema::assert_valid("pause", &view["pause"]);
+    for n in view["observation"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        support::schema::assert_valid("node_observation", n);
+    }
     assert_eq!(view["pause"]["reason"], "kernel upgrade", "{view}");
     assert_eq!(view["pause"]["who"], "alice", "{view}");
     assert!(
@@ -283,6 +292,7 @@ async fn scenario(backend: Backend) {
     assert_eq!(code, 0, "clear: {out}{err}");
     let (_, controls) = a.get("/v1/controls", BEARER).await;
     let controls: Value = serde_json::from_str(&controls).expect("json");
+    support::schema::assert_valid("controls", &controls);
     assert_eq!(controls["maintenance"], serde_json::json!([]), "{controls}");
     assert_eq!(controls["acks"][0]["cluster"], CLUSTER, "{controls}");
     let (code, out, _) = run_cli(

@@ -100,8 +100,12 @@ pub enum Command {
         /// Plan a failover (optionally to this node) instead of the periodic check.
         #[arg(long)]
         failover: bool,
+        /// Plan a failover to this node.
         #[arg(long)]
         to: Option<Addr>,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Fail over now (the recorded master must be unreachable), optionally to a given node.
     /// Ignores the cooldown. Exit: 0 done or nothing to do, 1 refused/failed/lock held, 3 retry.
@@ -115,6 +119,9 @@ pub enum Command {
         /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Planned switchover of a healthy master (Redis: writes paused while the target catches up).
     Switchover {
@@ -126,6 +133,9 @@ pub enum Command {
         to: Option<Addr>,
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Make a node follow the recorded master (`SLAVEOF … force` on Pika) and persist it.
     Demote {
@@ -137,6 +147,9 @@ pub enum Command {
         node: Addr,
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Record the master by hand (bootstrap, or after an operator's repair).
     Record {
@@ -149,6 +162,9 @@ pub enum Command {
         /// Record it even if it does not answer as master.
         #[arg(long)]
         force: bool,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the recorded topology and the audit trail (from `service.events_file`).
     History {
@@ -156,9 +172,15 @@ pub enum Command {
         config: ConfigArg,
         #[arg(long)]
         cluster: Option<String>,
-        /// How many events.
+        /// How many events (the latest).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only events since this time: RFC 3339 (2026-01-02T03:04:05Z) or a duration ago (1h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Pause automatic actions (manual commands still run), shared by every instance through
     /// the coordinator. Without --cluster: every cluster.
@@ -324,48 +346,66 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             cluster,
             failover,
             to,
+            json,
         } => {
             let trigger = if failover || to.is_some() {
                 Trigger::Failover { to }
             } else {
                 Trigger::Periodic
             };
-            operator(&config.config, &cluster, Op::Plan(trigger))
+            operator(&config.config, &cluster, Op::Plan(trigger), json)
         }
         Command::Failover {
             config,
             cluster,
             to,
             dry_run,
-        } => act(&config, &cluster, dry_run, Trigger::Failover { to }),
+            json,
+        } => act(&config, &cluster, dry_run, Trigger::Failover { to }, json),
         Command::Switchover {
             config,
             cluster,
             to,
             dry_run,
-        } => act(&config, &cluster, dry_run, Trigger::Switchover { to }),
+            json,
+        } => act(&config, &cluster, dry_run, Trigger::Switchover { to }, json),
         Command::Demote {
             config,
             cluster,
             node,
             dry_run,
-        } => act(&config, &cluster, dry_run, Trigger::Demote { node }),
+            json,
+        } => act(&config, &cluster, dry_run, Trigger::Demote { node }, json),
         Command::Record {
             config,
             cluster,
             master,
             force,
-        } => operator(&config.config, &cluster, Op::Record { master, force }),
+            json,
+        } => operator(&config.config, &cluster, Op::Record { master, force }, json),
         Command::History {
             config,
             cluster,
             limit,
-        } => operator_all(
-            config::load(&config.config)?,
-            |loaded, handles| async move {
-                history::history(&loaded, handles.coord.as_ref(), cluster.as_deref(), limit).await
-            },
-        ),
+            since,
+            json,
+        } => {
+            let loaded = config::load(&config.config)?;
+            if let Some(c) = &cluster {
+                if loaded.cluster(c).is_none() {
+                    return Err(Error::Usage(format!("unknown cluster {c:?}")));
+                }
+            }
+            let since = since.as_deref().map(parse_since).transpose()?;
+            operator_all(loaded, |loaded, handles| async move {
+                let q = history::Query {
+                    cluster: cluster.as_deref(),
+                    since,
+                    limit,
+                };
+                history::history(&loaded, handles.coord.as_ref(), &q, json).await
+            })
+        }
         Command::Pause {
             config,
             cluster,
@@ -433,6 +473,20 @@ pub fn run(command: Command) -> Result<Reply, Error> {
     }
 }
 
+/// `--since`: RFC 3339, or a duration before now.
+fn parse_since(s: &str) -> Result<u64, Error> {
+    if let Ok(t) = crate::controls::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    humantime::parse_duration(s)
+        .map(|d| crate::reconcile::now_unix().saturating_sub(d.as_secs()))
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--since {s:?}: neither an RFC 3339 time nor a duration such as 1h"
+            ))
+        })
+}
+
 fn check_config(file: &Path) -> Result<Reply, Error> {
     let loaded = config::load(file)?;
     let c = &loaded.config;
@@ -496,8 +550,14 @@ enum Op {
     Record { master: Addr, force: bool },
 }
 
-fn act(config: &ConfigArg, cluster: &str, dry_run: bool, trigger: Trigger) -> Result<Reply, Error> {
-    operator(&config.config, cluster, Op::Act { trigger, dry_run })
+fn act(
+    config: &ConfigArg,
+    cluster: &str,
+    dry_run: bool,
+    trigger: Trigger,
+    json: bool,
+) -> Result<Reply, Error> {
+    operator(&config.config, cluster, Op::Act { trigger, dry_run }, json)
 }
 
 /// Load the config, connect the coordinator and build the handles once, then run `f`. A
@@ -518,7 +578,7 @@ where
 }
 
 /// Run `op` with the handle of `cluster` (unknown cluster = usage error).
-fn operator(path: &Path, cluster: &str, op: Op) -> Result<Reply, Error> {
+fn operator(path: &Path, cluster: &str, op: Op, json: bool) -> Result<Reply, Error> {
     let loaded = config::load(path)?;
     if loaded.cluster(cluster).is_none() {
         return Err(Error::Usage(format!(
@@ -531,19 +591,31 @@ fn operator(path: &Path, cluster: &str, op: Op) -> Result<Reply, Error> {
             return Reply::error(&Error::Usage(format!("unknown cluster {cluster:?}")));
         };
         match op {
-            Op::Plan(t) => ops::plan(&h.ctx(&Mode::default()), &t).await,
+            Op::Plan(t) => ops::plan(&h.ctx(&Mode::default()), &t, json).await,
             Op::Act { trigger, dry_run } => {
                 let mode = Mode {
                     dry_run,
                     ..Mode::default()
                 };
-                let (reply, out) = ops::act(&h.ctx(&mode), trigger).await;
+                let (reply, out) = ops::act(&h.ctx(&mode), trigger, json).await;
                 if !dry_run {
                     ops::audit_cli(&loaded, handles.coord.as_ref(), &out).await;
                 }
                 reply
             }
-            Op::Record { master, force } => ops::record(h, &master, force).await,
+            Op::Record { master, force } => {
+                let reply = ops::record(h, &master, force, json).await;
+                if reply.exit == Exit::Ok {
+                    // Audited like every other action (`--force` included).
+                    let text = format!(
+                        "record master {master} by {}{}",
+                        crate::controls::operator(),
+                        if force { " (--force)" } else { "" }
+                    );
+                    controls::audit(&loaded, handles.coord.as_ref(), Some(cluster), &text).await;
+                }
+                reply
+            }
         }
     })
 }

@@ -850,6 +850,47 @@ impl Coordinator for Consul {
         }
     }
 
+    async fn read_events(&self, cluster: &str) -> Result<Vec<String>, CoordError> {
+        let dir = self.key(cluster, "events/");
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/kv/{dir}"),
+                &[("recurse", String::new())],
+                Body::Empty,
+                Perm::KeyRead,
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(Vec::new());
+        }
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Keyed {
+            key: String,
+            #[serde(default)]
+            value: Option<String>,
+        }
+        let list: Vec<Keyed> = r.ok("list events")?.json("list events")?;
+        for k in list {
+            let bytes = match k.value {
+                Some(v) => base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map_err(|e| {
+                        CoordError::Backend(format!("consul: event is not base64: {e}"))
+                    })?,
+                None => Vec::new(),
+            };
+            entries.push((k.key, bytes));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries
+            .into_iter()
+            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+            .collect())
+    }
+
     async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
         Ok(self
             .get_kv(&self.key(cluster, "lock"))

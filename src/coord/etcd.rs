@@ -710,6 +710,21 @@ impl Coordinator for Etcd {
         }
     }
 
+    async fn read_events(&self, cluster: &str) -> Result<Vec<String>, CoordError> {
+        let dir = self.key(cluster, "events/");
+        let resp = self
+            .call("get events", |mut c| async move {
+                c.get(dir, Some(GetOptions::new().with_prefix())).await
+            })
+            .await?;
+        // Sorted by key, and keys sort by time.
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .collect())
+    }
+
     async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
         let key = self.key(cluster, "lock");
         let resp = self

@@ -182,6 +182,14 @@ pub trait Coordinator: Send + Sync {
         let _ = (cluster, event_json);
         async { Ok(()) }
     }
+    /// The events `append_event` kept for `cluster`, oldest first (JSON texts). Default: none.
+    fn read_events(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<String>, CoordError>> + Send {
+        let _ = cluster;
+        async { Ok(Vec::new()) }
+    }
     /// Does `append_event` keep anything? (The local backend keeps events in the file only.)
     fn keeps_events(&self) -> bool {
         false
@@ -457,6 +465,9 @@ impl Coordinator for AnyCoord {
         expected: Option<u64>,
     ) -> Result<CasOutcome, CoordError> {
         dispatch!(self, c => c.write_controls(controls, expected).await)
+    }
+    async fn read_events(&self, cluster: &str) -> Result<Vec<String>, CoordError> {
+        dispatch!(self, c => c.read_events(cluster).await)
     }
     async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
         dispatch!(self, c => c.lock_holder(cluster).await)

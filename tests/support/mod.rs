@@ -9,3 +9,4 @@ pub mod pika;
 pub mod prom;
 pub mod real_pika;
 pub mod redis;
+pub mod schema;
