@@ -63,7 +63,12 @@ pub struct App<R: Reconciler> {
     /// What the status page needs from the config (policy, per-cluster command renames).
     pub page: page::PageConfig,
     webhook_counter: std::sync::OnceLock<WebhookCounter>,
+    reload: std::sync::OnceLock<ReloadFn>,
 }
+
+/// Re-read and validate the config file; `Ok(summary)` once the service will switch to it,
+/// `Err(error)` when the file was refused (the old config stays).
+pub type ReloadFn = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 impl<R: Reconciler> App<R> {
     /// Build from the loaded config: auth and webhook mapping come from `[webhook]`.
@@ -86,12 +91,19 @@ impl<R: Reconciler> App<R> {
             limits: ServerLimits::from_config(&loaded.config.service),
             page: page::PageConfig::from_loaded(loaded),
             webhook_counter: std::sync::OnceLock::new(),
+            reload: std::sync::OnceLock::new(),
         })
     }
 
     /// Count every `/v1/alerts` answer by outcome (set once, at wiring time).
     pub fn with_webhook_counter(self: Arc<Self>, counter: WebhookCounter) -> Arc<Self> {
         let _ = self.webhook_counter.set(counter);
+        self
+    }
+
+    /// What `POST /v1/reload` calls (set once, at wiring time).
+    pub fn with_reload(self: Arc<Self>, reload: ReloadFn) -> Arc<Self> {
+        let _ = self.reload.set(reload);
         self
     }
 
@@ -102,6 +114,32 @@ impl<R: Reconciler> App<R> {
     /// `webhook.max_body_bytes` and `service.body_read_timeout`.
     fn body_limits(&self) -> (usize, Duration) {
         (self.webhook.max_body_bytes, self.limits.body_read_timeout)
+    }
+}
+
+/// `POST /v1/reload`: 200 `{"reloaded": true, "message"}`, 422 `{"error"}` for a refused file.
+async fn reload<R: Reconciler>(
+    axum::extract::State(app): axum::extract::State<Arc<App<R>>>,
+) -> Response {
+    let Some(f) = app.reload.get() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "this server cannot reload its config",
+        );
+    };
+    let f = Arc::clone(f);
+    match tokio::task::spawn_blocking(move || f()).await {
+        Ok(Ok(message)) => {
+            axum::Json(serde_json::json!({ "reloaded": true, "message": message })).into_response()
+        }
+        Ok(Err(e)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("config refused, the old one stays: {e}"),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed: {e}"),
+        ),
     }
 }
 
@@ -144,6 +182,7 @@ pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
         .route("/v1/pause", post(api::pause::<R>))
         .route("/v1/resume", post(api::resume::<R>))
         .route("/v1/controls", get(api::get_controls::<R>))
+        .route("/v1/reload", post(reload::<R>))
         .route(
             "/v1/clusters/{cluster}/maintenance",
             post(api::set_maintenance::<R>),

@@ -225,11 +225,131 @@ impl Service {
     }
 }
 
-/// Run the service until `shutdown` resolves.
+/// Run the service until `shutdown` resolves. SIGHUP (or `POST /v1/reload`) re-reads the
+/// config file: a valid one replaces the running generation (in-flight reconciles drain first,
+/// the listening socket stays open, clusters added, removed or changed take effect); a bad one
+/// is refused with its error logged (and answered) and the old config keeps running.
 pub async fn run(
     loaded: Loaded,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let std_listener = listener
+        .into_std()
+        .map_err(|e| Error::io("cannot keep the listening socket", e))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<Loaded>(4);
+    let reload_rx = Arc::new(tokio::sync::Mutex::new(reload_rx));
+    let path = loaded.path.clone();
+    let reload: http::ReloadFn = {
+        let tx = reload_tx.clone();
+        let path = path.clone();
+        Arc::new(move || try_reload(&path, &tx))
+    };
+    let hup = tokio::spawn(sighup_loop(
+        path.clone(),
+        reload_tx.clone(),
+        stop_rx.clone(),
+    ));
+    let mut current = loaded;
+    let mut previous: Option<Loaded> = None;
+    let result = loop {
+        let listener = std_listener
+            .try_clone()
+            .and_then(TcpListener::from_std)
+            .map_err(|e| Error::io("cannot reuse the listening socket", e))?;
+        let next: Arc<Mutex<Option<Loaded>>> = Arc::new(Mutex::new(None));
+        let stop = {
+            let mut stop_rx = stop_rx.clone();
+            let rx = Arc::clone(&reload_rx);
+            let next = Arc::clone(&next);
+            async move {
+                let mut rx = rx.lock().await;
+                tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => {}
+                    new = rx.recv() => {
+                        *next.lock().unwrap_or_else(|p| p.into_inner()) = new;
+                    }
+                }
+            }
+        };
+        let res = generation(current.clone(), listener, stop, Arc::clone(&reload)).await;
+        let next = next.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (res, next) {
+            (Ok(()), Some(new)) => {
+                info!(clusters = new.config.clusters.len(), "config reloaded");
+                previous = Some(std::mem::replace(&mut current, new));
+            }
+            (Ok(()), None) => break Ok(()),
+            // A reloaded config that cannot start (e.g. its coordinator is unusable): back to
+            // the one that ran.
+            (Err(e), _) if previous.is_some() && !*stop_rx.borrow() => {
+                warn!(error = %e, "the reloaded config could not start; back to the previous one");
+                if let Some(p) = previous.take() {
+                    current = p;
+                }
+            }
+            (Err(e), _) => break Err(e),
+        }
+    };
+    hup.abort();
+    result
+}
+
+/// Validate the file and hand a good config to the running service; the error text otherwise.
+fn try_reload(
+    path: &std::path::Path,
+    tx: &tokio::sync::mpsc::Sender<Loaded>,
+) -> Result<String, String> {
+    match crate::config::load(path) {
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "config reload refused; keeping the old config");
+            Err(e.to_string())
+        }
+        Ok(new) => {
+            let names: Vec<String> = new.config.clusters.iter().map(|c| c.name.clone()).collect();
+            tx.try_send(new)
+                .map_err(|e| format!("a reload is already pending ({e})"))?;
+            info!(path = %path.display(), clusters = %names.join(","), "config reload accepted");
+            Ok(format!(
+                "reloading {} cluster(s): {}",
+                names.len(),
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+async fn sighup_loop(
+    path: std::path::PathBuf,
+    tx: tokio::sync::mpsc::Sender<Loaded>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; reload with POST /v1/reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                let _ = try_reload(&path, &tx);
+            }
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One generation of the service (one config) until `shutdown` resolves.
+async fn generation(
+    loaded: Loaded,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: http::ReloadFn,
 ) -> Result<(), Error> {
     let handles = Arc::new(Handles::connect(&loaded).await?);
     let cfg = &loaded.config;
@@ -259,7 +379,7 @@ pub async fn run(
         Arc::new(events),
         SupervisorConfig::from_config(cfg),
     );
-    let app = http_app(&loaded, &service, &sup);
+    let app = http_app(&loaded, &service, &sup).with_reload(reload);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let poller = tokio::spawn(poll_loop(
