@@ -95,6 +95,7 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
         /// Plan a failover (optionally to this node) instead of the periodic check.
@@ -112,13 +113,18 @@ pub enum Command {
     Failover {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The replica to promote (default: the best one).
         #[arg(long)]
         to: Option<Addr>,
         /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Do not ask for confirmation on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// Print JSON (see docs/json.md) instead of text.
         #[arg(long)]
         json: bool,
@@ -127,12 +133,18 @@ pub enum Command {
     Switchover {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The replica to promote (default: the best one).
         #[arg(long)]
         to: Option<Addr>,
+        /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Do not ask for confirmation on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
         /// Print JSON (see docs/json.md) instead of text.
         #[arg(long)]
         json: bool,
@@ -141,10 +153,13 @@ pub enum Command {
     Demote {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The node (host:port, as configured).
         #[arg(long)]
         node: Addr,
+        /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
         /// Print JSON (see docs/json.md) instead of text.
@@ -155,8 +170,10 @@ pub enum Command {
     Record {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The master to record (host:port, as configured).
         #[arg(long)]
         master: Addr,
         /// Record it even if it does not answer as master.
@@ -170,6 +187,7 @@ pub enum Command {
     History {
         #[command(flatten)]
         config: ConfigArg,
+        /// Only this cluster.
         #[arg(long)]
         cluster: Option<String>,
         /// How many events (the latest).
@@ -220,6 +238,7 @@ pub enum Command {
     Ack {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
         /// Why (kept in the audit trail).
@@ -229,6 +248,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script (e.g. `pika-remedy completions bash > /etc/bash_completion.d/pika-remedy`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), generated from these definitions (`pika-remedy man | man -l -`).
+    Man,
     /// Self-contained demo: 3 local redis-servers, kill -9 the master, restart it (`make demo`).
     Demo,
 }
@@ -239,8 +265,10 @@ pub enum MaintenanceCmd {
     Set {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The node (host:port, as configured).
         #[arg(long)]
         node: Addr,
         /// no-promote: never a promotion candidate; hands-off: no command is sent to it.
@@ -260,8 +288,10 @@ pub enum MaintenanceCmd {
     Clear {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The node (host:port, as configured).
         #[arg(long)]
         node: Addr,
         /// Print the controls as JSON.
@@ -281,8 +311,12 @@ pub enum MaintenanceCmd {
 fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // No ANSI colour unless stderr is a terminal and NO_COLOR is unset (https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // A second init (tests) is harmless; ignore it.
     let _ = match format {
@@ -360,15 +394,29 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             cluster,
             to,
             dry_run,
+            yes,
             json,
-        } => act(&config, &cluster, dry_run, Trigger::Failover { to }, json),
+        } => {
+            let trigger = Trigger::Failover { to };
+            if !dry_run && !yes && !json && !confirm(&config, &cluster, &trigger)? {
+                return Ok(Reply::new("aborted: nothing sent\n".into(), Exit::NotDone));
+            }
+            act(&config, &cluster, dry_run, trigger, json)
+        }
         Command::Switchover {
             config,
             cluster,
             to,
             dry_run,
+            yes,
             json,
-        } => act(&config, &cluster, dry_run, Trigger::Switchover { to }, json),
+        } => {
+            let trigger = Trigger::Switchover { to };
+            if !dry_run && !yes && !json && !confirm(&config, &cluster, &trigger)? {
+                return Ok(Reply::new("aborted: nothing sent\n".into(), Exit::NotDone));
+            }
+            act(&config, &cluster, dry_run, trigger, json)
+        }
         Command::Demote {
             config,
             cluster,
@@ -466,6 +514,26 @@ pub fn run(command: Command) -> Result<Reply, Error> {
                 |_loaded, handles| async move { controls::list(handles.coord.as_ref(), json).await },
             ),
         },
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "pika-remedy", &mut out);
+            Ok(Reply::new(
+                String::from_utf8_lossy(&out).into_owned(),
+                Exit::Ok,
+            ))
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| Error::io("cannot render the manual page", e))?;
+            Ok(Reply::new(
+                String::from_utf8_lossy(&out).into_owned(),
+                Exit::Ok,
+            ))
+        }
         Command::Demo => {
             let exit = runtime()?.block_on(demo::run())?;
             Ok(Reply::new(String::new(), exit))
@@ -543,6 +611,26 @@ fn control(config: &ConfigArg, change: Change, json: bool) -> Result<Reply, Erro
     })
 }
 
+/// patronictl-like: on a terminal, show the plan and ask before acting (`--yes` skips it; no
+/// question without a terminal, so scripts are not blocked).
+fn confirm(config: &ConfigArg, cluster: &str, trigger: &Trigger) -> Result<bool, Error> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        return Ok(true);
+    }
+    let plan = operator(&config.config, cluster, Op::Plan(trigger.clone()), false)?;
+    print!("{}", plan.text);
+    if plan.exit != Exit::Ok {
+        // A refusal: acting would be refused the same way; let the command say so.
+        return Ok(true);
+    }
+    print!("Apply this plan to cluster {cluster}? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
 /// What an operator command does with its cluster's handle.
 enum Op {
     Plan(Trigger),
@@ -580,11 +668,27 @@ where
 /// Run `op` with the handle of `cluster` (unknown cluster = usage error).
 fn operator(path: &Path, cluster: &str, op: Op, json: bool) -> Result<Reply, Error> {
     let loaded = config::load(path)?;
-    if loaded.cluster(cluster).is_none() {
+    let Some(cl) = loaded.cluster(cluster) else {
         return Err(Error::Usage(format!(
             "unknown cluster {cluster:?} in {}",
             path.display()
         )));
+    };
+    // A node that is not configured is a usage error (exit 2), not a refusal.
+    let named = match &op {
+        Op::Plan(t) | Op::Act { trigger: t, .. } => match t {
+            Trigger::Failover { to } | Trigger::Switchover { to } => to.clone(),
+            Trigger::Demote { node } => Some(node.clone()),
+            _ => None,
+        },
+        Op::Record { .. } => None,
+    };
+    if let Some(n) = named {
+        if !cl.nodes.iter().any(|x| x.addr == n) {
+            return Err(Error::Usage(format!(
+                "node {n} is not configured in cluster {cluster}"
+            )));
+        }
     }
     operator_all(loaded, |loaded, handles| async move {
         let Some(h) = handles.get(cluster) else {
