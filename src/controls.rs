@@ -346,7 +346,7 @@ impl Change {
 }
 
 /// Apply `change` as `who` at `now` (compare-and-set, retried). Returns the new document and the
-/// audit sentence ("paused cluster a by op until …: reason").
+/// audit sentence ("paused by operator: cluster a until … (reason; by op)").
 pub async fn apply<C: Coordinator>(
     coord: &C,
     change: &Change,
@@ -360,11 +360,13 @@ pub async fn apply<C: Coordinator>(
             reason,
             expires_in,
         } => format!(
-            "paused {} by {who}{}: {reason}",
+            "paused by operator: {}{} ({reason}; by {who})",
             scope(cluster),
             until_text(secs(expires_in))
         ),
-        Change::Resume { cluster } => format!("resumed {} by {who}", scope(cluster)),
+        Change::Resume { cluster } => {
+            format!("resumed by operator: {} (by {who})", scope(cluster))
+        }
         Change::SetMaintenance {
             cluster,
             node,

@@ -45,6 +45,10 @@ async fn view<R: Reconciler>(app: &App<R>, cluster: &str) -> Option<ClusterView>
         .unwrap_or_default();
     let pause = doc.pause_for(cluster, now).cloned();
     state.effectively_paused |= pause.is_some();
+    // `paused`: this cluster's own pause (the page's pause/resume button acts on it).
+    state.paused |= pause
+        .as_ref()
+        .is_some_and(|p| p.cluster.as_deref() == Some(cluster));
     let maintenance = doc
         .maintenance
         .into_iter()
@@ -65,7 +69,13 @@ pub(super) async fn list_clusters<R: Reconciler>(State(app): State<Arc<App<R>>>)
             out.push(v);
         }
     }
-    Json(json!({ "paused": app.supervisor.globally_paused(), "dry_run": app.supervisor.dry_run(), "clusters": out }))
+    let shared_global = app.supervisor.reconciler().controls().await.is_ok_and(|d| {
+        d.pauses
+            .iter()
+            .any(|p| p.cluster.is_none() && p.until.is_none_or(|u| now_unix() < u))
+    });
+    let paused = app.supervisor.globally_paused() || shared_global;
+    Json(json!({ "paused": paused, "dry_run": app.supervisor.dry_run(), "clusters": out }))
         .into_response()
 }
 
