@@ -6,6 +6,8 @@
 //! - [`config`]: the strict TOML config: types here, private `validate` and `load` (secrets from env or file).
 //! - [`node`]: the `Nodes` seam; [`node::commands`] builds every wire command (renames, `force`,
 //!   password placeholder); [`node::info`] parses INFO; [`node::redis`] sends them over RESP.
+//! - [`controls`]: shared operator controls (pause, node maintenance, cooldown ack), stored in
+//!   the coordinator; pure rules plus the compare-and-set `update`.
 //! - [`coord`]: the `Coordinator` seam (lock + fencing token + CAS record): `local`, `consul`, `etcd`.
 //! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s
@@ -41,6 +43,7 @@
 pub mod alert;
 pub mod cli;
 pub mod config;
+pub mod controls;
 pub mod coord;
 pub mod decide;
 pub mod error;

@@ -278,7 +278,42 @@ pub struct NodeObservation {
     pub priority: u32,
     pub never_promote: bool,
     /// The node's status, or a short, secret-free error text ("timeout", "connection refused", …).
+    /// JSON: `{"ok": {…status…}}` or `{"error": "text"}` (no Rust `Ok`/`Err` shapes).
+    #[serde(with = "status_json")]
     pub status: Result<NodeStatus, String>,
+}
+
+/// `Result<NodeStatus, String>` as `{"ok": …}` / `{"error": "…"}`.
+mod status_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::NodeStatus;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case", deny_unknown_fields)]
+    enum Shape<T> {
+        Ok(T),
+        Error(String),
+    }
+
+    pub fn serialize<S: Serializer>(
+        v: &Result<NodeStatus, String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Ok(st) => Shape::Ok(st).serialize(s),
+            Err(e) => Shape::<&NodeStatus>::Error(e.clone()).serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Result<NodeStatus, String>, D::Error> {
+        Ok(match Shape::<NodeStatus>::deserialize(d)? {
+            Shape::Ok(st) => Ok(st),
+            Shape::Error(e) => Err(e),
+        })
+    }
 }
 
 impl NodeObservation {

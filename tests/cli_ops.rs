@@ -133,9 +133,11 @@ fn operator_commands_from_bootstrap_to_demotion() {
     let m = rc.master.addr().to_string();
     let r1 = rc.replicas[0].addr().to_string();
 
+    // No record yet: status needs attention (exit 1) and says what serve would do.
     let r = cli(&cfg, &["status"]);
-    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.code, 1, "{r:?}");
     assert!(r.stdout.contains(&m), "{r:?}");
+    assert!(r.stdout.contains("no topology record"), "{r:?}");
 
     // Healthy, no record yet: the periodic plan would bootstrap it; nothing is written.
     let r = cli(&cfg, &["plan", "--cluster", "c"]);

@@ -397,7 +397,7 @@ fn row(name: &'static str, trigger: Trigger, obs: ClusterB, record: Option<RecB>
             now: NOW,
             paused: false,
             last_master_offset: None,
-            links_before: Default::default(),
+            ..Gate::default()
         },
         action: NOTHING,
         reason: Reason::Has(""),

@@ -1048,7 +1048,7 @@ async fn blocking_info_does_not_stall_the_poll() {
             .and_then(|a| a.iter().find(|n| n["addr"] == addr).cloned())
             .unwrap_or(Value::Null)
     };
-    let m_offset = |v: &Value| node_of(v, &m_addr)["status"]["Ok"]["offset"].as_u64();
+    let m_offset = |v: &Value| node_of(v, &m_addr)["status"]["ok"]["offset"].as_u64();
     // A writer on the master moves its offset.
     let mport = set.master.port();
     let stop = Arc::new(AtomicBool::new(false));
@@ -1065,7 +1065,7 @@ async fn blocking_info_does_not_stall_the_poll() {
     let t = Instant::now();
     loop {
         let v = snapshot(&svc).await;
-        if node_of(&v, &c_addr)["status"]["Ok"]["role"] == "slave" && m_offset(&v).is_some() {
+        if node_of(&v, &c_addr)["status"]["ok"]["role"] == "slave" && m_offset(&v).is_some() {
             break;
         }
         assert!(
@@ -1157,7 +1157,7 @@ async fn blocking_info_does_not_stall_the_poll() {
     let t = Instant::now();
     loop {
         let v = snapshot(&svc).await;
-        if node_of(&v, &c_addr)["status"]["Ok"]["role"] == "slave" {
+        if node_of(&v, &c_addr)["status"]["ok"]["role"] == "slave" {
             break;
         }
         assert!(

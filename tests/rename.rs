@@ -240,7 +240,8 @@ async fn failover_and_demotion_succeed_with_the_rename_map() {
     env.kill_master();
 
     // The plan shows the names the nodes know.
-    let reply = pika_remedy::cli::ops::plan(&env.ctx(&env.with_map), &Trigger::MasterDown).await;
+    let reply =
+        pika_remedy::cli::ops::plan(&env.ctx(&env.with_map), &Trigger::MasterDown, false).await;
     let code = reply.code();
     let text = reply.text;
     assert_eq!(code, 0, "{text}");

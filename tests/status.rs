@@ -21,7 +21,9 @@ fn write_config(clusters_toml: &str) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("pika-remedy.toml");
     let text = format!(
         "[timeouts]\nconnect = \"300ms\"\ncommand = \"500ms\"\n\n[policy]\nlock_ttl = \"10m\"\n\n\
-         [webhook]\nallow_unauthenticated = true\n\n{clusters_toml}"
+         [coordinator.local]\ndir = \"{}\"\n\n\
+         [webhook]\nallow_unauthenticated = true\n\n{clusters_toml}",
+        dir.path().join("state").display()
     );
     std::fs::write(&path, text).unwrap();
     (dir, path)
@@ -38,6 +40,25 @@ fn status(config: &PathBuf, extra: &[&str]) -> Output {
         .expect("run pika-remedy")
 }
 
+/// `pika-remedy record` (with `--force` if asked); panics unless it exits 0.
+fn record(config: &PathBuf, cluster: &str, master: &str, force: bool) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["record", "--config"])
+        .arg(config)
+        .args(["--cluster", cluster, "--master", master]);
+    if force {
+        cmd.arg("--force");
+    }
+    let out = cmd.env_remove("RUST_LOG").output().expect("run record");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "record: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -52,10 +73,34 @@ fn json(out: &Output) -> Value {
 fn status_json_shows_roles_master_and_offsets() {
     let c = RedisCluster::start(2, Some("status-secret"));
     let (_dir, cfg) = write_config(&c.cluster_toml("main", &[]));
+    // Without a record serve would refuse to act: exit 1, saying so.
+    let out = status(&cfg, &["--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(1), "{v:#}");
+    assert!(
+        v["clusters"][0]["problems"]
+            .to_string()
+            .contains("no topology record"),
+        "{v:#}"
+    );
+    record(&cfg, "main", &c.master.addr().to_string(), false);
     let out = status(&cfg, &["--json"]);
     let v = json(&out);
     assert_eq!(out.status.code(), Some(0), "{v:#}");
     assert_eq!(v["ok"], true);
+    let rec = &v["clusters"][0]["record"];
+    assert_eq!(rec["master"], c.master.addr().to_string(), "{v:#}");
+    assert_eq!(rec["epoch"], 1, "{v:#}");
+    assert!(
+        rec["updated"].as_str().unwrap().ends_with('Z'),
+        "RFC 3339: {v:#}"
+    );
+    assert_eq!(v["clusters"][0]["record_agrees"], true, "{v:#}");
+    assert_eq!(v["clusters"][0]["lock_holder"], Value::Null, "{v:#}");
+    assert_eq!(
+        v["clusters"][0]["serve_would"]["action"], "no_action",
+        "{v:#}"
+    );
     let cl = &v["clusters"][0];
     assert_eq!(cl["name"], "main");
     assert_eq!(cl["healthy"], true, "{cl:#}");
@@ -152,6 +197,80 @@ fn status_json_two_masters_is_exit_1() {
         Some(2),
         "{v:#}"
     );
+}
+
+/// The record names a replica (forced) while the real master is alive: reality disagrees, serve
+/// would act, so `status` exits 1 and says why; the shared pause and maintenance are shown.
+#[test]
+fn record_disagreeing_with_reality_is_exit_1_with_why() {
+    let c = RedisCluster::start(2, None);
+    let (_dir, cfg) = write_config(&c.cluster_toml("main", &[]));
+    let wrong = c.replicas[0].addr().to_string();
+    record(&cfg, "main", &wrong, true);
+    let out = status(&cfg, &["--json"]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(1), "{v:#}");
+    let cl = &v["clusters"][0];
+    assert_eq!(cl["record_agrees"], false, "{cl:#}");
+    let problems = cl["problems"].to_string();
+    assert!(
+        problems.contains(&format!(
+            "the record names {wrong} as master (epoch 1), but it reports role:slave and {} claims master",
+            c.master.addr()
+        )),
+        "{problems}"
+    );
+    // The table says the same.
+    let out = status(&cfg, &[]);
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("DISAGREES"), "{t}");
+    assert!(
+        t.contains(&format!("the record names {wrong} as master")),
+        "{t}"
+    );
+
+    // Controls are part of the report.
+    let ctl = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+    };
+    ctl(&[
+        "pause",
+        "--cluster",
+        "main",
+        "--reason",
+        "investigating",
+        "--for",
+        "1h",
+    ]);
+    ctl(&[
+        "maintenance",
+        "set",
+        "--cluster",
+        "main",
+        "--node",
+        &wrong,
+        "--mode",
+        "no-promote",
+        "--reason",
+        "bad disk",
+    ]);
+    let v = json(&status(&cfg, &["--json"]));
+    let cl = &v["clusters"][0];
+    assert_eq!(cl["pause"]["reason"], "investigating", "{cl:#}");
+    assert!(
+        cl["pause"]["until"].as_str().unwrap().ends_with('Z'),
+        "{cl:#}"
+    );
+    assert_eq!(cl["maintenance"][0]["node"], wrong, "{cl:#}");
+    assert_eq!(cl["maintenance"][0]["mode"], "no-promote", "{cl:#}");
 }
 
 #[test]

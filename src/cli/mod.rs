@@ -4,6 +4,7 @@
 //! attention (see `status`), 2 = config or usage error (clap also exits 2 on bad arguments),
 //! 3 = coordinator unreachable or too few observations: retrying may help.
 
+pub mod controls;
 pub mod demo;
 pub mod history;
 pub mod ops;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, Loaded};
+use crate::controls::Change;
 use crate::decide::Trigger;
 use crate::error::{Error, Exit};
 use crate::model::Addr;
@@ -60,8 +62,10 @@ pub enum Command {
         /// The file to check.
         file: PathBuf,
     },
-    /// Observe every configured node once and show roles, links and offsets.
-    /// Exit 0 = all reachable and one master per cluster, 1 = needs attention, 2 = config error.
+    /// Observe every configured node once and show roles, links and offsets, the record, the
+    /// shared pause and maintenance, the lock holder, and whether reality agrees with the record.
+    /// Exit 0 = all reachable, one master, the recorded one, serve would do nothing;
+    /// 1 = needs attention (the reasons are listed); 2 = config or usage error.
     Status {
         #[command(flatten)]
         config: ConfigArg,
@@ -71,6 +75,12 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Refresh until interrupted (Ctrl-C); the exit code is the last report's.
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` refreshes.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
     },
     /// Run the service: webhook, operator API, /metrics, poller (and the periodic check if set).
     Serve {
@@ -85,71 +95,166 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
         /// Plan a failover (optionally to this node) instead of the periodic check.
         #[arg(long)]
         failover: bool,
+        /// Plan a failover to this node.
         #[arg(long)]
         to: Option<Addr>,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Fail over now (the recorded master must be unreachable), optionally to a given node.
     /// Ignores the cooldown. Exit: 0 done or nothing to do, 1 refused/failed/lock held, 3 retry.
     Failover {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The replica to promote (default: the best one).
         #[arg(long)]
         to: Option<Addr>,
         /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Do not ask for confirmation on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Planned switchover of a healthy master (Redis: writes paused while the target catches up).
     Switchover {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The replica to promote (default: the best one).
         #[arg(long)]
         to: Option<Addr>,
+        /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Do not ask for confirmation on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Make a node follow the recorded master (`SLAVEOF … force` on Pika) and persist it.
     Demote {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The node (host:port, as configured).
         #[arg(long)]
         node: Addr,
+        /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Record the master by hand (bootstrap, or after an operator's repair).
     Record {
         #[command(flatten)]
         config: ConfigArg,
+        /// The cluster, as named in the config.
         #[arg(long)]
         cluster: String,
+        /// The master to record (host:port, as configured).
         #[arg(long)]
         master: Addr,
         /// Record it even if it does not answer as master.
         #[arg(long)]
         force: bool,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the recorded topology and the audit trail (from `service.events_file`).
     History {
         #[command(flatten)]
         config: ConfigArg,
+        /// Only this cluster.
         #[arg(long)]
         cluster: Option<String>,
-        /// How many events.
+        /// How many events (the latest).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only events since this time: RFC 3339 (2026-01-02T03:04:05Z) or a duration ago (1h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON (see docs/json.md) instead of text.
+        #[arg(long)]
+        json: bool,
     },
+    /// Pause automatic actions (manual commands still run), shared by every instance through
+    /// the coordinator. Without --cluster: every cluster.
+    Pause {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Why (shown in status, the API and the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// Lift the pause by itself after this long (e.g. 30m, 2h).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a pause set by `pause` (the global one without --cluster).
+    Resume {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this cluster's pause.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-node maintenance: `no-promote` (never a candidate) or `hands-off` (no command sent).
+    Maintenance {
+        #[command(subcommand)]
+        action: MaintenanceCmd,
+    },
+    /// Acknowledge the last automatic failover: lifts its cooldown (audited).
+    Ack {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The cluster, as named in the config.
+        #[arg(long)]
+        cluster: String,
+        /// Why (kept in the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (e.g. `pika-remedy completions bash > /etc/bash_completion.d/pika-remedy`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), generated from these definitions (`pika-remedy man | man -l -`).
+    Man,
     /// Self-contained demo: 3 local redis-servers (or real Pika with `--pika-bin`), kill -9 the
     /// master, restart it (`make demo`, `make demo PIKA_BIN=/path/to/pika`).
     Demo {
@@ -163,11 +268,64 @@ pub enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum MaintenanceCmd {
+    /// Put a node under maintenance (replaces an earlier entry for it).
+    Set {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The cluster, as named in the config.
+        #[arg(long)]
+        cluster: String,
+        /// The node (host:port, as configured).
+        #[arg(long)]
+        node: Addr,
+        /// no-promote: never a promotion candidate; hands-off: no command is sent to it.
+        #[arg(long, value_parser = ["no-promote", "hands-off"])]
+        mode: String,
+        /// Why (shown in status, the API and the audit trail).
+        #[arg(long)]
+        reason: String,
+        /// Expires after this long (e.g. 4h); an expired entry no longer applies.
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a node's maintenance.
+    Clear {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The cluster, as named in the config.
+        #[arg(long)]
+        cluster: String,
+        /// The node (host:port, as configured).
+        #[arg(long)]
+        node: Addr,
+        /// Print the controls as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show pauses, maintenance and acknowledgements.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // No ANSI colour unless stderr is a terminal and NO_COLOR is unset (https://no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     // A second init (tests) is harmless; ignore it.
     let _ = match format {
@@ -215,9 +373,15 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             config,
             cluster,
             json,
+            watch,
+            interval,
         } => {
             let loaded = config::load(&config.config)?;
-            runtime()?.block_on(status::run(&loaded, cluster.as_deref(), json))
+            if watch {
+                runtime()?.block_on(status::watch(&loaded, cluster.as_deref(), json, interval))
+            } else {
+                runtime()?.block_on(status::run(&loaded, cluster.as_deref(), json))
+            }
         }
         Command::Serve { config, listen } => serve(&config.config, listen),
         Command::Plan {
@@ -225,48 +389,160 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             cluster,
             failover,
             to,
+            json,
         } => {
             let trigger = if failover || to.is_some() {
                 Trigger::Failover { to }
             } else {
                 Trigger::Periodic
             };
-            operator(&config.config, &cluster, Op::Plan(trigger))
+            operator(&config.config, &cluster, Op::Plan(trigger), json)
         }
         Command::Failover {
             config,
             cluster,
             to,
             dry_run,
-        } => act(&config, &cluster, dry_run, Trigger::Failover { to }),
+            yes,
+            json,
+        } => {
+            let trigger = Trigger::Failover { to };
+            if !dry_run && !yes && !json && !confirm(&config, &cluster, &trigger)? {
+                return Ok(Reply::new("aborted: nothing sent\n".into(), Exit::NotDone));
+            }
+            act(&config, &cluster, dry_run, trigger, json)
+        }
         Command::Switchover {
             config,
             cluster,
             to,
             dry_run,
-        } => act(&config, &cluster, dry_run, Trigger::Switchover { to }),
+            yes,
+            json,
+        } => {
+            let trigger = Trigger::Switchover { to };
+            if !dry_run && !yes && !json && !confirm(&config, &cluster, &trigger)? {
+                return Ok(Reply::new("aborted: nothing sent\n".into(), Exit::NotDone));
+            }
+            act(&config, &cluster, dry_run, trigger, json)
+        }
         Command::Demote {
             config,
             cluster,
             node,
             dry_run,
-        } => act(&config, &cluster, dry_run, Trigger::Demote { node }),
+            json,
+        } => act(&config, &cluster, dry_run, Trigger::Demote { node }, json),
         Command::Record {
             config,
             cluster,
             master,
             force,
-        } => operator(&config.config, &cluster, Op::Record { master, force }),
+            json,
+        } => operator(&config.config, &cluster, Op::Record { master, force }, json),
         Command::History {
             config,
             cluster,
             limit,
-        } => operator_all(
-            config::load(&config.config)?,
-            |loaded, handles| async move {
-                history::history(&loaded, handles.coord.as_ref(), cluster.as_deref(), limit).await
+            since,
+            json,
+        } => {
+            let loaded = config::load(&config.config)?;
+            if let Some(c) = &cluster {
+                if loaded.cluster(c).is_none() {
+                    return Err(Error::Usage(format!("unknown cluster {c:?}")));
+                }
+            }
+            let since = since.as_deref().map(parse_since).transpose()?;
+            operator_all(loaded, |loaded, handles| async move {
+                let q = history::Query {
+                    cluster: cluster.as_deref(),
+                    since,
+                    limit,
+                };
+                history::history(&loaded, handles.coord.as_ref(), &q, json).await
+            })
+        }
+        Command::Pause {
+            config,
+            cluster,
+            reason,
+            expires_in,
+            json,
+        } => control(
+            &config,
+            Change::Pause {
+                cluster,
+                reason,
+                expires_in,
             },
+            json,
         ),
+        Command::Resume {
+            config,
+            cluster,
+            json,
+        } => control(&config, Change::Resume { cluster }, json),
+        Command::Ack {
+            config,
+            cluster,
+            reason,
+            json,
+        } => control(&config, Change::Ack { cluster, reason }, json),
+        Command::Maintenance { action } => match action {
+            MaintenanceCmd::Set {
+                config,
+                cluster,
+                node,
+                mode,
+                reason,
+                expires_in,
+                json,
+            } => {
+                let mode = mode.parse().map_err(Error::Usage)?;
+                control(
+                    &config,
+                    Change::SetMaintenance {
+                        cluster,
+                        node,
+                        mode,
+                        reason,
+                        expires_in,
+                    },
+                    json,
+                )
+            }
+            MaintenanceCmd::Clear {
+                config,
+                cluster,
+                node,
+                json,
+            } => control(&config, Change::ClearMaintenance { cluster, node }, json),
+            MaintenanceCmd::List { config, json } => operator_all(
+                config::load(&config.config)?,
+                |_loaded, handles| async move { controls::list(handles.coord.as_ref(), json).await },
+            ),
+        },
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "pika-remedy", &mut out);
+            Ok(Reply::new(
+                String::from_utf8_lossy(&out).into_owned(),
+                Exit::Ok,
+            ))
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| Error::io("cannot render the manual page", e))?;
+            Ok(Reply::new(
+                String::from_utf8_lossy(&out).into_owned(),
+                Exit::Ok,
+            ))
+        }
         Command::Demo {
             pika_bin,
             pika_conf,
@@ -279,6 +555,20 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             Ok(Reply::new(String::new(), exit))
         }
     }
+}
+
+/// `--since`: RFC 3339, or a duration before now.
+fn parse_since(s: &str) -> Result<u64, Error> {
+    if let Ok(t) = crate::controls::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    humantime::parse_duration(s)
+        .map(|d| crate::reconcile::now_unix().saturating_sub(d.as_secs()))
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--since {s:?}: neither an RFC 3339 time nor a duration such as 1h"
+            ))
+        })
 }
 
 fn check_config(file: &Path) -> Result<Reply, Error> {
@@ -327,6 +617,36 @@ async fn shutdown_signal() {
     }
 }
 
+/// A change of the shared controls: names checked against the config (usage error), applied
+/// in the coordinator, audited.
+fn control(config: &ConfigArg, change: Change, json: bool) -> Result<Reply, Error> {
+    let loaded = config::load(&config.config)?;
+    controls::validate(&loaded, &change)?;
+    operator_all(loaded, |loaded, handles| async move {
+        controls::change(&loaded, handles.coord.as_ref(), change, json).await
+    })
+}
+
+/// patronictl-like: on a terminal, show the plan and ask before acting (`--yes` skips it; no
+/// question without a terminal, so scripts are not blocked).
+fn confirm(config: &ConfigArg, cluster: &str, trigger: &Trigger) -> Result<bool, Error> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        return Ok(true);
+    }
+    let plan = operator(&config.config, cluster, Op::Plan(trigger.clone()), false)?;
+    print!("{}", plan.text);
+    if plan.exit != Exit::Ok {
+        // A refusal: acting would be refused the same way; let the command say so.
+        return Ok(true);
+    }
+    print!("Apply this plan to cluster {cluster}? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
 /// What an operator command does with its cluster's handle.
 enum Op {
     Plan(Trigger),
@@ -334,8 +654,14 @@ enum Op {
     Record { master: Addr, force: bool },
 }
 
-fn act(config: &ConfigArg, cluster: &str, dry_run: bool, trigger: Trigger) -> Result<Reply, Error> {
-    operator(&config.config, cluster, Op::Act { trigger, dry_run })
+fn act(
+    config: &ConfigArg,
+    cluster: &str,
+    dry_run: bool,
+    trigger: Trigger,
+    json: bool,
+) -> Result<Reply, Error> {
+    operator(&config.config, cluster, Op::Act { trigger, dry_run }, json)
 }
 
 /// Load the config, connect the coordinator and build the handles once, then run `f`. A
@@ -356,32 +682,60 @@ where
 }
 
 /// Run `op` with the handle of `cluster` (unknown cluster = usage error).
-fn operator(path: &Path, cluster: &str, op: Op) -> Result<Reply, Error> {
+fn operator(path: &Path, cluster: &str, op: Op, json: bool) -> Result<Reply, Error> {
     let loaded = config::load(path)?;
-    if loaded.cluster(cluster).is_none() {
+    let Some(cl) = loaded.cluster(cluster) else {
         return Err(Error::Usage(format!(
             "unknown cluster {cluster:?} in {}",
             path.display()
         )));
+    };
+    // A node that is not configured is a usage error (exit 2), not a refusal.
+    let named = match &op {
+        Op::Plan(t) | Op::Act { trigger: t, .. } => match t {
+            Trigger::Failover { to } | Trigger::Switchover { to } => to.clone(),
+            Trigger::Demote { node } => Some(node.clone()),
+            _ => None,
+        },
+        Op::Record { .. } => None,
+    };
+    if let Some(n) = named {
+        if !cl.nodes.iter().any(|x| x.addr == n) {
+            return Err(Error::Usage(format!(
+                "node {n} is not configured in cluster {cluster}"
+            )));
+        }
     }
     operator_all(loaded, |loaded, handles| async move {
         let Some(h) = handles.get(cluster) else {
             return Reply::error(&Error::Usage(format!("unknown cluster {cluster:?}")));
         };
         match op {
-            Op::Plan(t) => ops::plan(&h.ctx(&Mode::default()), &t).await,
+            Op::Plan(t) => ops::plan(&h.ctx(&Mode::default()), &t, json).await,
             Op::Act { trigger, dry_run } => {
                 let mode = Mode {
                     dry_run,
                     ..Mode::default()
                 };
-                let (reply, out) = ops::act(&h.ctx(&mode), trigger).await;
+                let (reply, out) = ops::act(&h.ctx(&mode), trigger, json).await;
                 if !dry_run {
                     ops::audit_cli(&loaded, handles.coord.as_ref(), &out).await;
                 }
                 reply
             }
-            Op::Record { master, force } => ops::record(h, &master, force).await,
+            Op::Record { master, force } => {
+                let reply = ops::record(h, &master, force, json).await;
+                if reply.exit == Exit::Ok {
+                    // Audited like every other action (`--force` included).
+                    let text = format!(
+                        "record master {master} by {}{}",
+                        crate::controls::operator(),
+                        if force { " (--force)" } else { "" }
+                    );
+                    controls::audit(&loaded, handles.coord.as_ref(), Some(cluster), &text).await;
+                }
+                reply
+            }
         }
     })
 }

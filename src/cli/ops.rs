@@ -36,9 +36,29 @@ impl Reply {
 }
 
 /// `plan`: observation, record, the plan with the ranked candidates, and the exact commands.
-pub async fn plan<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: &Trigger) -> Reply {
+pub async fn plan<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: &Trigger,
+    json: bool,
+) -> Reply {
     match look(ctx, trigger).await {
-        Err(e) => Reply::error(&e.into()),
+        Err(e) => error_reply(&e.into(), json),
+        Ok((obs, record, plan)) if json => {
+            let steps: Vec<String> = plan
+                .steps(&obs, ctx.policy)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let v = serde_json::json!({
+                "cluster": ctx.cluster.name,
+                "trigger": trigger,
+                "observation": reconcile::summarize(&obs),
+                "record": record.as_ref().map(|r| record_json(&r.value)),
+                "plan": plan,
+                "steps": steps,
+            });
+            Reply::new(json_text(&v), Exit::of_plan(&plan))
+        }
         Ok((obs, record, plan)) => Reply::new(
             render_plan(&obs, record.as_ref(), &plan, ctx),
             Exit::of_plan(&plan),
@@ -46,16 +66,47 @@ pub async fn plan<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: &Trigg
     }
 }
 
+/// Pretty JSON plus a newline.
+pub fn json_text(v: &serde_json::Value) -> String {
+    format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default())
+}
+
+/// An error as `{"error": "...", "retryable": bool}` (with `json`) or text.
+pub fn error_reply(e: &Error, json: bool) -> Reply {
+    if !json {
+        return Reply::error(e);
+    }
+    let exit = e.exit();
+    let v = serde_json::json!({ "error": e.to_string(), "retryable": exit == Exit::Retry });
+    Reply::new(json_text(&v), exit)
+}
+
+/// The record in the documented JSON shape (times RFC 3339).
+pub fn record_json(r: &crate::model::TopologyRecord) -> serde_json::Value {
+    use crate::controls::rfc3339;
+    serde_json::json!({
+        "master": r.master,
+        "replicas": r.replicas,
+        "epoch": r.epoch,
+        "updated": rfc3339(r.updated_at),
+        "last_failover": r.last_failover_at.map(rfc3339),
+        "reason": r.reason,
+    })
+}
+
 /// Run a reconcile for an operator trigger and render the outcome.
 pub async fn act<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
     trigger: Trigger,
+    json: bool,
 ) -> (Reply, Outcome) {
     let out = reconcile::reconcile(ctx, trigger).await;
-    (
-        Reply::new(render_outcome(&out), Exit::of_outcome(&out)),
-        out,
-    )
+    let text = if json {
+        json_text(&serde_json::to_value(&out).unwrap_or_default())
+    } else {
+        render_outcome(&out)
+    };
+    (Reply::new(text, Exit::of_outcome(&out)), out)
 }
 
 /// `record --master X`: write the topology by hand (bootstrap or after an operator's fix),
@@ -64,8 +115,19 @@ pub async fn record<N: Nodes, C: Coordinator>(
     handle: &ClusterHandle<N, C>,
     master: &Addr,
     force: bool,
+    json: bool,
 ) -> Reply {
     match handle.record(master, force).await {
+        Ok(r) if json => Reply::new(
+            json_text(&serde_json::json!({
+                "cluster": handle.name(),
+                "master": r.master,
+                "epoch": r.epoch,
+                "forced": force,
+            })),
+            Exit::Ok,
+        ),
+        Err(e) if json => error_reply(&e, true),
         Ok(r) => Reply::new(
             format!(
                 "cluster {}: recorded master {} at epoch {}\n",

@@ -2,9 +2,13 @@
 //! Read-only: only `INFO` is sent.
 //!
 //! # Exit codes
-//! - `0`: every node answered and every cluster has exactly one node claiming `role:master`.
-//! - `1`: something needs attention: a node is unreachable, a cluster has no master, or a
-//!   cluster has several masters. The reasons are listed under each cluster (`problems`).
+//! - `0`: every node answered, every cluster has exactly one node claiming `role:master`, the
+//!   record exists and names it, and `serve` would neither refuse nor act (a periodic check
+//!   would do nothing, pause aside).
+//! - `1`: something needs attention: a node is unreachable, no master, several masters, no
+//!   record, the record disagrees with reality, `serve` would refuse (e.g. no promotable
+//!   replica) or act, or the coordinator could not be read. The reasons are listed under each
+//!   cluster (`problems`).
 //! - `2`: config or usage error (unreadable/invalid config, unknown `--cluster`); set by `main`.
 //!
 //! Replicas whose link is not up, or that follow a node other than the one master, are
@@ -15,10 +19,15 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::config::{ClusterConfig, Loaded};
+use crate::controls::{self, rfc3339, Controls, Maintenance, Pause};
+use crate::coord::{AnyCoord, Coordinator, Holder};
+use crate::decide::{decide, Action, Gate, Plan, Trigger};
 use crate::error::{Error, Exit, Result};
+use crate::model::TopologyRecord;
 use crate::model::{Addr, Engine, LinkState, NodeObservation, Observation, Role};
 use crate::observe::observe;
 use crate::reconcile::handle::node_client;
+use crate::reconcile::now_unix;
 
 use super::ops::Reply;
 
@@ -45,6 +54,55 @@ pub struct ClusterStatus {
     /// Things worth a look that do not make the cluster unhealthy.
     pub notes: Vec<String>,
     pub nodes: Vec<NodeRow>,
+    /// The recorded topology (`None`: none recorded, or the coordinator could not be read).
+    pub record: Option<RecordView>,
+    /// The shared pause in force (the cluster's own or the global one).
+    pub pause: Option<Pause>,
+    /// Maintenance entries of this cluster's nodes (expired ones too, until cleared).
+    pub maintenance: Vec<Maintenance>,
+    /// Who holds the cluster's failover lock now.
+    pub lock_holder: Option<HolderView>,
+    /// The record exists and reality agrees with it (one master, the recorded one).
+    pub record_agrees: bool,
+    /// What a periodic check of `serve` would do now, pause aside.
+    pub serve_would: Option<PlanView>,
+}
+
+/// The record as `status` shows it (times RFC 3339).
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordView {
+    pub master: Addr,
+    pub replicas: Vec<Addr>,
+    pub epoch: u64,
+    pub updated: String,
+    pub last_failover: Option<String>,
+}
+
+impl RecordView {
+    fn of(r: &TopologyRecord) -> RecordView {
+        RecordView {
+            master: r.master.clone(),
+            replicas: r.replicas.clone(),
+            epoch: r.epoch,
+            updated: rfc3339(r.updated_at),
+            last_failover: r.last_failover_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HolderView {
+    pub instance: String,
+    pub host: String,
+    pub pid: u32,
+    pub since: String,
+}
+
+/// A plan's action label and reason.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanView {
+    pub action: String,
+    pub reason: String,
 }
 
 /// One node's line.
@@ -98,22 +156,191 @@ fn selected<'a>(loaded: &'a Loaded, cluster: Option<&str>) -> Result<Vec<&'a Clu
     }
 }
 
-/// Observe the selected clusters (concurrently; each node bounded by the configured timeouts).
+/// What the coordinator says about a cluster (or why it could not be read).
+struct Stored {
+    record: Result<Option<TopologyRecord>, String>,
+    controls: Result<Controls, String>,
+    holder: Result<Option<Holder>, String>,
+}
+
+async fn stored(coord: &Result<AnyCoord, String>, cluster: &str) -> Stored {
+    let Ok(coord) = coord else {
+        let e = coord.as_ref().err().cloned().unwrap_or_default();
+        return Stored {
+            record: Err(e.clone()),
+            controls: Err(e.clone()),
+            holder: Err(e),
+        };
+    };
+    let (record, controls, holder) = tokio::join!(
+        coord.read_record(cluster),
+        controls::read(coord),
+        coord.lock_holder(cluster)
+    );
+    Stored {
+        record: record
+            .map(|r| r.map(|v| v.value))
+            .map_err(|e| e.to_string()),
+        controls: controls.map_err(|e| e.to_string()),
+        holder: holder.map_err(|e| e.to_string()),
+    }
+}
+
+/// Observe the selected clusters (concurrently; each node bounded by the configured timeouts)
+/// and read what the coordinator holds about them.
 pub async fn collect(loaded: &Loaded, cluster: Option<&str>) -> Result<StatusReport> {
     let clusters = selected(loaded, cluster)?;
-    let observations = join_all(clusters.iter().map(|c| async move {
-        let nodes = node_client(&loaded.config.timeouts, c, loaded.password(&c.name));
-        (c.paused, observe(&nodes, c).await)
+    let coord = crate::reconcile::handle::coordinator(loaded)
+        .await
+        .map_err(|e| e.to_string());
+    let now = now_unix();
+    let observations = join_all(clusters.iter().map(|c| {
+        let coord = &coord;
+        async move {
+            let nodes = node_client(&loaded.config.timeouts, c, loaded.password(&c.name));
+            let (obs, st) = tokio::join!(observe(&nodes, c), stored(coord, &c.name));
+            (c.paused || loaded.config.service.paused, obs, st)
+        }
     }))
     .await;
     let clusters: Vec<ClusterStatus> = observations
         .iter()
-        .map(|(paused, obs)| cluster_status(obs, *paused))
+        .map(|(paused, obs, st)| {
+            let mut cs = cluster_status(obs, *paused);
+            judge(&mut cs, obs, st, &loaded.config.policy, now);
+            cs
+        })
         .collect();
     Ok(StatusReport {
         ok: clusters.iter().all(|c| c.healthy),
         clusters,
     })
+}
+
+/// Add the coordinator's view to a cluster's status: record, controls, lock holder, and
+/// whether the record agrees with reality and what `serve` would do.
+fn judge(
+    cs: &mut ClusterStatus,
+    obs: &Observation,
+    st: &Stored,
+    policy: &crate::config::Policy,
+    now: u64,
+) {
+    let name = cs.name.clone();
+    match &st.holder {
+        Ok(h) => {
+            cs.lock_holder = h.as_ref().map(|h| HolderView {
+                instance: h.instance.clone(),
+                host: h.host.clone(),
+                pid: h.pid,
+                since: rfc3339(h.since),
+            })
+        }
+        Err(e) => cs.problems.push(format!("lock holder unknown: {e}")),
+    }
+    let controls = match &st.controls {
+        Ok(c) => c.clone(),
+        Err(e) => {
+            cs.problems.push(format!("shared controls unknown: {e}"));
+            Controls::default()
+        }
+    };
+    cs.pause = controls.pause_for(&name, now).cloned();
+    cs.maintenance = controls
+        .maintenance
+        .iter()
+        .filter(|m| m.cluster == name)
+        .cloned()
+        .collect();
+    for m in controls.expired_maintenance(now) {
+        if m.cluster == name {
+            cs.notes.push(format!(
+                "maintenance {} of {} expired at {} and was not cleared",
+                m.mode.as_str(),
+                m.node,
+                m.until.map(rfc3339).unwrap_or_default()
+            ));
+        }
+    }
+    let record = match &st.record {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            let plan = decide(&Trigger::Periodic, obs, None, policy, &Gate::default());
+            let what = match &plan.action {
+                Action::Bootstrap { master, .. } => {
+                    format!("serve's next check would record {master} as master (bootstrap)")
+                }
+                _ => format!("serve would not act: {}", plan.reason),
+            };
+            cs.problems.push(format!(
+                "no topology record: {what}; to record it now: pika-remedy record --cluster {name} --master host:port"
+            ));
+            cs.serve_would = Some(PlanView {
+                action: plan.action.label().to_string(),
+                reason: plan.reason.clone(),
+            });
+            cs.healthy = false;
+            return;
+        }
+        Err(e) => {
+            cs.problems.push(format!("record unknown: {e}"));
+            cs.healthy = false;
+            return;
+        }
+    };
+    cs.record = Some(RecordView::of(record));
+    let rec_master = &record.master;
+    let mut agrees = true;
+    match cs.masters.as_slice() {
+        [m] if m == rec_master => {}
+        [m] => {
+            agrees = false;
+            let role = obs
+                .node(rec_master)
+                .map(|n| match &n.status {
+                    Ok(s) => format!("reports role:{}", s.role.as_str()),
+                    Err(_) => "is unreachable".to_string(),
+                })
+                .unwrap_or_else(|| "is not configured".into());
+            cs.problems.push(format!(
+                "the record names {rec_master} as master (epoch {}), but it {role} and {m} claims master",
+                record.epoch
+            ));
+        }
+        _ => agrees = false,
+    }
+    // What serve's periodic check would do, pause aside: a refusal or an action means it
+    // does not accept the cluster as it is.
+    let gate = Gate {
+        now,
+        paused: false,
+        last_master_offset: None,
+        holds: controls.holds(&name, now),
+        cooldown_acked: record
+            .last_failover_at
+            .is_some_and(|t| controls.acked(&name, t)),
+        ..Gate::default()
+    };
+    let plan: Plan = decide(&Trigger::Periodic, obs, Some(record), policy, &gate);
+    match &plan.action {
+        Action::NoAction => {}
+        Action::Refuse { .. } => {
+            agrees = false;
+            cs.problems
+                .push(format!("serve would refuse to act: {}", plan.reason));
+        }
+        a => {
+            agrees = false;
+            cs.problems
+                .push(format!("serve would act ({}): {}", a.label(), plan.reason));
+        }
+    }
+    cs.serve_would = Some(PlanView {
+        action: plan.action.label().to_string(),
+        reason: plan.reason.clone(),
+    });
+    cs.record_agrees = agrees;
+    cs.healthy = cs.problems.is_empty();
 }
 
 /// Run the command: the text to print and the exit code.
@@ -125,6 +352,33 @@ pub async fn run(loaded: &Loaded, cluster: Option<&str>, json: bool) -> Result<R
         render_table(&report)
     };
     Ok(Reply::new(text, report.exit()))
+}
+
+/// `status --watch`: print the report every `every` until Ctrl-C / SIGTERM; the last exit code.
+pub async fn watch(
+    loaded: &Loaded,
+    cluster: Option<&str>,
+    json: bool,
+    every: std::time::Duration,
+) -> Result<Reply> {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let reply = run(loaded, cluster, json).await?;
+        {
+            let mut out = std::io::stdout().lock();
+            if tty && !json {
+                // Clear the screen and home the cursor.
+                let _ = write!(out, "\x1b[2J\x1b[H");
+            }
+            let _ = write!(out, "{}", reply.text);
+            let _ = out.flush();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(Reply::new(String::new(), reply.exit)),
+        }
+    }
 }
 
 /// Pure: one observation → the cluster's status lines, problems and notes.
@@ -165,6 +419,12 @@ pub fn cluster_status(obs: &Observation, paused: bool) -> ClusterStatus {
         problems,
         notes,
         nodes: rows,
+        record: None,
+        pause: None,
+        maintenance: Vec::new(),
+        lock_holder: None,
+        record_agrees: false,
+        serve_would: None,
     }
 }
 
@@ -236,6 +496,57 @@ pub fn render_table(report: &StatusReport) -> String {
         };
         let paused = if c.paused { ", paused" } else { "" };
         out.push_str(&format!("cluster {}: {state} ({master}{paused})\n", c.name));
+        match &c.record {
+            Some(r) => out.push_str(&format!(
+                "  record: master {} epoch {} updated {}{}{}\n",
+                r.master,
+                r.epoch,
+                r.updated,
+                r.last_failover
+                    .as_ref()
+                    .map(|t| format!(", last automatic failover {t}"))
+                    .unwrap_or_default(),
+                if c.record_agrees {
+                    ", agrees with the nodes"
+                } else {
+                    ", DISAGREES with the nodes"
+                }
+            )),
+            None => out.push_str("  record: none\n"),
+        }
+        if let Some(p) = &c.pause {
+            out.push_str(&format!(
+                "  paused: {} by {} since {}{}\n",
+                p.reason,
+                p.who,
+                rfc3339(p.since),
+                p.until
+                    .map(|u| format!(" until {}", rfc3339(u)))
+                    .unwrap_or_default()
+            ));
+        }
+        for m in &c.maintenance {
+            out.push_str(&format!(
+                "  maintenance: {} {}: {} (by {}{})\n",
+                m.node,
+                m.mode.as_str(),
+                m.reason,
+                m.who,
+                m.until
+                    .map(|u| format!(", until {}", rfc3339(u)))
+                    .unwrap_or_default()
+            ));
+        }
+        out.push_str(&format!(
+            "  lock: {}\n",
+            c.lock_holder
+                .as_ref()
+                .map(|h| format!(
+                    "held by {} (host {}, pid {}) since {}",
+                    h.instance, h.host, h.pid, h.since
+                ))
+                .unwrap_or_else(|| "free".into())
+        ));
         let header = [
             "NODE",
             "REACHABLE",

@@ -10,6 +10,8 @@
 //!   `master` = `host:port` as plain text for consul-template, so the mirror never disagrees
 //!   with the record.
 //! - `events/<20-digit unix millis>-<random>`: audit events, trimmed to `events_keep`.
+//! - `<prefix>/_controls` (not under a cluster): the shared operator controls JSON, written
+//!   with `?cas=<ModifyIndex>` (0 = create only).
 //!
 //! # Lock, fencing and TTL
 //! Every `try_lock` creates a fresh session (`Behavior = release`, TTL and lock-delay from the
@@ -73,6 +75,7 @@ use super::{
     LockOutcome, ReleaseRetry,
 };
 use crate::config::{ConsulConfig, Secret, Timeouts};
+use crate::controls::Controls;
 use crate::model::{Addr, TopologyRecord, Versioned};
 
 /// The session renewal task; aborted when dropped, so a dropped `Lease` stops renewing, and
@@ -844,6 +847,107 @@ impl Coordinator for Consul {
             _ => Err(r.ok("write record").err().unwrap_or_else(|| {
                 CoordError::Backend("consul: write record: unexpected answer".into())
             })),
+        }
+    }
+
+    async fn read_events(&self, cluster: &str) -> Result<Vec<String>, CoordError> {
+        let dir = self.key(cluster, "events/");
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/kv/{dir}"),
+                &[("recurse", String::new())],
+                Body::Empty,
+                Perm::KeyRead,
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(Vec::new());
+        }
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Keyed {
+            key: String,
+            #[serde(default)]
+            value: Option<String>,
+        }
+        let list: Vec<Keyed> = r.ok("list events")?.json("list events")?;
+        for k in list {
+            let bytes = match k.value {
+                Some(v) => base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map_err(|e| {
+                        CoordError::Backend(format!("consul: event is not base64: {e}"))
+                    })?,
+                None => Vec::new(),
+            };
+            entries.push((k.key, bytes));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries
+            .into_iter()
+            .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+            .collect())
+    }
+
+    async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
+        Ok(self
+            .get_kv(&self.key(cluster, "lock"))
+            .await?
+            .filter(|e| e.holder_session().is_some())
+            .map(|e| {
+                e.bytes()
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+                    .unwrap_or_else(Holder::unknown)
+            }))
+    }
+
+    async fn read_controls(&self) -> Result<Option<Versioned<Controls>>, CoordError> {
+        let key = format!("{}/_controls", self.inner.prefix);
+        let Some(e) = self.get_kv(&key).await? else {
+            return Ok(None);
+        };
+        let value: Controls = serde_json::from_slice(&e.bytes()?).map_err(|err| {
+            CoordError::Backend(format!(
+                "consul: {key} is not a valid controls document: {err}"
+            ))
+        })?;
+        Ok(Some(Versioned {
+            value,
+            version: e.modify_index,
+        }))
+    }
+
+    async fn write_controls(
+        &self,
+        controls: &Controls,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
+        let key = format!("{}/_controls", self.inner.prefix);
+        let value = serde_json::to_vec(controls)
+            .map_err(|e| CoordError::Backend(format!("consul: cannot encode controls: {e}")))?;
+        let written: bool = self
+            .call(
+                Method::PUT,
+                &format!("/v1/kv/{key}"),
+                &[("cas", expected.unwrap_or(0).to_string())],
+                Body::Raw(value),
+                Perm::KeyWrite,
+            )
+            .await?
+            .ok("write controls")?
+            .json("write controls")?;
+        if !written {
+            return Ok(CasOutcome::Conflict);
+        }
+        // The new ModifyIndex, for the caller's next compare-and-set.
+        match self.get_kv(&key).await? {
+            Some(e) => Ok(CasOutcome::Written(e.modify_index)),
+            None => Err(CoordError::Backend(
+                "consul: controls vanished right after the write".into(),
+            )),
         }
     }
 

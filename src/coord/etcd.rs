@@ -6,6 +6,7 @@
 //! - `<prefix>/<cluster>/topology`: the [`TopologyRecord`] as JSON. Version = `mod_revision`.
 //! - `<prefix>/<cluster>/master`: plain `host:port` of the recorded master, written in the same
 //!   transaction as the record, for clients and scripts that only need the address.
+//! - `<prefix>/_controls`: the shared operator controls (JSON). Version = `mod_revision`.
 //! - `<prefix>/<cluster>/events/<millis:016>-<seq:06>`: audit events (JSON), trimmed to the
 //!   newest `events_keep` (0 = no events in etcd). The sequence part keeps two events of the
 //!   same millisecond apart.
@@ -48,6 +49,7 @@ use super::{
     LockOutcome, ReleaseRetry,
 };
 use crate::config::{EtcdConfig, Secret, Timeouts};
+use crate::controls::Controls;
 use crate::model::{TopologyRecord, Versioned};
 
 /// The renewal task of one lease. Aborted on drop, so a `Lease` that is dropped without
@@ -704,6 +706,79 @@ impl Coordinator for Etcd {
             Some(h) => Ok(CasOutcome::Written(h.revision() as u64)),
             None => Err(CoordError::Backend(
                 "etcd topology txn: response without header".into(),
+            )),
+        }
+    }
+
+    async fn read_events(&self, cluster: &str) -> Result<Vec<String>, CoordError> {
+        let dir = self.key(cluster, "events/");
+        let resp = self
+            .call("get events", |mut c| async move {
+                c.get(dir, Some(GetOptions::new().with_prefix())).await
+            })
+            .await?;
+        // Sorted by key, and keys sort by time.
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+            .collect())
+    }
+
+    async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
+        let key = self.key(cluster, "lock");
+        let resp = self
+            .call("get lock", |mut c| async move { c.get(key, None).await })
+            .await?;
+        Ok(resp.kvs().first().map(|kv| {
+            serde_json::from_slice::<Holder>(kv.value()).unwrap_or_else(|_| Holder::unknown())
+        }))
+    }
+
+    async fn read_controls(&self) -> Result<Option<Versioned<Controls>>, CoordError> {
+        let key = format!("{}/_controls", self.prefix);
+        let resp = self
+            .call(
+                "get controls",
+                |mut c| async move { c.get(key, None).await },
+            )
+            .await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let value: Controls = serde_json::from_slice(kv.value())
+            .map_err(|e| CoordError::Backend(format!("etcd controls: bad JSON: {e}")))?;
+        Ok(Some(Versioned {
+            value,
+            version: kv.mod_revision() as u64,
+        }))
+    }
+
+    async fn write_controls(
+        &self,
+        controls: &Controls,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
+        let key = format!("{}/_controls", self.prefix);
+        let value = serde_json::to_string(controls)
+            .map_err(|e| CoordError::Backend(format!("encode controls: {e}")))?;
+        let guard = match expected {
+            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            Some(v) => Compare::mod_revision(key.clone(), CompareOp::Equal, v as i64),
+        };
+        let txn = Txn::new()
+            .when([guard])
+            .and_then([TxnOp::put(key, value, None)]);
+        let resp = self
+            .call("controls txn", |mut c| async move { c.txn(txn).await })
+            .await?;
+        if !resp.succeeded() {
+            return Ok(CasOutcome::Conflict);
+        }
+        match resp.header() {
+            Some(h) => Ok(CasOutcome::Written(h.revision() as u64)),
+            None => Err(CoordError::Backend(
+                "etcd controls txn: response without header".into(),
             )),
         }
     }

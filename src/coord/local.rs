@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     CasOutcome, CoordError, Coordinator, HeldLock, Holder, Lease, LeaseInner, LockOutcome,
 };
+use crate::controls::Controls;
 use crate::model::{TopologyRecord, Versioned};
 
 /// How long `write_record` waits for another process's record update (they take milliseconds).
@@ -81,6 +82,12 @@ impl Drop for LocalGuard {
             table.remove(&self.cluster);
         }
     }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ControlsFile {
+    version: u64,
+    controls: Controls,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -152,7 +159,56 @@ impl Local {
     }
 }
 
+/// Hold a short `flock` on `lock_path` (bounded wait) while `f` runs.
+fn with_file_lock<T>(
+    lock_path: &Path,
+    f: impl FnOnce() -> Result<T, CoordError>,
+) -> Result<T, CoordError> {
+    let lock_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path)
+        .map_err(|e| io_err(lock_path, "cannot open", e))?;
+    let start = Instant::now();
+    loop {
+        match lock_file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < RECORD_LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(CoordError::Unreachable(format!(
+                    "local store: {} stayed locked for {RECORD_LOCK_WAIT:?}",
+                    lock_path.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_err(lock_path, "cannot lock", e))
+            }
+        }
+    }
+    let out = f();
+    drop(lock_file);
+    out
+}
+
 impl Shared {
+    fn read_controls(&self, path: &Path) -> Result<Option<ControlsFile>, CoordError> {
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(path, "cannot read", e)),
+        };
+        serde_json::from_slice(&text).map(Some).map_err(|e| {
+            CoordError::Backend(format!(
+                "local store: {} is not a valid controls file ({e}); fix or remove it",
+                path.display()
+            ))
+        })
+    }
+
     /// Write `bytes` to `path` atomically: a temp file in the same dir, fsync, rename, fsync dir.
     /// The temp file is removed on any failure.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), CoordError> {
@@ -416,6 +472,77 @@ impl Coordinator for Local {
             me.shared.write_atomic(&path, &bytes)?;
             drop(lock_file);
             Ok(CasOutcome::Written(version))
+        })
+        .await
+    }
+
+    async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
+        check_name(cluster)?;
+        let now = Instant::now();
+        if let Some(e) = lock_table(&self.shared).get(cluster) {
+            if e.expires > now {
+                return Ok(Some(e.holder.clone()));
+            }
+        }
+        let path = self.path(cluster, "lock");
+        blocking(move || {
+            let mut file = match OpenOptions::new().read(true).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err(&path, "cannot open", e)),
+            };
+            match file.try_lock_shared() {
+                // Nobody holds the exclusive lock (our shared one ends when `file` closes).
+                Ok(()) => Ok(None),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    Ok(Some(
+                        serde_json::from_str::<Holder>(&text).unwrap_or_else(|_| Holder::unknown()),
+                    ))
+                }
+                Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path, "cannot lock", e)),
+            }
+        })
+        .await
+    }
+
+    async fn read_controls(&self) -> Result<Option<Versioned<Controls>>, CoordError> {
+        let me = self.clone();
+        // A leading dot: no cluster name (which cannot start with one) maps to these files.
+        let path = self.shared.dir.join(".controls.json");
+        blocking(move || {
+            Ok(me.shared.read_controls(&path)?.map(|c| Versioned {
+                value: c.controls,
+                version: c.version,
+            }))
+        })
+        .await
+    }
+
+    async fn write_controls(
+        &self,
+        controls: &Controls,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
+        let me = self.clone();
+        let path = self.shared.dir.join(".controls.json");
+        let lock_path = self.shared.dir.join(".controls.lock");
+        let controls = controls.clone();
+        blocking(move || {
+            with_file_lock(&lock_path, || {
+                let current = me.shared.read_controls(&path)?.map(|c| c.version);
+                if current != expected {
+                    return Ok(CasOutcome::Conflict);
+                }
+                let version = current.unwrap_or(0) + 1;
+                let bytes = serde_json::to_vec_pretty(&ControlsFile { version, controls })
+                    .map_err(|e| {
+                        CoordError::Backend(format!("local store: cannot encode controls: {e}"))
+                    })?;
+                me.shared.write_atomic(&path, &bytes)?;
+                Ok(CasOutcome::Written(version))
+            })
         })
         .await
     }

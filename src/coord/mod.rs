@@ -13,6 +13,8 @@
 //!   Backends renew in the background while the lease is alive; `release` stops that.
 //! - `read_record` of a cluster never written is `Ok(None)`; `write_record(.., None)` creates
 //!   only if absent.
+//! - **Controls:** `read_controls`/`write_controls` keep one JSON document (pauses,
+//!   maintenance, acks) with the same compare-and-set semantics as the record.
 //! - **Own locks:** a backend knows the locks it took for this process (`held_locks`). A lease
 //!   whose release failed, that was dropped without `release`, or whose lock request failed
 //!   half-way is this process's *orphan*: a background task retries its release until it
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::controls::Controls;
 use crate::model::{TopologyRecord, Versioned};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +60,18 @@ pub struct Holder {
     pub pid: u32,
     /// Unix seconds when the lock was taken.
     pub since: u64,
+}
+
+impl Holder {
+    /// A lock whose value could not be read as a holder.
+    pub fn unknown() -> Holder {
+        Holder {
+            instance: "unknown".into(),
+            host: "unknown".into(),
+            pid: 0,
+            since: 0,
+        }
+    }
 }
 
 impl std::fmt::Display for Holder {
@@ -167,6 +182,14 @@ pub trait Coordinator: Send + Sync {
         let _ = (cluster, event_json);
         async { Ok(()) }
     }
+    /// The events `append_event` kept for `cluster`, oldest first (JSON texts). Default: none.
+    fn read_events(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Vec<String>, CoordError>> + Send {
+        let _ = cluster;
+        async { Ok(Vec::new()) }
+    }
     /// Does `append_event` keep anything? (The local backend keeps events in the file only.)
     fn keeps_events(&self) -> bool {
         false
@@ -181,6 +204,37 @@ pub trait Coordinator: Send + Sync {
     ) -> impl Future<Output = Result<(), CoordError>> + Send {
         let _ = (cluster, master, replicas);
         async { Ok(()) }
+    }
+    /// The shared operator controls (pauses, maintenance, acknowledgements; see
+    /// [`crate::controls`]): one document for all clusters. `Ok(None)` if never written.
+    /// Default (test doubles): none.
+    fn read_controls(
+        &self,
+    ) -> impl Future<Output = Result<Option<Versioned<Controls>>, CoordError>> + Send {
+        async { Ok(None) }
+    }
+    /// Compare-and-set of the controls document, like `write_record` (`None` = must not exist).
+    fn write_controls(
+        &self,
+        controls: &Controls,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<CasOutcome, CoordError>> + Send {
+        let _ = (controls, expected);
+        async {
+            Err(CoordError::Backend(
+                "this coordinator does not store controls".into(),
+            ))
+        }
+    }
+    /// Who holds the cluster's lock now, read from the store (for `status`); `None` if free.
+    /// A holder value that cannot be parsed is reported as instance "unknown".
+    /// Default (test doubles): free.
+    fn lock_holder(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Option<Holder>, CoordError>> + Send {
+        let _ = cluster;
+        async { Ok(None) }
     }
     /// Cheap reachability probe for `/readyz` and the `coordinator_up` metric.
     fn ping(&self) -> impl Future<Output = Result<(), CoordError>> + Send;
@@ -401,6 +455,22 @@ impl Coordinator for AnyCoord {
         replicas: &[crate::model::Addr],
     ) -> Result<(), CoordError> {
         dispatch!(self, c => c.publish_roles(cluster, master, replicas).await)
+    }
+    async fn read_controls(&self) -> Result<Option<Versioned<Controls>>, CoordError> {
+        dispatch!(self, c => c.read_controls().await)
+    }
+    async fn write_controls(
+        &self,
+        controls: &Controls,
+        expected: Option<u64>,
+    ) -> Result<CasOutcome, CoordError> {
+        dispatch!(self, c => c.write_controls(controls, expected).await)
+    }
+    async fn read_events(&self, cluster: &str) -> Result<Vec<String>, CoordError> {
+        dispatch!(self, c => c.read_events(cluster).await)
+    }
+    async fn lock_holder(&self, cluster: &str) -> Result<Option<Holder>, CoordError> {
+        dispatch!(self, c => c.lock_holder(cluster).await)
     }
     async fn ping(&self) -> Result<(), CoordError> {
         dispatch!(self, c => c.ping().await)

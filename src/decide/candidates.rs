@@ -38,6 +38,8 @@ pub(super) enum Exclusion {
         limit: u64,
     },
     OffsetUnknown,
+    /// Operator maintenance (shared controls); the text says which and why.
+    Maintenance(String),
 }
 
 impl Exclusion {
@@ -70,6 +72,7 @@ impl Exclusion {
                 format!("behind the master's last seen offset by {by} bytes (limit {limit})")
             }
             Exclusion::OffsetUnknown => "offset unknown".into(),
+            Exclusion::Maintenance(why) => why.clone(),
         }
     }
 
@@ -83,6 +86,7 @@ impl Exclusion {
                 | Exclusion::FullSync
                 | Exclusion::LinkError
                 | Exclusion::LinkNotUp(_)
+                | Exclusion::Maintenance(_)
         )
     }
 }
@@ -165,6 +169,7 @@ pub(super) fn assess<'a>(
     need_link_up: bool,
     last_master_offset: Option<u64>,
     links_before: &BTreeMap<Addr, PriorLink>,
+    holds: &BTreeMap<Addr, super::NodeHold>,
 ) -> Vec<Assessed<'a>> {
     let view = ClusterView::of(obs);
     let mut assessed: Vec<Assessed> = obs
@@ -204,6 +209,11 @@ pub(super) fn assess<'a>(
             }
         })
         .collect();
+    for a in &mut assessed {
+        if let Some(h) = holds.get(&a.node.addr) {
+            a.exclusions.push(Exclusion::Maintenance(h.reason.clone()));
+        }
+    }
     exclude_laggards(&mut assessed, policy, last_master_offset);
     rank(assessed)
 }

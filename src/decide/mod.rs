@@ -180,6 +180,11 @@ pub struct Gate {
     /// also saw the recorded master alive (see [`PriorLink`]). Empty without history (CLI):
     /// only the current observation counts.
     pub links_before: BTreeMap<Addr, PriorLink>,
+    /// Operator maintenance on nodes (from the shared controls): never a candidate; a
+    /// `hands_off` node is sent no command, and a plan that would need one is refused.
+    pub holds: std::collections::BTreeMap<Addr, NodeHold>,
+    /// The cooldown of the recorded automatic failover was acknowledged by an operator.
+    pub cooldown_acked: bool,
 }
 
 /// A node's replication link in one observation, reduced to what the failover rules need.
@@ -303,6 +308,14 @@ impl MasterSeen {
             (None, BTreeMap::new())
         }
     }
+}
+
+/// Maintenance on one node, as decide's input.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct NodeHold {
+    pub hands_off: bool,
+    /// Shown as the exclusion and refusal reason, e.g. "maintenance hands-off (disk swap)".
+    pub reason: String,
 }
 
 /// Why each replica was or was not a promotion candidate, best first.
@@ -643,8 +656,54 @@ pub fn decide(
     if gate.paused && !trigger.is_manual() {
         return Plan::no_action("cluster is paused; no automatic action");
     }
-    match record {
+    let plan = match record {
         None => rules::without_record(trigger, obs),
         Some(rec) => rules::with_record(trigger, obs, rec, policy, gate),
+    };
+    hands_off_check(plan, gate)
+}
+
+/// The nodes a plan sends commands to.
+fn touched(action: &Action) -> Vec<&Addr> {
+    match action {
+        Action::NoAction | Action::Refuse { .. } | Action::Bootstrap { .. } => Vec::new(),
+        Action::Failover {
+            promote, repoint, ..
+        } => std::iter::once(promote).chain(repoint).collect(),
+        Action::Switchover {
+            promote,
+            repoint,
+            old_master,
+        } => std::iter::once(promote)
+            .chain(repoint)
+            .chain(std::iter::once(old_master))
+            .collect(),
+        Action::Demote { node, .. } => vec![node],
+        Action::Repoint { nodes, .. } => nodes.iter().collect(),
+    }
+}
+
+/// A plan that would send a command to a `hands_off` node is refused, naming it.
+fn hands_off_check(plan: Plan, gate: &Gate) -> Plan {
+    let blocked: Vec<String> = touched(&plan.action)
+        .into_iter()
+        .filter_map(|a| {
+            gate.holds
+                .get(a)
+                .filter(|h| h.hands_off)
+                .map(|h| format!("{a}: {}", h.reason))
+        })
+        .collect();
+    if blocked.is_empty() {
+        return plan;
+    }
+    Plan {
+        action: Action::Refuse { retryable: false },
+        reason: format!(
+            "{} needs node(s) under maintenance: {}",
+            plan.action.label(),
+            blocked.join("; ")
+        ),
+        candidates: plan.candidates,
     }
 }

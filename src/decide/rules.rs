@@ -216,7 +216,15 @@ impl Rules<'_> {
                 return self.not_configured(to);
             }
         }
-        let assessed = assess(self.obs, m, self.policy, true, None, &BTreeMap::new());
+        let assessed = assess(
+            self.obs,
+            m,
+            self.policy,
+            true,
+            None,
+            &BTreeMap::new(),
+            &self.gate.holds,
+        );
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
         let chosen = match to {
             Some(to) => {
@@ -307,7 +315,11 @@ impl Rules<'_> {
                             r.addr
                         ));
                     }
-                    if let Some(t) = self.rec.last_failover_at {
+                    if let Some(t) = self
+                        .rec
+                        .last_failover_at
+                        .filter(|_| !self.gate.cooldown_acked)
+                    {
                         let cooldown = self.policy.cooldown.as_secs();
                         if self.gate.now < t.saturating_add(cooldown) {
                             return Plan::refuse(
@@ -445,6 +457,7 @@ impl Rules<'_> {
             false,
             self.gate.last_master_offset,
             &self.gate.links_before,
+            &self.gate.holds,
         );
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
         let (chosen, overridden) = match intent.target() {

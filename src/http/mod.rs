@@ -29,7 +29,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -67,7 +67,12 @@ pub struct App<R: Reconciler> {
     webhook_counter: std::sync::OnceLock<WebhookCounter>,
     /// Answers the proxies' per-node checks (`/v1/route/…`), set once at wiring time.
     route: std::sync::OnceLock<route::RouteFn>,
+    reload: std::sync::OnceLock<ReloadFn>,
 }
+
+/// Re-read and validate the config file; `Ok(summary)` once the service will switch to it,
+/// `Err(error)` when the file was refused (the old config stays).
+pub type ReloadFn = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 impl<R: Reconciler> App<R> {
     /// Build from the loaded config: auth and webhook mapping come from `[webhook]`.
@@ -91,6 +96,7 @@ impl<R: Reconciler> App<R> {
             page: page::PageConfig::from_loaded(loaded),
             webhook_counter: std::sync::OnceLock::new(),
             route: std::sync::OnceLock::new(),
+            reload: std::sync::OnceLock::new(),
         })
     }
 
@@ -106,6 +112,12 @@ impl<R: Reconciler> App<R> {
         self
     }
 
+    /// What `POST /v1/reload` calls (set once, at wiring time).
+    pub fn with_reload(self: Arc<Self>, reload: ReloadFn) -> Arc<Self> {
+        let _ = self.reload.set(reload);
+        self
+    }
+
     fn events(&self) -> &Arc<EventLog> {
         self.supervisor.events()
     }
@@ -113,6 +125,32 @@ impl<R: Reconciler> App<R> {
     /// `webhook.max_body_bytes` and `service.body_read_timeout`.
     fn body_limits(&self) -> (usize, Duration) {
         (self.webhook.max_body_bytes, self.limits.body_read_timeout)
+    }
+}
+
+/// `POST /v1/reload`: 200 `{"reloaded": true, "message"}`, 422 `{"error"}` for a refused file.
+async fn reload<R: Reconciler>(
+    axum::extract::State(app): axum::extract::State<Arc<App<R>>>,
+) -> Response {
+    let Some(f) = app.reload.get() else {
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "this server cannot reload its config",
+        );
+    };
+    let f = Arc::clone(f);
+    match tokio::task::spawn_blocking(move || f()).await {
+        Ok(Ok(message)) => {
+            axum::Json(serde_json::json!({ "reloaded": true, "message": message })).into_response()
+        }
+        Ok(Err(e)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("config refused, the old one stays: {e}"),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reload failed: {e}"),
+        ),
     }
 }
 
@@ -154,6 +192,17 @@ pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
         .route("/v1/clusters/{cluster}/demote", post(api::demote::<R>))
         .route("/v1/pause", post(api::pause::<R>))
         .route("/v1/resume", post(api::resume::<R>))
+        .route("/v1/controls", get(api::get_controls::<R>))
+        .route("/v1/reload", post(reload::<R>))
+        .route(
+            "/v1/clusters/{cluster}/maintenance",
+            post(api::set_maintenance::<R>),
+        )
+        .route(
+            "/v1/clusters/{cluster}/maintenance/{node}",
+            delete(api::clear_maintenance::<R>),
+        )
+        .route("/v1/clusters/{cluster}/ack", post(api::ack::<R>))
         .route("/v1/events", get(api::events::<R>))
         .route("/v1/route/{cluster}/{node}/{role}", get(route::check::<R>))
         .merge(page::routes::<R>())

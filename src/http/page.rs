@@ -273,7 +273,7 @@ pub fn plan_view(
         now,
         paused,
         last_master_offset: None,
-        links_before: Default::default(),
+        ..Gate::default()
     };
     let plan = decide(&Trigger::Periodic, obs, record, policy, &gate);
     let steps = plan
@@ -371,12 +371,19 @@ async fn plan<R: Reconciler>(
     };
     let snap = app.supervisor.reconciler().snapshot(&cluster).await;
     let commands = |s: &crate::decide::Step| s.commands_renamed(*has_password, renames);
+    // The shared pause (stored in the coordinator) counts as much as this instance's own.
+    let shared_pause = app
+        .supervisor
+        .reconciler()
+        .controls()
+        .await
+        .is_ok_and(|c| c.pause_for(&cluster, now_unix()).is_some());
     let view = plan_view(
         &cluster,
         snap.observation.as_ref(),
         snap.record.as_ref(),
         &app.page.policy,
-        state.effectively_paused,
+        state.effectively_paused || shared_pause,
         now_unix(),
         &commands,
     );

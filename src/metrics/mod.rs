@@ -40,9 +40,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use series::{
-    AsMetric, BuildLabels, ClusterLabels, DbLabels, HistogramFamily, LagLabels, LinkStateLabels,
-    LockRefusalLabels, NodeInfoLabels, NodeLabels, OutcomeLabels, ReconcileLabels,
-    RecordedMasterLabels, RemediationLabels, RoleLabels, Tracked,
+    AsMetric, BuildLabels, ClusterLabels, ControlLabels, DbLabels, HistogramFamily, LagLabels,
+    LinkStateLabels, LockRefusalLabels, MaintenanceLabels, NodeInfoLabels, NodeLabels,
+    OutcomeLabels, ReconcileLabels, RecordedMasterLabels, RemediationLabels, RoleLabels, Tracked,
 };
 
 pub use classic::openmetrics_to_classic;
@@ -157,6 +157,16 @@ metrics_table! {
         "Seconds since the last automatic failover recorded for the cluster, at the last poll";
     cluster_paused: Tracked<ClusterLabels> => "cluster_paused", None,
         "1 if automatic remediation is paused for the cluster (globally or per cluster), else 0";
+    cluster_paused_seconds: Family<ClusterLabels, Gauge> => "cluster_paused", Some(Unit::Seconds),
+        "How long the shared pause in force for the cluster (its own or the global one) has been set, 0 when none";
+    node_maintenance: Family<MaintenanceLabels, Gauge> => "node_maintenance", None,
+        "1 for a node under operator maintenance (mode no-promote or hands-off) that is in force; absent otherwise";
+    node_maintenance_expired: Family<MaintenanceLabels, Gauge> => "node_maintenance_expired", None,
+        "1 for a maintenance entry whose expiry passed but that was not cleared (it no longer applies); absent otherwise";
+    controls_up: Gauge => "controls_read_ok", None,
+        "1 if the last read of the shared controls from the coordinator succeeded, else 0";
+    control_changes: Family<ControlLabels, Counter> => "control_changes", None,
+        "Changes of the shared controls made through this instance's API, by change";
     webhooks: Family<OutcomeLabels, Counter> => "webhooks", None,
         "Alertmanager webhook requests handled, by outcome";
     notifications: Family<RemediationLabels, Counter> => "notifications", None,
@@ -241,6 +251,47 @@ impl Metrics {
             });
         }
         let _ = self.polls_skipped.get_or_create(&cl);
+    }
+
+    /// The shared controls as last read (`None`: the read failed; the last values stay).
+    pub fn controls(&self, clusters: &[String], doc: Option<&crate::controls::Controls>, now: u64) {
+        let Some(doc) = doc else {
+            self.controls_up.set(0);
+            return;
+        };
+        self.controls_up.set(1);
+        for c in clusters {
+            let age = doc
+                .pause_for(c, now)
+                .map_or(0, |p| now.saturating_sub(p.since));
+            self.cluster_paused_seconds
+                .get_or_create(&ClusterLabels { cluster: c.clone() })
+                .set(age as i64);
+        }
+        self.node_maintenance.clear();
+        self.node_maintenance_expired.clear();
+        let expired = doc.expired_maintenance(now);
+        for m in &doc.maintenance {
+            let l = MaintenanceLabels {
+                cluster: m.cluster.clone(),
+                instance: m.node.to_string(),
+                mode: m.mode.as_str().to_string(),
+            };
+            if expired.iter().any(|e| std::ptr::eq(*e, m)) {
+                self.node_maintenance_expired.get_or_create(&l).set(1);
+            } else {
+                self.node_maintenance.get_or_create(&l).set(1);
+            }
+        }
+    }
+
+    /// A change of the shared controls went through this instance.
+    pub fn control_changed(&self, change: &str) {
+        self.control_changes
+            .get_or_create(&ControlLabels {
+                change: change.to_string(),
+            })
+            .inc();
     }
 
     /// One poll of `cluster` finished after `duration` with `errors` failed node queries.

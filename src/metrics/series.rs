@@ -94,6 +94,20 @@ pub(super) struct LockRefusalLabels {
     pub(super) holder: String,
 }
 
+/// A node under operator maintenance; `mode` is `no-promote` or `hands-off`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct MaintenanceLabels {
+    pub(super) cluster: String,
+    pub(super) instance: String,
+    pub(super) mode: String,
+}
+
+/// `change`: pause, resume, maintenance_set, maintenance_clear, ack.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ControlLabels {
+    pub(super) change: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct BuildLabels {
     pub(super) version: String,

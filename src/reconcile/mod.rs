@@ -159,18 +159,34 @@ async fn look_with<N: Nodes, C: Coordinator>(
             observe(ctx.nodes, ctx.cluster).await
         }
     };
-    let (obs, record) = tokio::join!(observation, ctx.coord.read_record(&ctx.cluster.name));
+    let (obs, record, controls) = tokio::join!(
+        observation,
+        ctx.coord.read_record(&ctx.cluster.name),
+        crate::controls::read(ctx.coord)
+    );
     let record = record?;
+    // Every look (the one under the lock too) reads the shared controls: a pause or a
+    // maintenance set through another instance or the CLI applies at once.
+    let controls = controls?;
+    let now = now_unix();
+    let name = &ctx.cluster.name;
+    let shared_pause = controls.pause_for(name, now).is_some();
+    let cooldown_acked = record
+        .as_ref()
+        .and_then(|r| r.value.last_failover_at)
+        .is_some_and(|t| controls.acked(name, t));
     // What was seen of a previous master (or epoch) is no reference for this one.
     let (last_master_offset, links_before) = match (&ctx.last_seen_master, &record) {
         (Some(seen), Some(r)) => seen.for_record(&r.value),
         _ => (None, Default::default()),
     };
     let gate = Gate {
-        now: now_unix(),
-        paused: ctx.paused,
+        now,
+        paused: ctx.paused || shared_pause,
         last_master_offset,
         links_before,
+        holds: controls.holds(name, now),
+        cooldown_acked,
     };
     let plan = decide(
         trigger,

@@ -3,20 +3,21 @@
 //! periodic check until shutdown.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::Loaded;
+use crate::controls::{self, Change, Controls, ControlsError};
 use crate::coord::{AnyCoord, Coordinator};
 use crate::decide::Trigger;
 use crate::error::Error;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::reconcile::handle::{Handles, Mode};
-use crate::reconcile::{Outcome, Result_};
+use crate::reconcile::{now_unix, Outcome, Result_};
 
 use super::checker;
 use super::events::TriggerSource;
@@ -27,6 +28,7 @@ use super::supervisor::{
 };
 
 static COPY_FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
+static CONTROLS_FAILED: crate::throttle::Throttle = crate::throttle::Throttle::new();
 
 /// The service's `Reconciler`: the real `reconcile`, bounded, with metrics.
 pub struct Service {
@@ -36,6 +38,62 @@ pub struct Service {
     cache: ClusterCache,
     /// Alertmanager notifications (`[notify]`), if configured.
     notifier: Option<Arc<crate::notify::Notifier>>,
+    /// The shared controls as last read (refreshed every poll interval and after each change).
+    controls: Arc<Mutex<Option<Controls>>>,
+}
+
+impl Service {
+    fn cached_controls(&self) -> Option<Controls> {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_controls(&self, doc: Option<Controls>) {
+        self.metrics
+            .controls(self.handles.names(), doc.as_ref(), now_unix());
+        if let Some(d) = doc {
+            *self.controls.lock().unwrap_or_else(|p| p.into_inner()) = Some(d);
+        }
+    }
+
+    /// Read the controls from the coordinator into the cache and the metrics.
+    async fn refresh_controls(&self) -> Result<Controls, String> {
+        match controls::read(self.handles.coord.as_ref()).await {
+            Ok(doc) => {
+                self.set_controls(Some(doc.clone()));
+                Ok(doc)
+            }
+            Err(e) => {
+                self.set_controls(None);
+                Err(e.to_string())
+            }
+        }
+    }
+}
+
+/// Re-read the shared controls every `every` until `stop` (metrics, the poller's pause view).
+async fn controls_loop(
+    service: Arc<Service>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let every = every.max(Duration::from_millis(200));
+    loop {
+        if let Err(e) = service.refresh_controls().await {
+            if let Some(suppressed) = CONTROLS_FAILED.check() {
+                warn!(error = %e, suppressed, "cannot read the shared controls");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
 }
 
 impl Service {
@@ -93,6 +151,23 @@ impl Reconciler for Service {
 
     async fn ready(&self) -> Result<(), String> {
         self.handles.coord.ping().await.map_err(|e| e.to_string())
+    }
+
+    async fn controls(&self) -> Result<Controls, String> {
+        self.refresh_controls().await
+    }
+
+    async fn change_controls(
+        &self,
+        change: Change,
+        who: String,
+    ) -> Option<Result<(Controls, String), ControlsError>> {
+        let res = controls::apply(self.handles.coord.as_ref(), &change, &who, now_unix()).await;
+        if let Ok((doc, _)) = &res {
+            self.metrics.control_changed(change.label());
+            self.set_controls(Some(doc.clone()));
+        }
+        Some(res)
     }
 }
 
@@ -158,11 +233,131 @@ impl Service {
     }
 }
 
-/// Run the service until `shutdown` resolves.
+/// Run the service until `shutdown` resolves. SIGHUP (or `POST /v1/reload`) re-reads the
+/// config file: a valid one replaces the running generation (in-flight reconciles drain first,
+/// the listening socket stays open, clusters added, removed or changed take effect); a bad one
+/// is refused with its error logged (and answered) and the old config keeps running.
 pub async fn run(
     loaded: Loaded,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let std_listener = listener
+        .into_std()
+        .map_err(|e| Error::io("cannot keep the listening socket", e))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel::<Loaded>(4);
+    let reload_rx = Arc::new(tokio::sync::Mutex::new(reload_rx));
+    let path = loaded.path.clone();
+    let reload: http::ReloadFn = {
+        let tx = reload_tx.clone();
+        let path = path.clone();
+        Arc::new(move || try_reload(&path, &tx))
+    };
+    let hup = tokio::spawn(sighup_loop(
+        path.clone(),
+        reload_tx.clone(),
+        stop_rx.clone(),
+    ));
+    let mut current = loaded;
+    let mut previous: Option<Loaded> = None;
+    let result = loop {
+        let listener = std_listener
+            .try_clone()
+            .and_then(TcpListener::from_std)
+            .map_err(|e| Error::io("cannot reuse the listening socket", e))?;
+        let next: Arc<Mutex<Option<Loaded>>> = Arc::new(Mutex::new(None));
+        let stop = {
+            let mut stop_rx = stop_rx.clone();
+            let rx = Arc::clone(&reload_rx);
+            let next = Arc::clone(&next);
+            async move {
+                let mut rx = rx.lock().await;
+                tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => {}
+                    new = rx.recv() => {
+                        *next.lock().unwrap_or_else(|p| p.into_inner()) = new;
+                    }
+                }
+            }
+        };
+        let res = generation(current.clone(), listener, stop, Arc::clone(&reload)).await;
+        let next = next.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (res, next) {
+            (Ok(()), Some(new)) => {
+                info!(clusters = new.config.clusters.len(), "config reloaded");
+                previous = Some(std::mem::replace(&mut current, new));
+            }
+            (Ok(()), None) => break Ok(()),
+            // A reloaded config that cannot start (e.g. its coordinator is unusable): back to
+            // the one that ran.
+            (Err(e), _) if previous.is_some() && !*stop_rx.borrow() => {
+                warn!(error = %e, "the reloaded config could not start; back to the previous one");
+                if let Some(p) = previous.take() {
+                    current = p;
+                }
+            }
+            (Err(e), _) => break Err(e),
+        }
+    };
+    hup.abort();
+    result
+}
+
+/// Validate the file and hand a good config to the running service; the error text otherwise.
+fn try_reload(
+    path: &std::path::Path,
+    tx: &tokio::sync::mpsc::Sender<Loaded>,
+) -> Result<String, String> {
+    match crate::config::load(path) {
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "config reload refused; keeping the old config");
+            Err(e.to_string())
+        }
+        Ok(new) => {
+            let names: Vec<String> = new.config.clusters.iter().map(|c| c.name.clone()).collect();
+            tx.try_send(new)
+                .map_err(|e| format!("a reload is already pending ({e})"))?;
+            info!(path = %path.display(), clusters = %names.join(","), "config reload accepted");
+            Ok(format!(
+                "reloading {} cluster(s): {}",
+                names.len(),
+                names.join(", ")
+            ))
+        }
+    }
+}
+
+async fn sighup_loop(
+    path: std::path::PathBuf,
+    tx: tokio::sync::mpsc::Sender<Loaded>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; reload with POST /v1/reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                let _ = try_reload(&path, &tx);
+            }
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One generation of the service (one config) until `shutdown` resolves.
+async fn generation(
+    loaded: Loaded,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reload: http::ReloadFn,
 ) -> Result<(), Error> {
     let handles = Arc::new(Handles::connect(&loaded).await?);
     let cfg = &loaded.config;
@@ -189,13 +384,14 @@ pub async fn run(
         metrics,
         cache: ClusterCache::default(),
         notifier,
+        controls: Arc::new(Mutex::new(None)),
     });
     let sup = Supervisor::new(
         Arc::clone(&service),
         Arc::new(events),
         SupervisorConfig::from_config(cfg),
     );
-    let app = http_app(&loaded, &service, &sup);
+    let app = http_app(&loaded, &service, &sup).with_reload(reload);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let poller = tokio::spawn(poll_loop(
@@ -212,6 +408,11 @@ pub async fn run(
             stop_rx.clone(),
         ))
     });
+    let controls_task = tokio::spawn(controls_loop(
+        Arc::clone(&service),
+        cfg.service.poll_interval,
+        stop_rx.clone(),
+    ));
     let flusher = tokio::spawn(checker::flush_repeats(
         Arc::clone(sup.events()),
         stop_rx.clone(),
@@ -223,6 +424,7 @@ pub async fn run(
         let _ = c.await;
     }
     let _ = flusher.await;
+    let _ = controls_task.await;
     sup.events().flush();
     info!("pika-remedy stopped");
     served.map_err(|e| Error::io("http server", e))
@@ -305,13 +507,18 @@ fn poll_shared(
     sup: &Arc<Supervisor<Service>>,
 ) -> Arc<PollShared<AnyCoord, impl Fn(&str) -> bool + Send + Sync + 'static>> {
     let sup_p = Arc::clone(sup);
+    let svc_p = Arc::clone(service);
     let c = &loaded.config;
     Arc::new(PollShared {
         coord: Arc::clone(&service.handles.coord),
         metrics: Arc::clone(&service.metrics),
         cache: service.cache.clone(),
         paused: move |c: &str| {
-            sup_p.globally_paused() || sup_p.cluster_state(c).is_some_and(|s| s.paused)
+            sup_p.globally_paused()
+                || sup_p.cluster_state(c).is_some_and(|s| s.paused)
+                || svc_p
+                    .cached_controls()
+                    .is_some_and(|d| d.pause_for(c, now_unix()).is_some())
         },
         settings: PollSettings::new(c.service.poll_interval, &c.timeouts),
         self_trigger: c

@@ -154,10 +154,72 @@ pub async fn clusters_independent<C: Coordinator>(a: &C, b: &C, c1: &str, c2: &s
     b.release(lb).await.expect("release");
 }
 
+/// Controls: one document, read by every instance, compare-and-set like the record.
+pub async fn controls_cas<C: Coordinator>(a: &C, b: &C, tag: &str) {
+    use pika_remedy::controls::{Controls, Pause};
+    let cluster = format!("{tag}-ctl");
+    let start = a.read_controls().await.expect("read controls");
+    let v0 = start.as_ref().map(|v| v.version);
+    let mut doc = start.map(|v| v.value).unwrap_or_default();
+    doc.set_pause(Pause {
+        cluster: Some(cluster.clone()),
+        reason: "contract".into(),
+        who: "tester".into(),
+        since: 1_700_000_000,
+        until: None,
+    });
+    let v1 = match a.write_controls(&doc, v0).await.expect("write controls") {
+        CasOutcome::Written(v) => v,
+        other => panic!("write with the current version should succeed, got {other:?}"),
+    };
+    let got = b
+        .read_controls()
+        .await
+        .expect("read")
+        .expect("present after a write");
+    assert_eq!(got.value, doc, "the other instance reads what was written");
+    assert_eq!(got.version, v1);
+    assert_eq!(
+        b.write_controls(&Controls::default(), v0)
+            .await
+            .expect("stale"),
+        CasOutcome::Conflict,
+        "a stale version must not overwrite"
+    );
+    assert_eq!(
+        b.write_controls(&Controls::default(), None)
+            .await
+            .expect("create-only"),
+        CasOutcome::Conflict,
+        "create-only must fail once the document exists"
+    );
+    assert!(b
+        .read_controls()
+        .await
+        .expect("read")
+        .expect("present")
+        .value
+        .pause_for(&cluster, 1_700_000_001)
+        .is_some());
+    pika_remedy::controls::update(b, |d| {
+        if d.clear_pause(Some(&cluster)) {
+            Ok(())
+        } else {
+            Err("not paused".into())
+        }
+    })
+    .await
+    .expect("update through b");
+    let after = a.read_controls().await.expect("read").expect("present");
+    assert!(after.value.pause_for(&cluster, 1_700_000_001).is_none());
+    assert_ne!(after.version, v1, "version changes on every write");
+}
+
 /// Run the whole contract with cluster names made unique by `tag`.
 pub async fn run_all<C: Coordinator>(a: &C, b: &C, tag: &str, ttl: Duration) {
     a.ping().await.expect("ping");
     record_cas(a, b, &format!("{tag}-rec")).await;
+    controls_cas(a, b, tag).await;
     lock_exclusion(a, b, &format!("{tag}-lock"), ttl).await;
     clusters_independent(a, b, &format!("{tag}-c1"), &format!("{tag}-c2"), ttl).await;
 }

@@ -10,4 +10,5 @@ pub mod pika;
 pub mod prom;
 pub mod real_pika;
 pub mod redis;
+pub mod schema;
 pub mod stale_client;

@@ -136,8 +136,8 @@
   }
 
   function nodeStatus(n) {
-    if (n.status && Object.prototype.hasOwnProperty.call(n.status, 'Ok')) return { ok: n.status.Ok };
-    return { err: n.status ? n.status.Err : 'unknown' };
+    if (n.status && Object.prototype.hasOwnProperty.call(n.status, 'ok')) return { ok: n.status.ok };
+    return { err: n.status ? n.status.error : 'unknown' };
   }
 
   // ---------------------------------------------------------------- overview

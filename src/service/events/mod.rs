@@ -104,6 +104,10 @@ pub enum EventKind {
 /// One audit entry. JSON field names are part of the API (`GET /v1/events`, the events file).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
+    /// Unique across processes (CLI and every `serve` append to the same trails):
+    /// `<process id>-<seq>`, the process id being random per event log.
+    #[serde(default)]
+    pub id: String,
     /// Monotonic per process, starting at 1.
     pub seq: u64,
     /// RFC 3339 UTC with milliseconds.
@@ -254,6 +258,22 @@ pub struct EventLog {
     sink: Option<EventSink>,
     sink_slots: Arc<Semaphore>,
     seq: AtomicU64,
+    /// Random per log (so per process), the first half of every event id.
+    origin: String,
+}
+
+/// 16 hex digits, different for every call (and so for every process): the clock, the pid
+/// and a randomly keyed hash.
+fn origin_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(nanos);
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 impl std::fmt::Debug for EventLog {
@@ -298,6 +318,7 @@ impl EventLog {
             sink: None,
             sink_slots: Arc::new(Semaphore::new(SINK_MAX_IN_FLIGHT)),
             seq: AtomicU64::new(0),
+            origin: origin_id(),
         })
     }
 
@@ -312,6 +333,7 @@ impl EventLog {
             sink: None,
             sink_slots: Arc::new(Semaphore::new(SINK_MAX_IN_FLIGHT)),
             seq: AtomicU64::new(0),
+            origin: origin_id(),
         }
     }
 
@@ -356,6 +378,7 @@ impl EventLog {
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let event = Event {
+            id: format!("{}-{seq}", self.origin),
             seq,
             at: now,
             kind: new.kind,

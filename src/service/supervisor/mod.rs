@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::events::{lock, AlertInfo, EventKind, EventLog, NewEvent, TriggerSource};
 use crate::config::Config;
+use crate::controls::{Change, Controls, ControlsError};
 use crate::decide::{Plan, Trigger};
 use crate::model::{Observation, TopologyRecord};
 use crate::reconcile::{Outcome, Result_};
@@ -67,6 +68,22 @@ pub trait Reconciler: Send + Sync + 'static {
     fn snapshot(&self, cluster: &str) -> impl Future<Output = ClusterSnapshot> + Send;
     /// Readiness (`/readyz`): config loaded and coordinator reachable. `Err` is a secret-free reason.
     fn ready(&self) -> impl Future<Output = Result<(), String>> + Send;
+    /// The shared operator controls (see [`crate::controls`]) as last read. Default (test
+    /// doubles): none.
+    fn controls(&self) -> impl Future<Output = Result<Controls, String>> + Send {
+        async { Ok(Controls::default()) }
+    }
+    /// Apply an operator change to the shared controls as `who`; the new document and the
+    /// audit sentence. `None`: this reconciler keeps no shared controls (test doubles), the
+    /// caller falls back to the in-process pause.
+    fn change_controls(
+        &self,
+        change: Change,
+        who: String,
+    ) -> impl Future<Output = Option<Result<(Controls, String), ControlsError>>> + Send {
+        let _ = (change, who);
+        async { None }
+    }
 }
 
 /// One request for a reconcile.
