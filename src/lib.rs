@@ -11,7 +11,8 @@
 //! - [`coord`]: the `Coordinator` seam (lock + fencing token + CAS record): `local`, `consul`, `etcd`.
 //! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s
-//!   (`rules`: the rule tree, `candidates`: ranking, `steps`: compilation and rendering).
+//!   (`rules`: the rule tree, `candidates`: ranking, `steps`: compilation and rendering,
+//!   `history`: what the poller saw while the master lived).
 //! - [`reconcile`]: the only place that locks and acts; `exec` runs exactly the plan's steps,
 //!   `follow` the bounded waits.
 //! - [`reconcile::handle`]: `ClusterHandle` (nodes + coordinator + policy), built once for CLI, service, demo; `record` under the lock.
