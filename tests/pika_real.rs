@@ -864,7 +864,7 @@ async fn replica_in_link_error_is_never_promoted() {
         let c_links = v["observation"]["nodes"]
             .as_array()
             .and_then(|a| a.iter().find(|n| n["addr"] == c_addr.as_str()).cloned())
-            .map(|n| n["status"]["Ok"]["db_links"].to_string())
+            .map(|n| n["status"]["ok"]["db_links"].to_string())
             .unwrap_or_default();
         if c_links.contains("error") {
             break;
