@@ -25,8 +25,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
+use support::conn::Conn;
 use support::prom::{
     event_line, parse_time, secs_between, Alertmanager, Coord, Prometheus, Remedy, RemedyOptions,
 };
@@ -47,45 +46,9 @@ const PHASE_BOUND: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // A persistent RESP connection (the writer's), bounded by socket timeouts.
 
-struct Conn {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(port: u16) -> Result<Conn, String> {
-        let s = TcpStream::connect_timeout(
-            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_millis(200),
-        )
-        .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(Duration::from_millis(500)))
-            .map_err(|e| e.to_string())?;
-        let _ = s.set_nodelay(true);
-        let r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
-        Ok(Conn { w: s, r })
-    }
-
-    /// SET key value; Ok only for `+OK`.
-    fn set(&mut self, key: &str, val: &str) -> Result<(), String> {
-        let cmd = format!(
-            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{val}\r\n",
-            key.len(),
-            val.len()
-        );
-        self.w
-            .write_all(cmd.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        self.r.read_line(&mut line).map_err(|e| e.to_string())?;
-        if line.starts_with("+OK") {
-            Ok(())
-        } else {
-            Err(format!("reply {line:?}"))
-        }
-    }
+/// The writers' connection: 200 ms to connect, 500 ms per read or write.
+fn open(port: u16) -> Result<Conn, String> {
+    Conn::open_with(port, Duration::from_millis(200), Duration::from_millis(500))
 }
 
 /// How many of `keys` exist on 127.0.0.1:`port` (EXISTS in chunks).
@@ -131,7 +94,7 @@ fn spawn_writer(
                 std::thread::sleep(d);
             }
             if conn.is_none() {
-                conn = discover().and_then(|p| Conn::open(p).ok().map(|c| (p, c)));
+                conn = discover().and_then(|p| open(p).ok().map(|c| (p, c)));
             }
             let Some((port, c)) = conn.as_mut() else {
                 st.lock().map(|mut s| s.failed += 1).ok();
@@ -172,7 +135,7 @@ fn spawn_stale_writer(
         while !stop.load(Ordering::SeqCst) {
             std::thread::sleep(WRITE_EVERY);
             if conn.is_none() {
-                conn = Conn::open(port).ok();
+                conn = open(port).ok();
             }
             let Some(c) = conn.as_mut() else { continue };
             n += 1;

@@ -16,7 +16,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -24,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::conn::Conn;
 use support::prom::{repo_dir, Coord, Remedy, RemedyOptions, TOKEN};
 use support::redis::{free_port, require_binary, wait_for, wait_until, RedisCluster};
 
@@ -136,71 +136,13 @@ impl Drop for Haproxy {
     }
 }
 
-/// A persistent RESP connection with short socket timeouts.
-struct Conn {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(port: u16) -> Result<Conn, String> {
-        let s = TcpStream::connect_timeout(
-            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_millis(300),
-        )
-        .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_millis(1000)))
-            .map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(Duration::from_millis(1000)))
-            .map_err(|e| e.to_string())?;
-        let r = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
-        Ok(Conn { w: s, r })
-    }
-
-    fn call(&mut self, args: &[&str]) -> Result<String, String> {
-        let mut out = format!("*{}\r\n", args.len());
-        for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        self.w
-            .write_all(out.as_bytes())
-            .map_err(|e| e.to_string())?;
-        self.reply()
-    }
-
-    /// One reply, flattened: arrays become space-separated elements.
-    fn reply(&mut self) -> Result<String, String> {
-        let mut line = String::new();
-        let n = self.r.read_line(&mut line).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed".into());
-        }
-        let line = line.trim_end().to_string();
-        let (kind, rest) = line.split_at(1);
-        match kind {
-            "+" | ":" => Ok(rest.to_string()),
-            "-" => Err(rest.to_string()),
-            "$" => {
-                let len: i64 = rest.parse().map_err(|_| "bad bulk length")?;
-                if len < 0 {
-                    return Ok(String::new());
-                }
-                let mut buf = vec![0u8; len as usize + 2];
-                std::io::Read::read_exact(&mut self.r, &mut buf).map_err(|e| e.to_string())?;
-                buf.truncate(len as usize);
-                Ok(String::from_utf8_lossy(&buf).into_owned())
-            }
-            "*" => {
-                let n: i64 = rest.parse().map_err(|_| "bad array length")?;
-                let mut parts = Vec::new();
-                for _ in 0..n.max(0) {
-                    parts.push(self.reply()?);
-                }
-                Ok(parts.join(" "))
-            }
-            _ => Err(format!("unexpected reply {line:?}")),
-        }
-    }
+/// The writer's connection: 300 ms to connect, 1 s per read or write.
+fn open(port: u16) -> Result<Conn, String> {
+    Conn::open_with(
+        port,
+        Duration::from_millis(300),
+        Duration::from_millis(1000),
+    )
 }
 
 /// What the writer saw.
@@ -221,7 +163,7 @@ fn writer(port: u16, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         if conn.is_none() {
-            match Conn::open(port).and_then(|mut c| {
+            match open(port).and_then(|mut c| {
                 let p = c.call(&["CONFIG", "GET", "port"])?;
                 let p: u16 = p
                     .split_whitespace()
@@ -340,18 +282,18 @@ fn writer_through_haproxy_survives_failover_and_never_reaches_the_old_master() {
 
     // HAProxy routes to the master.
     assert!(
-        wait_until(Duration::from_secs(10), || Conn::open(hp.master_port)
+        wait_until(Duration::from_secs(10), || open(hp.master_port)
             .and_then(|mut c| c.call(&["CONFIG", "GET", "port"]))
             .is_ok_and(|p| p.ends_with(&old_port.to_string()))),
         "{}",
         diag("haproxy never routed to the master")
     );
     // And the replica port to a replica.
-    let rport = Conn::open(hp.replica_port)
+    let rport = open(hp.replica_port)
         .and_then(|mut c| c.call(&["CONFIG", "GET", "port"]))
         .unwrap_or_default();
     assert!(
-        wait_until(Duration::from_secs(10), || Conn::open(hp.replica_port)
+        wait_until(Duration::from_secs(10), || open(hp.replica_port)
             .and_then(|mut c| c.call(&["CONFIG", "GET", "port"]))
             .is_ok_and(
                 |p| !p.ends_with(&old_port.to_string()) && p.starts_with("port")
@@ -475,7 +417,7 @@ fn writer_through_haproxy_survives_failover_and_never_reaches_the_old_master() {
         .filter(|(p, at)| *p == old_port && *at > restarted_at)
         .count();
     // Every acknowledged key must be on the final master.
-    let mut final_master = Conn::open(new_port).expect("connect to the new master");
+    let mut final_master = open(new_port).expect("connect to the new master");
     let mut lost = Vec::new();
     for (i, _, _) in &t.acked {
         let v = final_master

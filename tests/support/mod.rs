@@ -1,6 +1,7 @@
 //! Test harness shared by the integration tests. Each `tests/*.rs` declares `mod support;`.
 #![allow(dead_code)]
 
+pub mod conn;
 pub mod contract;
 pub mod etcd;
 pub mod fake_consul;
