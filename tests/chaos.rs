@@ -9,13 +9,17 @@
 //! | `isolate`        | the node's address (a TCP proxy everyone else uses) cut: the node   |
 //! |                  | is cut off from the service AND from its replicas/master; clients   |
 //! |                  | on its side (writer, prober) still reach it directly                |
+//! | `stall_service`  | silent partition: the service's traffic to the node is held in its  |
+//! |                  | proxy (connections stay open, bytes wait until the heal): timeouts, |
+//! |                  | not resets, as when packets are dropped                              |
+//! | `stall_isolate`  | the same for the service and the other nodes (both directions)      |
 //! | `serve_restart`  | SIGKILL of one `serve`, held, started again                          |
 //! | `etcd_kill`      | SIGKILL of etcd, held, restart on the same data dir                  |
 //! | `coord_cut`      | the services' path to etcd (a TCP proxy) cut, held, healed           |
 //!
 //! Partitions use TCP proxies that the harness cuts (every live connection shut down, new ones
-//! refused), not network namespaces: see README "Chaos" for why and for what the netns path
-//! would add (partial partitions: master↔service only, master↔replicas only; `tc netem`).
+//! refused) or stalls (bytes held until the heal: the silent kind), not network namespaces:
+//! see README "Chaos" for why (this kernel has veth pairs but no `netem` qdisc).
 //!
 //! After each fault is healed the harness measures: seconds until converged (one master, both
 //! other nodes replicas of it with the link up, bounded at `CONVERGE_TIMEOUT`); how long two
@@ -173,6 +177,10 @@ struct Proxy {
     target: Arc<AtomicU64>,
     cut: Arc<AtomicBool>,
     blocked: Blocked,
+    /// Sources whose traffic is held, not refused: connections stay open and bytes wait in
+    /// the proxy until the heal, so both ends see what a dropped-packet partition gives them
+    /// (timeouts, then TCP carrying on), not a reset.
+    stalled: Blocked,
     /// Added one-way latency in ms for every chunk forwarded (what `tc netem delay` does).
     delay_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -192,6 +200,8 @@ impl Proxy {
         let conns: Arc<Mutex<Vec<(IpAddr, TcpStream)>>> = Arc::default();
         let (t, c, s, cs) = (target.clone(), cut.clone(), stop.clone(), conns.clone());
         let bl = blocked.clone();
+        let stalled: Blocked = Arc::default();
+        let st = stalled.clone();
         let delay_ms = Arc::new(AtomicU64::new(0));
         let dl = delay_ms.clone();
         let accept = std::thread::spawn(move || {
@@ -221,8 +231,13 @@ impl Proxy {
                             g.push((from, c2));
                             g.push((from, s2));
                         }
-                        pipe(&client, &server, dl.clone());
-                        pipe(&server, &client, dl.clone());
+                        let hold = Hold {
+                            from,
+                            stalled: st.clone(),
+                            stop: s.clone(),
+                        };
+                        pipe(&client, &server, dl.clone(), hold.clone());
+                        pipe(&server, &client, dl.clone(), hold);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -233,6 +248,7 @@ impl Proxy {
             target,
             cut,
             blocked,
+            stalled,
             delay_ms,
             stop,
             conns,
@@ -262,6 +278,11 @@ impl Proxy {
         g.retain(|(ip, _)| *ip != from);
     }
 
+    /// Hold the traffic of `from` (both directions) until `heal`: a silent partition.
+    fn stall(&self, from: IpAddr) {
+        self.stalled.lock().expect("stalled").insert(from);
+    }
+
     fn set_delay(&self, ms: u64) {
         self.delay_ms.store(ms, Ordering::Relaxed);
     }
@@ -270,12 +291,33 @@ impl Proxy {
         self.set_delay(0);
         self.cut.store(false, Ordering::Relaxed);
         self.blocked.lock().expect("blocked").clear();
+        self.stalled.lock().expect("stalled").clear();
+    }
+}
+
+/// What a pipe needs to hold its bytes while its source is stalled.
+#[derive(Clone)]
+struct Hold {
+    from: IpAddr,
+    stalled: Blocked,
+    stop: Arc<AtomicBool>,
+}
+
+impl Hold {
+    /// Wait while the source is stalled (polls every 10 ms; ends on the proxy's Drop).
+    fn wait(&self) {
+        while !self.stop.load(Ordering::Relaxed)
+            && self.stalled.lock().expect("stalled").contains(&self.from)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
 /// Copy `from` → `to` on a thread until either side closes (the thread's life is bounded by
-/// the connection's; `cut` and Drop shut connections down).
-fn pipe(from: &TcpStream, to: &TcpStream, delay_ms: Arc<AtomicU64>) {
+/// the connection's; `cut` and Drop shut connections down). While the connection's source is
+/// stalled, each chunk waits in the proxy (and TCP back-pressure holds the rest).
+fn pipe(from: &TcpStream, to: &TcpStream, delay_ms: Arc<AtomicU64>, hold: Hold) {
     let (Ok(mut a), Ok(mut b)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
@@ -285,6 +327,7 @@ fn pipe(from: &TcpStream, to: &TcpStream, delay_ms: Arc<AtomicU64>) {
             match a.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
+                    hold.wait();
                     let d = delay_ms.load(Ordering::Relaxed);
                     if d > 0 {
                         std::thread::sleep(Duration::from_millis(d));
@@ -606,6 +649,10 @@ enum Kind {
     Isolate,
     /// 200–1000 ms added to every chunk to and from the node (netem-like delay).
     Delay,
+    /// Silent: the service's traffic to the node is held (timeouts, no reset).
+    StallService,
+    /// Silent isolation: the service's and the other nodes' traffic is held.
+    StallIsolate,
     ServeRestart,
     EtcdKill,
     CoordCut,
@@ -620,6 +667,8 @@ impl Kind {
             Kind::CutNodes => "cut_nodes",
             Kind::Isolate => "isolate",
             Kind::Delay => "delay",
+            Kind::StallService => "stall_service",
+            Kind::StallIsolate => "stall_isolate",
             Kind::ServeRestart => "serve_restart",
             Kind::EtcdKill => "etcd_kill",
             Kind::CoordCut => "coord_cut",
@@ -736,7 +785,7 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
     let mut outcomes = Vec::new();
     std::thread::sleep(Duration::from_secs(1));
     for f in 0..n {
-        let kind = match rng.below(17) {
+        let kind = match rng.below(19) {
             0..=2 => Kind::Kill9,
             3..=4 => Kind::Pause,
             5..=6 => Kind::CutService,
@@ -745,7 +794,9 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
             12 => Kind::Delay,
             13 => Kind::ServeRestart,
             14 => Kind::EtcdKill,
-            _ => Kind::CoordCut,
+            15..=16 => Kind::CoordCut,
+            17 => Kind::StallService,
+            _ => Kind::StallIsolate,
         };
         let delay = 200 + rng.below(800);
         let hold = Duration::from_millis(HOLD_MIN_MS + rng.below(HOLD_MAX_MS - HOLD_MIN_MS));
@@ -764,7 +815,9 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
             | Kind::CutService
             | Kind::CutNodes
             | Kind::Isolate
-            | Kind::Delay => {
+            | Kind::Delay
+            | Kind::StallService
+            | Kind::StallIsolate => {
                 let role = if node == current { "master" } else { "replica" };
                 format!("{} ({role})", w.nodes[node].name)
             }
@@ -797,6 +850,23 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
                         if y != node {
                             w.nodes[node].proxy.block(other.source);
                             other.proxy.block(me);
+                        }
+                    }
+                }
+                std::thread::sleep(hold);
+                for n in &w.nodes {
+                    n.proxy.heal();
+                }
+            }
+            Kind::StallService | Kind::StallIsolate => {
+                // Held at both ends: what reaches the node, and what it sends to its peers.
+                w.nodes[node].proxy.stall(SERVICE_IP);
+                if kind == Kind::StallIsolate {
+                    let me = w.nodes[node].source;
+                    for (y, other) in w.nodes.iter().enumerate() {
+                        if y != node {
+                            w.nodes[node].proxy.stall(other.source);
+                            other.proxy.stall(me);
                         }
                     }
                 }
@@ -927,6 +997,8 @@ fn report(seed: u64, outcomes: &[Outcome], total_acked: usize, total_lost: usize
         Kind::CutNodes,
         Kind::Isolate,
         Kind::Delay,
+        Kind::StallService,
+        Kind::StallIsolate,
         Kind::ServeRestart,
         Kind::EtcdKill,
         Kind::CoordCut,
