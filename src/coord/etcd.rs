@@ -850,7 +850,10 @@ impl Coordinator for Etcd {
                         "etcd member lease expired; registering again"
                     );
                 }
-                Err(CoordError::Backend(m)) if m.contains("not found") => {
+                // etcd-client reports it as a keep-alive error or a NotFound status.
+                Err(CoordError::Backend(m) | CoordError::Unreachable(m))
+                    if m.contains("lease not found") || m.contains("NotFound") =>
+                {
                     tracing::warn!(
                         member,
                         lease_id,
