@@ -295,7 +295,7 @@ async fn three_instances_share_three_hundred_clusters() {
 
     // The operator's bootstrap of the real clusters' records.
     for (i, rc) in real.iter().enumerate() {
-        let args = vec![
+        let args = [
             "record".to_string(),
             "--config".into(),
             configs[0].display().to_string(),
