@@ -427,3 +427,187 @@ async fn three_instances_share_three_hundred_clusters() {
         "the new owner ran the failover"
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// CPU measurement (not a timed test: run by hand, numbers in docs/bench.md):
+//   cargo test --test scale_out bench_cpu -- --ignored --nocapture
+// Env: SCALE_BENCH_BIN (default: the debug binary cargo built), SCALE_BENCH_NODES (3000),
+// SCALE_BENCH_SECS (30).
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// utime + stime of `pid` in clock ticks (`/proc/<pid>/stat` fields 14 and 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    // `after` starts at field 3, so field 14 is index 11.
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// A `serve` child started from `bin` (SIGKILLed on drop).
+struct BenchServe {
+    child: std::process::Child,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Drop for BenchServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn bench_serve(bin: &str, config: &std::path::Path) -> BenchServe {
+    let port = support::redis::free_port();
+    let child = std::process::Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let s = BenchServe {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        client: {
+            pika_remedy::tls::install_crypto_provider();
+            reqwest::Client::new()
+        },
+    };
+    let t = Instant::now();
+    loop {
+        let r = s
+            .client
+            .get(format!("{}/readyz", s.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await;
+        if r.is_ok_and(|r| r.status() == 200) {
+            return s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "serve not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn bench_gauge(s: &BenchServe, name: &str) -> Option<f64> {
+    let body = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .bearer_auth(BEARER)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    gauge(&body, name)
+}
+
+/// Percent of one core each of `pids` used over `secs`.
+async fn measure(pids: &[u32], secs: u64) -> Vec<f64> {
+    let tck = 100.0; // CLK_TCK on Linux
+    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let wall = t.elapsed().as_secs_f64();
+    pids.iter()
+        .zip(before)
+        .map(|(p, b)| (cpu_ticks(*p) - b) as f64 / tck / wall * 100.0)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "CPU measurement for docs/bench.md; run by hand"]
+async fn bench_cpu() {
+    let bin: String = env_or("SCALE_BENCH_BIN", svc::BIN.to_string());
+    let nodes: usize = env_or("SCALE_BENCH_NODES", 3000);
+    let secs: u64 = env_or("SCALE_BENCH_SECS", 30);
+    let etcd = tokio::task::spawn_blocking(EtcdServer::start_new)
+        .await
+        .expect("start etcd");
+    let mut peers = Vec::new();
+    let mut toml = String::new();
+    for i in 0..nodes / 2 {
+        let m = PikaPeer::start(PikaState::master()).await;
+        let r = PikaPeer::start(PikaState::slave_of(&m.addr(), PeerLink::Up)).await;
+        toml.push_str(&format!(
+            "[[cluster]]\nname = \"b{i:04}\"\nnodes = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\n",
+            m.addr(),
+            r.addr()
+        ));
+        peers.push((m, r));
+    }
+    // The peers log every command: keep their memory bounded during the run.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let peers = std::sync::Arc::new(peers);
+    let cleaner = {
+        let (stop, peers) = (stop.clone(), peers.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (m, r) in peers.iter() {
+                    m.clear_commands();
+                    r.clear_commands();
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("bearer"), BEARER).expect("bearer");
+    let write = |id: &str, scale_out: bool| {
+        let text = config_text(id, dir.path(), &etcd.endpoint(), &toml)
+            .replace("scale_out = true", &format!("scale_out = {scale_out}"))
+            .replace("events_file = ", "# events_file = ");
+        let p = dir.path().join(format!("{id}.toml"));
+        std::fs::write(&p, text).expect("config");
+        p
+    };
+    eprintln!("bench: {nodes} nodes, {} clusters, {bin}", nodes / 2);
+
+    let one = bench_serve(&bin, &write("solo", false)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await; // warm-up: connections made
+    let solo = measure(&[one.child.id()], secs).await;
+    eprintln!(
+        "bench: one instance, all {nodes} nodes: {:.1} % of one core",
+        solo[0]
+    );
+    drop(one);
+
+    let mut three = Vec::new();
+    for id in IDS {
+        three.push(bench_serve(&bin, &write(id, true)).await);
+    }
+    let t = Instant::now();
+    for s in &three {
+        while bench_gauge(s, "pika_remedy_members").await != Some(3.0) {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "members did not converge"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pids: Vec<u32> = three.iter().map(|s| s.child.id()).collect();
+    let shared = measure(&pids, secs).await;
+    let mut owned = Vec::new();
+    for s in &three {
+        owned.push(bench_gauge(s, "pika_remedy_owned_clusters").await);
+    }
+    eprintln!("bench: three instances sharing {nodes} nodes: {shared:.1?} % of one core, owning {owned:?} clusters");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = cleaner.await;
+}
