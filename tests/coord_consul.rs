@@ -499,3 +499,34 @@ async fn https_address_needs_tls_support() {
     .expect_err("no scheme");
     assert!(e.to_string().contains("http://"), "{e}");
 }
+
+/// Membership expiry (scale-out): a member session not renewed is invalidated after 2×TTL
+/// (the test server models Consul's timer) and its key deleted (`Behavior = delete`).
+#[tokio::test]
+async fn member_expiry_fake_consul() {
+    let fake = FakeConsul::start_with(Options {
+        token: Some(TOKEN.into()),
+        min_ttl: Duration::from_millis(100),
+        ..Options::default()
+    })
+    .await;
+    let a = client(&fake, cfg(""));
+    let b = client(&fake, cfg(""));
+    contract::member_expiry(&a, &b, "fake", SHORT_TTL, Duration::from_secs(5)).await;
+    assert!(
+        fake.kv_keys("pika-remedy/_members/").is_empty(),
+        "left members leave no keys behind"
+    );
+    let s = {
+        let t = a
+            .heartbeat_member("fake-checks", TTL, None)
+            .await
+            .expect("register");
+        fake.sessions()
+            .into_iter()
+            .find(|s| s.id == t)
+            .expect("the member session")
+    };
+    assert_eq!(s.behavior, "delete");
+    assert!(s.checks.is_empty(), "no serfHealth binding: {:?}", s.checks);
+}

@@ -435,3 +435,19 @@ async fn tls_with_client_certificate() {
         "{err}"
     );
 }
+
+/// Membership expiry (scale-out): a member whose lease is not renewed drops out after its TTL.
+#[tokio::test]
+async fn member_expiry() {
+    let server = EtcdServer::start_new();
+    let a = coord(&server).await;
+    let b = coord(&server).await;
+    contract::member_expiry(
+        &a,
+        &b,
+        "etcd",
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+    )
+    .await;
+}

@@ -353,3 +353,19 @@ async fn cluster_names_cannot_escape_the_directory() {
         assert!(matches!(e, CoordError::Backend(_)), "{bad:?}: {e:?}");
     }
 }
+
+/// Membership expiry (scale-out): two `serve` processes sharing one directory.
+#[tokio::test]
+async fn member_expiry_two_handles() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = Local::new(dir.path()).expect("local a");
+    let b = Local::new(dir.path()).expect("local b");
+    contract::member_expiry(
+        &a,
+        &b,
+        "local",
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    )
+    .await;
+}

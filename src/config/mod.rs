@@ -123,6 +123,15 @@ pub struct ServiceConfig {
     /// Start a reconcile (source `self`) as soon as a poll sees the recorded master unreachable
     /// or another node claiming master, without waiting for an alert. `false`: alerts only.
     pub self_trigger: bool,
+    /// Share the clusters with the other `serve` instances registered in the same coordinator
+    /// (`docs/scale-out.md`): each instance polls, self-triggers and runs the periodic check
+    /// only for its share (rendezvous hashing over the live members); webhooks and the API
+    /// still work on every instance for every cluster. `false`: this instance polls all.
+    pub scale_out: bool,
+    /// TTL of this instance's membership registration (scale-out): a dead instance's share
+    /// moves to the others within about this long. Default: `policy.lock_ttl`.
+    #[serde(with = "humantime_serde")]
+    pub member_ttl: Option<Duration>,
     /// Audit trail as JSON lines; none if unset.
     pub events_file: Option<PathBuf>,
     /// In-memory audit ring size.
@@ -160,6 +169,8 @@ impl Default for ServiceConfig {
             poll_interval: Duration::from_millis(500),
             check_interval: Duration::from_secs(0),
             self_trigger: true,
+            scale_out: false,
+            member_ttl: None,
             events_file: None,
             events_capacity: 1000,
             events_file_max_bytes: crate::service::events::DEFAULT_FILE_MAX_BYTES,
@@ -266,6 +277,23 @@ pub enum CoordinatorKind {
     Local,
     Consul,
     Etcd,
+}
+
+impl CoordinatorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoordinatorKind::Local => "local",
+            CoordinatorKind::Consul => "consul",
+            CoordinatorKind::Etcd => "etcd",
+        }
+    }
+}
+
+impl Config {
+    /// The membership TTL in force: `service.member_ttl`, else `policy.lock_ttl`.
+    pub fn member_ttl(&self) -> Duration {
+        self.service.member_ttl.unwrap_or(self.policy.lock_ttl)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Default)]

@@ -33,7 +33,55 @@ impl Config {
         self.validate_service(file)?;
         self.validate_policy(file)?;
         self.validate_coordinator(file)?;
+        self.validate_scale_out(file)?;
         self.validate_webhook(file)
+    }
+
+    /// `service.scale_out` / `service.member_ttl`: a TTL the backend accepts and not above the
+    /// lock TTL (a dead instance's share must move within one lock TTL).
+    fn validate_scale_out(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, message: String| ConfigError {
+            file: file.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        let ttl = self.member_ttl();
+        let min = match self.coordinator.kind {
+            // The member session TTL: Consul accepts 10 s to 24 h.
+            CoordinatorKind::Consul => Duration::from_secs(10),
+            // etcd counts lease TTLs in whole seconds (and raises tiny ones to its minimum).
+            CoordinatorKind::Etcd => Duration::from_secs(2),
+            CoordinatorKind::Local => Duration::from_secs(1),
+        };
+        if ttl < min {
+            return Err(err(
+                "service.member_ttl",
+                format!(
+                    "{} is below the {} coordinator's minimum {}",
+                    humantime::format_duration(ttl),
+                    self.coordinator.kind.as_str(),
+                    humantime::format_duration(min)
+                ),
+            ));
+        }
+        if ttl > self.policy.lock_ttl {
+            return Err(err(
+                "service.member_ttl",
+                format!(
+                    "{} exceeds policy.lock_ttl {}: a dead instance's clusters must move within one lock TTL",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(self.policy.lock_ttl)
+                ),
+            ));
+        }
+        if self.service.scale_out {
+            if let Some(id) = &self.service.instance_id {
+                if let Err(e) = crate::coord::check_member_id(id) {
+                    return Err(err("service.instance_id", e.to_string()));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `[[cluster]]`: names, nodes, passwords, renamed commands.

@@ -10,6 +10,9 @@
 //!   `master` = `host:port` as plain text for consul-template, so the mirror never disagrees
 //!   with the record.
 //! - `events/<20-digit unix millis>-<random>`: audit events, trimmed to `events_keep`.
+//! - `<prefix>/_members/<instance id>` (scale-out): a live `serve` instance, acquired by its
+//!   own member session (TTL `service.member_ttl`, `Behavior = delete`), renewed by every
+//!   heartbeat; `members` lists the keys that a session holds.
 //! - `<prefix>/_controls` (not under a cluster): the shared operator controls JSON, written
 //!   with `?cas=<ModifyIndex>` (0 = create only).
 //!
@@ -1051,6 +1054,124 @@ impl Coordinator for Consul {
 
     fn held_locks(&self) -> Vec<HeldLock> {
         self.inner.book.held()
+    }
+
+    async fn heartbeat_member(
+        &self,
+        member: &str,
+        ttl: Duration,
+        token: Option<&str>,
+    ) -> Result<String, CoordError> {
+        super::check_member_id(member)?;
+        if let Some(session) = token.filter(|t| !t.is_empty()) {
+            let r = self
+                .call(
+                    Method::PUT,
+                    &format!("/v1/session/renew/{session}"),
+                    &[],
+                    Body::Empty,
+                    Perm::Session,
+                )
+                .await?;
+            if r.status != 404 {
+                r.ok("renew member session")?;
+                return Ok(session.to_string());
+            }
+            tracing::warn!(
+                member,
+                session,
+                "consul member session expired; registering again"
+            );
+        }
+        let i = &self.inner;
+        let body = json!({
+            "Name": format!("pika-remedy member {member}"),
+            "TTL": go_duration(ttl),
+            "Behavior": "delete",
+            "LockDelay": go_duration(i.lock_delay),
+            "Checks": i.checks,
+            "NodeChecks": i.checks,
+        });
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "ID")]
+            id: String,
+        }
+        let session = self
+            .call(
+                Method::PUT,
+                "/v1/session/create",
+                &[],
+                Body::Json(body),
+                Perm::Session,
+            )
+            .await?
+            .ok("create member session")?
+            .json::<Created>("create member session")?
+            .id;
+        let key = format!("{}/_members/{member}", i.prefix);
+        let got = self
+            .call(
+                Method::PUT,
+                &format!("/v1/kv/{key}"),
+                &[("acquire", session.clone())],
+                Body::Raw(member.as_bytes().to_vec()),
+                Perm::KeyWrite,
+            )
+            .await
+            .and_then(|r| r.ok(&format!("acquire {key}")))
+            .and_then(|r| r.json::<bool>(&format!("acquire {key}")));
+        match got {
+            Ok(true) => Ok(session),
+            other => {
+                let _ = self.destroy_session(&session).await;
+                match other {
+                    Err(e) => Err(e),
+                    _ => Err(CoordError::Backend(format!(
+                        "consul: {key} is held by another session (a previous run with the same instance id?); retrying"
+                    ))),
+                }
+            }
+        }
+    }
+
+    async fn leave_members(&self, member: &str, token: &str) -> Result<(), CoordError> {
+        super::check_member_id(member)?;
+        // Destroying the session deletes the key (`Behavior = delete`).
+        self.destroy_session(token).await
+    }
+
+    async fn members(&self) -> Result<Vec<String>, CoordError> {
+        let dir = format!("{}/_members/", self.inner.prefix);
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/kv/{dir}"),
+                &[("recurse", String::new()), ("consistent", String::new())],
+                Body::Empty,
+                Perm::KeyRead,
+            )
+            .await?;
+        if r.status == 404 {
+            return Ok(Vec::new());
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Keyed {
+            key: String,
+            #[serde(default)]
+            session: Option<String>,
+        }
+        let list: Vec<Keyed> = r.ok("list members")?.json("list members")?;
+        let mut out: Vec<String> = list
+            .into_iter()
+            .filter(|k| k.session.as_deref().is_some_and(|s| !s.is_empty()))
+            .filter_map(|k| k.key.strip_prefix(dir.as_str()).map(str::to_string))
+            .filter(|m| !m.is_empty())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), CoordError> {

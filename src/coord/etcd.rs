@@ -7,6 +7,9 @@
 //! - `<prefix>/<cluster>/master`: plain `host:port` of the recorded master, written in the same
 //!   transaction as the record, for clients and scripts that only need the address.
 //! - `<prefix>/_controls`: the shared operator controls (JSON). Version = `mod_revision`.
+//! - `<prefix>/_members/<instance id>`: a live `serve` instance (scale-out), attached to its
+//!   own lease (TTL `service.member_ttl`), renewed by every heartbeat; it vanishes when the
+//!   instance stops renewing.
 //! - `<prefix>/<cluster>/events/<millis:016>-<seq:06>`: audit events (JSON), trimmed to the
 //!   newest `events_keep` (0 = no events in etcd). The sequence part keeps two events of the
 //!   same millisecond apart.
@@ -820,6 +823,108 @@ impl Coordinator for Etcd {
 
     fn held_locks(&self) -> Vec<HeldLock> {
         self.book.held()
+    }
+
+    async fn heartbeat_member(
+        &self,
+        member: &str,
+        ttl: Duration,
+        token: Option<&str>,
+    ) -> Result<String, CoordError> {
+        super::check_member_id(member)?;
+        if let Some(lease_id) = token.and_then(|t| t.parse::<i64>().ok()) {
+            // One keep-alive on a fresh stream; TTL 0 or "not found" means the lease is gone.
+            let alive = self
+                .call("member keep-alive", |mut c| async move {
+                    let (mut keeper, mut responses) = c.lease_keep_alive(lease_id).await?;
+                    keeper.keep_alive().await?;
+                    responses.message().await
+                })
+                .await;
+            match alive {
+                Ok(Some(r)) if r.ttl() > 0 => return Ok(lease_id.to_string()),
+                Ok(_) => {
+                    tracing::warn!(
+                        member,
+                        lease_id,
+                        "etcd member lease expired; registering again"
+                    );
+                }
+                // etcd-client reports it as a keep-alive error or a NotFound status.
+                Err(CoordError::Backend(m) | CoordError::Unreachable(m))
+                    if m.contains("lease not found") || m.contains("NotFound") =>
+                {
+                    tracing::warn!(
+                        member,
+                        lease_id,
+                        "etcd member lease expired; registering again"
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let ttl_secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
+        let grant = self
+            .call("member lease grant", |mut c| async move {
+                c.lease_grant(ttl_secs, None).await
+            })
+            .await?;
+        let lease_id = grant.id();
+        let key = format!("{}/_members/{member}", self.prefix);
+        let value = member.to_string();
+        let put = self
+            .call("member put", |mut c| async move {
+                c.put(key, value, Some(PutOptions::new().with_lease(lease_id)))
+                    .await
+            })
+            .await;
+        if let Err(e) = put {
+            let _ = self.revoke(lease_id).await;
+            return Err(e);
+        }
+        Ok(lease_id.to_string())
+    }
+
+    async fn leave_members(&self, member: &str, token: &str) -> Result<(), CoordError> {
+        super::check_member_id(member)?;
+        match token.parse::<i64>() {
+            // Revoking the lease deletes the key.
+            Ok(lease_id) => self.revoke(lease_id).await,
+            Err(_) => {
+                let key = format!("{}/_members/{member}", self.prefix);
+                self.call(
+                    "member delete",
+                    |mut c| async move { c.delete(key, None).await },
+                )
+                .await
+                .map(|_| ())
+            }
+        }
+    }
+
+    async fn members(&self) -> Result<Vec<String>, CoordError> {
+        let dir = format!("{}/_members/", self.prefix);
+        let d = dir.clone();
+        let resp = self
+            .call("list members", |mut c| async move {
+                c.get(d, Some(GetOptions::new().with_prefix().with_keys_only()))
+                    .await
+            })
+            .await?;
+        let mut out: Vec<String> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                std::str::from_utf8(kv.key())
+                    .ok()
+                    .and_then(|k| k.strip_prefix(dir.as_str()))
+                    .map(str::to_string)
+            })
+            .filter(|m| !m.is_empty())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), CoordError> {

@@ -18,6 +18,10 @@
 //! - **Record:** `<dir>/<cluster>.topology.json` holding `{version, record}`, replaced
 //!   atomically (temp file in the same dir, fsync, rename, fsync dir). The compare-and-set is
 //!   serialised across processes by a short `flock` on `<dir>/<cluster>.record.lock`.
+//! - **Members** (scale-out): `<dir>/_members/<member>` holds the registration's expiry (unix
+//!   milliseconds), rewritten atomically on every heartbeat; `members` lists the files whose
+//!   expiry has not passed. So `serve` processes sharing one directory on one host share its
+//!   clusters; a single process is the single member and owns them all.
 //! - I/O problems name the path: `CoordError::Unreachable` for what may clear up (a full disk,
 //!   an I/O error), `CoordError::Backend` for a permission error or a read-only mount (the
 //!   real cause, not "unreachable") and for a record file we cannot parse.
@@ -37,6 +41,16 @@ use super::{
 };
 use crate::controls::Controls;
 use crate::model::{TopologyRecord, Versioned};
+
+/// Sub-directory of the member registrations.
+const MEMBERS_DIR: &str = "_members";
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// How long `write_record` waits for another process's record update (they take milliseconds).
 const RECORD_LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -212,11 +226,14 @@ impl Shared {
     /// Write `bytes` to `path` atomically: a temp file in the same dir, fsync, rename, fsync dir.
     /// The temp file is removed on any failure.
     fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), CoordError> {
+        self.write_atomic_in(&self.dir, path, bytes)
+    }
+
+    /// [`Shared::write_atomic`] for a file in `dir` (a sub-directory of the store).
+    fn write_atomic_in(&self, dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), CoordError> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
+        let tmp = dir.join(format!(".{name}.tmp-{}-{seq}", std::process::id()));
         let res = (|| {
             let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, "cannot create", e))?;
             f.write_all(bytes)
@@ -224,9 +241,9 @@ impl Shared {
             f.sync_all().map_err(|e| io_err(&tmp, "cannot fsync", e))?;
             std::fs::rename(&tmp, path).map_err(|e| io_err(path, "cannot rename into", e))?;
             // The rename is durable only once the directory entry is.
-            File::open(&self.dir)
+            File::open(dir)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| io_err(&self.dir, "cannot fsync directory", e))
+                .map_err(|e| io_err(dir, "cannot fsync directory", e))
         })();
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -562,6 +579,71 @@ impl Coordinator for Local {
             .collect();
         v.sort_by(|a, b| a.cluster.cmp(&b.cluster));
         v
+    }
+
+    async fn heartbeat_member(
+        &self,
+        member: &str,
+        ttl: Duration,
+        _token: Option<&str>,
+    ) -> Result<String, CoordError> {
+        super::check_member_id(member)?;
+        let me = self.clone();
+        let member = member.to_string();
+        blocking(move || {
+            let dir = me.shared.dir.join(MEMBERS_DIR);
+            std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "cannot create", e))?;
+            let expires = unix_millis().saturating_add(ttl.as_millis() as u64);
+            let path = dir.join(&member);
+            me.shared
+                .write_atomic_in(&dir, &path, expires.to_string().as_bytes())?;
+            Ok(format!("local:{member}"))
+        })
+        .await
+    }
+
+    async fn leave_members(&self, member: &str, _token: &str) -> Result<(), CoordError> {
+        super::check_member_id(member)?;
+        let path = self.shared.dir.join(MEMBERS_DIR).join(member);
+        blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path, "cannot remove", e)),
+        })
+        .await
+    }
+
+    async fn members(&self) -> Result<Vec<String>, CoordError> {
+        let dir = self.shared.dir.join(MEMBERS_DIR);
+        blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(io_err(&dir, "cannot list", e)),
+            };
+            let now = unix_millis();
+            let mut out = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err(&dir, "cannot list", e))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue; // a temp file of a heartbeat in progress
+                }
+                // A file that vanished or is half-written counts as not live.
+                let live = std::fs::read_to_string(entry.path())
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                    .is_some_and(|exp| exp > now);
+                if live {
+                    out.push(name);
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), CoordError> {

@@ -20,6 +20,11 @@
 //!   half-way is this process's *orphan*: a background task retries its release until it
 //!   succeeds or the lease is gone, and `try_lock` releases it before taking the lock again,
 //!   so an instance never answers "lock held" to itself after a store outage.
+//! - **Membership** (scale-out, see `docs/scale-out.md`): `heartbeat_member` registers an
+//!   instance under `<prefix>/_members/<id>`, bound to a lease/session of the given TTL, and
+//!   renews it on the next call (registering again if the registration was lost);
+//!   `members` lists the live registrations, sorted; `leave_members` removes one. A member
+//!   that stops heartbeating drops out of the list after its TTL (Consul: up to 2×TTL).
 
 pub mod consul;
 #[cfg(feature = "etcd")]
@@ -238,10 +243,55 @@ pub trait Coordinator: Send + Sync {
     }
     /// Cheap reachability probe for `/readyz` and the `coordinator_up` metric.
     fn ping(&self) -> impl Future<Output = Result<(), CoordError>> + Send;
+    /// Register `member` as live for `ttl`, or renew the registration `token` returned by the
+    /// previous call (a lost registration is made again). Returns the token for the next call.
+    /// Default (test doubles): nothing stored.
+    fn heartbeat_member(
+        &self,
+        member: &str,
+        ttl: Duration,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<String, CoordError>> + Send {
+        let _ = (member, ttl, token);
+        async { Ok(String::new()) }
+    }
+    /// Remove `member`'s registration (`token` from `heartbeat_member`) now instead of after
+    /// its TTL. Default: nothing to remove.
+    fn leave_members(
+        &self,
+        member: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<(), CoordError>> + Send {
+        let _ = (member, token);
+        async { Ok(()) }
+    }
+    /// The live members, sorted and without duplicates. Default (test doubles): none (callers
+    /// then count only themselves).
+    fn members(&self) -> impl Future<Output = Result<Vec<String>, CoordError>> + Send {
+        async { Ok(Vec::new()) }
+    }
     /// The locks this client holds in the store for this process, from memory (no request):
     /// live leases and leases whose release is not confirmed yet. For `lock_held` metrics.
     fn held_locks(&self) -> Vec<HeldLock> {
         Vec::new()
+    }
+}
+
+/// Member ids become key and file names: anything but `[A-Za-z0-9._-]` is refused, so a
+/// member can never name another key.
+pub fn check_member_id(member: &str) -> Result<(), CoordError> {
+    let ok = !member.is_empty()
+        && member.len() <= 128
+        && !member.starts_with('.')
+        && member
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(CoordError::Backend(format!(
+            "member id {member:?}: use only letters, digits, '.', '-', '_' (at most 128)"
+        )))
     }
 }
 
@@ -474,6 +524,20 @@ impl Coordinator for AnyCoord {
     }
     async fn ping(&self) -> Result<(), CoordError> {
         dispatch!(self, c => c.ping().await)
+    }
+    async fn heartbeat_member(
+        &self,
+        member: &str,
+        ttl: Duration,
+        token: Option<&str>,
+    ) -> Result<String, CoordError> {
+        dispatch!(self, c => c.heartbeat_member(member, ttl, token).await)
+    }
+    async fn leave_members(&self, member: &str, token: &str) -> Result<(), CoordError> {
+        dispatch!(self, c => c.leave_members(member, token).await)
+    }
+    async fn members(&self) -> Result<Vec<String>, CoordError> {
+        dispatch!(self, c => c.members().await)
     }
     fn held_locks(&self) -> Vec<HeldLock> {
         dispatch!(self, c => c.held_locks())

@@ -195,6 +195,12 @@ metrics_table! {
         "Node queries that failed during polls (unreachable, timeout, auth, parse)";
     polls_skipped: Family<ClusterLabels, Counter> => "polls_skipped", None,
         "Poll ticks skipped because the previous poll of the cluster was still running";
+    owned_clusters: Gauge => "owned_clusters", None,
+        "Clusters this instance polls (scale-out: its share; otherwise all configured clusters)";
+    members: Gauge => "members", None,
+        "Live scale-out members as this instance last read them (1 with scale-out off)";
+    cluster_owned: Family<ClusterLabels, Gauge> => "cluster_owned", None,
+        "1 if this instance polls the cluster (owns it under scale-out), else 0";
     build_info: Family<BuildLabels, Gauge> => "build_info", None,
         "Version of pika-remedy; value always 1";
 }
@@ -404,6 +410,20 @@ impl Metrics {
                 holder: holder.to_string(),
             })
             .inc();
+    }
+
+    /// Which of `clusters` this instance polls (`owned`, same order) and how many members
+    /// share them.
+    pub fn ownership(&self, clusters: &[String], owned: &[bool], members: usize) {
+        let mut n = 0;
+        for (c, o) in clusters.iter().zip(owned) {
+            n += usize::from(*o);
+            self.cluster_owned
+                .get_or_create(&ClusterLabels { cluster: c.clone() })
+                .set(i64::from(*o));
+        }
+        self.owned_clusters.set(n as i64);
+        self.members.set(members as i64);
     }
 
     pub fn coordinator_up(&self, up: bool) {

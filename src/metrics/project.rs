@@ -163,6 +163,23 @@ impl Metrics {
         self.observe_record(c, record, now_unix);
     }
 
+    /// Remove every per-node and per-cluster gauge of `c` that polls set (scale-out: the
+    /// cluster moved to another instance, which exports them now; stale copies here would
+    /// disagree with it). Counters and histograms stay (they only grow).
+    pub fn forget_cluster(&self, c: &str) {
+        self.set_nodes(c, NodeSeries::default());
+        for t in [
+            &self.cluster_nodes,
+            &self.cluster_nodes_reachable,
+            &self.cluster_masters_claimed,
+            &self.cluster_paused,
+            &self.cluster_record_present,
+        ] {
+            t.replace(c, Vec::new());
+        }
+        self.observe_record(c, None, 0);
+    }
+
     fn set_nodes(&self, c: &str, s: NodeSeries) {
         self.node_up.replace(c, s.up);
         self.node_role.replace(c, s.role);

@@ -22,7 +22,10 @@ use crate::reconcile::{now_unix, Outcome, Result_};
 use super::checker;
 use super::events::TriggerSource;
 use super::events::{EventLog, FileCap};
-use super::poller::{poll_loop, ClusterCache, PollSettings, PollShared, PollTarget, SelfTrigger};
+use super::ownership::{membership_loop, MemberTiming, OnRelease, Ownership};
+use super::poller::{
+    poll_loop_owned, ClusterCache, PollSettings, PollShared, PollTarget, SelfTrigger,
+};
 use super::supervisor::{
     ClusterSnapshot, Control, Reconciler, Request, Supervisor, SupervisorConfig,
 };
@@ -394,17 +397,48 @@ async fn generation(
     let app = http_app(&loaded, &service, &sup).with_reload(reload);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let poller = tokio::spawn(poll_loop(
-        poll_targets(&handles),
-        poll_shared(&loaded, &service, &sup),
-        stop_rx.clone(),
-    ));
+    // Scale-out: which clusters this instance polls (all when off).
+    let own = if cfg.service.scale_out {
+        Ownership::shared(&member_id(&handles.holder.instance))
+    } else {
+        Ownership::all()
+    };
+    let members = own.enabled().then(|| {
+        tokio::spawn(membership_loop(
+            Arc::clone(&handles.coord),
+            own.clone(),
+            MemberTiming::new(cfg.member_ttl(), cfg.service.poll_interval),
+            handles.names().to_vec(),
+            Arc::clone(&service.metrics),
+            released(
+                &service,
+                &own,
+                PollSettings::new(cfg.service.poll_interval, &cfg.timeouts).timeout,
+            ),
+            stop_rx.clone(),
+        ))
+    });
+    if !own.enabled() {
+        let all = vec![true; handles.names().len()];
+        service.metrics.ownership(handles.names(), &all, 1);
+    }
+    let poller = {
+        let own = own.clone();
+        tokio::spawn(poll_loop_owned(
+            poll_targets(&handles),
+            poll_shared(&loaded, &service, &sup),
+            move |c: &str| own.owns(c),
+            stop_rx.clone(),
+        ))
+    };
     // Optional periodic check: the same reconcile without an alert (level-triggered repair).
     let checker = (!cfg.service.check_interval.is_zero()).then(|| {
+        let own = own.clone();
         tokio::spawn(checker::periodic(
             Arc::clone(&sup),
             cfg.service.check_interval,
             handles.names().to_vec(),
+            move |c: &str| own.owns(c),
             stop_rx.clone(),
         ))
     });
@@ -420,6 +454,9 @@ async fn generation(
     let served = http::serve(listener, app, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = poller.await;
+    if let Some(m) = members {
+        let _ = m.await;
+    }
     if let Some(c) = checker {
         let _ = c.await;
     }
@@ -487,6 +524,53 @@ fn http_app(
         loaded.config.clusters.clone(),
         loaded.config.timeouts.connect + loaded.config.timeouts.command,
     ))
+}
+
+/// The scale-out member id of this instance: the lock holder's instance id, with anything a
+/// key name cannot hold replaced by `-` (a configured id is validated instead).
+fn member_id(instance: &str) -> String {
+    let id: String = instance
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    let id = id.trim_start_matches('.');
+    if id.is_empty() {
+        format!("pid-{}", std::process::id())
+    } else {
+        id.to_string()
+    }
+}
+
+/// When clusters move to another instance: drop their gauges and the poll cache here (the
+/// new owner exports and remembers them now).
+/// A poll that was in flight at the change may still write them: they are dropped once more
+/// after `in_flight` (the poll bound), unless the cluster came back meanwhile.
+fn released(service: &Arc<Service>, own: &Ownership, in_flight: Duration) -> OnRelease {
+    let svc = Arc::clone(service);
+    let own = own.clone();
+    Arc::new(move |clusters: &[String]| {
+        let forget = |svc: &Service, c: &str| {
+            svc.metrics.forget_cluster(c);
+            svc.cache.forget(c);
+        };
+        for c in clusters {
+            forget(&svc, c);
+        }
+        let (svc, own, clusters) = (Arc::clone(&svc), own.clone(), clusters.to_vec());
+        tokio::spawn(async move {
+            tokio::time::sleep(in_flight).await;
+            for c in clusters.iter().filter(|c| !own.owns(c)) {
+                forget(&svc, c);
+            }
+        });
+    })
 }
 
 /// The poller's clusters: each handle's config and node client.

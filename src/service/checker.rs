@@ -13,11 +13,13 @@ use crate::decide::{Action, Trigger};
 use super::events::{EventLog, TriggerSource, REPEAT_FLUSH};
 use super::supervisor::{Reconciler, Request, Supervisor};
 
-/// Every `every`, submit a periodic check of each cluster (concurrently) until `stop` changes.
+/// Every `every`, submit a periodic check of each cluster `owns` accepts (concurrently;
+/// scale-out: this instance's share) until `stop` changes.
 pub async fn periodic<R: Reconciler>(
     sup: Arc<Supervisor<R>>,
     every: Duration,
     clusters: Vec<String>,
+    owns: impl Fn(&str) -> bool + Send,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -27,7 +29,7 @@ pub async fn periodic<R: Reconciler>(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        for c in &clusters {
+        for c in clusters.iter().filter(|c| owns(c)) {
             let sup = Arc::clone(&sup);
             let c = c.clone();
             tokio::spawn(async move {

@@ -4,5 +4,6 @@
 pub mod app;
 pub mod checker;
 pub mod events;
+pub mod ownership;
 pub mod poller;
 pub mod supervisor;

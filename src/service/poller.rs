@@ -307,6 +307,14 @@ impl ClusterCache {
         self.len() == 0
     }
 
+    /// Drop what was seen of `cluster` (scale-out: another instance polls it now).
+    pub fn forget(&self, cluster: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(cluster);
+    }
+
     fn update(&self, cluster: &str, f: impl FnOnce(&mut Seen)) {
         let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
         f(m.entry(cluster.to_string()).or_default());
@@ -428,11 +436,27 @@ where
 pub async fn poll_loop<N, C, P>(
     targets: Vec<PollTarget<N>>,
     shared: Arc<PollShared<C, P>>,
+    shutdown: watch::Receiver<bool>,
+) where
+    N: Nodes + 'static,
+    C: Coordinator + 'static,
+    P: Fn(&str) -> bool + Send + Sync + 'static,
+{
+    poll_loop_owned(targets, shared, |_: &str| true, shutdown).await;
+}
+
+/// [`poll_loop`] for the targets `owns` accepts at each tick (scale-out: this instance's
+/// share, [`crate::service::ownership`]); the others are not polled (nor self-triggered).
+pub async fn poll_loop_owned<N, C, P, O>(
+    targets: Vec<PollTarget<N>>,
+    shared: Arc<PollShared<C, P>>,
+    owns: O,
     mut shutdown: watch::Receiver<bool>,
 ) where
     N: Nodes + 'static,
     C: Coordinator + 'static,
     P: Fn(&str) -> bool + Send + Sync + 'static,
+    O: Fn(&str) -> bool + Send + Sync + 'static,
 {
     let mut ticker = tokio::time::interval(shared.settings.interval.max(Duration::from_millis(10)));
     // A late tick is not made up with a burst: the next poll simply happens at the next slot.
@@ -450,6 +474,10 @@ pub async fn poll_loop<N, C, P>(
             }
             _ = ticker.tick() => {
                 for (t, slot) in targets.iter().zip(running.iter_mut()) {
+                    // Scale-out: another instance polls this one.
+                    if !owns(&t.cluster.name) {
+                        continue;
+                    }
                     if slot.as_ref().is_some_and(|h| !h.is_finished()) {
                         shared.metrics.poll_skipped(&t.cluster.name);
                         continue;

@@ -215,6 +215,116 @@ pub async fn controls_cas<C: Coordinator>(a: &C, b: &C, tag: &str) {
     assert_ne!(after.version, v1, "version changes on every write");
 }
 
+/// Only the members of this test (a real store may list others).
+async fn members_of<C: Coordinator>(c: &C, tag: &str) -> Vec<String> {
+    c.members()
+        .await
+        .expect("members")
+        .into_iter()
+        .filter(|m| m.starts_with(tag))
+        .collect()
+}
+
+/// Membership (scale-out): a heartbeat registers, every instance lists the live members
+/// sorted, a heartbeat with the returned token renews, leaving removes at once, a bad member
+/// id is refused.
+pub async fn membership<C: Coordinator>(a: &C, b: &C, tag: &str, ttl: Duration) {
+    let ma = format!("{tag}-member-a");
+    let mb = format!("{tag}-member-b");
+    let ta = a
+        .heartbeat_member(&ma, ttl, None)
+        .await
+        .expect("register a");
+    assert_eq!(
+        members_of(b, tag).await,
+        vec![ma.clone()],
+        "the other instance sees the registration"
+    );
+    let tb = b
+        .heartbeat_member(&mb, ttl, None)
+        .await
+        .expect("register b");
+    assert_eq!(members_of(a, tag).await, vec![ma.clone(), mb.clone()]);
+    let ta2 = a
+        .heartbeat_member(&ma, ttl, Some(&ta))
+        .await
+        .expect("renew a");
+    assert_eq!(ta2, ta, "a renewal keeps the registration");
+    assert_eq!(members_of(b, tag).await, vec![ma.clone(), mb.clone()]);
+    a.leave_members(&ma, &ta).await.expect("leave a");
+    assert_eq!(
+        members_of(b, tag).await,
+        vec![mb.clone()],
+        "a member that left is gone at once"
+    );
+    b.leave_members(&mb, &tb).await.expect("leave b");
+    assert!(members_of(a, tag).await.is_empty());
+    for bad in ["", "a/b", "../x", ".hidden", "sp ace"] {
+        let e = a
+            .heartbeat_member(bad, ttl, None)
+            .await
+            .expect_err("a member id that could name another key");
+        assert!(!e.is_retryable(), "{bad:?}: {e}");
+    }
+}
+
+/// A member that stops heartbeating drops out within `within` (its TTL, Consul 2×TTL, plus a
+/// margin), while one that keeps heartbeating stays; a heartbeat with the lost token
+/// registers again.
+pub async fn member_expiry<C: Coordinator>(
+    a: &C,
+    b: &C,
+    tag: &str,
+    ttl: Duration,
+    within: Duration,
+) {
+    let ma = format!("{tag}-exp-a");
+    let mb = format!("{tag}-exp-b");
+    let ta = a
+        .heartbeat_member(&ma, ttl, None)
+        .await
+        .expect("register a");
+    let mut tb = b
+        .heartbeat_member(&mb, ttl, None)
+        .await
+        .expect("register b");
+    assert_eq!(members_of(a, tag).await, vec![ma.clone(), mb.clone()]);
+    let start = Instant::now();
+    loop {
+        // b keeps renewing (every TTL/3, like the service); a does not.
+        tb = b
+            .heartbeat_member(&mb, ttl, Some(&tb))
+            .await
+            .expect("renew b");
+        let now = members_of(b, tag).await;
+        if now == vec![mb.clone()] {
+            break;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{ma} still listed {:?} after {within:?}: {now:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(ttl / 3).await;
+    }
+    assert!(
+        start.elapsed() + Duration::from_millis(300) >= ttl.min(Duration::from_secs(1)),
+        "{ma} dropped out after {:?}, before its TTL {ttl:?}",
+        start.elapsed()
+    );
+    let again = a
+        .heartbeat_member(&ma, ttl, Some(&ta))
+        .await
+        .expect("heartbeat after the registration was lost");
+    assert_eq!(
+        members_of(b, tag).await,
+        vec![ma.clone(), mb.clone()],
+        "a lost registration is made again by the next heartbeat"
+    );
+    a.leave_members(&ma, &again).await.expect("leave a");
+    b.leave_members(&mb, &tb).await.expect("leave b");
+}
+
 /// Run the whole contract with cluster names made unique by `tag`.
 pub async fn run_all<C: Coordinator>(a: &C, b: &C, tag: &str, ttl: Duration) {
     a.ping().await.expect("ping");
@@ -222,4 +332,5 @@ pub async fn run_all<C: Coordinator>(a: &C, b: &C, tag: &str, ttl: Duration) {
     controls_cas(a, b, tag).await;
     lock_exclusion(a, b, &format!("{tag}-lock"), ttl).await;
     clusters_independent(a, b, &format!("{tag}-c1"), &format!("{tag}-c2"), ttl).await;
+    membership(a, b, tag, ttl).await;
 }
