@@ -123,6 +123,12 @@ pub struct ServiceConfig {
     /// Start a reconcile (source `self`) as soon as a poll sees the recorded master unreachable
     /// or another node claiming master, without waiting for an alert. `false`: alerts only.
     pub self_trigger: bool,
+    /// A reconcile for an alert may decide whether to act on the poller's last observation
+    /// instead of asking every node again, if that poll started at most this long ago and not
+    /// before the alert's `startsAt`. Only the first look: the look under the lock is always
+    /// fresh. `0s`: every look asks the nodes.
+    #[serde(with = "humantime_serde")]
+    pub reuse_observation_within: Duration,
     /// Audit trail as JSON lines; none if unset.
     pub events_file: Option<PathBuf>,
     /// In-memory audit ring size.
@@ -160,6 +166,7 @@ impl Default for ServiceConfig {
             poll_interval: Duration::from_millis(500),
             check_interval: Duration::from_secs(0),
             self_trigger: true,
+            reuse_observation_within: Duration::from_millis(500),
             events_file: None,
             events_capacity: 1000,
             events_file_max_bytes: crate::service::events::DEFAULT_FILE_MAX_BYTES,
