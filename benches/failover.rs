@@ -16,10 +16,13 @@
 //! (acked keys missing on the final master), restart → old master role slave, restart → its link
 //! up, stale writes acknowledged by the restarted old master.
 //!
-//! pika-remedy runs twice per run: alerts only (`check_interval = 0s`, what the issue measures)
-//! and alerts plus the periodic check (`check_interval = 1s`). `BENCH_RUNS` (default 5).
-//! Output: a markdown table on stdout and in docs/bench.md, raw numbers in
-//! target/bench/failover.json.
+//! pika-remedy runs twice per run, both on the shipped alert pipeline: the default configuration
+//! (`service.self_trigger = true`: its own poller starts the reconcile as soon as it sees the
+//! master gone) and alerts only (`self_trigger = false`). The three systems run in a rotating
+//! order in every run, and the kill comes after a random pause (uniform 0–500 ms, `BENCH_SEED`),
+//! so it falls at a random phase of every poll, scrape and evaluation. `BENCH_RUNS` (or `RUNS`,
+//! default 10) runs per system, pooled. Output: a markdown table on stdout and in docs/bench.md,
+//! raw numbers in target/bench/failover.json.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -42,6 +45,28 @@ const CLUSTER: &str = "c";
 const WRITE_EVERY: Duration = Duration::from_millis(5);
 /// Bound for every phase of a run (promotion, first ack, demotion, link up).
 const PHASE_BOUND: Duration = Duration::from_secs(60);
+/// The kill comes after a random pause up to this long (a random phase of every poll).
+const KILL_JITTER_MS: u64 = 500;
+
+/// A tiny deterministic generator (xorshift64*) for the jitter.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+static JITTER: Mutex<Rng> = Mutex::new(Rng(0x9E37_79B9_7F4A_7C15));
+
+/// The next random pause before a kill (uniform 0–`KILL_JITTER_MS`).
+fn jitter() -> Duration {
+    let r = JITTER.lock().map(|mut g| g.next()).unwrap_or(0);
+    Duration::from_millis(r % (KILL_JITTER_MS + 1))
+}
 
 // ---------------------------------------------------------------------------------------------
 // A persistent RESP connection (the writer's), bounded by socket timeouts.
@@ -293,7 +318,7 @@ fn measure(cl: &mut RedisCluster, discover: Discover) -> Measured {
     let stop = Arc::new(AtomicBool::new(false));
     let st = Arc::new(Mutex::new(WriterState::default()));
     let writer = spawn_writer(discover.clone(), stop.clone(), st.clone());
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(1000) + jitter());
 
     // Kill.
     let t_kill = Instant::now();
@@ -456,12 +481,12 @@ fn breakdown(
     b
 }
 
-fn run_remedy(periodic: bool) -> (Measured, Value) {
+fn run_remedy(self_trigger: bool) -> (Measured, Value) {
     let mut cl = RedisCluster::start(2, None);
     let old = cl.master.addr().to_string();
     let mut opts = RemedyOptions::new(Coord::Local, cl.cluster_toml(CLUSTER, &[]));
-    if periodic {
-        opts.service_extra = vec!["check_interval = \"1s\"".into()];
+    if !self_trigger {
+        opts.service_extra = vec!["self_trigger = false".into()];
     }
     let remedy = Arc::new(Remedy::start(&opts));
     remedy.record(CLUSTER, &old);
@@ -587,23 +612,35 @@ fn ratio(a: &[f64], b: &[f64]) -> String {
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
     let runs: usize = std::env::var("BENCH_RUNS")
+        .or_else(|_| std::env::var("RUNS"))
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(10)
         .max(1);
+    if let Some(seed) = std::env::var("BENCH_SEED")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if let Ok(mut g) = JITTER.lock() {
+            *g = Rng(seed.max(1));
+        }
+    }
     let systems = [
-        "pika-remedy (alerts)",
-        "pika-remedy (alerts + check 1s)",
+        "pika-remedy (default)",
+        "pika-remedy (alerts only)",
         "Sentinel",
     ];
     let mut results: Vec<Vec<(Measured, Value)>> = vec![Vec::new(), Vec::new(), Vec::new()];
     let t0 = Instant::now();
     for run in 1..=runs {
-        for (i, name) in systems.iter().enumerate() {
+        // A rotating order, so no system always runs first (or right after another one).
+        for k in 0..systems.len() {
+            let i = (k + run) % systems.len();
+            let name = systems[i];
             let t = Instant::now();
             let (m, d) = match i {
-                0 => run_remedy(false),
-                1 => run_remedy(true),
+                0 => run_remedy(true),
+                1 => run_remedy(false),
                 _ => run_sentinel(),
             };
             eprintln!(
@@ -663,7 +700,7 @@ fn main() {
     ];
     let mut table = String::new();
     table.push_str(&format!(
-        "| metric (min / **median** / max, {runs} runs) | {} | {} | {} | ratio alerts/Sentinel | ratio alerts+check/Sentinel |\n",
+        "| metric (min / **median** / max, {runs} runs) | {} | {} | {} | ratio default/Sentinel | ratio alerts only/Sentinel |\n",
         systems[0], systems[1], systems[2]
     ));
     table.push_str("| --- | --- | --- | --- | --- | --- |\n");
@@ -769,9 +806,14 @@ fn main() {
     let doc = render_doc(runs, &table, &bd, &errors, t0.elapsed());
     let doc_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bench.md");
     // Keep the real-Pika section (benches/pika.rs writes it).
-    let kept = std::fs::read_to_string(&doc_path)
-        .ok()
-        .and_then(|old| old.find("## Real Pika").map(|i| old[i..].to_string()));
+    // ... and the scale section (benches/scale.rs).
+    let kept = std::fs::read_to_string(&doc_path).ok().and_then(|old| {
+        ["## Scale", "## Real Pika"]
+            .iter()
+            .filter_map(|h| old.find(h))
+            .min()
+            .map(|i| old[i..].to_string())
+    });
     let doc = match kept {
         Some(k) => format!("{}\n{k}", doc.trim_end()),
         None => doc,
@@ -790,7 +832,7 @@ fn render_doc(runs: usize, table: &str, bd: &str, errors: &[String], took: Durat
     s.push_str("# Failover benchmark: pika-remedy vs Redis Sentinel\n\n");
     s.push_str("Generated by `make bench` (`benches/failover.rs`); raw numbers per run in `target/bench/failover.json`.\n\n");
     s.push_str(&format!(
-        "Machine: {} cores, shared with other work while measuring. {runs} runs, {:.0} s in total. \
+        "Machine: {} cores, shared with other work while measuring. Release build. {runs} runs per system, {:.0} s in total. \
          Redis 7.0.15 (`redis-server`, `redis-sentinel`), Prometheus 2.42, Alertmanager 0.25 (Debian bookworm).\n\n",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         took.as_secs_f64()
@@ -819,14 +861,15 @@ fn render_doc(runs: usize, table: &str, bd: &str, errors: &[String], took: Durat
             humantime::format_duration(c.timeouts.command),
         ));
     }
-    s.push_str("| pika-remedy \"alerts\" | `check_interval = 0s`: every action comes from an Alertmanager notification |\n");
-    s.push_str("| pika-remedy \"alerts + check 1s\" | `check_interval = 1s`: the periodic check (a shipped feature, off by default) runs the same reconcile every second; whichever comes first acts |\n");
+    s.push_str("| pika-remedy \"default\" | the defaults (`self_trigger = true`, `check_interval = 0s`): the service's own poller starts the reconcile when it sees the master gone; Alertmanager's notification comes too, whichever is first acts |\n");
+    s.push_str("| pika-remedy \"alerts only\" | `self_trigger = false`: every action comes from an Alertmanager notification |\n");
+    s.push_str(&format!("| fault timing | the kill comes 1 s + a random 0–{KILL_JITTER_MS} ms after the writer started (a random phase of every poll, scrape and evaluation); the systems run in a rotating order in every run |\n"));
     s.push_str("| Redis Sentinel | 3 sentinels, quorum 2, down-after-milliseconds 1000, failover-timeout 10000, parallel-syncs 1 |\n\n");
     s.push_str("## Results\n\n");
     s.push_str(table);
-    s.push_str("\nTargets (issue 7): kill → first ack median ≤ 0.8× Sentinel; restart → demotion ≤ 0.2× Sentinel; zero acknowledged writes lost.\n\n");
+    s.push_str("\nTargets (medians, same run, pooled): default: kill → first acknowledged write ≤ 0.25× Sentinel's, kill → promotion ≤ 0.5×; alerts only: kill → first acknowledged write ≤ 0.75×; restart → demoted ≤ 0.1×; zero acknowledged writes lost.\n\n");
     s.push_str("## Where pika-remedy's time goes\n\n");
-    s.push_str("From Prometheus' `activeAt` (polled every 50 ms), the alert's `startsAt` and the event log (`GET /v1/events`: event time, reconcile duration, step timings). `detect` = fault → the rule's expression first true (pika-remedy poll + scrape + evaluation alignment); `for` = pending → firing; `alertmanager → webhook` = `startsAt` → reconcile start; `verify` = reconcile time outside the steps (observation, `confirm_window`, lock, second observation); `steps` = promote/repoint/persist/record or the demotion's follow/persist; `discovery` = record written → the writer's first acknowledged write on the new master. With the periodic check the reconcile may start before the alert fires, so its `for`/`alertmanager` entries can be missing or negative.\n\n");
+    s.push_str("From Prometheus' `activeAt` (polled every 50 ms), the alert's `startsAt` and the event log (`GET /v1/events`: event time, reconcile duration, step timings). `detect` = fault → the rule's expression first true (pika-remedy poll + scrape + evaluation alignment); `for` = pending → firing; `alertmanager → webhook` = `startsAt` → reconcile start; `verify` = reconcile time outside the steps (observation, `confirm_window`, lock, second observation); `steps` = promote/repoint/persist/record or the demotion's follow/persist; `discovery` = record written → the writer's first acknowledged write on the new master. With the default configuration the reconcile usually starts (source `self`) before the alert fires, so its `for`/`alertmanager` entries can be missing or negative.\n\n");
     s.push_str(bd);
     if !errors.is_empty() {
         s.push_str("\n## Errors during the runs\n\n");

@@ -117,6 +117,7 @@ impl Reconciler for Real {
             dry_run: ctl.dry_run,
             paused: ctl.paused,
             last_seen_master: self.cache.master_seen("c"),
+            ..Mode::default()
         };
         let out = self.handle.reconcile(trigger, &mode).await;
         self.outcomes.lock().unwrap().push(out.clone());

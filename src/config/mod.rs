@@ -132,6 +132,12 @@ pub struct ServiceConfig {
     /// moves to the others within about this long. Default: `policy.lock_ttl`.
     #[serde(with = "humantime_serde")]
     pub member_ttl: Option<Duration>,
+    /// A reconcile for an alert may decide whether to act on the poller's last observation
+    /// instead of asking every node again, if that poll started at most this long ago and not
+    /// before the alert's `startsAt`. Only the first look: the look under the lock is always
+    /// fresh. `0s`: every look asks the nodes.
+    #[serde(with = "humantime_serde")]
+    pub reuse_observation_within: Duration,
     /// Audit trail as JSON lines; none if unset.
     pub events_file: Option<PathBuf>,
     /// In-memory audit ring size.
@@ -171,6 +177,7 @@ impl Default for ServiceConfig {
             self_trigger: true,
             scale_out: false,
             member_ttl: None,
+            reuse_observation_within: Duration::from_millis(500),
             events_file: None,
             events_capacity: 1000,
             events_file_max_bytes: crate::service::events::DEFAULT_FILE_MAX_BYTES,

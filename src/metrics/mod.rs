@@ -42,7 +42,8 @@ use prometheus_client::registry::{Registry, Unit};
 use series::{
     AsMetric, BuildLabels, ClusterLabels, ControlLabels, DbLabels, HistogramFamily, LagLabels,
     LinkStateLabels, LockRefusalLabels, MaintenanceLabels, NodeInfoLabels, NodeLabels,
-    OutcomeLabels, ReconcileLabels, RecordedMasterLabels, RemediationLabels, RoleLabels, Tracked,
+    ObservationLabels, OutcomeLabels, ReconcileLabels, RecordedMasterLabels, RemediationLabels,
+    RoleLabels, Tracked,
 };
 
 pub use classic::openmetrics_to_classic;
@@ -173,6 +174,8 @@ metrics_table! {
         "Alertmanager notifications by cluster, kind (failover, demotion, refusal) and outcome (sent, failed, dropped), one per Alertmanager URL";
     reconciles: Family<ReconcileLabels, Counter> => "reconciles", None,
         "Reconciles run, by trigger, planned action and result";
+    observations: Family<ObservationLabels, Counter> => "observations", None,
+        "Observations a reconcile's first look decided on, by source: poller (the poller's last one, reused: no INFO sent) or fresh (every node asked). The look under the lock is always fresh and not counted";
     remediations: Family<RemediationLabels, Counter> => "remediations", None,
         "Remediations (plans that sent commands to nodes) by kind and outcome";
     remediation_duration: HistogramFamily<RemediationLabels> = Family::new_with_constructor(remediation_histogram) => "remediation_duration", Some(Unit::Seconds),
@@ -318,6 +321,15 @@ impl Metrics {
         self.polls_skipped
             .get_or_create(&ClusterLabels {
                 cluster: cluster.to_string(),
+            })
+            .inc();
+    }
+
+    /// A reconcile's first look: on the poller's observation (`reused`) or a fresh one.
+    pub fn observation(&self, reused: bool) {
+        self.observations
+            .get_or_create(&ObservationLabels {
+                source: if reused { "poller" } else { "fresh" }.to_string(),
             })
             .inc();
     }

@@ -73,6 +73,11 @@ pub(super) struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ObservationLabels {
+    pub(super) source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ReconcileLabels {
     pub(super) cluster: String,
     pub(super) trigger: String,

@@ -15,7 +15,7 @@ use crate::model::{Addr, Observation, Role, TopologyRecord, Versioned};
 use crate::node::redis::RedisNodes;
 use crate::node::Nodes;
 
-use super::{look, now_unix, reconcile, Ctx, Outcome};
+use super::{look, now_unix, reconcile_reusing, Ctx, Outcome};
 
 /// How one reconcile runs; set per call, not per cluster.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +26,9 @@ pub struct Mode {
     pub paused: bool,
     /// What the service's poller last saw of a live master (see [`Ctx::last_seen_master`]).
     pub last_seen_master: Option<crate::decide::MasterSeen>,
+    /// The poller's observation for the first look (see [`super::reconcile_reusing`]);
+    /// `None`: the first look asks the nodes.
+    pub first_look: Option<Observation>,
 }
 
 /// Everything that acts on one cluster.
@@ -102,7 +105,7 @@ impl<N: Nodes, C: Coordinator> ClusterHandle<N, C> {
     }
 
     pub async fn reconcile(&self, trigger: Trigger, mode: &Mode) -> Outcome {
-        reconcile(&self.ctx(mode), trigger).await
+        reconcile_reusing(&self.ctx(mode), trigger, mode.first_look.clone()).await
     }
 
     /// Observe, read the record and decide: no lock, nothing sent but `INFO`.

@@ -142,21 +142,32 @@ pub async fn look<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
     trigger: &Trigger,
 ) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
-    look_with(ctx, trigger, false).await
+    look_with(ctx, trigger, Source::Fresh).await
 }
 
-/// [`look`]; `pooled`: on the nodes' kept connections (the first pass of a reconcile, which
-/// only decides whether to take the lock).
+/// How a look gets its observation.
+enum Source {
+    /// Fresh, on new connections (the look under the lock, `plan`).
+    Fresh,
+    /// Fresh, on the nodes' kept connections (a reconcile's first look).
+    Pooled,
+    /// The poller's, young enough and taken after what triggered the reconcile (see
+    /// [`reconcile_reusing`]): nothing is sent to the nodes.
+    Reused(Observation),
+}
+
+/// [`look`] with its observation from `source` (the first pass of a reconcile, which only
+/// decides whether to take the lock, is pooled or reused).
 async fn look_with<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
     trigger: &Trigger,
-    pooled: bool,
+    source: Source,
 ) -> Result<(Observation, Option<Versioned<TopologyRecord>>, Plan), CoordError> {
     let observation = async {
-        if pooled {
-            observe_pooled(ctx.nodes, ctx.cluster).await
-        } else {
-            observe(ctx.nodes, ctx.cluster).await
+        match source {
+            Source::Fresh => observe(ctx.nodes, ctx.cluster).await,
+            Source::Pooled => observe_pooled(ctx.nodes, ctx.cluster).await,
+            Source::Reused(obs) => obs,
         }
     };
     let (obs, record, controls) = tokio::join!(
@@ -200,6 +211,19 @@ async fn look_with<N: Nodes, C: Coordinator>(
 
 /// The full sequence. Never panics; every path ends in an `Outcome` that says why.
 pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: Trigger) -> Outcome {
+    reconcile_reusing(ctx, trigger, None).await
+}
+
+/// [`reconcile`], whose first look decides on `first_look` instead of asking the nodes, when
+/// given: the service passes the poller's observation when it is younger than
+/// `service.reuse_observation_within` and was taken after the alerts' `startsAt`, so a storm
+/// of webhooks about a healthy cluster costs no INFO. Only the first look: the look under
+/// the lock, which decides what is sent, is always fresh.
+pub async fn reconcile_reusing<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: Trigger,
+    first_look: Option<Observation>,
+) -> Outcome {
     let start = Instant::now();
     let mut out = Outcome {
         cluster: ctx.cluster.name.clone(),
@@ -211,15 +235,21 @@ pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: T
         millis: 0,
         retryable: false,
     };
-    run(ctx, &trigger, &mut out).await;
+    run(ctx, &trigger, first_look, &mut out).await;
     out.millis = start.elapsed().as_millis() as u64;
     log_outcome(&out);
     out
 }
 
 /// First look without the lock; then lock, look again, and apply the plan under the lock.
-async fn run<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: &Trigger, out: &mut Outcome) {
-    let (obs, _record, plan) = match look_with(ctx, trigger, true).await {
+async fn run<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    trigger: &Trigger,
+    first_look: Option<Observation>,
+    out: &mut Outcome,
+) {
+    let source = first_look.map_or(Source::Pooled, Source::Reused);
+    let (obs, _record, plan) = match look_with(ctx, trigger, source).await {
         Ok(x) => x,
         Err(e) => return coordinator_down(out, e),
     };

@@ -115,10 +115,16 @@ impl Reconciler for Service {
         let Some(h) = self.handles.get(cluster) else {
             return unknown_cluster(cluster, trigger);
         };
+        let within = self.loaded.config.service.reuse_observation_within;
+        let first_look = ctl
+            .reuse_after
+            .and_then(|after| self.cache.reusable(cluster, after, within));
+        self.metrics.observation(first_look.is_some());
         let mode = Mode {
             dry_run: ctl.dry_run,
             paused: ctl.paused,
             last_seen_master: self.cache.master_seen(cluster),
+            first_look,
         };
         let bound = self.bound(h.cluster.nodes.len());
         let out = match tokio::time::timeout(bound, h.reconcile(trigger.clone(), &mode)).await {

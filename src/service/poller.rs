@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -269,6 +269,9 @@ async fn maybe_self_trigger<N: Nodes>(
 pub struct Seen {
     /// The last observation (for the API's `GET /v1/clusters/{c}`).
     pub observation: Option<Observation>,
+    /// When the poll that made `observation` started (wall clock, monotonic): a reconcile's
+    /// first look may reuse it ([`ClusterCache::reusable`]).
+    pub observed_at: Option<(SystemTime, Instant)>,
     /// The last record read successfully: used while the coordinator is briefly away, so
     /// `node_expected_role` does not vanish.
     pub record: Option<TopologyRecord>,
@@ -296,6 +299,26 @@ impl ClusterCache {
 
     pub fn master_seen(&self, cluster: &str) -> Option<MasterSeen> {
         self.get(cluster).master_seen
+    }
+
+    /// The last observation of `cluster` if the poll that made it started at or after `after`
+    /// and at most `within` ago (`within` zero: never). A reconcile's first look may use it
+    /// instead of asking every node again; the look under the lock never does.
+    pub fn reusable(
+        &self,
+        cluster: &str,
+        after: SystemTime,
+        within: Duration,
+    ) -> Option<Observation> {
+        if within.is_zero() {
+            return None;
+        }
+        let m = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let seen = m.get(cluster)?;
+        let (wall, mono) = seen.observed_at?;
+        (wall >= after && mono.elapsed() <= within)
+            .then(|| seen.observation.clone())
+            .flatten()
     }
 
     /// How many clusters have been seen.
@@ -381,6 +404,7 @@ where
     P: Fn(&str) -> bool,
 {
     let started = Instant::now();
+    let started_wall = SystemTime::now();
     let name = cluster.name.as_str();
     let work = async {
         tokio::join!(
@@ -419,14 +443,16 @@ where
         .observe_cluster(&obs, record.as_ref(), paused, crate::reconcile::now_unix());
     shared.metrics.poll_done(name, started.elapsed(), errors);
     let Some(st) = &shared.self_trigger else {
-        shared
-            .cache
-            .update(name, |seen| seen.observation = Some(obs));
+        shared.cache.update(name, |seen| {
+            seen.observation = Some(obs);
+            seen.observed_at = Some((started_wall, started));
+        });
         return errors;
     };
-    shared
-        .cache
-        .update(name, |seen| seen.observation = Some(obs.clone()));
+    shared.cache.update(name, |seen| {
+        seen.observation = Some(obs.clone());
+        seen.observed_at = Some((started_wall, started));
+    });
     maybe_self_trigger(nodes, name, &obs, record.as_ref(), paused, st).await;
     errors
 }

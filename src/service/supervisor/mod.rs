@@ -38,6 +38,11 @@ pub struct Control {
     pub paused: bool,
     /// Decide and log only (`service.dry_run`).
     pub dry_run: bool,
+    /// The first look may reuse the poller's observation only if it was taken at or after
+    /// this time (and is young enough, `service.reuse_observation_within`): the latest
+    /// `startsAt` of the alerts behind the request. `None` (API, CLI, periodic, self): fresh.
+    #[serde(skip)]
+    pub reuse_after: Option<std::time::SystemTime>,
 }
 
 /// What the operator API shows for a cluster besides our own state: provided by the reconciler
@@ -392,6 +397,7 @@ impl<R: Reconciler> Supervisor<R> {
                 break;
             };
             ctl.source = pending.source;
+            ctl.reuse_after = pending.reuse_after();
             let mut outcome = self
                 .run_one(
                     &cluster,
@@ -488,6 +494,7 @@ impl<R: Reconciler> Supervisor<R> {
             source: TriggerSource::Api,
             paused: self.paused.load(Ordering::SeqCst) || slot.paused,
             dry_run: self.dry_run,
+            reuse_after: None,
         }
     }
 

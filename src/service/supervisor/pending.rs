@@ -38,6 +38,21 @@ impl Pending {
         p
     }
 
+    /// Alerts only (source `alertmanager`): the latest `startsAt` of every alert coalesced
+    /// into this request. An observation taken before it may predate what an alert is about,
+    /// so only a later one may be reused by the first look. `None` (always observe afresh)
+    /// for any other source, without alerts, or when a `startsAt` does not parse.
+    pub(super) fn reuse_after(&self) -> Option<std::time::SystemTime> {
+        if self.source != TriggerSource::Alertmanager || self.alert_keys.is_empty() {
+            return None;
+        }
+        let mut latest = std::time::UNIX_EPOCH;
+        for (_, starts_at) in &self.alert_keys {
+            latest = latest.max(humantime::parse_rfc3339_weak(starts_at).ok()?);
+        }
+        Some(latest)
+    }
+
     pub(super) fn add_alerts(&mut self, alerts: Vec<AlertInfo>) {
         for a in alerts {
             if !self
