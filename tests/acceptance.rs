@@ -39,7 +39,9 @@ fn fixture(name: &str) -> String {
     let p: PathBuf = support::prom::shared_dir()
         .join("fixtures/alertmanager")
         .join(name);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+    support::fixtures::starts_now(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display())),
+    )
 }
 
 fn alert_names(e: &Value) -> Vec<String> {

@@ -31,7 +31,9 @@ fn shared() -> PathBuf {
 
 fn fixture(name: &str) -> String {
     let p = shared().join("fixtures/alertmanager").join(name);
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    support::fixtures::starts_now(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
 }
 
 fn flood_size() -> usize {

@@ -31,7 +31,10 @@ fn shared() -> PathBuf {
 
 fn firing() -> Vec<u8> {
     let p = shared().join("fixtures/alertmanager/firing.json");
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    support::fixtures::starts_now(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .into_bytes()
 }
 
 fn addr(s: &str) -> Addr {

@@ -44,7 +44,9 @@ fn shared() -> PathBuf {
 /// The captured Alertmanager 0.25 firing `RedisDown` payload about `node`.
 fn master_down_payload(node: &RedisNode) -> Vec<u8> {
     let p = shared().join("fixtures/alertmanager/firing.json");
-    let body = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let body = support::fixtures::starts_now(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    );
     assert!(body.contains(FIXTURE_INSTANCE));
     body.replace(FIXTURE_INSTANCE, &format!("redis://{}", node.addr()))
         .into_bytes()

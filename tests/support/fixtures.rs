@@ -43,3 +43,25 @@ pub fn holder(name: &str) -> Holder {
         since: 1,
     }
 }
+
+/// A captured Alertmanager body with every `startsAt` set to now. The captures are days old;
+/// Alertmanager's `startsAt` is never before the failure it reports, and the service may
+/// answer an alert from a poll taken after its `startsAt` (`service.reuse_observation_within`),
+/// so a test that kills a node and posts at once must not claim the alert began long before.
+pub fn starts_now(body: &str) -> String {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    const KEY: &str = "\"startsAt\":\"";
+    while let Some(i) = rest.find(KEY) {
+        let start = i + KEY.len();
+        let Some(len) = rest[start..].find('"') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&now);
+        rest = &rest[start + len..];
+    }
+    out.push_str(rest);
+    out
+}
