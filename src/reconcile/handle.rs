@@ -15,7 +15,8 @@ use crate::model::{Addr, Observation, Role, TopologyRecord, Versioned};
 use crate::node::redis::RedisNodes;
 use crate::node::Nodes;
 
-use super::{look, now_unix, reconcile, Ctx, Outcome};
+use super::{look, now_unix, reconcile_with_hooks, Ctx, Outcome};
+use crate::hooks::HookSet;
 
 /// How one reconcile runs; set per call, not per cluster.
 #[derive(Clone, Debug, Default)]
@@ -37,6 +38,8 @@ pub struct ClusterHandle<N: Nodes = RedisNodes, C: Coordinator = AnyCoord> {
     pub holder: Arc<Holder>,
     /// The cluster has a node password (so `CONFIG SET masterauth` is sent before `SLAVEOF`).
     pub has_password: bool,
+    /// The cluster's hooks (`[hooks]`, or its `[hooks.cluster.NAME]`); none by default.
+    pub hooks: Arc<HookSet>,
 }
 
 /// What `record` wrote.
@@ -77,6 +80,7 @@ impl<C: Coordinator> ClusterHandle<RedisNodes, C> {
             coord,
             policy,
             holder,
+            hooks: Arc::default(),
         }
     }
 }
@@ -84,6 +88,12 @@ impl<C: Coordinator> ClusterHandle<RedisNodes, C> {
 impl<N: Nodes, C: Coordinator> ClusterHandle<N, C> {
     pub fn name(&self) -> &str {
         &self.cluster.name
+    }
+
+    /// The same handle running `hooks` around its reconciles.
+    pub fn with_hooks(mut self, hooks: HookSet) -> Self {
+        self.hooks = Arc::new(hooks);
+        self
     }
 
     /// The borrowed context `reconcile` and `look` run with.
@@ -102,7 +112,7 @@ impl<N: Nodes, C: Coordinator> ClusterHandle<N, C> {
     }
 
     pub async fn reconcile(&self, trigger: Trigger, mode: &Mode) -> Outcome {
-        reconcile(&self.ctx(mode), trigger).await
+        reconcile_with_hooks(&self.ctx(mode), &self.hooks, trigger).await
     }
 
     /// Observe, read the record and decide: no lock, nothing sent but `INFO`.
@@ -286,7 +296,8 @@ impl Handles {
                     Arc::clone(&coord),
                     c.policy.clone(),
                     Arc::clone(&holder),
-                );
+                )
+                .with_hooks(c.hooks.for_cluster(&cl.name));
                 (cl.name.clone(), Arc::new(h))
             })
             .collect();

@@ -181,6 +181,7 @@ fn unknown_cluster(cluster: &str, trigger: Trigger) -> Outcome {
         observation: Vec::new(),
         millis: 0,
         retryable: false,
+        hooks: Vec::new(),
     }
 }
 
@@ -222,6 +223,9 @@ impl Service {
                 crate::metrics::REMEDIATION_FAILED
             };
             m.remediation(cluster, out.plan.action.label(), outcome, took);
+        }
+        for h in &out.hooks {
+            m.hook_run(cluster, &h.hook, h.result.as_str());
         }
         m.coordinator_up(!matches!(
             out.result,
