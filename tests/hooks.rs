@@ -467,3 +467,71 @@ nodes = [{{ addr = "127.0.0.1:7001" }}, {{ addr = "127.0.0.1:7002" }}]
     assert!(e.contains("holds a secret"), "{e}");
     assert!(!e.contains(PASSWORD), "{e}");
 }
+
+#[test]
+fn serve_runs_the_hooks_and_counts_them() {
+    use support::prom::{get, Coord, Remedy, RemedyOptions};
+    use support::redis::wait_until;
+    let mut rc = RedisCluster::start(1, None);
+    let dir = tempfile::tempdir().expect("dir");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(&script, SCRIPT).expect("write script");
+    let argv = |code: &str| {
+        format!(
+            "[\"/bin/sh\", \"{}\", \"{}\", \"{code}\"]",
+            script.display(),
+            dir.path().display()
+        )
+    };
+    // `[hooks]` precedes the first `[[cluster]]`.
+    let toml = format!(
+        "[hooks]\npre_failover = {}\npost_failover = {}\n\n{}",
+        argv("5"),
+        argv("0"),
+        rc.cluster_toml(CLUSTER, &[])
+    );
+    let mut opts = RemedyOptions::new(Coord::Local, toml);
+    opts.service_extra = vec![
+        "check_interval = \"200ms\"".into(),
+        "poll_interval = \"200ms\"".into(),
+    ];
+    opts.policy_extra = vec!["confirm_window = \"100ms\"".into()];
+    let remedy = Remedy::start(&opts);
+    let master = rc.master.addr().to_string();
+    assert!(
+        wait_until(Duration::from_secs(15), || remedy
+            .recorded_master(CLUSTER)
+            .as_deref()
+            == Some(master.as_str())),
+        "no bootstrap record: {}",
+        remedy.log_tail(40)
+    );
+    rc.master.kill9();
+    let series = |hook: &str, result: &str| -> f64 {
+        get(remedy.port, "/metrics")
+            .map(|r| r.body)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.starts_with("pika_remedy_hook_runs_total{")
+                    && l.contains(&format!("hook=\"{hook}\""))
+                    && l.contains(&format!("result=\"{result}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || series("post_failover", "ok")
+            == 1.0),
+        "{}",
+        remedy.log_tail(60)
+    );
+    assert_eq!(series("pre_failover", "failed"), 1.0);
+    let env = std::fs::read_to_string(dir.path().join("post_failover.env")).expect("post env");
+    assert!(env.contains("PIKA_REMEDY_EPOCH=2"), "{env}");
+    let log = std::fs::read_to_string(remedy.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("hook: exit 5"),
+        "the failing hook is logged: {log}"
+    );
+}
