@@ -275,6 +275,16 @@ impl HookSet {
     pub fn is_empty(&self) -> bool {
         Hook::ALL.iter().all(|h| self.argv(*h).is_empty())
     }
+
+    /// The longest the hooks can add to one reconcile (one pre and one post hook, each up to
+    /// its timeout, the kill grace, the final wait and the pipe drain); zero without hooks.
+    /// The service adds it to its bound on a reconcile.
+    pub fn worst_case(&self) -> Duration {
+        if self.is_empty() {
+            return Duration::ZERO;
+        }
+        (self.timeout + self.kill_grace + Duration::from_secs(1) + DRAIN_AFTER_EXIT) * 2
+    }
 }
 
 /// How a run ended (the `result` label of `pika_remedy_hook_runs_total`).

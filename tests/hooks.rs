@@ -535,3 +535,52 @@ fn serve_runs_the_hooks_and_counts_them() {
         "the failing hook is logged: {log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pre_switchover_vetoes_by_default_and_the_master_stays() {
+    let env = Env::start(
+        r#"pre_switchover = ["/bin/sh", "{script}", "{out}", "2"]
+post_switchover = ["/bin/sh", "{script}", "{out}", "0"]
+"#,
+    );
+    let out = env.reconcile(Trigger::Periodic).await;
+    assert_eq!(out.result, Result_::Applied, "bootstrap: {out:#?}");
+    let out = env.reconcile(Trigger::Switchover { to: None }).await;
+    assert!(
+        matches!(&out.result, Result_::Vetoed { hook, .. } if hook == "pre_switchover"),
+        "{out:#?}"
+    );
+    assert!(out.steps.is_empty(), "nothing sent: {out:#?}");
+    assert_eq!(out.hooks.len(), 1);
+    assert!(out.hooks[0].vetoed && out.hooks[0].exit_code == Some(2));
+    assert_eq!(env.rc.master.role(), "master");
+    for r in &env.rc.replicas {
+        assert!(r.is_linked_to(env.rc.master.port()));
+    }
+    assert!(env.hook_env("post_switchover").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_switchover_sees_the_new_master_and_epoch() {
+    let env = Env::start(
+        r#"pre_switchover = ["/bin/sh", "{script}", "{out}", "0"]
+post_switchover = ["/bin/sh", "{script}", "{out}", "0"]
+"#,
+    );
+    let old = env.rc.master.addr();
+    let out = env.reconcile(Trigger::Periodic).await;
+    assert_eq!(out.result, Result_::Applied, "bootstrap: {out:#?}");
+    let out = env.reconcile(Trigger::Switchover { to: None }).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    let Action::Switchover { promote, .. } = &out.plan.action else {
+        panic!("{out:#?}");
+    };
+    let pre = env.hook_env("pre_switchover").expect("pre ran");
+    let post = env.hook_env("post_switchover").expect("post ran");
+    let get = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_default();
+    assert_eq!(get(&pre, "PIKA_REMEDY_EPOCH"), "1");
+    assert_eq!(get(&post, "PIKA_REMEDY_EPOCH"), "2");
+    assert_eq!(get(&post, "PIKA_REMEDY_ACTION"), "switchover");
+    assert_eq!(get(&post, "PIKA_REMEDY_OLD_MASTER"), addr_of(&old));
+    assert_eq!(get(&post, "PIKA_REMEDY_NEW_MASTER"), addr_of(promote));
+}

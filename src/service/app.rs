@@ -117,7 +117,7 @@ impl Reconciler for Service {
             paused: ctl.paused,
             last_seen_master: self.cache.master_seen(cluster),
         };
-        let bound = self.bound(h.cluster.nodes.len());
+        let bound = self.bound(h.cluster.nodes.len()) + h.hooks.worst_case();
         let out = match tokio::time::timeout(bound, h.reconcile(trigger.clone(), &mode)).await {
             Ok(out) => out,
             Err(_) => timed_out(cluster, trigger, bound),
