@@ -9,12 +9,16 @@
 //! get-master-addr-by-name`, asked again after any failed write); `kill -9` the master; once the
 //! writer's first write was acknowledged by the new master and the other replica follows it,
 //! restart the old master from its original config (it comes back as an empty master) while a
-//! stale client pinned to the OLD address keeps writing `SET stale:N`.
+//! stale client pinned to the OLD address keeps writing `SET stale:N`. A third client writes
+//! `SET routed:N` through HAProxy (pika-remedy: the shipped `deploy/haproxy/haproxy.cfg` with
+//! its route checks; Sentinel: the usual `tcp-check expect string role:master`), each
+//! connection attributed to the server behind it (`CONFIG GET port`).
 //!
 //! Measured (all wall clock on this machine): kill → first acknowledged write on the new master,
 //! kill → a replica reports role master (INFO polled every 10 ms), acknowledged writes lost
 //! (acked keys missing on the final master), restart → old master role slave, restart → its link
-//! up, stale writes acknowledged by the restarted old master.
+//! up, stale writes acknowledged by the restarted old master (and how many of them after it
+//! was seen demoted), writes through HAProxy acknowledged by the restarted old master.
 //!
 //! pika-remedy runs twice per run, both on the shipped alert pipeline: the default configuration
 //! (`service.self_trigger = true`: its own poller starts the reconcile as soon as it sees the
@@ -148,11 +152,13 @@ fn spawn_writer(
     })
 }
 
-/// A client that never rediscovers: it keeps writing to the old master's address.
+/// A client that never rediscovers: it keeps writing to the old master's address. `acked`
+/// counts its acknowledged writes, `last_ack` holds when the latest one was.
 fn spawn_stale_writer(
     port: u16,
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
+    last_ack: Arc<Mutex<Option<Instant>>>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut conn: Option<Conn> = None;
@@ -167,6 +173,7 @@ fn spawn_stale_writer(
             match c.set(&format!("stale:{n}"), "x") {
                 Ok(()) => {
                     acked.fetch_add(1, Ordering::SeqCst);
+                    last_ack.lock().map(|mut l| *l = Some(Instant::now())).ok();
                 }
                 // READONLY once demoted (or a dropped connection): reconnect and keep trying.
                 Err(_) => conn = None,
@@ -174,6 +181,177 @@ fn spawn_stale_writer(
         }
     })
 }
+
+/// A client through HAProxy's master port (the pooled client of `tests/haproxy.rs`): each
+/// connection asks the server behind it for its port (`CONFIG GET port`; HAProxy in TCP mode
+/// pins a connection to one server), a new connection every 10 writes. Records (port, when)
+/// per acknowledged write.
+fn spawn_routed_writer(
+    proxy: u16,
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<(u16, Instant)>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut conn: Option<(Conn, u16)> = None;
+        let mut n = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(WRITE_EVERY);
+            if conn.is_none() {
+                conn = open(proxy).ok().and_then(|mut c| {
+                    let p = c.call(&["CONFIG", "GET", "port"]).ok()?;
+                    let p = p.split_whitespace().nth(1)?.parse().ok()?;
+                    Some((c, p))
+                });
+            }
+            let Some((c, p)) = conn.as_mut() else {
+                continue;
+            };
+            n += 1;
+            match c.set(&format!("routed:{n}"), "x") {
+                Ok(()) => {
+                    acks.lock().map(|mut a| a.push((*p, Instant::now()))).ok();
+                    if n.is_multiple_of(10) {
+                        conn = None;
+                    }
+                }
+                Err(_) => conn = None,
+            }
+        }
+    })
+}
+
+/// A running haproxy (Debian `haproxy`) with the given config, killed on drop.
+struct Haproxy {
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+    /// The admin socket outside `_dir`, removed on drop.
+    sock: Option<PathBuf>,
+}
+
+impl Haproxy {
+    /// `text` must bind 127.0.0.1:`port`; `env`: variables the config reads.
+    fn start(text: &str, port: u16, env: &[(&str, &str)]) -> Haproxy {
+        let bin = require_binary("haproxy", "haproxy");
+        let dir = tempfile::Builder::new()
+            .prefix("pika-remedy-bench-haproxy-")
+            .tempdir()
+            .expect("temp dir");
+        let conf = dir.path().join("haproxy.cfg");
+        std::fs::write(&conf, text).expect("write haproxy.cfg");
+        let log = std::fs::File::create(dir.path().join("haproxy.log")).expect("haproxy log");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-db")
+            .arg("-f")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn haproxy");
+        let h = Haproxy {
+            child: Some(child),
+            port,
+            _dir: dir,
+            sock: None,
+        };
+        assert!(
+            support::redis::wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "haproxy did not listen on {port}"
+        );
+        h
+    }
+
+    /// The shipped `deploy/haproxy/haproxy.cfg` (pika-remedy's route checks), only addresses,
+    /// ports and the socket path replaced.
+    fn shipped(remedy_port: u16, nodes: &[String]) -> Haproxy {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let mut text = std::fs::read_to_string(dir.join("deploy/haproxy/haproxy.cfg"))
+            .expect("read deploy/haproxy/haproxy.cfg");
+        let (port, rport) = (free_port(), free_port());
+        let sock = std::env::temp_dir().join(format!("pika-remedy-bench-{port}.sock"));
+        let mut swaps = vec![
+            (
+                "/run/haproxy/pika-remedy.sock".to_string(),
+                sock.display().to_string(),
+            ),
+            (
+                "addr 127.0.0.1 port 9655".to_string(),
+                format!("addr 127.0.0.1 port {remedy_port}"),
+            ),
+            ("bind :6380".to_string(), format!("bind 127.0.0.1:{port}")),
+            (
+                "uri-lf /v1/route/main/".to_string(),
+                format!("uri-lf /v1/route/{CLUSTER}/"),
+            ),
+            ("bind :6381".to_string(), format!("bind 127.0.0.1:{rport}")),
+        ];
+        for (shipped, real) in ["10.0.0.11:9221", "10.0.0.12:9221", "10.0.0.13:9221"]
+            .iter()
+            .zip(nodes)
+        {
+            swaps.push((shipped.to_string(), real.clone()));
+        }
+        for (from, to) in swaps {
+            assert!(text.contains(&from), "haproxy.cfg no longer has {from:?}");
+            text = text.replace(&from, &to);
+        }
+        let mut h = Haproxy::start(&text, port, &[("PIKA_REMEDY_READ_TOKEN", READ_TOKEN)]);
+        h.sock = Some(sock);
+        h
+    }
+
+    /// The common recipe without pika-remedy: a TCP check that the node says `role:master`.
+    fn role_check(nodes: &[u16]) -> Haproxy {
+        let port = free_port();
+        let mut text = [
+            "defaults",
+            "    mode tcp",
+            "    timeout connect 1s",
+            "    timeout client 1h",
+            "    timeout server 1h",
+            "    timeout check 1s",
+            "listen redis_master",
+            &format!("    bind 127.0.0.1:{port}"),
+            "    option tcp-check",
+            "    tcp-check send PING\\r\\n",
+            "    tcp-check expect string +PONG",
+            "    tcp-check send info\\ replication\\r\\n",
+            "    tcp-check expect string role:master",
+            "    tcp-check send QUIT\\r\\n",
+            "    tcp-check expect string +OK",
+        ]
+        .join("\n");
+        text.push('\n');
+        for p in nodes {
+            text.push_str(&format!(
+                "    server n{p} 127.0.0.1:{p} check inter 250ms fastinter 250ms downinter 500ms rise 2 fall 1 on-marked-down shutdown-sessions\n"
+            ));
+        }
+        Haproxy::start(&text, port, &[])
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(s) = self.sock.take() {
+            let _ = std::fs::remove_file(s);
+        }
+    }
+}
+
+/// The read-only token HAProxy's checks send to pika-remedy's route endpoint.
+const READ_TOKEN: &str = "bench-read-only-token";
 
 // ---------------------------------------------------------------------------------------------
 // Redis Sentinel.
@@ -284,6 +462,12 @@ struct Measured {
     acked: usize,
     lost: Option<usize>,
     stale_acked: u64,
+    /// Of those, acknowledged after the old master was seen demoted (role slave).
+    stale_acked_after_demotion: Option<u64>,
+    /// Writes through HAProxy acknowledged by the restarted old master.
+    routed_stale_acked: Option<u64>,
+    /// Writes through HAProxy acknowledged in all.
+    routed_acked: Option<u64>,
     failed_writes: u64,
     error: Option<String>,
 }
@@ -311,13 +495,15 @@ fn poll<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
-fn measure(cl: &mut RedisCluster, discover: Discover) -> Measured {
+fn measure(cl: &mut RedisCluster, discover: Discover, proxy: Option<&Haproxy>) -> Measured {
     let mut m = Measured::default();
     let old = cl.master.port();
     let replicas: Vec<u16> = cl.replicas.iter().map(|r| r.port()).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let st = Arc::new(Mutex::new(WriterState::default()));
     let writer = spawn_writer(discover.clone(), stop.clone(), st.clone());
+    let routed_acks = Arc::new(Mutex::new(Vec::new()));
+    let routed = proxy.map(|h| spawn_routed_writer(h.port, stop.clone(), routed_acks.clone()));
     std::thread::sleep(Duration::from_millis(1000) + jitter());
 
     // Kill.
@@ -358,7 +544,13 @@ fn measure(cl: &mut RedisCluster, discover: Discover) -> Measured {
     // Restart the old master from its original config, with a stale client pinned to it.
     let stale_stop = Arc::new(AtomicBool::new(false));
     let stale_acked = Arc::new(AtomicU64::new(0));
-    let stale = spawn_stale_writer(old, stale_stop.clone(), stale_acked.clone());
+    let stale_last = Arc::new(Mutex::new(None));
+    let stale = spawn_stale_writer(
+        old,
+        stale_stop.clone(),
+        stale_acked.clone(),
+        stale_last.clone(),
+    );
     let t_restart = Instant::now();
     m.restart_wall = Some(SystemTime::now());
     cl.master.restart();
@@ -367,6 +559,7 @@ fn measure(cl: &mut RedisCluster, discover: Discover) -> Measured {
             .is_some_and(|(r, _, _)| r == "slave")
             .then(|| t_restart.elapsed().as_secs_f64())
     });
+    let acked_at_demotion = stale_acked.load(Ordering::SeqCst);
     m.restart_to_link_up = poll(|| {
         role_of(old)
             .is_some_and(|(r, mp, up)| r == "slave" && mp == Some(new) && up)
@@ -375,10 +568,24 @@ fn measure(cl: &mut RedisCluster, discover: Discover) -> Measured {
     stale_stop.store(true, Ordering::SeqCst);
     let _ = stale.join();
     m.stale_acked = stale_acked.load(Ordering::SeqCst);
+    if m.restart_to_demoted.is_some() {
+        m.stale_acked_after_demotion = Some(m.stale_acked - acked_at_demotion);
+    }
+    let _ = stale_last;
     // A little more writing on the final topology, then stop and count.
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     let _ = writer.join();
+    if let Some(r) = routed {
+        let _ = r.join();
+        let acks = routed_acks.lock().map(|a| a.clone()).unwrap_or_default();
+        m.routed_acked = Some(acks.len() as u64);
+        m.routed_stale_acked = Some(
+            acks.iter()
+                .filter(|(p, t)| *p == old && *t >= t_restart)
+                .count() as u64,
+        );
+    }
     let (keys, failed) = st
         .lock()
         .map(|s| (s.acked.clone(), s.failed))
@@ -484,7 +691,16 @@ fn breakdown(
 fn run_remedy(self_trigger: bool) -> (Measured, Value) {
     let mut cl = RedisCluster::start(2, None);
     let old = cl.master.addr().to_string();
-    let mut opts = RemedyOptions::new(Coord::Local, cl.cluster_toml(CLUSTER, &[]));
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let ro = secrets.path().join("read-only.token");
+    std::fs::write(&ro, READ_TOKEN).expect("write token");
+    // The line lands in `[webhook]` (it precedes the first `[[cluster]]`).
+    let toml = format!(
+        "read_only_token = {{ file = \"{}\" }}\n{}",
+        ro.display(),
+        cl.cluster_toml(CLUSTER, &[])
+    );
+    let mut opts = RemedyOptions::new(Coord::Local, toml);
     if !self_trigger {
         opts.service_extra = vec!["self_trigger = false".into()];
     }
@@ -505,7 +721,10 @@ fn run_remedy(self_trigger: bool) -> (Measured, Value) {
         r.recorded_master(CLUSTER)
             .and_then(|m| m.rsplit(':').next().and_then(|p| p.parse().ok()))
     });
-    let m = measure(&mut cl, discover);
+    let addrs: Vec<String> = cl.addrs().iter().map(|a| a.to_string()).collect();
+    let hp = Haproxy::shipped(remedy.port, &addrs);
+    wait_routed(&hp, cl.master.port());
+    let m = measure(&mut cl, discover, Some(&hp));
     watch_stop.store(true, Ordering::SeqCst);
     let _ = watch.join();
     let events = remedy.events(CLUSTER).unwrap_or_default();
@@ -572,8 +791,25 @@ fn run_sentinel() -> (Measured, Value) {
     });
     assert!(armed, "sentinels did not discover each other within 30 s");
     let discover = sentinel_discover(sentinels.iter().map(|s| s.port).collect());
-    let m = measure(&mut cl, discover);
+    let ports: Vec<u16> = cl.nodes().iter().map(|n| n.port()).collect();
+    let hp = Haproxy::role_check(&ports);
+    wait_routed(&hp, cl.master.port());
+    let m = measure(&mut cl, discover, Some(&hp));
     (m, json!({}))
+}
+
+/// Wait (bounded) until HAProxy routes its master port to `master`.
+fn wait_routed(hp: &Haproxy, master: u16) {
+    let ok = support::redis::wait_until(Duration::from_secs(15), || {
+        open(hp.port)
+            .and_then(|mut c| c.call(&["CONFIG", "GET", "port"]))
+            .is_ok_and(|p| p.ends_with(&master.to_string()))
+    });
+    assert!(
+        ok,
+        "haproxy never routed to the master {master}: {}",
+        std::fs::read_to_string(hp._dir.path().join("haproxy.log")).unwrap_or_default()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,6 +933,16 @@ fn main() {
             "n",
             Box::new(|m: &Measured| Some(m.stale_acked as f64)),
         ),
+        (
+            "… of which after it was seen demoted",
+            "n",
+            Box::new(|m: &Measured| m.stale_acked_after_demotion.map(|x| x as f64)),
+        ),
+        (
+            "writes through HAProxy acked by the restarted old master",
+            "n",
+            Box::new(|m: &Measured| m.routed_stale_acked.map(|x| x as f64)),
+        ),
     ];
     let mut table = String::new();
     table.push_str(&format!(
@@ -791,7 +1037,10 @@ fn main() {
                     "restart_to_link_up_s": m.restart_to_link_up,
                     "acked_writes": m.acked, "lost_writes": m.lost,
                     "failed_write_attempts": m.failed_writes,
-                    "stale_acked": m.stale_acked, "error": m.error, "detail": d,
+                    "stale_acked": m.stale_acked,
+                    "stale_acked_after_demotion": m.stale_acked_after_demotion,
+                    "routed_acked": m.routed_acked, "routed_stale_acked": m.routed_stale_acked,
+                    "error": m.error, "detail": d,
                 })
             })
         })
@@ -804,7 +1053,11 @@ fn main() {
         serde_json::to_string_pretty(&json!({ "runs": runs, "results": raw })).unwrap_or_default(),
     );
     let doc = render_doc(runs, &table, &bd, &errors, t0.elapsed());
-    let doc_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bench.md");
+    // `BENCH_DOC=path`: write the report there instead (a reduced run must not replace the
+    // published one).
+    let doc_path = std::env::var_os("BENCH_DOC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/bench.md"));
     // Keep the real-Pika section (benches/pika.rs writes it).
     // ... and the scale section (benches/scale.rs).
     let kept = std::fs::read_to_string(&doc_path).ok().and_then(|old| {
@@ -841,6 +1094,7 @@ fn render_doc(runs: usize, table: &str, bd: &str, errors: &[String], took: Durat
     s.push_str("- Topology: one `redis-server` master + 2 replicas on 127.0.0.1, fresh for every run and system, no persistence.\n");
     s.push_str("- Writer: `SET k:N` every 5 ms on one connection; after any failed write it asks discovery again (pika-remedy: `GET /v1/clusters/c` → `record.master`; Sentinel: `SENTINEL get-master-addr-by-name`).\n");
     s.push_str("- Fault: `kill -9` of the master. Once the new master acknowledged a write and the other replica follows it, the old master is restarted from its original config file (it comes back as an empty master) while a stale client pinned to its address keeps writing `SET stale:N` every 5 ms.\n");
+    s.push_str("- A third client writes `SET routed:N` every 5 ms through HAProxy 2.6's master port, a new connection every 10 writes, each asking the server behind it for its port: pika-remedy with the shipped `deploy/haproxy/haproxy.cfg` (HTTP checks of `/v1/route/…/master`, every 250 ms); Sentinel with the usual recipe, a TCP check expecting `role:master` (same intervals).\n");
     s.push_str("- Roles are observed by polling `INFO replication` every 10 ms. \"Lost\" = keys acknowledged to the writer but missing on the final master.\n\n");
     s.push_str("## Settings\n\n");
     s.push_str("| | setting |\n| --- | --- |\n");

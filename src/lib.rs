@@ -36,6 +36,8 @@
 //! - [`metrics`]: the `/metrics` exporter: the registration table (`Metrics`), event counters,
 //!   encoders; `series` label sets and per-cluster series sets; `project` observation → series;
 //!   `classic` the text 0.0.4 re-encoder.
+//! - [`hooks`]: operator commands around failover, switchover and demotion (`[hooks]`): clean
+//!   env with `PIKA_REMEDY_*`, timeout, veto, every run in the outcome (so the audit trail).
 //! - [`notify`]: alerts to the operator's Alertmanager (API v2) after remediations and refusals.
 //! - [`error`]: the top-level error (`is_retryable`, `exit_code`, metric `label`) and the one exit-code table.
 //! - [`throttle`]: rate-limited log lines for messages that can repeat at request rate.
@@ -48,6 +50,7 @@ pub mod controls;
 pub mod coord;
 pub mod decide;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod model;

@@ -607,6 +607,7 @@ mod tests {
             observation: vec![],
             millis: 0,
             retryable: false,
+            hooks: vec![],
         }
     }
 

@@ -296,6 +296,7 @@ fn applied(i: usize) -> pika_remedy::service::events::NewEvent {
         observation: Vec::new(),
         millis: 1,
         retryable: false,
+        hooks: Vec::new(),
     };
     pika_remedy::service::events::NewEvent {
         kind: pika_remedy::service::events::EventKind::Reconcile,

@@ -10,7 +10,11 @@
 //!   promoted by hand: "operator needed"), `PikaRemediationRefused` arrives, and although the
 //!   refusal repeats on every periodic check it is sent once (the counter says so);
 //! - the dead URL is counted as failed and delays nothing; a third URL (the test's own
-//!   receiver, standing for an authenticating proxy) gets the bearer token from the file.
+//!   receiver, standing for an authenticating proxy) gets the bearer token from the file;
+//! - against an Alertmanager with `--web.config.file` `basic_auth_users` (bcrypt): with the
+//!   right `basic_user`/`basic_password` the notification arrives; with a wrong password (file
+//!   changed, config reloaded) it is refused (401), counted as failed and logged without either
+//!   password.
 
 mod support;
 
@@ -126,6 +130,11 @@ struct Am {
 
 impl Am {
     fn start(receiver_port: u16) -> Am {
+        Am::start_with(receiver_port, None)
+    }
+
+    /// With `web_config`: the text of a `--web.config.file` (e.g. `basic_auth_users`).
+    fn start_with(receiver_port: u16, web_config: Option<&str>) -> Am {
         let bin = require_binary("prometheus-alertmanager", "prometheus-alertmanager");
         let dir = tempfile::Builder::new()
             .prefix("pika-remedy-notify-am-")
@@ -141,10 +150,19 @@ impl Am {
         )
         .expect("write alertmanager.yml");
         let log = dir.path().join("alertmanager.log");
+        let web = web_config.map(|text| {
+            let p = dir.path().join("web.yml");
+            std::fs::write(&p, text).expect("write web.yml");
+            p
+        });
         for _ in 0..3 {
             let port = free_port();
             let f = std::fs::File::create(&log).expect("log");
-            let mut child = Command::new(&bin)
+            let mut cmd = Command::new(&bin);
+            if let Some(w) = &web {
+                cmd.arg(format!("--web.config.file={}", w.display()));
+            }
+            let mut child = cmd
                 .arg(format!("--config.file={}", conf.display()))
                 .arg(format!(
                     "--storage.path={}",
@@ -159,7 +177,8 @@ impl Am {
                 .expect("spawn alertmanager");
             if wait_until(Duration::from_secs(20), || {
                 matches!(child.try_wait(), Ok(Some(_)))
-                    || get(port, "/-/ready").is_ok_and(|r| r.status == 200)
+                    // Behind basic auth, a 401 also says it is up.
+                    || get(port, "/-/ready").is_ok_and(|r| r.status == 200 || r.status == 401)
             }) && matches!(child.try_wait(), Ok(None))
             {
                 return Am {
@@ -369,4 +388,117 @@ fn failover_and_refusal_reach_the_receiver_through_alertmanager() {
          (operator_needed) and PikaDemotionPerformed received; refusal sent once per URL (periodic check every 200 ms for 2 s)",
         arrived.as_secs_f64()
     );
+}
+
+/// `AM_PASSWORD` hashed with bcrypt (cost 4, so the check is quick), for Alertmanager's
+/// `basic_auth_users`. Made once with Python's `crypt.crypt(AM_PASSWORD,
+/// crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`; any bcrypt tool gives an equivalent hash.
+const AM_HASH: &str = "$2b$04$yGlCVI/gx1KBSJuYnJqN6Ohi9LOooMp4Shvo3HduTxdxcNWFdLfp.";
+const AM_USER: &str = "pika-remedy";
+const AM_PASSWORD: &str = "am-basic-pass-42";
+const AM_WRONG: &str = "not-the-am-password-17";
+
+#[test]
+fn basic_auth_against_a_real_alertmanager_and_a_wrong_password_is_failed_without_the_secret() {
+    let rx = Receiver::start();
+    let am = Am::start_with(
+        rx.port,
+        Some(&format!("basic_auth_users:\n  {AM_USER}: {AM_HASH}\n")),
+    );
+    // The Alertmanager really wants the password.
+    let anon = get(am.port, "/api/v2/status")
+        .map(|r| r.status)
+        .unwrap_or(0);
+    assert_eq!(anon, 401, "alertmanager without credentials");
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let pw_file = secrets.path().join("am.password");
+    std::fs::write(&pw_file, AM_PASSWORD).expect("write password");
+    let mut cl = RedisCluster::start(1, None);
+    let addrs: Vec<String> = cl.addrs().iter().map(|a| a.to_string()).collect();
+    let toml = format!(
+        "[notify]\nalertmanager_urls = [\"http://127.0.0.1:{}\"]\n\
+         basic_user = \"{AM_USER}\"\nbasic_password = {{ file = \"{}\" }}\ntimeout = \"500ms\"\n\n{}",
+        am.port,
+        pw_file.display(),
+        cl.cluster_toml(CLUSTER, &[])
+    );
+    let mut opts = RemedyOptions::new(Coord::Local, toml);
+    opts.service_extra = vec![
+        "check_interval = \"200ms\"".into(),
+        "poll_interval = \"200ms\"".into(),
+    ];
+    opts.timeouts_extra = vec!["connect = \"200ms\"".into(), "command = \"1s\"".into()];
+    opts.policy_extra = vec!["confirm_window = \"100ms\"".into()];
+    let remedy = Remedy::start(&opts);
+    assert!(
+        wait_until(Duration::from_secs(15), || remedy
+            .recorded_master(CLUSTER)
+            .as_deref()
+            == Some(addrs[0].as_str())),
+        "no bootstrap record: {}",
+        remedy.log_tail(40)
+    );
+    let diag = || {
+        format!(
+            "received: {:?}\nalertmanager log:\n{}\npika-remedy log:\n{}",
+            rx.alerts(),
+            std::fs::read_to_string(&am.log).unwrap_or_default(),
+            remedy.log_tail(60)
+        )
+    };
+
+    // The right password: the failover's notification arrives through Alertmanager.
+    cl.master.kill9();
+    let a = rx
+        .wait_alert("PikaFailoverPerformed", Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("no PikaFailoverPerformed through basic auth\n{}", diag()));
+    assert_eq!(a["labels"]["old_master"], addrs[0].as_str(), "{a}");
+    assert!(
+        wait_until(Duration::from_secs(5), || metric(
+            &remedy, "failover", "sent"
+        ) == 1.0),
+        "{}",
+        diag()
+    );
+
+    // A wrong password (the file changed, config reloaded): the demotion's notification is
+    // refused by Alertmanager, counted as failed, logged without either secret.
+    std::fs::write(&pw_file, AM_WRONG).expect("write wrong password");
+    let r = support::prom::http(
+        "POST",
+        remedy.port,
+        "/v1/reload",
+        &[("Authorization", &format!("Bearer {}", support::prom::TOKEN))],
+        None,
+    )
+    .expect("reload");
+    assert_eq!(r.status, 200, "reload: {}", r.body);
+    cl.master.restart();
+    assert!(
+        wait_until(Duration::from_secs(30), || metric(
+            &remedy, "demotion", "failed"
+        ) == 1.0),
+        "{}",
+        diag()
+    );
+    assert_eq!(metric(&remedy, "demotion", "sent"), 0.0, "{}", diag());
+    assert!(
+        rx.wait_alert("PikaDemotionPerformed", Duration::from_secs(1))
+            .is_none(),
+        "a notification with a wrong password arrived"
+    );
+    let log = std::fs::read_to_string(remedy.log_path()).unwrap_or_default();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("notification failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(
+        failed[0].contains("PikaDemotionPerformed") && failed[0].contains("401"),
+        "{}",
+        failed[0]
+    );
+    for secret in [AM_PASSWORD, AM_WRONG] {
+        assert!(!log.contains(secret), "a password leaked into the log");
+    }
 }

@@ -171,6 +171,7 @@ fn start(self_trigger: bool) -> Running {
                 since: 1,
             }),
             has_password: false,
+            hooks: Default::default(),
         },
         cache: cache.clone(),
         calls: AtomicUsize::new(0),

@@ -717,7 +717,7 @@ fn operator(path: &Path, cluster: &str, op: Op, json: bool) -> Result<Reply, Err
                     dry_run,
                     ..Mode::default()
                 };
-                let (reply, out) = ops::act(&h.ctx(&mode), trigger, json).await;
+                let (reply, out) = ops::act(h, &mode, trigger, json).await;
                 if !dry_run {
                     ops::audit_cli(&loaded, handles.coord.as_ref(), &out).await;
                 }

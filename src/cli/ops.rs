@@ -94,13 +94,14 @@ pub fn record_json(r: &crate::model::TopologyRecord) -> serde_json::Value {
     })
 }
 
-/// Run a reconcile for an operator trigger and render the outcome.
+/// Run a reconcile for an operator trigger (with the cluster's hooks) and render the outcome.
 pub async fn act<N: Nodes, C: Coordinator>(
-    ctx: &Ctx<'_, N, C>,
+    handle: &ClusterHandle<N, C>,
+    mode: &crate::reconcile::handle::Mode,
     trigger: Trigger,
     json: bool,
 ) -> (Reply, Outcome) {
-    let out = reconcile::reconcile(ctx, trigger).await;
+    let out = handle.reconcile(trigger, mode).await;
     let text = if json {
         json_text(&serde_json::to_value(&out).unwrap_or_default())
     } else {

@@ -110,6 +110,9 @@ pub fn render_outcome(out: &Outcome) -> String {
         // `error` already names it ("coordinator unreachable: …" or "coordinator error: …").
         Result_::CoordinatorUnreachable { error } => error.clone(),
         Result_::InProgress => "in progress".to_string(),
+        Result_::Vetoed { hook, detail } => {
+            format!("vetoed by the {hook} hook ({detail}); nothing was sent to any node")
+        }
     };
     let _ = writeln!(s, "result: {result} ({} ms)", out.millis);
     s

@@ -103,6 +103,9 @@ pub struct Config {
     /// Alertmanager notifications after remediations and refusals (`crate::notify`).
     #[serde(default)]
     pub notify: crate::notify::NotifyConfig,
+    /// Commands run around failovers, switchovers and demotions (`crate::hooks`).
+    #[serde(default)]
+    pub hooks: crate::hooks::HooksConfig,
     #[serde(rename = "cluster", default)]
     pub clusters: Vec<ClusterConfig>,
 }

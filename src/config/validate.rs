@@ -296,6 +296,7 @@ impl Config {
             message,
         };
         self.notify.validate(file)?;
+        self.hooks.validate(self, file)?;
         let w = &self.webhook;
         if let Some(s) = &w.bearer_token {
             check_source(s, "webhook.bearer_token", file)?;

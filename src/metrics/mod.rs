@@ -40,8 +40,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use series::{
-    AsMetric, BuildLabels, ClusterLabels, ControlLabels, DbLabels, HistogramFamily, LagLabels,
-    LinkStateLabels, LockRefusalLabels, MaintenanceLabels, NodeInfoLabels, NodeLabels,
+    AsMetric, BuildLabels, ClusterLabels, ControlLabels, DbLabels, HistogramFamily, HookLabels,
+    LagLabels, LinkStateLabels, LockRefusalLabels, MaintenanceLabels, NodeInfoLabels, NodeLabels,
     ObservationLabels, OutcomeLabels, ReconcileLabels, RecordedMasterLabels, RemediationLabels,
     RoleLabels, Tracked,
 };
@@ -172,6 +172,8 @@ metrics_table! {
         "Alertmanager webhook requests handled, by outcome";
     notifications: Family<RemediationLabels, Counter> => "notifications", None,
         "Alertmanager notifications by cluster, kind (failover, demotion, refusal) and outcome (sent, failed, dropped), one per Alertmanager URL";
+    hook_runs: Family<HookLabels, Counter> => "hook_runs", None,
+        "Hook runs ([hooks]) by cluster, hook (pre_failover, post_failover, pre_switchover, post_switchover, post_demote) and result (ok, failed, timeout, spawn_error)";
     reconciles: Family<ReconcileLabels, Counter> => "reconciles", None,
         "Reconciles run, by trigger, planned action and result";
     observations: Family<ObservationLabels, Counter> => "observations", None,
@@ -350,6 +352,17 @@ impl Metrics {
         self.webhooks
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// One hook run: `hook` (`hooks::Hook::name`), `result` (`hooks::HookResult::as_str`).
+    pub fn hook_run(&self, cluster: &str, hook: &str, result: &str) {
+        self.hook_runs
+            .get_or_create(&HookLabels {
+                cluster: cluster.to_string(),
+                hook: hook.to_string(),
+                result: result.to_string(),
             })
             .inc();
     }

@@ -78,6 +78,13 @@ pub(super) struct ObservationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct HookLabels {
+    pub(super) cluster: String,
+    pub(super) hook: String,
+    pub(super) result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ReconcileLabels {
     pub(super) cluster: String,
     pub(super) trigger: String,

@@ -15,7 +15,8 @@ use crate::model::{Addr, Observation, Role, TopologyRecord, Versioned};
 use crate::node::redis::RedisNodes;
 use crate::node::Nodes;
 
-use super::{look, now_unix, reconcile_reusing, Ctx, Outcome};
+use super::{look, now_unix, reconcile_with, Ctx, Outcome};
+use crate::hooks::HookSet;
 
 /// How one reconcile runs; set per call, not per cluster.
 #[derive(Clone, Debug, Default)]
@@ -26,7 +27,7 @@ pub struct Mode {
     pub paused: bool,
     /// What the service's poller last saw of a live master (see [`Ctx::last_seen_master`]).
     pub last_seen_master: Option<crate::decide::MasterSeen>,
-    /// The poller's observation for the first look (see [`super::reconcile_reusing`]);
+    /// The poller's observation for the first look (see [`super::reconcile_with`]);
     /// `None`: the first look asks the nodes.
     pub first_look: Option<Observation>,
 }
@@ -40,6 +41,8 @@ pub struct ClusterHandle<N: Nodes = RedisNodes, C: Coordinator = AnyCoord> {
     pub holder: Arc<Holder>,
     /// The cluster has a node password (so `CONFIG SET masterauth` is sent before `SLAVEOF`).
     pub has_password: bool,
+    /// The cluster's hooks (`[hooks]`, or its `[hooks.cluster.NAME]`); none by default.
+    pub hooks: Arc<HookSet>,
 }
 
 /// What `record` wrote.
@@ -80,6 +83,7 @@ impl<C: Coordinator> ClusterHandle<RedisNodes, C> {
             coord,
             policy,
             holder,
+            hooks: Arc::default(),
         }
     }
 }
@@ -87,6 +91,12 @@ impl<C: Coordinator> ClusterHandle<RedisNodes, C> {
 impl<N: Nodes, C: Coordinator> ClusterHandle<N, C> {
     pub fn name(&self) -> &str {
         &self.cluster.name
+    }
+
+    /// The same handle running `hooks` around its reconciles.
+    pub fn with_hooks(mut self, hooks: HookSet) -> Self {
+        self.hooks = Arc::new(hooks);
+        self
     }
 
     /// The borrowed context `reconcile` and `look` run with.
@@ -105,7 +115,13 @@ impl<N: Nodes, C: Coordinator> ClusterHandle<N, C> {
     }
 
     pub async fn reconcile(&self, trigger: Trigger, mode: &Mode) -> Outcome {
-        reconcile_reusing(&self.ctx(mode), trigger, mode.first_look.clone()).await
+        reconcile_with(
+            &self.ctx(mode),
+            &self.hooks,
+            trigger,
+            mode.first_look.clone(),
+        )
+        .await
     }
 
     /// Observe, read the record and decide: no lock, nothing sent but `INFO`.
@@ -289,7 +305,8 @@ impl Handles {
                     Arc::clone(&coord),
                     c.policy.clone(),
                     Arc::clone(&holder),
-                );
+                )
+                .with_hooks(c.hooks.for_cluster(&cl.name));
                 (cl.name.clone(), Arc::new(h))
             })
             .collect();

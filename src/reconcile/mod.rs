@@ -33,6 +33,8 @@ pub enum Result_ {
     CoordinatorUnreachable { error: String },
     /// Only in webhook answers: still running when the answer was due (`webhook.reply_within`).
     InProgress,
+    /// A failing pre hook stopped the plan before any node was touched (`hooks.pre_*_veto`).
+    Vetoed { hook: String, detail: String },
 }
 
 /// One applied step with its timing.
@@ -58,6 +60,9 @@ pub struct Outcome {
     pub millis: u64,
     /// A retry could help (coordinator unreachable, too few observations): HTTP 503.
     pub retryable: bool,
+    /// Every hook run of this reconcile (`crate::hooks`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::HookRun>,
 }
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -67,6 +72,7 @@ use tracing::{info, warn};
 use crate::config::{ClusterConfig, Policy};
 use crate::coord::{CoordError, Coordinator, Holder, Lease, LockOutcome};
 use crate::decide::{decide, Action, Gate, MasterSeen};
+use crate::hooks::{self, HookSet};
 use crate::model::{Observation, Role, TopologyRecord, Versioned};
 use crate::node::Nodes;
 use crate::observe::{observe, observe_pooled};
@@ -209,18 +215,20 @@ async fn look_with<N: Nodes, C: Coordinator>(
     Ok((obs, record, plan))
 }
 
-/// The full sequence. Never panics; every path ends in an `Outcome` that says why.
+/// The full sequence, without hooks. Never panics; every path ends in an `Outcome` that says why.
 pub async fn reconcile<N: Nodes, C: Coordinator>(ctx: &Ctx<'_, N, C>, trigger: Trigger) -> Outcome {
-    reconcile_reusing(ctx, trigger, None).await
+    reconcile_with(ctx, &HookSet::default(), trigger, None).await
 }
 
-/// [`reconcile`], whose first look decides on `first_look` instead of asking the nodes, when
-/// given: the service passes the poller's observation when it is younger than
-/// `service.reuse_observation_within` and was taken after the alerts' `startsAt`, so a storm
-/// of webhooks about a healthy cluster costs no INFO. Only the first look: the look under
-/// the lock, which decides what is sent, is always fresh.
-pub async fn reconcile_reusing<N: Nodes, C: Coordinator>(
+/// [`reconcile`] running the cluster's `hooks` around the plan (what the service and the CLI
+/// use, through [`handle::ClusterHandle::reconcile`]), and whose first look decides on
+/// `first_look` instead of asking the nodes, when given: the service passes the poller's
+/// observation when it is younger than `service.reuse_observation_within` and was taken after
+/// the alerts' `startsAt`, so a storm of webhooks about a healthy cluster costs no INFO. Only
+/// the first look: the look under the lock, which decides what is sent, is always fresh.
+pub async fn reconcile_with<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
+    hooks: &HookSet,
     trigger: Trigger,
     first_look: Option<Observation>,
 ) -> Outcome {
@@ -234,8 +242,9 @@ pub async fn reconcile_reusing<N: Nodes, C: Coordinator>(
         observation: Vec::new(),
         millis: 0,
         retryable: false,
+        hooks: Vec::new(),
     };
-    run(ctx, &trigger, first_look, &mut out).await;
+    run(ctx, hooks, &trigger, first_look, &mut out).await;
     out.millis = start.elapsed().as_millis() as u64;
     log_outcome(&out);
     out
@@ -244,6 +253,7 @@ pub async fn reconcile_reusing<N: Nodes, C: Coordinator>(
 /// First look without the lock; then lock, look again, and apply the plan under the lock.
 async fn run<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
+    hooks: &HookSet,
     trigger: &Trigger,
     first_look: Option<Observation>,
     out: &mut Outcome,
@@ -284,7 +294,7 @@ async fn run<N: Nodes, C: Coordinator>(
         }
         Err(e) => return coordinator_down(out, e),
     };
-    under_lock(ctx, trigger, &plan, &lease, out).await;
+    under_lock(ctx, hooks, trigger, &plan, &lease, out).await;
     release(ctx, lease).await;
 }
 
@@ -292,6 +302,7 @@ async fn run<N: Nodes, C: Coordinator>(
 /// (`PlanChanged`) and nothing is sent; otherwise its steps run.
 async fn under_lock<N: Nodes, C: Coordinator>(
     ctx: &Ctx<'_, N, C>,
+    hooks: &HookSet,
     trigger: &Trigger,
     plan: &Plan,
     lease: &Lease,
@@ -334,6 +345,22 @@ async fn under_lock<N: Nodes, C: Coordinator>(
     }
     out.plan = plan2.clone();
     plan_started(&plan2);
+    let event_id = crate::hooks::event_id();
+    let name = &ctx.cluster.name;
+    let rec = record2.as_ref().map(|r| &r.value);
+    if let Some((hook, env)) = hooks::pre_for(&plan2, name, trigger.label(), rec, &event_id) {
+        if let Some(run) = hooks::run(hooks, hook, &env).await {
+            let veto = run.vetoed.then(|| Result_::Vetoed {
+                hook: run.hook.clone(),
+                detail: run.detail.clone(),
+            });
+            out.hooks.push(run);
+            if let Some(v) = veto {
+                out.result = v;
+                return;
+            }
+        }
+    }
     let exec = Exec {
         ctx,
         lease,
@@ -341,6 +368,49 @@ async fn under_lock<N: Nodes, C: Coordinator>(
         record: record2,
     };
     out.result = exec.apply(&plan2, &mut out.steps).await;
+    post_hook(ctx, hooks, trigger, &event_id, out).await;
+}
+
+/// The post hook, once the plan's role change took effect: the new master recorded (failover,
+/// switchover) or the demoted node following (demote), whatever failed after it. It sees the
+/// record as stored now.
+async fn post_hook<N: Nodes, C: Coordinator>(
+    ctx: &Ctx<'_, N, C>,
+    hooks: &HookSet,
+    trigger: &Trigger,
+    event_id: &str,
+    out: &mut Outcome,
+) {
+    let took_effect = out.steps.iter().any(|r| {
+        r.ok && match (&out.plan.action, &r.step) {
+            (Action::Failover { .. } | Action::Switchover { .. }, Step::Record { .. }) => true,
+            (
+                Action::Demote { node, to },
+                Step::Follow {
+                    node: n, master, ..
+                },
+            ) => n == node && master == to,
+            _ => false,
+        }
+    });
+    if !took_effect || hooks.is_empty() {
+        return;
+    }
+    let record = match ctx.coord.read_record(&ctx.cluster.name).await {
+        Ok(r) => r.map(|r| r.value),
+        Err(e) => {
+            warn!(cluster = %ctx.cluster.name, error = %e, "reading the record for the post hook failed; its epoch is empty");
+            None
+        }
+    };
+    let name = &ctx.cluster.name;
+    if let Some((hook, env)) =
+        hooks::post_for(&out.plan, name, trigger.label(), record.as_ref(), event_id)
+    {
+        if let Some(run) = hooks::run(hooks, hook, &env).await {
+            out.hooks.push(run);
+        }
+    }
 }
 
 fn coordinator_down(out: &mut Outcome, e: CoordError) {
@@ -390,6 +460,7 @@ impl Result_ {
             Result_::Failed { .. } => "failed",
             Result_::CoordinatorUnreachable { .. } => "coordinator_unreachable",
             Result_::InProgress => "in_progress",
+            Result_::Vetoed { .. } => "vetoed",
         }
     }
 }

@@ -126,7 +126,7 @@ impl Reconciler for Service {
             last_seen_master: self.cache.master_seen(cluster),
             first_look,
         };
-        let bound = self.bound(h.cluster.nodes.len());
+        let bound = self.bound(h.cluster.nodes.len()) + h.hooks.worst_case();
         let out = match tokio::time::timeout(bound, h.reconcile(trigger.clone(), &mode)).await {
             Ok(out) => out,
             Err(_) => timed_out(cluster, trigger, bound),
@@ -190,6 +190,7 @@ fn unknown_cluster(cluster: &str, trigger: Trigger) -> Outcome {
         observation: Vec::new(),
         millis: 0,
         retryable: false,
+        hooks: Vec::new(),
     }
 }
 
@@ -231,6 +232,9 @@ impl Service {
                 crate::metrics::REMEDIATION_FAILED
             };
             m.remediation(cluster, out.plan.action.label(), outcome, took);
+        }
+        for h in &out.hooks {
+            m.hook_run(cluster, &h.hook, h.result.as_str());
         }
         m.coordinator_up(!matches!(
             out.result,

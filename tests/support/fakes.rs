@@ -625,6 +625,7 @@ mod reconciler {
                 observation: self.observation.clone(),
                 millis: self.millis,
                 retryable,
+                hooks: Vec::new(),
             }
         }
         fn clusters(&self) -> Vec<String> {

@@ -485,6 +485,7 @@ impl<R: Reconciler> Supervisor<R> {
                 observation: Vec::new(),
                 millis: started.elapsed().as_millis() as u64,
                 retryable: true,
+                hooks: Vec::new(),
             }
         })
     }
