@@ -27,6 +27,7 @@
 //! - [`service::supervisor`]: single-flight per cluster, coalesced follow-ups, pause, the `Reconciler` seam.
 //! - [`service::poller`]: the polling task that feeds `metrics` and the one per-cluster cache.
 //! - [`service::checker`]: the periodic check and the flush of repeated events.
+//! - [`service::schedule`]: scheduled switchovers (`switchover --at`): claimed by CAS, run through the supervisor.
 //! - [`service::events`]: the audit trail (ring + JSON-lines file + coordinator sink).
 //! - [`alert`]: Alertmanager webhook payloads (v4): parsing, mapping alerts to cluster triggers, `AlertInfo`.
 //! - [`http`]: the axum router and `serve` (accept loop, shutdown); [`http::auth`] credentials;

@@ -130,6 +130,9 @@ pub enum Command {
         json: bool,
     },
     /// Planned switchover of a healthy master (Redis: writes paused while the target catches up).
+    /// With `--at`: scheduled in the coordinator (one per cluster), run by a `serve` instance
+    /// when the time comes (not while the cluster is paused; expires after `--max-delay`),
+    /// shown by `status`; `--cancel` removes it.
     Switchover {
         #[command(flatten)]
         config: ConfigArg,
@@ -139,6 +142,21 @@ pub enum Command {
         /// The replica to promote (default: the best one).
         #[arg(long)]
         to: Option<Addr>,
+        /// Schedule it: RFC 3339 (2026-12-01T18:00:00Z) or a delay from now (+10m).
+        #[arg(long, conflicts_with_all = ["dry_run", "cancel"])]
+        at: Option<String>,
+        /// With --at: replace the cluster's scheduled switchover instead of refusing.
+        #[arg(long, requires = "at")]
+        replace: bool,
+        /// With --at: run at most this late (held by a pause, no instance up), then expire.
+        #[arg(long, requires = "at", default_value = "5m", value_parser = humantime::parse_duration)]
+        max_delay: std::time::Duration,
+        /// With --at: why (kept in the schedule and the audit trail).
+        #[arg(long, requires = "at", default_value = "")]
+        reason: String,
+        /// Cancel the cluster's scheduled switchover.
+        #[arg(long, conflicts_with_all = ["to", "dry_run"])]
+        cancel: bool,
         /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
@@ -416,9 +434,39 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             config,
             cluster,
             to,
+            at: Some(at),
+            replace,
+            max_delay,
+            reason,
+            json,
+            ..
+        } => {
+            let at = parse_at(&at)?;
+            let change = Change::ScheduleSwitchover {
+                cluster,
+                to,
+                at,
+                max_delay,
+                reason,
+                replace,
+            };
+            control(&config, change, json)
+        }
+        Command::Switchover {
+            config,
+            cluster,
+            cancel: true,
+            json,
+            ..
+        } => control(&config, Change::CancelSwitchover { cluster }, json),
+        Command::Switchover {
+            config,
+            cluster,
+            to,
             dry_run,
             yes,
             json,
+            ..
         } => {
             let trigger = Trigger::Switchover { to };
             if !dry_run && !yes && !json && !confirm(&config, &cluster, &trigger)? {
@@ -555,6 +603,21 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             Ok(Reply::new(String::new(), exit))
         }
     }
+}
+
+/// `switchover --at`: RFC 3339, or `+DURATION` from now.
+fn parse_at(s: &str) -> Result<u64, Error> {
+    if let Some(rel) = s.strip_prefix('+') {
+        return humantime::parse_duration(rel)
+            .map(|d| crate::reconcile::now_unix().saturating_add(d.as_secs().max(1)))
+            .map_err(|e| Error::Usage(format!("--at {s:?}: {e}")));
+    }
+    let at = crate::controls::parse_rfc3339(s)
+        .map_err(|e| Error::Usage(format!("--at: {e} (or a delay such as +10m)")))?;
+    if at <= crate::reconcile::now_unix() {
+        return Err(Error::Usage(format!("--at {s}: not in the future")));
+    }
+    Ok(at)
 }
 
 /// `--since`: RFC 3339, or a duration before now.

@@ -5,4 +5,5 @@ pub mod app;
 pub mod checker;
 pub mod events;
 pub mod poller;
+pub mod schedule;
 pub mod supervisor;
