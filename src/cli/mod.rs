@@ -8,6 +8,7 @@ pub mod controls;
 pub mod demo;
 pub mod history;
 pub mod ops;
+pub mod progress;
 pub mod render;
 pub mod status;
 
@@ -780,7 +781,17 @@ fn operator(path: &Path, cluster: &str, op: Op, json: bool) -> Result<Reply, Err
                     dry_run,
                     ..Mode::default()
                 };
-                let (reply, out) = ops::act(&h.ctx(&mode), trigger, json).await;
+                let ctx = h.ctx(&mode);
+                let (reply, out) = if json || dry_run {
+                    ops::act(&ctx, trigger, json).await
+                } else {
+                    // Live step lines on stderr, before the outcome on stdout.
+                    let printer: std::sync::Arc<dyn crate::reconcile::Progress> =
+                        std::sync::Arc::new(progress::stderr());
+                    crate::reconcile::PROGRESS
+                        .scope(printer, ops::act(&ctx, trigger, json))
+                        .await
+                };
                 if !dry_run {
                     ops::audit_cli(&loaded, handles.coord.as_ref(), &out).await;
                 }
