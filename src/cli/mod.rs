@@ -643,18 +643,23 @@ fn check_config(file: &Path) -> Result<Reply, Error> {
         .iter()
         .map(|cl| format!("{} ({} nodes)", cl.name, cl.nodes.len()))
         .collect();
-    let text = format!(
+    let mut text = format!(
         "{}: ok: {} cluster(s): {}; coordinator {}\n",
         file.display(),
         c.clusters.len(),
         clusters.join(", "),
         format!("{:?}", c.coordinator.kind).to_lowercase()
     );
+    // Only `serve` needs the webhook's authentication; the other commands run without it.
+    if let Err(e) = c.check_serve(&file.display().to_string()) {
+        text.push_str(&format!("note: {}: {}\n", e.field, e.message));
+    }
     Ok(Reply::new(text, Exit::Ok))
 }
 
 fn serve(path: &Path, listen: Option<std::net::SocketAddr>) -> Result<Reply, Error> {
     let loaded = config::load(path)?;
+    loaded.config.check_serve(&path.display().to_string())?;
     runtime()?.block_on(async move {
         let addr = listen.unwrap_or(loaded.config.service.listen);
         let listener = tokio::net::TcpListener::bind(addr)

@@ -314,7 +314,10 @@ fn try_reload(
     path: &std::path::Path,
     tx: &tokio::sync::mpsc::Sender<Loaded>,
 ) -> Result<String, String> {
-    match crate::config::load(path) {
+    match crate::config::load(path).and_then(|l| {
+        l.config.check_serve(&path.display().to_string())?;
+        Ok(l)
+    }) {
         Err(e) => {
             warn!(path = %path.display(), error = %e, "config reload refused; keeping the old config");
             Err(e.to_string())
