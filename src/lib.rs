@@ -19,6 +19,7 @@
 //! - [`cli`]: the binary's front end: clap commands, dispatch, printing (`main.rs` only calls it).
 //! - [`cli::ops`]: operator commands (plan, failover, switchover, demote, record) over a `ClusterHandle`.
 //! - [`cli::render`]: the text of plans and outcomes.
+//! - [`cli::man`]: `pika-remedy man`, the manual page from the clap definitions (shipped by `make deb`).
 //! - [`cli::progress`]: live step lines on stderr for failover/switchover/demote (the reconcile's progress hook).
 //! - [`cli::status`]: the `status` command: observe every cluster once, render a table or JSON.
 //! - [`cli::history`]: the `history` command: records and the events file, read as typed events.

@@ -56,6 +56,16 @@ fn completions_and_man_page() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(".TH pika-remedy 1"), "{text}");
     assert!(text.contains("pause"), "{text}");
+    // Every command with its options (the page `make deb` ships), and the closing sections.
+    for want in [
+        r#".SS "pika\-remedy switchover""#,
+        r"\fB\-\-at\fR",
+        r#".SS "pika\-remedy maintenance set""#,
+        r#".SH "EXIT STATUS""#,
+        ".SH FILES",
+    ] {
+        assert!(text.contains(want), "{want} missing from the man page");
+    }
 }
 
 #[test]

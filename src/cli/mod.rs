@@ -7,6 +7,7 @@
 pub mod controls;
 pub mod demo;
 pub mod history;
+pub mod man;
 pub mod ops;
 pub mod progress;
 pub mod render;
@@ -581,17 +582,10 @@ pub fn run(command: Command) -> Result<Reply, Error> {
                 Exit::Ok,
             ))
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .map_err(|e| Error::io("cannot render the manual page", e))?;
-            Ok(Reply::new(
-                String::from_utf8_lossy(&out).into_owned(),
-                Exit::Ok,
-            ))
-        }
+        Command::Man => Ok(Reply::new(
+            man::render().map_err(|e| Error::io("cannot render the manual page", e))?,
+            Exit::Ok,
+        )),
         Command::Demo {
             pika_bin,
             pika_conf,
