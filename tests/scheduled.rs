@@ -367,3 +367,57 @@ async fn two_instances_on_etcd_run_a_scheduled_switchover_exactly_once() {
     assert_eq!(after, before + 1, "one change of master");
     assert_eq!(c.master.role(), "slave");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_delays_the_scheduled_switchover_until_it_is_free() {
+    use pika_remedy::coord::{local::Local, Coordinator, Holder, LockOutcome};
+    let c = RedisCluster::start(1, None);
+    let coord = tempfile::tempdir().expect("coord dir");
+    let inst = instance(
+        &local(coord.path()),
+        &c.cluster_toml(CLUSTER, &[]),
+        "sched-d",
+    );
+    record(&inst, &c).await;
+    let svc = Service::start(&inst.config).await;
+    // Someone else (this test process) holds the cluster's lock.
+    let other = Local::new(coord.path()).expect("local");
+    let holder = Holder {
+        instance: "maintenance-script".into(),
+        host: "test".into(),
+        pid: std::process::id(),
+        since: 0,
+    };
+    let lease = match other
+        .try_lock(CLUSTER, &holder, Duration::from_secs(60))
+        .await
+        .expect("try_lock")
+    {
+        LockOutcome::Acquired(l) => l,
+        o => panic!("lock: {o:?}"),
+    };
+    let (code, out, err) = run(&inst, &["switchover", "--cluster", CLUSTER, "--at", "+2s"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(Duration::from_secs(15), "a lock_held attempt", || {
+        scheduled_reconciles(&[&inst])
+            .iter()
+            .any(|e| e["outcome"]["result"]["kind"] == "lock_held")
+    });
+    assert_eq!(
+        c.master.role(),
+        "master",
+        "nothing ran while the lock was held"
+    );
+    other.release(lease).await.expect("release");
+    wait_for(
+        Duration::from_secs(30),
+        "the switchover once the lock is free",
+        || c.replicas[0].role() == "master",
+    );
+    wait_for(Duration::from_secs(10), "its applied audit entry", || {
+        scheduled_reconciles(&[&inst])
+            .iter()
+            .any(|e| e["outcome"]["result"]["kind"] == "applied")
+    });
+    drop(svc);
+}

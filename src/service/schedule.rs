@@ -3,7 +3,10 @@
 //! the controls by compare-and-set (exactly one can) submits an ordinary switchover to the
 //! cluster's single-flight reconcile (lock, second look, steps, record). A paused cluster holds
 //! it (it stays scheduled, the audit trail says so once); one more than its `max_delay_secs`
-//! late expires without running (audited). Every outcome goes to the audit trail.
+//! late expires without running (audited). A switchover that finds the cluster's lock held
+//! elsewhere (or the coordinator down) is tried again, backing off, until that bound. Every
+//! outcome goes to the audit trail. An instance that dies between taking it and running it
+//! loses it (the audit trail shows it was started).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use tracing::{info, warn};
 use crate::controls::{self, rfc3339, Controls, ScheduleState, ScheduledSwitchover};
 use crate::coord::Coordinator;
 use crate::decide::Trigger;
-use crate::reconcile::now_unix;
+use crate::reconcile::{now_unix, Result_};
 
 use super::events::{EventKind, NewEvent, TriggerSource};
 use super::supervisor::{Reconciler, Request, Supervisor};
@@ -141,11 +144,33 @@ async fn take<R, C, F, P>(
     let sup = Arc::clone(sup);
     let cluster = s.cluster.clone();
     let trigger = Trigger::Switchover { to: s.to.clone() };
+    let last_chance = s.at.saturating_add(s.max_delay_secs);
     tokio::spawn(async move {
-        match sup
-            .submit(&cluster, Request::new(trigger, TriggerSource::Schedule))
-            .await
-        {
+        // The lock held elsewhere (another instance's or a CLI's reconcile) or the
+        // coordinator not answering: tried again, backing off, until the schedule's
+        // `max_delay` has passed. Every attempt is in the audit trail.
+        let mut backoff = Duration::from_secs(1);
+        let res = loop {
+            let res = sup
+                .submit(
+                    &cluster,
+                    Request::new(trigger.clone(), TriggerSource::Schedule),
+                )
+                .await;
+            let again = matches!(
+                &res,
+                Ok(out) if matches!(
+                    out.result,
+                    Result_::LockHeld { .. } | Result_::CoordinatorUnreachable { .. }
+                )
+            );
+            if !again || now_unix().saturating_add(backoff.as_secs()) > last_chance {
+                break res;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        };
+        match res {
             Ok(out) => {
                 info!(cluster = %cluster, result = out.result.metric_label(), reason = %out.plan.reason, "scheduled switchover done")
             }
