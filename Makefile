@@ -52,12 +52,14 @@ build: release
 release: deps
 	PIKA_REMEDY_GIT_COMMIT=$(GIT_COMMIT) $(RELEASE_BUILD)
 
-# target/dist/pika-remedy-<version>-x86_64-linux.tar.gz (+ .sha256): binary, rules, alerts,
+# target/dist/pika-remedy-<version>-x86_64-linux.tar.gz (+ .sha256): binary, man page (generated
+# by `pika-remedy man` from the clap definitions, like the .deb's), rules, alerts,
 # deploy, docs, README, LICENSE, CHANGELOG.
 dist: release
 	rm -rf $(DIST_DIR)/$(DIST_NAME) && mkdir -p $(DIST_DIR)/$(DIST_NAME)/docs
 	install -m 0755 $(RELEASE_BIN) $(DIST_DIR)/$(DIST_NAME)/pika-remedy
 	strip $(DIST_DIR)/$(DIST_NAME)/pika-remedy
+	$(RELEASE_BIN) man > $(DIST_DIR)/$(DIST_NAME)/pika-remedy.1
 	cp -a rules alerts deploy README.md LICENSE CHANGELOG.md $(DIST_DIR)/$(DIST_NAME)/
 	cp -a docs/runbooks docs/metrics.md $(DIST_DIR)/$(DIST_NAME)/docs/
 	tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
@@ -67,7 +69,8 @@ dist: release
 
 # target/debian/pika-remedy_<version>-1_amd64.deb from the same release binary.
 deb: release
-	gzip -9n -c deploy/debian/pika-remedy.1 > $(TARGET_DIR)/release/pika-remedy.1.gz
+	$(RELEASE_BIN) man > $(TARGET_DIR)/release/pika-remedy.1
+	gzip -9n -c $(TARGET_DIR)/release/pika-remedy.1 > $(TARGET_DIR)/release/pika-remedy.1.gz
 	gzip -9n -c CHANGELOG.md > $(TARGET_DIR)/release/changelog.gz
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) cargo deb --no-build --locked --output $(DEB_DIR)/
 	@ls -1 $(DEB_DIR)/pika-remedy_$(VERSION)-*_amd64.deb

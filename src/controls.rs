@@ -134,6 +134,83 @@ pub struct Ack {
     pub at: u64,
 }
 
+/// A switchover scheduled for later (`switchover --at`), one per cluster. A `serve` instance
+/// runs it when `at` comes: it removes the entry by compare-and-set first (so exactly one
+/// instance runs it), then submits an ordinary switchover to the cluster's single-flight
+/// reconcile (lock, second look, steps). While the cluster is paused it is held; once more
+/// than `max_delay_secs` late it expires without running. Both outcomes are audited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledSwitchover {
+    pub cluster: String,
+    /// The replica to promote; `None`: the best one at that time.
+    #[serde(default)]
+    pub to: Option<Addr>,
+    #[serde(with = "time_rfc3339")]
+    pub at: u64,
+    pub who: String,
+    /// When it was scheduled.
+    #[serde(with = "time_rfc3339")]
+    pub since: u64,
+    /// Run at most this late (e.g. held by a pause or with no instance running); then it expires.
+    #[serde(default = "default_max_delay")]
+    pub max_delay_secs: u64,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// How late a scheduled switchover may still run by default (`--max-delay`).
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(300);
+
+fn default_max_delay() -> u64 {
+    DEFAULT_MAX_DELAY.as_secs()
+}
+
+/// Where a scheduled switchover stands at a given time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduleState {
+    /// `at` has not come yet.
+    Waiting,
+    /// Due: a serve instance runs it now (unless paused).
+    Due,
+    /// More than `max_delay_secs` late: it will not run.
+    Expired,
+}
+
+impl ScheduleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleState::Waiting => "waiting",
+            ScheduleState::Due => "due",
+            ScheduleState::Expired => "expired",
+        }
+    }
+}
+
+impl ScheduledSwitchover {
+    pub fn state(&self, now: u64) -> ScheduleState {
+        if now < self.at {
+            ScheduleState::Waiting
+        } else if now > self.at.saturating_add(self.max_delay_secs) {
+            ScheduleState::Expired
+        } else {
+            ScheduleState::Due
+        }
+    }
+
+    /// "switchover of cluster c to n2 at 2026-…" (for audit lines and status).
+    pub fn describe(&self) -> String {
+        let to = self
+            .to
+            .as_ref()
+            .map_or_else(|| "the best replica".to_string(), ToString::to_string);
+        format!(
+            "switchover of cluster {} to {to} at {}",
+            self.cluster,
+            rfc3339(self.at)
+        )
+    }
+}
+
 /// The whole controls document.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Controls {
@@ -143,6 +220,9 @@ pub struct Controls {
     pub maintenance: Vec<Maintenance>,
     #[serde(default)]
     pub acks: Vec<Ack>,
+    /// Scheduled switchovers (at most one per cluster).
+    #[serde(default)]
+    pub switchovers: Vec<ScheduledSwitchover>,
 }
 
 fn live(until: Option<u64>, now: u64) -> bool {
@@ -221,6 +301,34 @@ impl Controls {
         self.maintenance
             .retain(|x| !(x.cluster == cluster && &x.node == node));
         before != self.maintenance.len()
+    }
+
+    /// The scheduled switchover of `cluster`, if any.
+    pub fn switchover_for(&self, cluster: &str) -> Option<&ScheduledSwitchover> {
+        self.switchovers.iter().find(|s| s.cluster == cluster)
+    }
+
+    /// Schedule a switchover; a cluster already having one is refused unless `replace`.
+    pub fn schedule(&mut self, s: ScheduledSwitchover, replace: bool) -> Result<(), String> {
+        if let Some(old) = self.switchover_for(&s.cluster) {
+            if !replace {
+                return Err(format!(
+                    "cluster {}: a {} is already scheduled (by {}); cancel it or pass --replace",
+                    s.cluster,
+                    old.describe(),
+                    old.who
+                ));
+            }
+        }
+        self.switchovers.retain(|x| x.cluster != s.cluster);
+        self.switchovers.push(s);
+        Ok(())
+    }
+
+    /// Remove `cluster`'s scheduled switchover; the removed entry.
+    pub fn unschedule(&mut self, cluster: &str) -> Option<ScheduledSwitchover> {
+        let i = self.switchovers.iter().position(|s| s.cluster == cluster)?;
+        Some(self.switchovers.remove(i))
     }
 
     /// Record an acknowledgement (one per cluster: the latest failover's).
@@ -310,6 +418,19 @@ pub enum Change {
         cluster: String,
         reason: String,
     },
+    /// Schedule a switchover at `at` (Unix seconds); `replace` an existing one.
+    ScheduleSwitchover {
+        cluster: String,
+        to: Option<Addr>,
+        at: u64,
+        max_delay: Duration,
+        reason: String,
+        replace: bool,
+    },
+    /// Cancel the cluster's scheduled switchover.
+    CancelSwitchover {
+        cluster: String,
+    },
 }
 
 fn scope(cluster: &Option<String>) -> String {
@@ -329,7 +450,9 @@ impl Change {
             Change::Pause { cluster, .. } | Change::Resume { cluster } => cluster.as_deref(),
             Change::SetMaintenance { cluster, .. }
             | Change::ClearMaintenance { cluster, .. }
-            | Change::Ack { cluster, .. } => Some(cluster),
+            | Change::Ack { cluster, .. }
+            | Change::ScheduleSwitchover { cluster, .. }
+            | Change::CancelSwitchover { cluster } => Some(cluster),
         }
     }
 
@@ -341,6 +464,8 @@ impl Change {
             Change::SetMaintenance { .. } => "maintenance_set",
             Change::ClearMaintenance { .. } => "maintenance_clear",
             Change::Ack { .. } => "ack",
+            Change::ScheduleSwitchover { .. } => "switchover_schedule",
+            Change::CancelSwitchover { .. } => "switchover_cancel",
         }
     }
 }
@@ -383,6 +508,26 @@ pub async fn apply<C: Coordinator>(
         }
         Change::Ack { cluster, reason } => {
             format!("cooldown acknowledged on cluster {cluster} by {who}: {reason}")
+        }
+        Change::ScheduleSwitchover {
+            cluster,
+            to,
+            at,
+            reason,
+            max_delay,
+            ..
+        } => format!(
+            "switchover scheduled by {who}: {} (runs at most {} late){}",
+            scheduled(cluster, to, *at, *max_delay, reason, who, now).describe(),
+            humantime::format_duration(*max_delay),
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            }
+        ),
+        Change::CancelSwitchover { cluster } => {
+            format!("scheduled switchover of cluster {cluster} cancelled by {who}")
         }
     };
     // The failover an ack refers to comes from the record, read once.
@@ -447,11 +592,77 @@ pub async fn apply<C: Coordinator>(
                 who: who.to_string(),
                 at: now,
             }),
+            Change::ScheduleSwitchover {
+                cluster,
+                to,
+                at,
+                max_delay,
+                reason,
+                replace,
+            } => {
+                if *at <= now {
+                    return Err(format!(
+                        "cluster {cluster}: {} is not in the future",
+                        rfc3339(*at)
+                    ));
+                }
+                doc.schedule(
+                    scheduled(cluster, to, *at, *max_delay, reason, who, now),
+                    *replace,
+                )?
+            }
+            Change::CancelSwitchover { cluster } => {
+                if doc.unschedule(cluster).is_none() {
+                    return Err(format!("cluster {cluster}: no switchover is scheduled"));
+                }
+            }
         }
         Ok(())
     })
     .await?;
     Ok((doc, text))
+}
+
+fn scheduled(
+    cluster: &str,
+    to: &Option<Addr>,
+    at: u64,
+    max_delay: Duration,
+    reason: &str,
+    who: &str,
+    now: u64,
+) -> ScheduledSwitchover {
+    ScheduledSwitchover {
+        cluster: cluster.to_string(),
+        to: to.clone(),
+        at,
+        who: who.to_string(),
+        since: now,
+        max_delay_secs: max_delay.as_secs(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Take `expected` (a due or expired scheduled switchover) out of the document by
+/// compare-and-set. `Ok(true)`: this caller removed it and alone may act on it; `Ok(false)`:
+/// it is gone or was changed (another instance took it, or an operator cancelled or replaced it).
+pub async fn claim_switchover<C: Coordinator>(
+    coord: &C,
+    expected: &ScheduledSwitchover,
+) -> Result<bool, ControlsError> {
+    match update(coord, |doc| {
+        if doc.switchover_for(&expected.cluster) != Some(expected) {
+            return Err("gone".into());
+        }
+        doc.unschedule(&expected.cluster);
+        Ok(())
+    })
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(ControlsError::Refused(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Who is acting, for the `who` fields: `$PIKA_REMEDY_OPERATOR`, else `$USER@host`.
@@ -532,6 +743,45 @@ mod tests {
         assert_eq!(c.expired_maintenance(10).len(), 1);
         assert!(c.clear_maintenance("a", &addr("127.0.0.1:1")));
         assert!(c.maintenance.is_empty());
+    }
+
+    #[test]
+    fn one_scheduled_switchover_per_cluster_with_its_state() {
+        let s = ScheduledSwitchover {
+            cluster: "a".into(),
+            to: None,
+            at: 100,
+            who: "op".into(),
+            since: 50,
+            max_delay_secs: 10,
+            reason: String::new(),
+        };
+        assert_eq!(s.state(99), ScheduleState::Waiting);
+        assert_eq!(s.state(100), ScheduleState::Due);
+        assert_eq!(s.state(110), ScheduleState::Due);
+        assert_eq!(s.state(111), ScheduleState::Expired);
+        let mut c = Controls::default();
+        c.schedule(s.clone(), false).expect("first");
+        let later = ScheduledSwitchover {
+            at: 200,
+            ..s.clone()
+        };
+        assert!(c.schedule(later.clone(), false).is_err(), "one per cluster");
+        c.schedule(later, true).expect("replaced");
+        assert_eq!(c.switchover_for("a").map(|s| s.at), Some(200));
+        c.schedule(
+            ScheduledSwitchover {
+                cluster: "b".into(),
+                ..s
+            },
+            false,
+        )
+        .expect("another cluster");
+        assert!(c.unschedule("a").is_some());
+        assert!(c.unschedule("a").is_none());
+        // Older documents (no `switchovers`) still parse.
+        let old: Controls = serde_json::from_str(r#"{"pauses":[]}"#).expect("old doc");
+        assert!(old.switchovers.is_empty());
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - [`cli`]: the binary's front end: clap commands, dispatch, printing (`main.rs` only calls it).
 //! - [`cli::ops`]: operator commands (plan, failover, switchover, demote, record) over a `ClusterHandle`.
 //! - [`cli::render`]: the text of plans and outcomes.
+//! - [`cli::man`]: `pika-remedy man`, the manual page from the clap definitions (shipped by `make deb`).
+//! - [`cli::progress`]: live step lines on stderr for failover/switchover/demote (the reconcile's progress hook).
 //! - [`cli::status`]: the `status` command: observe every cluster once, render a table or JSON.
 //! - [`cli::history`]: the `history` command: records and the events file, read as typed events.
 //! - [`cli::demo`]: `make demo`: 3 local redis-servers, a writer, kill -9 and restart, with a timeline.
@@ -27,6 +29,7 @@
 //! - [`service::supervisor`]: single-flight per cluster, coalesced follow-ups, pause, the `Reconciler` seam.
 //! - [`service::poller`]: the polling task that feeds `metrics` and the one per-cluster cache.
 //! - [`service::checker`]: the periodic check and the flush of repeated events.
+//! - [`service::schedule`]: scheduled switchovers (`switchover --at`): claimed by CAS, run through the supervisor.
 //! - [`service::events`]: the audit trail (ring + JSON-lines file + coordinator sink).
 //! - [`alert`]: Alertmanager webhook payloads (v4): parsing, mapping alerts to cluster triggers, `AlertInfo`.
 //! - [`http`]: the axum router and `serve` (accept loop, shutdown); [`http::auth`] credentials;

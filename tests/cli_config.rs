@@ -1,5 +1,6 @@
 //! `pika-remedy check-config` on every case in tests/data/config/{good,bad} and on the
 //! shipped example. Each bad case declares what its error must say in `# expect: …` lines.
+//! A file with several errors gets all of them reported, one `error:` line each.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -150,4 +151,38 @@ fn secret_values_never_appear_in_output() {
             );
         }
     }
+}
+
+#[test]
+fn check_config_reports_every_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("bad.toml");
+    // Three distinct errors in three sections: a one-node cluster, a zero connect timeout,
+    // an etcd coordinator without endpoints.
+    std::fs::write(
+        &cfg,
+        "[timeouts]\nconnect = \"0s\"\n\
+         [coordinator]\nkind = \"etcd\"\n[coordinator.etcd]\nendpoints = []\n\
+         [webhook]\nallow_unauthenticated = true\n\
+         [[cluster]]\nname = \"c\"\nnodes = [{ addr = \"127.0.0.1:1\" }]\n",
+    )
+    .expect("write");
+    let out = check_config(&cfg);
+    let code = out.status.code().unwrap_or(-1);
+    let (out, err) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    for field in ["cluster.c.nodes", "timeouts", "coordinator.etcd.endpoints"] {
+        assert!(
+            err.contains(&format!(": {field}: ")),
+            "{field} missing from:\n{err}"
+        );
+    }
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error: ")).count(),
+        3,
+        "one line per error:\n{err}"
+    );
 }

@@ -376,3 +376,67 @@ fn record_takes_the_cluster_lock() {
     let r = cli(&cfg, &["record", "--cluster", "c", "--master", &m]);
     assert_eq!(r.code, 0, "{r:?}");
 }
+
+/// `switchover` prints each step live on stderr as it starts and as it ends (result and
+/// milliseconds), in plan order, before the outcome on stdout; `--json` prints none of it.
+#[test]
+fn switchover_prints_live_step_progress_on_stderr() {
+    let rc = RedisCluster::start(1, None);
+    let d = dir();
+    let cfg = write_config(
+        d.path(),
+        &rc.cluster_toml("c", &[]),
+        &local_coordinator(d.path()),
+    );
+    let m = rc.master.addr().to_string();
+    let r = cli(&cfg, &["record", "--cluster", "c", "--master", &m]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // stdout and stderr into one file: the order of the lines is the order they were written.
+    let both = d.path().join("both.txt");
+    let f = std::fs::File::create(&both).expect("create");
+    let mut child = Command::new(BIN)
+        .args(["switchover", "--cluster", "c", "--yes", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(f.try_clone().expect("clone"))
+        .stderr(f)
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "switchover did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&both).expect("read");
+    assert_eq!(status.code(), Some(0), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let pos = |p: &str| lines.iter().position(|l| l.starts_with(p));
+    let outcome = pos("cluster c: switchover").unwrap_or_else(|| panic!("no outcome:\n{text}"));
+    let plan = pos("plan switchover: ").unwrap_or_else(|| panic!("no plan line:\n{text}"));
+    assert!(plan < outcome, "{text}");
+    let mut last = plan;
+    let mut n = 0;
+    while let Some(start) = pos(&format!("step {} start: ", n + 1)) {
+        let done = pos(&format!("step {} ok (", n + 1))
+            .unwrap_or_else(|| panic!("step {} has no end line:\n{text}", n + 1));
+        assert!(
+            last < start && start < done && done < outcome,
+            "order:\n{text}"
+        );
+        assert!(lines[done].contains(" ms): "), "{text}");
+        last = done;
+        n += 1;
+    }
+    assert!(
+        n >= 4,
+        "pause, catch-up, promote, record, follow … :\n{text}"
+    );
+
+    // --json: the outcome only, no progress lines.
+    let r = cli(&cfg, &["switchover", "--cluster", "c", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stderr.contains("step 1 start"), "{r:?}");
+}

@@ -1,6 +1,7 @@
 //! CLI polish: every flag has help text; completions and a man page come from the clap
 //! definitions; a node that is not configured is a usage error (exit 2); no ANSI colour in
-//! logs when stderr is not a terminal.
+//! the logs of a command that logs when stderr is not a terminal (checked to fail with colour
+//! forced on).
 
 mod support;
 
@@ -55,10 +56,20 @@ fn completions_and_man_page() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(".TH pika-remedy 1"), "{text}");
     assert!(text.contains("pause"), "{text}");
+    // Every command with its options (the page `make deb` ships), and the closing sections.
+    for want in [
+        r#".SS "pika\-remedy switchover""#,
+        r"\fB\-\-at\fR",
+        r#".SS "pika\-remedy maintenance set""#,
+        r#".SH "EXIT STATUS""#,
+        ".SH FILES",
+    ] {
+        assert!(text.contains(want), "{want} missing from the man page");
+    }
 }
 
 #[test]
-fn unconfigured_node_is_a_usage_error_and_logs_have_no_colour() {
+fn unconfigured_node_is_a_usage_error() {
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = dir.path().join("c.toml");
     std::fs::write(
@@ -110,9 +121,43 @@ fn unconfigured_node_is_a_usage_error_and_logs_have_no_colour() {
             err.contains("not configured") || err.contains("unknown cluster"),
             "{args:?}: {err}"
         );
+    }
+}
+
+/// A command that really logs (a refused `failover`: every node unreachable, the reconcile
+/// logs its outcome at info) writes no ANSI escape when stderr is not a terminal, with and
+/// without `NO_COLOR`.
+#[test]
+fn a_command_that_logs_writes_no_colour_to_a_non_terminal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[coordinator.local]\ndir = \"{}\"\n[timeouts]\nconnect = \"200ms\"\ncommand = \"300ms\"\n\
+             [[cluster]]\nname = \"c\"\nnodes = [{{ addr = \"127.0.0.1:1\" }}, {{ addr = \"127.0.0.1:2\" }}]\n",
+            dir.path().join("coord").display()
+        ),
+    )
+    .expect("write");
+    for no_color in [None, Some("1")] {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["failover", "--cluster", "c", "--yes", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("INFO") && err.contains("reconcile"),
+            "the command must log something for this test to mean anything: {err}"
+        );
         assert!(
             !err.contains('\u{1b}'),
-            "ANSI escape in a non-terminal stderr: {err:?}"
+            "ANSI escape in a non-terminal stderr (NO_COLOR={no_color:?}): {err:?}"
         );
     }
 }

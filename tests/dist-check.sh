@@ -53,7 +53,7 @@ TGZ=$DIST_DIR/$NAME.tar.gz
 (cd "$DIST_DIR" && sha256sum -c --quiet "$NAME.tar.gz.sha256") || fail "sha256 of $TGZ"
 tar -xzf "$TGZ" -C "$TMP"
 D=$TMP/$NAME
-for f in pika-remedy README.md LICENSE CHANGELOG.md rules/pika-remedy.yml rules/pika-exporter.yml \
+for f in pika-remedy pika-remedy.1 README.md LICENSE CHANGELOG.md rules/pika-remedy.yml rules/pika-exporter.yml \
          alerts/alertmanager.yml deploy/Dockerfile deploy/docker-compose.yml deploy/systemd/pika-remedy.service \
          deploy/kubernetes/kustomization.yaml docs/runbooks/PikaMasterDown.md; do
     [ -e "$D/$f" ] || fail "tarball lacks $f"
@@ -63,6 +63,7 @@ check_version "$D/pika-remedy"
 check_ldd "$D/pika-remedy"
 "$D/pika-remedy" check-config "$D/deploy/pika-remedy.example.toml" >/dev/null \
     || fail "check-config on the tarball's example"
+"$D/pika-remedy" man | cmp -s - "$D/pika-remedy.1" || fail "tarball man page is not the one the binary generates"
 grep -q "Apache License" "$D/LICENSE" || fail "LICENSE"
 grep -q "## \[$VERSION\]" "$D/CHANGELOG.md" || fail "CHANGELOG.md has no section for $VERSION"
 echo "ok: $TGZ"
@@ -86,6 +87,8 @@ for f in usr/bin/pika-remedy etc/pika-remedy/pika-remedy.toml usr/lib/systemd/sy
          usr/share/lintian/overrides/pika-remedy; do
     [ -e "$X/$f" ] || fail "package lacks /$f"
 done
+"$X/usr/bin/pika-remedy" man | cmp -s - <(gzip -dc "$X/usr/share/man/man1/pika-remedy.1.gz") \
+    || fail "packaged man page is not the one the binary generates"
 grep -qx /etc/pika-remedy/pika-remedy.toml "$X/DEBIAN/conffiles" || fail "config is not a conffile"
 U=$X/usr/lib/systemd/system/pika-remedy.service
 for l in 'ExecStart=/usr/bin/pika-remedy serve --config /etc/pika-remedy/pika-remedy.toml' \

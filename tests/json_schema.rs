@@ -155,6 +155,24 @@ fn every_json_output_matches_the_documented_schema() {
     assert_valid("controls", &v);
     let (_, v) = json(&cfg, &["resume", "--cluster", "c"]);
     assert_valid("controls", &v);
+    // A scheduled switchover (far ahead: nothing runs it here) in the controls and in status.
+    let (code, v) = json(
+        &cfg,
+        &["switchover", "--cluster", "c", "--to", &m, "--at", "+1h"],
+    );
+    assert_eq!(code, 0, "{v:#}");
+    assert_valid("controls", &v);
+    assert_eq!(v["switchovers"][0]["state"], "waiting", "{v:#}");
+    let (_, v) = json(&cfg, &["status"]);
+    assert_valid("status_report", &v);
+    assert_eq!(
+        v["clusters"][0]["scheduled_switchover"]["to"],
+        m.as_str(),
+        "{v:#}"
+    );
+    let (code, v) = json(&cfg, &["switchover", "--cluster", "c", "--cancel"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_valid("controls", &v);
 
     let (code, v) = json(&cfg, &["history", "--cluster", "c", "--since", "1h"]);
     assert_eq!(code, 0, "{v:#}");

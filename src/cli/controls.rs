@@ -2,7 +2,7 @@
 //! coordinator (see [`crate::controls`]), audited in the same trail as every action.
 
 use crate::config::Loaded;
-use crate::controls::{self, rfc3339, Change, Controls};
+use crate::controls::{self, rfc3339, Change, Controls, ScheduleState, ScheduledSwitchover};
 use crate::coord::Coordinator;
 use crate::error::{Error, Exit};
 use crate::reconcile::now_unix;
@@ -16,8 +16,14 @@ pub fn validate(loaded: &Loaded, change: &Change) -> Result<(), Error> {
         let Some(cl) = loaded.cluster(c) else {
             return Err(Error::Usage(format!("unknown cluster {c:?}")));
         };
-        if let Change::SetMaintenance { node, .. } | Change::ClearMaintenance { node, .. } = change
-        {
+        let named = match change {
+            Change::SetMaintenance { node, .. } | Change::ClearMaintenance { node, .. } => {
+                Some(node)
+            }
+            Change::ScheduleSwitchover { to, .. } => to.as_ref(),
+            _ => None,
+        };
+        if let Some(node) = named {
             if !cl.nodes.iter().any(|n| &n.addr == node) {
                 return Err(Error::Usage(format!(
                     "node {node} is not configured in cluster {c}"
@@ -97,7 +103,39 @@ pub fn view(doc: &Controls, now: u64) -> serde_json::Value {
         "pauses": pauses,
         "maintenance": maintenance,
         "acks": doc.acks,
+        "switchovers": doc.switchovers.iter().map(|s| switchover_json(s, now)).collect::<Vec<_>>(),
     })
+}
+
+/// A scheduled switchover in the documented JSON shape, with its `state` at `now`
+/// (waiting, due, expired).
+pub fn switchover_json(s: &ScheduledSwitchover, now: u64) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    v["state"] = s.state(now).as_str().into();
+    v
+}
+
+/// One text line for a scheduled switchover.
+pub fn switchover_text(s: &ScheduledSwitchover, now: u64) -> String {
+    let when = match s.state(now) {
+        ScheduleState::Waiting => format!(
+            "in {}",
+            humantime::format_duration(std::time::Duration::from_secs(s.at - now))
+        ),
+        ScheduleState::Due => format!("due since {} s", now - s.at),
+        ScheduleState::Expired => "EXPIRED (more than --max-delay late; will not run)".into(),
+    };
+    let reason = if s.reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", s.reason)
+    };
+    format!(
+        "{} ({when}; by {} at {}){reason}",
+        s.describe(),
+        s.who,
+        rfc3339(s.since)
+    )
 }
 
 /// Text lines for the controls, one per entry ("none" when empty).
@@ -140,8 +178,11 @@ pub fn render(doc: &Controls, now: u64) -> String {
             a.reason
         ));
     }
+    for s in &doc.switchovers {
+        out.push_str(&format!("scheduled   {}\n", switchover_text(s, now)));
+    }
     if out.is_empty() {
-        out.push_str("no pause, maintenance or acknowledgement\n");
+        out.push_str("no pause, maintenance, acknowledgement or scheduled switchover\n");
     }
     out
 }

@@ -7,7 +7,9 @@
 pub mod controls;
 pub mod demo;
 pub mod history;
+pub mod man;
 pub mod ops;
+pub mod progress;
 pub mod render;
 pub mod status;
 
@@ -130,6 +132,9 @@ pub enum Command {
         json: bool,
     },
     /// Planned switchover of a healthy master (Redis: writes paused while the target catches up).
+    /// With `--at`: scheduled in the coordinator (one per cluster), run by a `serve` instance
+    /// when the time comes (not while the cluster is paused; expires after `--max-delay`),
+    /// shown by `status`; `--cancel` removes it.
     Switchover {
         #[command(flatten)]
         config: ConfigArg,
@@ -139,6 +144,21 @@ pub enum Command {
         /// The replica to promote (default: the best one).
         #[arg(long)]
         to: Option<Addr>,
+        /// Schedule it: RFC 3339 (2026-12-01T18:00:00Z) or a delay from now (+10m).
+        #[arg(long, conflicts_with_all = ["dry_run", "cancel"])]
+        at: Option<String>,
+        /// With --at: replace the cluster's scheduled switchover instead of refusing.
+        #[arg(long, requires = "at")]
+        replace: bool,
+        /// With --at: run at most this late (held by a pause, no instance up), then expire.
+        #[arg(long, requires = "at", default_value = "5m", value_parser = humantime::parse_duration)]
+        max_delay: std::time::Duration,
+        /// With --at: why (kept in the schedule and the audit trail).
+        #[arg(long, requires = "at", default_value = "")]
+        reason: String,
+        /// Cancel the cluster's scheduled switchover.
+        #[arg(long, conflicts_with_all = ["to", "dry_run"])]
+        cancel: bool,
         /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
@@ -416,9 +436,39 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             config,
             cluster,
             to,
+            at: Some(at),
+            replace,
+            max_delay,
+            reason,
+            json,
+            ..
+        } => {
+            let at = parse_at(&at)?;
+            let change = Change::ScheduleSwitchover {
+                cluster,
+                to,
+                at,
+                max_delay,
+                reason,
+                replace,
+            };
+            control(&config, change, json)
+        }
+        Command::Switchover {
+            config,
+            cluster,
+            cancel: true,
+            json,
+            ..
+        } => control(&config, Change::CancelSwitchover { cluster }, json),
+        Command::Switchover {
+            config,
+            cluster,
+            to,
             dry_run,
             yes,
             json,
+            ..
         } => {
             let trigger = Trigger::Switchover { to };
             if !dry_run && !yes && !json && !confirm(&config, &cluster, &trigger)? {
@@ -532,17 +582,10 @@ pub fn run(command: Command) -> Result<Reply, Error> {
                 Exit::Ok,
             ))
         }
-        Command::Man => {
-            let cmd = <Cli as clap::CommandFactory>::command();
-            let mut out = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .render(&mut out)
-                .map_err(|e| Error::io("cannot render the manual page", e))?;
-            Ok(Reply::new(
-                String::from_utf8_lossy(&out).into_owned(),
-                Exit::Ok,
-            ))
-        }
+        Command::Man => Ok(Reply::new(
+            man::render().map_err(|e| Error::io("cannot render the manual page", e))?,
+            Exit::Ok,
+        )),
         Command::Demo {
             pika_bin,
             pika_conf,
@@ -555,6 +598,21 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             Ok(Reply::new(String::new(), exit))
         }
     }
+}
+
+/// `switchover --at`: RFC 3339, or `+DURATION` from now.
+fn parse_at(s: &str) -> Result<u64, Error> {
+    if let Some(rel) = s.strip_prefix('+') {
+        return humantime::parse_duration(rel)
+            .map(|d| crate::reconcile::now_unix().saturating_add(d.as_secs().max(1)))
+            .map_err(|e| Error::Usage(format!("--at {s:?}: {e}")));
+    }
+    let at = crate::controls::parse_rfc3339(s)
+        .map_err(|e| Error::Usage(format!("--at: {e} (or a delay such as +10m)")))?;
+    if at <= crate::reconcile::now_unix() {
+        return Err(Error::Usage(format!("--at {s}: not in the future")));
+    }
+    Ok(at)
 }
 
 /// `--since`: RFC 3339, or a duration before now.
@@ -579,18 +637,23 @@ fn check_config(file: &Path) -> Result<Reply, Error> {
         .iter()
         .map(|cl| format!("{} ({} nodes)", cl.name, cl.nodes.len()))
         .collect();
-    let text = format!(
+    let mut text = format!(
         "{}: ok: {} cluster(s): {}; coordinator {}\n",
         file.display(),
         c.clusters.len(),
         clusters.join(", "),
         format!("{:?}", c.coordinator.kind).to_lowercase()
     );
+    // Only `serve` needs the webhook's authentication; the other commands run without it.
+    if let Err(e) = c.check_serve(&file.display().to_string()) {
+        text.push_str(&format!("note: {}: {}\n", e.field, e.message));
+    }
     Ok(Reply::new(text, Exit::Ok))
 }
 
 fn serve(path: &Path, listen: Option<std::net::SocketAddr>) -> Result<Reply, Error> {
     let loaded = config::load(path)?;
+    loaded.config.check_serve(&path.display().to_string())?;
     runtime()?.block_on(async move {
         let addr = listen.unwrap_or(loaded.config.service.listen);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -717,7 +780,16 @@ fn operator(path: &Path, cluster: &str, op: Op, json: bool) -> Result<Reply, Err
                     dry_run,
                     ..Mode::default()
                 };
-                let (reply, out) = ops::act(h, &mode, trigger, json).await;
+                let (reply, out) = if json || dry_run {
+                    ops::act(h, &mode, trigger, json).await
+                } else {
+                    // Live step lines on stderr, before the outcome on stdout.
+                    let printer: std::sync::Arc<dyn crate::reconcile::Progress> =
+                        std::sync::Arc::new(progress::stderr());
+                    crate::reconcile::PROGRESS
+                        .scope(printer, ops::act(h, &mode, trigger, json))
+                        .await
+                };
                 if !dry_run {
                     ops::audit_cli(&loaded, handles.coord.as_ref(), &out).await;
                 }

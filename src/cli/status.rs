@@ -60,6 +60,8 @@ pub struct ClusterStatus {
     pub pause: Option<Pause>,
     /// Maintenance entries of this cluster's nodes (expired ones too, until cleared).
     pub maintenance: Vec<Maintenance>,
+    /// The switchover scheduled with `switchover --at` (with its `state`), if any.
+    pub scheduled_switchover: Option<serde_json::Value>,
     /// Who holds the cluster's failover lock now.
     pub lock_holder: Option<HolderView>,
     /// The record exists and reality agrees with it (one master, the recorded one).
@@ -252,6 +254,24 @@ fn judge(
         .filter(|m| m.cluster == name)
         .cloned()
         .collect();
+    if let Some(sw) = controls.switchover_for(&name) {
+        cs.scheduled_switchover = Some(super::controls::switchover_json(sw, now));
+        match sw.state(now) {
+            controls::ScheduleState::Due if cs.pause.is_some() => cs.notes.push(format!(
+                "scheduled switchover held: the cluster is paused ({})",
+                cs.pause
+                    .as_ref()
+                    .map(|p| p.reason.as_str())
+                    .unwrap_or_default()
+            )),
+            controls::ScheduleState::Expired => cs.notes.push(format!(
+                "scheduled {} expired (more than {} s late) and will not run",
+                sw.describe(),
+                sw.max_delay_secs
+            )),
+            _ => {}
+        }
+    }
     for m in controls.expired_maintenance(now) {
         if m.cluster == name {
             cs.notes.push(format!(
@@ -422,6 +442,7 @@ pub fn cluster_status(obs: &Observation, paused: bool) -> ClusterStatus {
         record: None,
         pause: None,
         maintenance: Vec::new(),
+        scheduled_switchover: None,
         lock_holder: None,
         record_agrees: false,
         serve_would: None,
@@ -536,6 +557,14 @@ pub fn render_table(report: &StatusReport) -> String {
                     .map(|u| format!(", until {}", rfc3339(u)))
                     .unwrap_or_default()
             ));
+        }
+        if let Some(sw) = &c.scheduled_switchover {
+            if let Ok(sw) = serde_json::from_value::<controls::ScheduledSwitchover>(sw.clone()) {
+                out.push_str(&format!(
+                    "  scheduled: {}\n",
+                    super::controls::switchover_text(&sw, now_unix())
+                ));
+            }
         }
         out.push_str(&format!(
             "  lock: {}\n",

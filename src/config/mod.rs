@@ -86,6 +86,21 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// `Ok` for no error; else the first, its message followed by one `error: file: field:
+    /// message` line per further error (so `check-config` prints every one).
+    pub fn all(errs: Vec<ConfigError>) -> Result<(), ConfigError> {
+        let mut it = errs.into_iter();
+        let Some(mut first) = it.next() else {
+            return Ok(());
+        };
+        for e in it {
+            first.message.push_str(&format!("\nerror: {e}"));
+        }
+        Err(first)
+    }
+}
+
 /// The whole file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

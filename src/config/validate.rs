@@ -27,14 +27,36 @@ impl Config {
         })
     }
 
-    /// Check everything that serde cannot: names, duplicates, timing rules.
+    /// Check everything that serde cannot: names, duplicates, timing rules. Every error is
+    /// reported, not only the first: see [`ConfigError::all`].
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        self.validate_clusters(file)?;
-        self.validate_service(file)?;
-        self.validate_policy(file)?;
-        self.validate_coordinator(file)?;
-        self.validate_scale_out(file)?;
-        self.validate_webhook(file)
+        ConfigError::all(self.validate_all(file))
+    }
+
+    /// What only `serve` needs: `[webhook]` authentication (or `allow_unauthenticated`).
+    /// `status`, `plan`, `check-config` and the operator commands run without it.
+    pub fn check_serve(&self, file: &str) -> Result<(), ConfigError> {
+        let w = &self.webhook;
+        if w.bearer_token.is_none() && w.basic_user.is_none() && !w.allow_unauthenticated {
+            return Err(ConfigError {
+                file: file.to_string(),
+                field: "webhook".into(),
+                message: "serve needs authentication: set bearer_token or basic_user/basic_password, or allow_unauthenticated = true".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every error of the checks serde cannot do, in file order of the sections.
+    pub fn validate_all(&self, file: &str) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        self.validate_clusters(file, &mut errs);
+        self.validate_service(file, &mut errs);
+        self.validate_policy(file, &mut errs);
+        self.validate_coordinator(file, &mut errs);
+        errs.extend(self.validate_scale_out(file).err());
+        self.validate_webhook(file, &mut errs);
+        errs
     }
 
     /// `service.scale_out` / `service.member_ttl`: a TTL the backend accepts and not above the
@@ -85,14 +107,14 @@ impl Config {
     }
 
     /// `[[cluster]]`: names, nodes, passwords, renamed commands.
-    fn validate_clusters(&self, file: &str) -> Result<(), ConfigError> {
+    fn validate_clusters(&self, file: &str, errs: &mut Vec<ConfigError>) {
         let err = |field: String, message: String| ConfigError {
             file: file.to_string(),
             field,
             message,
         };
         if self.clusters.is_empty() {
-            return Err(err(
+            errs.push(err(
                 "cluster".into(),
                 "at least one [[cluster]] is required".into(),
             ));
@@ -106,19 +128,19 @@ impl Config {
                     .chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
             {
-                return Err(err(
+                errs.push(err(
                     format!("{at}.name"),
                     format!("{:?} must be non-empty and use only [A-Za-z0-9._-]", c.name),
                 ));
             }
             if !names.insert(c.name.clone()) {
-                return Err(err(
+                errs.push(err(
                     format!("{at}.name"),
                     format!("duplicate cluster name {:?}", c.name),
                 ));
             }
             if c.nodes.len() < 2 {
-                return Err(err(
+                errs.push(err(
                     format!("cluster.{}.nodes", c.name),
                     "a cluster needs at least 2 nodes (a master and a replica)".into(),
                 ));
@@ -126,22 +148,21 @@ impl Config {
             let mut addrs = BTreeSet::new();
             for (j, n) in c.nodes.iter().enumerate() {
                 if !addrs.insert(n.addr.clone()) {
-                    return Err(err(
+                    errs.push(err(
                         format!("cluster.{}.nodes[{j}].addr", c.name),
                         format!("duplicate node {}", n.addr),
                     ));
                 }
             }
             if let Some(p) = &c.password {
-                check_source(p, &format!("cluster.{}.password", c.name), file)?;
+                errs.extend(check_source(p, &format!("cluster.{}.password", c.name), file).err());
             }
-            check_renames(c, file)?;
+            errs.extend(check_renames(c, file).err());
         }
-        Ok(())
     }
 
     /// `[service]` and `[timeouts]`.
-    fn validate_service(&self, file: &str) -> Result<(), ConfigError> {
+    fn validate_service(&self, file: &str, errs: &mut Vec<ConfigError>) {
         let err = |field: String, message: String| ConfigError {
             file: file.to_string(),
             field,
@@ -149,7 +170,7 @@ impl Config {
         };
         let sv = &self.service;
         if sv.events_file_max_bytes < crate::service::events::MIN_FILE_MAX_BYTES {
-            return Err(err(
+            errs.push(err(
                 "service.events_file_max_bytes".into(),
                 format!(
                     "must be at least {} bytes",
@@ -162,33 +183,32 @@ impl Config {
             ("service.body_read_timeout", sv.body_read_timeout),
         ] {
             if d.is_zero() {
-                return Err(err(name.into(), "must be > 0".into()));
+                errs.push(err(name.into(), "must be > 0".into()));
             }
         }
         if sv.max_connections == 0 {
-            return Err(err(
+            errs.push(err(
                 "service.max_connections".into(),
                 "must be at least 1".into(),
             ));
         }
         if sv.events_file_keep < 2 {
-            return Err(err(
+            errs.push(err(
                 "service.events_file_keep".into(),
                 "must be at least 2 (the current file and one rotated file)".into(),
             ));
         }
         let t = &self.timeouts;
         if t.connect.is_zero() || t.command.is_zero() {
-            return Err(err(
+            errs.push(err(
                 "timeouts".into(),
                 "connect and command timeouts must be > 0".into(),
             ));
         }
-        Ok(())
     }
 
     /// `[policy]`: timeouts, and a lock TTL above the worst-case action.
-    fn validate_policy(&self, file: &str) -> Result<(), ConfigError> {
+    fn validate_policy(&self, file: &str, errs: &mut Vec<ConfigError>) {
         let err = |field: String, message: String| ConfigError {
             file: file.to_string(),
             field,
@@ -196,7 +216,7 @@ impl Config {
         };
         let (p, t) = (&self.policy, &self.timeouts);
         if p.min_observed == 0 {
-            return Err(err(
+            errs.push(err(
                 "policy.min_observed".into(),
                 "must be at least 1".into(),
             ));
@@ -207,12 +227,12 @@ impl Config {
             ("policy.lock_ttl", p.lock_ttl),
         ] {
             if d.is_zero() {
-                return Err(err(name.into(), "must be > 0".into()));
+                errs.push(err(name.into(), "must be > 0".into()));
             }
         }
         let worst = p.worst_case_action(t);
         if p.lock_ttl <= worst {
-            return Err(err(
+            errs.push(err(
                 "policy.lock_ttl".into(),
                 format!(
                     "{} must exceed the worst-case action time {} \
@@ -222,11 +242,10 @@ impl Config {
                 ),
             ));
         }
-        Ok(())
     }
 
     /// `[coordinator]` of the configured kind.
-    fn validate_coordinator(&self, file: &str) -> Result<(), ConfigError> {
+    fn validate_coordinator(&self, file: &str, errs: &mut Vec<ConfigError>) {
         let err = |field: String, message: String| ConfigError {
             file: file.to_string(),
             field,
@@ -238,102 +257,93 @@ impl Config {
             CoordinatorKind::Consul => {
                 let c = &self.coordinator.consul;
                 if !(c.address.starts_with("http://") || c.address.starts_with("https://")) {
-                    return Err(err(
+                    errs.push(err(
                         "coordinator.consul.address".into(),
                         format!("{:?} must start with http:// or https://", c.address),
                     ));
                 }
                 // The lock TTL is Consul's session TTL: Consul accepts 10 s to 24 h.
                 if p.lock_ttl < Duration::from_secs(10) || p.lock_ttl > Duration::from_secs(86400) {
-                    return Err(err(
+                    errs.push(err(
                         "policy.lock_ttl".into(),
                         "with the consul coordinator it is the session TTL: Consul accepts 10s to 24h".into(),
                     ));
                 }
                 if c.lock_delay > Duration::from_secs(60) {
-                    return Err(err(
+                    errs.push(err(
                         "coordinator.consul.lock_delay".into(),
                         "Consul accepts 0 to 60s".into(),
                     ));
                 }
                 if c.prefix.is_empty() || c.prefix.starts_with('/') {
-                    return Err(err(
+                    errs.push(err(
                         "coordinator.consul.prefix".into(),
                         "must be non-empty and must not start with '/'".into(),
                     ));
                 }
                 if let Some(s) = &c.token {
-                    check_source(s, "coordinator.consul.token", file)?;
+                    errs.extend(check_source(s, "coordinator.consul.token", file).err());
                 }
             }
             CoordinatorKind::Etcd => {
                 let e = &self.coordinator.etcd;
                 if e.endpoints.is_empty() {
-                    return Err(err(
+                    errs.push(err(
                         "coordinator.etcd.endpoints".into(),
                         "at least one endpoint".into(),
                     ));
                 }
                 if let Some(s) = &e.password {
-                    check_source(s, "coordinator.etcd.password", file)?;
+                    errs.extend(check_source(s, "coordinator.etcd.password", file).err());
                 }
                 if e.password.is_some() != e.user.is_some() {
-                    return Err(err(
+                    errs.push(err(
                         "coordinator.etcd.user".into(),
                         "user and password go together".into(),
                     ));
                 }
             }
         }
-        Ok(())
     }
 
     /// `[webhook]`: authentication and bounds.
-    fn validate_webhook(&self, file: &str) -> Result<(), ConfigError> {
+    fn validate_webhook(&self, file: &str, errs: &mut Vec<ConfigError>) {
         let err = |field: String, message: String| ConfigError {
             file: file.to_string(),
             field,
             message,
         };
-        self.notify.validate(file)?;
-        self.hooks.validate(self, file)?;
+        errs.extend(self.notify.validate(file).err());
+        errs.extend(self.hooks.validate(self, file).err());
         let w = &self.webhook;
         if let Some(s) = &w.bearer_token {
-            check_source(s, "webhook.bearer_token", file)?;
+            errs.extend(check_source(s, "webhook.bearer_token", file).err());
         }
         if let Some(s) = &w.basic_password {
-            check_source(s, "webhook.basic_password", file)?;
+            errs.extend(check_source(s, "webhook.basic_password", file).err());
         }
         if let Some(s) = &w.read_only_token {
-            check_source(s, "webhook.read_only_token", file)?;
+            errs.extend(check_source(s, "webhook.read_only_token", file).err());
         }
         if w.basic_user.is_some() != w.basic_password.is_some() {
-            return Err(err(
+            errs.push(err(
                 "webhook.basic_user".into(),
                 "basic_user and basic_password go together".into(),
             ));
         }
-        if w.bearer_token.is_none() && w.basic_user.is_none() && !w.allow_unauthenticated {
-            return Err(err(
-                "webhook".into(),
-                "set bearer_token or basic_user/basic_password, or allow_unauthenticated = true"
-                    .into(),
-            ));
-        }
         if w.reply_within.is_zero() {
-            return Err(err(
+            errs.push(err(
                 "webhook.reply_within".into(),
                 "must be > 0 (and below Alertmanager's notification timeout, 10s by default)"
                     .into(),
             ));
         }
         if w.max_body_bytes < 1024 {
-            return Err(err(
+            errs.push(err(
                 "webhook.max_body_bytes".into(),
                 "must be at least 1024".into(),
             ));
         }
-        Ok(())
     }
 }
 

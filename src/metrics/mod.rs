@@ -160,6 +160,8 @@ metrics_table! {
         "1 if automatic remediation is paused for the cluster (globally or per cluster), else 0";
     cluster_paused_seconds: Family<ClusterLabels, Gauge> => "cluster_paused", Some(Unit::Seconds),
         "How long the shared pause in force for the cluster (its own or the global one) has been set, 0 when none";
+    switchover_scheduled: Family<ClusterLabels, Gauge> => "switchover_scheduled_timestamp", Some(Unit::Seconds),
+        "Unix time of the switchover scheduled for the cluster (switchover --at), 0 when none";
     node_maintenance: Family<MaintenanceLabels, Gauge> => "node_maintenance", None,
         "1 for a node under operator maintenance (mode no-promote or hands-off) that is in force; absent otherwise";
     node_maintenance_expired: Family<MaintenanceLabels, Gauge> => "node_maintenance_expired", None,
@@ -278,6 +280,11 @@ impl Metrics {
             self.cluster_paused_seconds
                 .get_or_create(&ClusterLabels { cluster: c.clone() })
                 .set(age as i64);
+            // The Unix time of the cluster's scheduled switchover, 0 when none.
+            let at = doc.switchover_for(c).map_or(0, |s| s.at);
+            self.switchover_scheduled
+                .get_or_create(&ClusterLabels { cluster: c.clone() })
+                .set(at as i64);
         }
         self.node_maintenance.clear();
         self.node_maintenance_expired.clear();

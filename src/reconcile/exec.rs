@@ -29,6 +29,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         prefix: &str,
         reports: &mut Vec<StepReport>,
     ) -> Result<String, StepError> {
+        super::step_started(step);
         let t = Instant::now();
         let r = self.step(step, plan).await;
         let (ok, detail) = match &r {
@@ -41,6 +42,9 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             millis: t.elapsed().as_millis() as u64,
             detail: format!("{prefix}{detail}"),
         });
+        if let Some(last) = reports.last() {
+            super::step_done(last);
+        }
         r
     }
 

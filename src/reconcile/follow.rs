@@ -110,6 +110,11 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                     humantime::format_duration(p.switchover_pause)
                 )));
             }
+            super::waiting(
+                &format!("{node} to catch up with {of}"),
+                t.elapsed(),
+                p.switchover_pause,
+            );
             backoff.pause().await;
         }
     }
@@ -124,7 +129,13 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             .await
             .map_err(StepError::Node)?;
         let waited = self
-            .wait(node, p.promote_timeout, None, |s| s.role == Role::Master)
+            .wait(
+                &format!("{node} to report role master"),
+                node,
+                p.promote_timeout,
+                None,
+                |s| s.role == Role::Master,
+            )
             .await
             .map_err(|_| {
                 StepError::Timeout(format!(
@@ -142,6 +153,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
     /// plan never sits out a long bound behind a master that has died meanwhile.
     async fn wait(
         &self,
+        what: &str,
         node: &Addr,
         bound: Duration,
         watch: Option<&Addr>,
@@ -173,6 +185,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             if t.elapsed() >= bound {
                 return Err(WaitEnd::Timeout);
             }
+            super::waiting(what, t.elapsed(), bound);
             backoff.pause().await;
         }
     }
@@ -304,9 +317,13 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
     async fn link_up(&self, node: &Addr, master: &Addr) -> Result<Option<f64>, StepError> {
         let bound = self.ctx.policy.link_timeout;
         match self
-            .wait(node, bound, Some(master), |s| {
-                s.follows_with_link_up(master)
-            })
+            .wait(
+                &format!("{node} link up to {master}"),
+                node,
+                bound,
+                Some(master),
+                |s| s.follows_with_link_up(master),
+            )
             .await
         {
             Ok(w) => Ok(Some(w)),

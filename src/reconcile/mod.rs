@@ -97,16 +97,50 @@ pub struct Ctx<'a, N: Nodes, C: Coordinator> {
     pub last_seen_master: Option<MasterSeen>,
 }
 
-tokio::task_local! {
-    /// Set by a caller that may stop waiting before the reconcile ends (the supervisor, for
-    /// the webhook's `reply_within`): it receives the plan once its steps start.
-    pub static PROGRESS: std::sync::Arc<tokio::sync::watch::Sender<Option<Plan>>>;
+/// What a caller watching a reconcile is told while it runs (see [`PROGRESS`]). Every method
+/// defaults to nothing, so a watcher implements only what it shows.
+pub trait Progress: Send + Sync {
+    /// The plan under the lock is about to run its steps.
+    fn plan_started(&self, _plan: &Plan) {}
+    /// A step starts.
+    fn step_started(&self, _step: &Step) {}
+    /// A step ended (its report: result, detail, milliseconds).
+    fn step_done(&self, _report: &StepReport) {}
+    /// A bounded wait inside a step is still waiting for `what` (called on every poll of it).
+    fn waiting(&self, _what: &str, _waited: std::time::Duration, _bound: std::time::Duration) {}
 }
 
-/// Tell the caller (if it asked, see [`PROGRESS`]) which plan is now running. A no-op outside
-/// a supervised reconcile (CLI).
+/// The supervisor's watcher (for the webhook's `reply_within`): the plan once its steps start.
+impl Progress for tokio::sync::watch::Sender<Option<Plan>> {
+    fn plan_started(&self, plan: &Plan) {
+        self.send_replace(Some(plan.clone()));
+    }
+}
+
+tokio::task_local! {
+    /// Set by a caller that watches the reconcile as it runs: the supervisor (the plan, for
+    /// the webhook's `reply_within`) and the CLI (live step lines on stderr).
+    pub static PROGRESS: std::sync::Arc<dyn Progress>;
+}
+
+/// Tell the watcher (if any, see [`PROGRESS`]) which plan is now running.
 pub fn plan_started(plan: &Plan) {
-    let _ = PROGRESS.try_with(|tx| tx.send_replace(Some(plan.clone())));
+    let _ = PROGRESS.try_with(|p| p.plan_started(plan));
+}
+
+/// Tell the watcher (if any) that `step` starts.
+pub fn step_started(step: &Step) {
+    let _ = PROGRESS.try_with(|p| p.step_started(step));
+}
+
+/// Tell the watcher (if any) that a step ended.
+pub fn step_done(report: &StepReport) {
+    let _ = PROGRESS.try_with(|p| p.step_done(report));
+}
+
+/// Tell the watcher (if any) that a bounded wait still waits for `what`.
+pub fn waiting(what: &str, waited: std::time::Duration, bound: std::time::Duration) {
+    let _ = PROGRESS.try_with(|p| p.waiting(what, waited, bound));
 }
 
 pub fn now_unix() -> u64 {

@@ -26,6 +26,7 @@ use super::ownership::{membership_loop, MemberTiming, OnRelease, Ownership};
 use super::poller::{
     poll_loop_owned, ClusterCache, PollSettings, PollShared, PollTarget, SelfTrigger,
 };
+use super::schedule::{self, ScheduleShared};
 use super::supervisor::{
     ClusterSnapshot, Control, Reconciler, Request, Supervisor, SupervisorConfig,
 };
@@ -326,7 +327,10 @@ fn try_reload(
     path: &std::path::Path,
     tx: &tokio::sync::mpsc::Sender<Loaded>,
 ) -> Result<String, String> {
-    match crate::config::load(path) {
+    match crate::config::load(path).and_then(|l| {
+        l.config.check_serve(&path.display().to_string())?;
+        Ok(l)
+    }) {
         Err(e) => {
             warn!(path = %path.display(), error = %e, "config reload refused; keeping the old config");
             Err(e.to_string())
@@ -457,6 +461,12 @@ async fn generation(
         cfg.service.poll_interval,
         stop_rx.clone(),
     ));
+    let scheduler = tokio::spawn(schedule::run(
+        Arc::clone(&sup),
+        schedule_shared(&service, &sup),
+        cfg.service.poll_interval,
+        stop_rx.clone(),
+    ));
     let flusher = tokio::spawn(checker::flush_repeats(
         Arc::clone(sup.events()),
         stop_rx.clone(),
@@ -472,6 +482,7 @@ async fn generation(
     }
     let _ = flusher.await;
     let _ = controls_task.await;
+    let _ = scheduler.await;
     sup.events().flush();
     info!("pika-remedy stopped");
     served.map_err(|e| Error::io("http server", e))
@@ -620,6 +631,33 @@ fn poll_shared(
             .self_trigger
             .then(|| self_trigger(sup, c.service.poll_interval)),
     })
+}
+
+/// What the scheduled-switchover loop reads: the cached controls and the same pause view as the poller.
+fn schedule_shared(
+    service: &Arc<Service>,
+    sup: &Arc<Supervisor<Service>>,
+) -> ScheduleShared<
+    AnyCoord,
+    impl Fn() -> Option<Controls> + Send + Sync + 'static,
+    impl Fn(&str) -> bool + Send + Sync + 'static,
+> {
+    let svc_c = Arc::clone(service);
+    let svc_p = Arc::clone(service);
+    let sup_p = Arc::clone(sup);
+    ScheduleShared {
+        coord: Arc::clone(&service.handles.coord),
+        clusters: service.handles.names().to_vec(),
+        controls: move || svc_c.cached_controls(),
+        paused: move |c: &str| {
+            sup_p.globally_paused()
+                || sup_p.cluster_state(c).is_some_and(|s| s.paused)
+                || svc_p
+                    .cached_controls()
+                    .is_some_and(|d| d.pause_for(c, now_unix()).is_some())
+        },
+        instance: service.handles.holder.instance.clone(),
+    }
 }
 
 /// The poller's self-triggered reconciles go through the supervisor like webhooks do.

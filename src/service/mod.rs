@@ -6,4 +6,5 @@ pub mod checker;
 pub mod events;
 pub mod ownership;
 pub mod poller;
+pub mod schedule;
 pub mod supervisor;

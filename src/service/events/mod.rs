@@ -73,6 +73,8 @@ pub enum TriggerSource {
     /// The service's own poller saw the master in trouble (`service.self_trigger`).
     #[serde(rename = "self")]
     SelfTrigger,
+    /// A switchover scheduled with `switchover --at` came due.
+    Schedule,
 }
 
 impl TriggerSource {
@@ -83,6 +85,7 @@ impl TriggerSource {
             TriggerSource::Cli => "cli",
             TriggerSource::Periodic => "periodic",
             TriggerSource::SelfTrigger => "self",
+            TriggerSource::Schedule => "schedule",
         }
     }
 }
