@@ -223,6 +223,22 @@ impl Service {
             };
             m.remediation(cluster, out.plan.action.label(), outcome, took);
         }
+        for r in &out.steps {
+            if let crate::decide::Step::Diverged {
+                node,
+                estimate,
+                snapshot,
+                ..
+            } = &r.step
+            {
+                let result = match (*snapshot, r.ok) {
+                    (false, _) => "skipped",
+                    (true, true) => "ok",
+                    (true, false) => "failed",
+                };
+                m.snapshot(cluster, &node.to_string(), result, estimate.bytes_ahead);
+            }
+        }
         m.coordinator_up(!matches!(
             out.result,
             Result_::CoordinatorUnreachable { .. }
