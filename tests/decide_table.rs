@@ -875,16 +875,16 @@ fn rows() -> Vec<Row> {
             .expect(REFUSE, "recorded master m1:1 is unreachable; switchover needs a healthy master; use failover"),
 
         // --- manual demote -----------------------------------------------------------------------
-        row("manual demote of a stray master", Trigger::Demote { node: a("m2:1") }, healthy().master("m2:1"), m1())
+        row("manual demote of a stray master", Trigger::Demote { node: a("m2:1"), accept_data_loss: false }, healthy().master("m2:1"), m1())
             .expect(demote("m2:1", "m1:1"), "operator asked to demote m2:1; it will follow recorded master m1:1 (epoch 3)"),
-        row("manual demote of a replica that already follows", Trigger::Demote { node: a("r1:1") }, healthy(), m1())
+        row("manual demote of a replica that already follows", Trigger::Demote { node: a("r1:1"), accept_data_loss: false }, healthy(), m1())
             .expect(NOTHING, "r1:1 already follows recorded master m1:1 with link up"),
-        row("manual demote of the recorded master: use switchover", Trigger::Demote { node: a("m1:1") }, healthy(), m1())
+        row("manual demote of the recorded master: use switchover", Trigger::Demote { node: a("m1:1"), accept_data_loss: false }, healthy(), m1())
             .expect(REFUSE, "cannot demote the recorded master m1:1; use switchover"),
-        row("manual demote while the recorded master is down: refused", Trigger::Demote { node: a("r1:1") },
+        row("manual demote while the recorded master is down: refused", Trigger::Demote { node: a("r1:1"), accept_data_loss: false },
             master_dead(), m1())
             .expect(REFUSE, "recorded master m1:1 is unreachable; cannot demote r1:1 to it"),
-        row("manual demote of an unreachable node: retryable refusal", Trigger::Demote { node: a("r3:1") },
+        row("manual demote of an unreachable node: retryable refusal", Trigger::Demote { node: a("r3:1"), accept_data_loss: false },
             healthy().down("r3:1"), m1())
             .expect(Action::Refuse { retryable: true }, "r3:1 is unreachable; cannot demote it now"),
     ]

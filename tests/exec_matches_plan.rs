@@ -190,7 +190,7 @@ fn cases() -> Vec<Case> {
     v.push(base(
         "manual demote of a stuck replica",
         stuck,
-        Trigger::Demote { node: a(R2) },
+        Trigger::Demote { node: a(R2), accept_data_loss: false },
         "demote",
     ));
 

@@ -743,7 +743,13 @@ impl Nodes for RedisNodes {
         let previous = self.config_value(node, name_key).await?;
         let name = crate::decide::snapshot_name(engine, tag);
         self.expect_ok(node, self.dialect.config_set(name_key, &name))
-            .await?;
+            .await
+            .map_err(|e| match e {
+                NodeError::Node(t) if t.contains("protected config") => NodeError::Node(format!(
+                    "{t} (Redis 7 protects dbfilename: set enable-protected-configs local or yes on the node)"
+                )),
+                e => e,
+            })?;
         let t = std::time::Instant::now();
         let saved = self.bgsave_and_wait(node, engine, timeout).await;
         let millis = t.elapsed().as_millis() as u64;
