@@ -472,3 +472,101 @@ async fn writes_lost_at_kill_are_in_the_old_masters_snapshot() {
         assert_eq!(get(old_port, &key(*i)), None, "write {i} gone live");
     }
 }
+
+/// The same snapshot path on Redis (redis-server): a restarted old master that took writes is
+/// saved to an RDB file of its own (`dbfilename pika-remedy-<tag>.rdb`, put back right after)
+/// before its full resync; the file is read back by a redis-server started on it.
+#[test]
+fn redis_old_master_is_snapshotted_to_an_rdb_of_its_own() {
+    use support::redis::{NodeOptions, RedisCluster, RedisNode};
+    let mut rc = RedisCluster::start(1, None);
+    let d = tempfile::Builder::new()
+        .prefix("pika-remedy-diverged-redis-")
+        .tempdir()
+        .expect("temp dir");
+    let text = format!(
+        r#"[service]
+events_file = "{events}"
+[timeouts]
+connect = "300ms"
+command = "1s"
+[policy]
+confirm_window = "0s"
+promote_timeout = "5s"
+link_timeout = "3s"
+detach_timeout = "1s"
+lock_ttl = "60s"
+diverged = "snapshot"
+snapshot_timeout = "10s"
+[coordinator]
+kind = "local"
+[coordinator.local]
+dir = "{coord}"
+[webhook]
+allow_unauthenticated = true
+{cluster}"#,
+        events = d.path().join("events.jsonl").display(),
+        coord = d.path().join("coord").display(),
+        cluster = rc.cluster_toml("c", &[]),
+    );
+    let cfg = d.path().join("pika-remedy.toml");
+    std::fs::write(&cfg, text).expect("config");
+    let cfg = cfg.to_str().expect("utf-8").to_string();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", &cfg]);
+        cli(&all, Duration::from_secs(60))
+    };
+    let m = rc.master.addr().to_string();
+    let (code, out, err) = run(&["record", "--cluster", "c", "--master", &m]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    rc.master.kill9();
+    let (code, out, err) = run(&["failover", "--cluster", "c"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let new_port = rc.replicas[0].port();
+    wait_for(SYNC, "the replica is promoted", || {
+        rc.replicas[0].role() == "master"
+    });
+    rc.master.restart();
+    let old_port = rc.master.port();
+    for i in 0..10 {
+        rc.master.cmd(&["SET", &format!("div:{i}"), &format!("v{i}")]);
+    }
+    let (code, out, err) = run(&["demote", "--cluster", "c", "--node", &m, "--json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let text = v.to_string();
+    let r = v
+        .pointer("/steps")
+        .or_else(|| v.pointer("/outcome/steps"))
+        .and_then(Value::as_array)
+        .and_then(|s| s.iter().find(|r| r["step"]["step"] == "diverged").cloned())
+        .unwrap_or_else(|| panic!("no diverged step: {text}"));
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["snapshot"]["keys"].as_u64(), Some(10), "{r:#}");
+    let path = PathBuf::from(r["snapshot"]["path"].as_str().expect("path"));
+    assert!(path.is_file(), "{}", path.display());
+    assert_eq!(
+        rc.master.cmd(&["CONFIG", "GET", "dbfilename"]),
+        "dbfilename\ndump.rdb",
+        "the name is put back"
+    );
+    wait_for(SYNC, "the old master follows the new one", || {
+        rc.master.is_linked_to(new_port)
+    });
+    assert_eq!(get(old_port, "div:0"), None, "gone live");
+    // Read back: a redis-server started on a copy of the file.
+    let mut back = RedisNode::start(NodeOptions {
+        extra: vec!["dbfilename recovered.rdb".into()],
+        ..NodeOptions::default()
+    });
+    std::fs::copy(&path, back.dir().join("recovered.rdb")).expect("copy the rdb");
+    back.restart();
+    for i in 0..10 {
+        assert_eq!(
+            get(back.port(), &format!("div:{i}")).as_deref(),
+            Some(format!("v{i}").as_str())
+        );
+    }
+    eprintln!("redis snapshot: {r}");
+}
