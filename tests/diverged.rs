@@ -117,7 +117,10 @@ async fn snapshot_is_taken_before_the_forced_resync_and_reported() {
     assert!(r.detail.contains("db0 ahead by 500 bytes"), "{}", r.detail);
     // The event text (the outcome as JSON) carries the estimate and the path.
     let json = serde_json::to_string(&out).expect("json");
-    assert!(json.contains("\"bytes_ahead\":500") && json.contains(&snap.path), "{json}");
+    assert!(
+        json.contains("\"bytes_ahead\":500") && json.contains(&snap.path),
+        "{json}"
+    );
 }
 
 #[tokio::test]

@@ -190,7 +190,10 @@ fn cases() -> Vec<Case> {
     v.push(base(
         "manual demote of a stuck replica",
         stuck,
-        Trigger::Demote { node: a(R2), accept_data_loss: false },
+        Trigger::Demote {
+            node: a(R2),
+            accept_data_loss: false,
+        },
         "demote",
     ));
 

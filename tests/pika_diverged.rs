@@ -181,7 +181,12 @@ fn demotion_report(s: &Setup) -> Value {
         .iter()
         .rev()
         .filter(|e| e["outcome"]["plan"]["action"]["kind"] == "demote")
-        .flat_map(|e| e["outcome"]["steps"].as_array().cloned().unwrap_or_default())
+        .flat_map(|e| {
+            e["outcome"]["steps"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .find(|r| r["step"]["step"] == "diverged")
         .unwrap_or_else(|| panic!("no diverged step in the events: {:#?}", s.events()))
 }
@@ -244,7 +249,11 @@ async fn diverged_old_master_is_snapshotted_before_its_demotion() {
         put(old_port, &format!("div:{i}"), &format!("v{i}"));
     }
     let t = Instant::now();
-    let (st, body) = alert(&svc, payload("PikaRoleMismatch", &set.master.addr().to_string())).await;
+    let (st, body) = alert(
+        &svc,
+        payload("PikaRoleMismatch", &set.master.addr().to_string()),
+    )
+    .await;
     assert_eq!(st, 200, "{body}\nlog:\n{}", svc.log());
     wait_for(SYNC, "the old master follows the new one, link up", || {
         set.master.is_linked_to(new_port)
@@ -254,7 +263,11 @@ async fn diverged_old_master_is_snapshotted_before_its_demotion() {
     });
     let demote_ms = t.elapsed().as_millis();
     for i in 0..N {
-        assert_eq!(get(old_port, &format!("div:{i}")), None, "div:{i} is gone live");
+        assert_eq!(
+            get(old_port, &format!("div:{i}")),
+            None,
+            "div:{i} is gone live"
+        );
     }
 
     let r = demotion_report(&s);
@@ -390,9 +403,11 @@ async fn writes_lost_at_kill_are_in_the_old_masters_snapshot() {
     let writer = {
         let (acked, stop) = (acked.clone(), stop.clone());
         std::thread::spawn(move || {
-            let Ok(mut c) =
-                Conn::open_with(mport, Duration::from_millis(500), Duration::from_millis(500))
-            else {
+            let Ok(mut c) = Conn::open_with(
+                mport,
+                Duration::from_millis(500),
+                Duration::from_millis(500),
+            ) else {
                 return;
             };
             let start = Instant::now();
@@ -530,7 +545,8 @@ allow_unauthenticated = true
     rc.master.restart();
     let old_port = rc.master.port();
     for i in 0..10 {
-        rc.master.cmd(&["SET", &format!("div:{i}"), &format!("v{i}")]);
+        rc.master
+            .cmd(&["SET", &format!("div:{i}"), &format!("v{i}")]);
     }
     let (code, out, err) = run(&["demote", "--cluster", "c", "--node", &m, "--json"]);
     assert_eq!(code, 0, "{out}\n{err}");

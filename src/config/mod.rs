@@ -271,7 +271,7 @@ impl Default for Policy {
             switchover_pause: Duration::from_secs(5),
             lock_ttl: Duration::from_secs(60),
             diverged: DivergedPolicy::Snapshot,
-            snapshot_timeout: Duration::from_secs(60),
+            snapshot_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -288,7 +288,10 @@ impl Policy {
         let per_cmd = t.connect + t.command;
         let follow = self.detach_timeout + self.link_timeout * 2;
         self.confirm_window
-            + follow.max(self.promote_timeout).max(self.switchover_pause)
+            + follow
+                .max(self.promote_timeout)
+                .max(self.switchover_pause)
+                .max(self.snapshot_timeout)
             + per_cmd * 6
     }
 }

@@ -62,10 +62,7 @@ impl Divergence {
     pub fn diverged(&self) -> bool {
         self.claims_master
             || self.bytes_ahead.is_some_and(|b| b > 0)
-            || self
-                .dbs
-                .iter()
-                .any(|d| d.master.is_none_or(|m| d.node > m))
+            || self.dbs.iter().any(|d| d.master.is_none_or(|m| d.node > m))
     }
 
     /// One stable phrase, e.g. "claims master; db0 ahead by 1234 bytes (binlog 0 5678 against
@@ -73,7 +70,10 @@ impl Divergence {
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         if self.claims_master {
-            parts.push("claims master (its own writes since the failover are lost on demotion)".to_string());
+            parts.push(
+                "claims master (its own writes since the failover are lost on demotion)"
+                    .to_string(),
+            );
         }
         for d in &self.dbs {
             let pos = |p: &BinlogPos| format!("{} {}", p.filenum, p.offset);

@@ -85,6 +85,13 @@
 //!   promote P, record, then demote M with `SLAVEOF P force` (its binlog may be ahead of P's).
 //!   Writes M accepted between the catch-up and its demotion may be discarded by the forced
 //!   full sync; operators should stop writers (or move the VIP) first.
+//! - Diverged writes: a demotion of a node that may hold writes the master lacks (it claims
+//!   master, or its binlog/offset is ahead of the master's) starts with [`Step::Diverged`],
+//!   the estimate ([`Divergence`], `diverged.rs`) as data; per `policy.diverged` it takes a
+//!   snapshot first (`snapshot`, the default: `BGSAVE` under a name of its own, bounded; a
+//!   failure stops the plan, nothing discarded) or only records the estimate (`report`);
+//!   `refuse` turns the demotion into a refusal unless the operator's `demote` says
+//!   `accept_data_loss` (docs/recovery.md).
 //! - Demote: reachable replicas still attached to the node are repointed first (Pika refuses
 //!   `SLAVEOF` on a node with connected slaves: "already master of others"), then the node
 //!   follows the master, forced on Pika (an old master's binlog may be ahead or diverged).

@@ -83,13 +83,18 @@ impl Step {
                             d.config_set(key, &snapshot_name(*engine, "<unix time>"))
                         ),
                     );
-                    v.push(poll(node, format!("{until} ({} {section})", d.name("INFO"))));
+                    v.push(poll(
+                        node,
+                        format!("{until} ({} {section})", d.name("INFO")),
+                    ));
                     v.push(format!(
                         "{node}: {}; on failure or after policy.snapshot_timeout: stop, nothing discarded",
                         d.config_set(key, "<previous value>")
                     ));
                 } else {
-                    v.push(format!("{node}: no snapshot (policy.diverged = report, or the loss was accepted)"));
+                    v.push(format!(
+                        "{node}: no snapshot (policy.diverged = report, or the loss was accepted)"
+                    ));
                 }
             }
             Step::Intent { promote } => v.push(format!(

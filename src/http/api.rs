@@ -157,10 +157,17 @@ pub(super) async fn demote<R: Reconciler>(
         Err(r) => return r.into_response(),
     };
     match parse_api_body::<DemoteBody>(&body) {
-        Ok(b) => manual(&app, &cluster, Trigger::Demote {
+        Ok(b) => {
+            manual(
+                &app,
+                &cluster,
+                Trigger::Demote {
                     node: b.node,
                     accept_data_loss: b.accept_data_loss,
-                }).await,
+                },
+            )
+            .await
+        }
         Err(_) if body.iter().all(|b| b.is_ascii_whitespace()) => error(
             StatusCode::BAD_REQUEST,
             "body {\"node\": \"host:port\"} is required",

@@ -527,7 +527,9 @@ fn is_auth_text(text: &str) -> bool {
 impl RedisNodes {
     /// One `CONFIG GET key`'s value (`[key, value]`, or a map on RESP3).
     async fn config_value(&self, node: &Addr, key: &str) -> Result<String, NodeError> {
-        let replies = self.exchange(node, vec![self.dialect.config_get(key)]).await?;
+        let replies = self
+            .exchange(node, vec![self.dialect.config_get(key)])
+            .await?;
         let value = match replies.last() {
             Some(Value::Array(items)) => items.get(1).and_then(value_text),
             Some(Value::Map(pairs)) => pairs.first().and_then(|(_, v)| value_text(v)),
@@ -543,7 +545,10 @@ impl RedisNodes {
         section: &str,
         key: &str,
     ) -> Result<Option<String>, NodeError> {
-        let text = info_of(self.exchange(node, vec![self.dialect.info(section)]).await?)?;
+        let text = info_of(
+            self.exchange(node, vec![self.dialect.info(section)])
+                .await?,
+        )?;
         Ok(text.lines().find_map(|l| {
             l.strip_prefix(key)
                 .and_then(|r| r.strip_prefix(':'))
@@ -638,7 +643,11 @@ impl RedisNodes {
 /// `YYYYMMDD` of the local clock in UTC (Pika names the dump dir by the node's local date).
 fn today_utc() -> String {
     let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    stamp.chars().take(10).filter(char::is_ascii_digit).collect()
+    stamp
+        .chars()
+        .take(10)
+        .filter(char::is_ascii_digit)
+        .collect()
 }
 
 /// The INFO sections' replies as one text, sections separated by an empty line as in a plain
