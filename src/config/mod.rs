@@ -227,7 +227,8 @@ pub struct Policy {
     /// What to do before a demotion discards a node's diverged writes (see [`DivergedPolicy`]).
     pub diverged: DivergedPolicy,
     /// Bound for the `BGSAVE` of a diverged node (policy `snapshot`); past it the demotion is
-    /// refused, nothing discarded.
+    /// refused, nothing discarded. Not part of the `lock_ttl` check: the lease is renewed
+    /// during the wait, and the lock is re-checked before the demotion's first command.
     #[serde(with = "humantime_serde")]
     pub snapshot_timeout: Duration,
 }
@@ -288,10 +289,7 @@ impl Policy {
         let per_cmd = t.connect + t.command;
         let follow = self.detach_timeout + self.link_timeout * 2;
         self.confirm_window
-            + follow
-                .max(self.promote_timeout)
-                .max(self.switchover_pause)
-                .max(self.snapshot_timeout)
+            + follow.max(self.promote_timeout).max(self.switchover_pause)
             + per_cmd * 6
     }
 }
