@@ -551,6 +551,17 @@ allow_unauthenticated = true
         rc.master
             .cmd(&["SET", &format!("div:{i}"), &format!("v{i}")]);
     }
+    // `plan` shows the snapshot step with its commands.
+    let (code, out, err) = run(&["plan", "--cluster", "c"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for want in [
+        ": diverged: claims master",
+        ": BGSAVE",
+        "CONFIG SET dbfilename pika-remedy-<unix time>.rdb",
+        "rdb_bgsave_in_progress:0",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
     let (code, out, err) = run(&["demote", "--cluster", "c", "--node", &m, "--json"]);
     assert_eq!(code, 0, "{out}\n{err}");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
