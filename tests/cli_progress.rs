@@ -66,7 +66,16 @@ async fn a_long_link_wait_says_what_it_waits_for() {
     }));
     let out = tokio::time::timeout(
         Duration::from_secs(60),
-        PROGRESS.scope(printer, reconcile(&ctx, Trigger::Demote { node: a(R2) })),
+        PROGRESS.scope(
+            printer,
+            reconcile(
+                &ctx,
+                Trigger::Demote {
+                    node: a(R2),
+                    accept_data_loss: false,
+                },
+            ),
+        ),
     )
     .await
     .expect("bounded");

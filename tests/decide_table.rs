@@ -875,16 +875,16 @@ fn rows() -> Vec<Row> {
             .expect(REFUSE, "recorded master m1:1 is unreachable; switchover needs a healthy master; use failover"),
 
         // --- manual demote -----------------------------------------------------------------------
-        row("manual demote of a stray master", Trigger::Demote { node: a("m2:1") }, healthy().master("m2:1"), m1())
+        row("manual demote of a stray master", Trigger::Demote { node: a("m2:1"), accept_data_loss: false }, healthy().master("m2:1"), m1())
             .expect(demote("m2:1", "m1:1"), "operator asked to demote m2:1; it will follow recorded master m1:1 (epoch 3)"),
-        row("manual demote of a replica that already follows", Trigger::Demote { node: a("r1:1") }, healthy(), m1())
+        row("manual demote of a replica that already follows", Trigger::Demote { node: a("r1:1"), accept_data_loss: false }, healthy(), m1())
             .expect(NOTHING, "r1:1 already follows recorded master m1:1 with link up"),
-        row("manual demote of the recorded master: use switchover", Trigger::Demote { node: a("m1:1") }, healthy(), m1())
+        row("manual demote of the recorded master: use switchover", Trigger::Demote { node: a("m1:1"), accept_data_loss: false }, healthy(), m1())
             .expect(REFUSE, "cannot demote the recorded master m1:1; use switchover"),
-        row("manual demote while the recorded master is down: refused", Trigger::Demote { node: a("r1:1") },
+        row("manual demote while the recorded master is down: refused", Trigger::Demote { node: a("r1:1"), accept_data_loss: false },
             master_dead(), m1())
             .expect(REFUSE, "recorded master m1:1 is unreachable; cannot demote r1:1 to it"),
-        row("manual demote of an unreachable node: retryable refusal", Trigger::Demote { node: a("r3:1") },
+        row("manual demote of an unreachable node: retryable refusal", Trigger::Demote { node: a("r3:1"), accept_data_loss: false },
             healthy().down("r3:1"), m1())
             .expect(Action::Refuse { retryable: true }, "r3:1 is unreachable; cannot demote it now"),
     ]
@@ -1214,8 +1214,23 @@ fn demote_forces_on_pika_and_repoints_attached_replicas_first() {
         .offset(2000);
     let (obs, plan) = plan_of(Trigger::RoleMismatch, &c, Some(record("r1:1").epoch(4)));
     assert_eq!(plan.action, demote("m1:1", "r1:1"));
+    let steps = plan.steps(&obs, &Policy::default());
+    // It claims master and is 500 bytes ahead: a snapshot first (policy.diverged default).
+    match &steps[0] {
+        Step::Diverged {
+            node,
+            estimate,
+            snapshot: true,
+            ..
+        } => {
+            assert_eq!(node.to_string(), "m1:1");
+            assert!(estimate.claims_master);
+            assert_eq!(estimate.bytes_ahead, Some(500), "{estimate:?}");
+        }
+        other => panic!("expected the snapshot step first, got {other:?}"),
+    }
     assert_eq!(
-        plan.steps(&obs, &Policy::default()),
+        steps[1..].to_vec(),
         vec![
             follow("r2:1", "r1:1", true, Engine::Pika),
             persist("r2:1"),
@@ -1235,8 +1250,14 @@ fn demote_never_forces_on_redis() {
         .offset(10);
     let (obs, plan) = plan_of(Trigger::RoleMismatch, &c, Some(record("r1:1")));
     assert_eq!(plan.action, demote("m1:1", "r1:1"));
+    let steps = plan.steps(&obs, &Policy::default());
+    assert!(
+        matches!(&steps[0], Step::Diverged { engine: Engine::Redis, snapshot: true, estimate, .. }
+            if estimate.bytes_ahead == Some(4990)),
+        "{steps:?}"
+    );
     assert_eq!(
-        plan.steps(&obs, &Policy::default()),
+        steps[1..].to_vec(),
         vec![
             follow("m1:1", "r1:1", false, Engine::Redis),
             persist("m1:1"),

@@ -175,7 +175,8 @@ fn cases() -> Vec<Case> {
     });
     restarted.set(R2, |x| x.master = Some(a(R1)));
     v.push(Case {
-        expect: vec![("CLIENT KILL", false)],
+        // It claims master: the planned snapshot is sent first, exactly as listed.
+        expect: vec![("CLIENT KILL", false), ("10.0.0.2:9221: BGSAVE", true)],
         ..base(
             "demote a restarted old master with a child",
             restarted,
@@ -187,12 +188,19 @@ fn cases() -> Vec<Case> {
     // R2 names the master but its link never comes up: the demote resets it first.
     let stuck = FakeNodes::cluster(Engine::Pika, M, &[R1, R2]);
     stuck.set(R2, |x| x.stuck_until_force = true);
-    v.push(base(
-        "manual demote of a stuck replica",
-        stuck,
-        Trigger::Demote { node: a(R2) },
-        "demote",
-    ));
+    v.push(Case {
+        // A replica of the master, not ahead: nothing of its own to lose, no snapshot.
+        expect: vec![("BGSAVE", false)],
+        ..base(
+            "manual demote of a stuck replica",
+            stuck,
+            Trigger::Demote {
+                node: a(R2),
+                accept_data_loss: false,
+            },
+            "demote",
+        )
+    });
 
     // A chain ELSEWHERE <- R1 <- R2 <- R3 (config order top-down): deepest first.
     let chain = FakeNodes::cluster(Engine::Pika, M, &[R1, R2, R3]);

@@ -699,7 +699,8 @@ async fn operator_api() {
                     to: Some("127.0.0.1:7002".parse().unwrap())
                 },
                 Trigger::Demote {
-                    node: "127.0.0.1:7000".parse().unwrap()
+                    node: "127.0.0.1:7000".parse().unwrap(),
+                    accept_data_loss: false,
                 },
             ]
         );

@@ -179,6 +179,10 @@ pub enum Command {
         /// The node (host:port, as configured).
         #[arg(long)]
         node: Addr,
+        /// Demote it even if it diverged and `policy.diverged = "refuse"`: its own writes are
+        /// discarded (the plan still takes a snapshot first under policy `snapshot`).
+        #[arg(long)]
+        accept_data_loss: bool,
         /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
@@ -480,9 +484,19 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             config,
             cluster,
             node,
+            accept_data_loss,
             dry_run,
             json,
-        } => act(&config, &cluster, dry_run, Trigger::Demote { node }, json),
+        } => act(
+            &config,
+            &cluster,
+            dry_run,
+            Trigger::Demote {
+                node,
+                accept_data_loss,
+            },
+            json,
+        ),
         Command::Record {
             config,
             cluster,
@@ -757,7 +771,7 @@ fn operator(path: &Path, cluster: &str, op: Op, json: bool) -> Result<Reply, Err
     let named = match &op {
         Op::Plan(t) | Op::Act { trigger: t, .. } => match t {
             Trigger::Failover { to } | Trigger::Switchover { to } => to.clone(),
-            Trigger::Demote { node } => Some(node.clone()),
+            Trigger::Demote { node, .. } => Some(node.clone()),
             _ => None,
         },
         Op::Record { .. } => None,

@@ -114,6 +114,7 @@ mod tests {
             ok: true,
             millis: 7,
             detail: "config rewritten".into(),
+            snapshot: None,
         });
         let got = lines.lock().expect("lock").clone();
         assert_eq!(got.len(), 3, "{got:?}");

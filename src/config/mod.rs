@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::Addr;
 
@@ -260,6 +260,39 @@ pub struct Policy {
     /// Failover lock TTL. Must exceed the worst-case action time (checked by `validate`).
     #[serde(with = "humantime_serde")]
     pub lock_ttl: Duration,
+    /// What to do before a demotion discards a node's diverged writes (see [`DivergedPolicy`]).
+    pub diverged: DivergedPolicy,
+    /// Bound for the `BGSAVE` of a diverged node (policy `snapshot`); past it the demotion is
+    /// refused, nothing discarded. Not part of the `lock_ttl` check: the lease is renewed
+    /// during the wait, and the lock is re-checked before the demotion's first command.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_timeout: Duration,
+}
+
+/// `policy.diverged`: a node about to be demoted (its own writes discarded by a forced full
+/// resync) that may hold writes the recorded master never had.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DivergedPolicy {
+    /// `BGSAVE` on the node first (bounded by `snapshot_timeout`), its location recorded; a
+    /// snapshot that fails or times out stops the demotion.
+    #[default]
+    Snapshot,
+    /// Demote, recording the estimate of what diverged.
+    Report,
+    /// No automatic demotion of a diverged node: an operator decides
+    /// (`pika-remedy demote --accept-data-loss`).
+    Refuse,
+}
+
+impl DivergedPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DivergedPolicy::Snapshot => "snapshot",
+            DivergedPolicy::Report => "report",
+            DivergedPolicy::Refuse => "refuse",
+        }
+    }
 }
 
 impl Default for Policy {
@@ -274,6 +307,8 @@ impl Default for Policy {
             detach_timeout: Duration::from_secs(10),
             switchover_pause: Duration::from_secs(5),
             lock_ttl: Duration::from_secs(60),
+            diverged: DivergedPolicy::Snapshot,
+            snapshot_timeout: Duration::from_secs(30),
         }
     }
 }

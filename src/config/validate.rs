@@ -225,6 +225,7 @@ impl Config {
             ("policy.promote_timeout", p.promote_timeout),
             ("policy.link_timeout", p.link_timeout),
             ("policy.lock_ttl", p.lock_ttl),
+            ("policy.snapshot_timeout", p.snapshot_timeout),
         ] {
             if d.is_zero() {
                 errs.push(err(name.into(), "must be > 0".into()));

@@ -85,6 +85,13 @@
 //!   promote P, record, then demote M with `SLAVEOF P force` (its binlog may be ahead of P's).
 //!   Writes M accepted between the catch-up and its demotion may be discarded by the forced
 //!   full sync; operators should stop writers (or move the VIP) first.
+//! - Diverged writes: a demotion of a node that may hold writes the master lacks (it claims
+//!   master, or its binlog/offset is ahead of the master's) starts with [`Step::Diverged`],
+//!   the estimate ([`Divergence`], `diverged.rs`) as data; per `policy.diverged` it takes a
+//!   snapshot first (`snapshot`, the default: `BGSAVE` under a name of its own, bounded; a
+//!   failure stops the plan, nothing discarded) or only records the estimate (`report`);
+//!   `refuse` turns the demotion into a refusal unless the operator's `demote` says
+//!   `accept_data_loss` (docs/recovery.md).
 //! - Demote: reachable replicas still attached to the node are repointed first (Pika refuses
 //!   `SLAVEOF` on a node with connected slaves: "already master of others"), then the node
 //!   follows the master, forced on Pika (an old master's binlog may be ahead or diverged).
@@ -112,9 +119,13 @@
 //!   the sender uses: [`Step::wire`] is what is sent, [`Step::commands`] what `plan` prints.
 
 mod candidates;
+mod diverged;
 mod history;
 mod rules;
 mod steps;
+
+pub use diverged::{estimate as estimate_divergence, DbDivergence, Divergence};
+pub use steps::snapshot_name;
 
 pub use history::{LinkSnapshot, MasterSeen, PriorLink};
 
@@ -142,8 +153,13 @@ pub enum Trigger {
     Failover { to: Option<Addr> },
     /// Operator: planned switchover of a healthy master to `to` (or the best replica).
     Switchover { to: Option<Addr> },
-    /// Operator: make `node` follow the recorded master.
-    Demote { node: Addr },
+    /// Operator: make `node` follow the recorded master. `accept_data_loss`: also when the
+    /// node diverged and `policy.diverged = "refuse"` (its own writes are then discarded).
+    Demote {
+        node: Addr,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        accept_data_loss: bool,
+    },
 }
 
 impl Trigger {
@@ -327,6 +343,19 @@ pub enum Step {
         master: Addr,
         why: String,
     },
+    /// Before a demotion discards `node`'s own writes (`SLAVEOF … force` on Pika, a full
+    /// resync of a Redis old master): `estimate` is what may be lost (see [`Divergence`]).
+    /// `snapshot` (policy `snapshot`): `BGSAVE` first under a name of its own (Pika
+    /// `dump-prefix`, Redis `dbfilename`, put back right after), waited for (bounded by
+    /// `policy.snapshot_timeout`); a snapshot that fails or times out stops the plan, nothing
+    /// is discarded. Without `snapshot` (policy `report`, or an accepted loss under `refuse`)
+    /// the estimate is only recorded and nothing is sent.
+    Diverged {
+        node: Addr,
+        engine: Engine,
+        estimate: Divergence,
+        snapshot: bool,
+    },
     /// Fence stale clients: `CLIENT KILL TYPE normal` on a demoted (or about to be demoted)
     /// old master, so clients pinned to it reconnect and rediscover the master. When the
     /// engine or version cannot do it, `unsupported` says why and nothing is sent.
@@ -355,6 +384,10 @@ impl Step {
             Step::WaitCatchUp { .. }
                 | Step::Record { .. }
                 | Step::Intent { .. }
+                | Step::Diverged {
+                    snapshot: false,
+                    ..
+                }
                 | Step::KillClients {
                     unsupported: Some(_),
                     ..
@@ -396,6 +429,19 @@ impl std::fmt::Display for Step {
                 node,
                 unsupported: Some(why),
             } => format!("cannot close the client connections of {node}: {why}"),
+            Step::Diverged {
+                node,
+                estimate,
+                snapshot: true,
+                ..
+            } => format!(
+                "snapshot {node} before its writes are discarded ({})",
+                estimate.summary()
+            ),
+            Step::Diverged { node, estimate, .. } => format!(
+                "{node} loses its diverged writes, no snapshot ({})",
+                estimate.summary()
+            ),
             Step::Record { master, .. } => format!("record master {master}"),
             Step::Intent { promote } => format!("record intent to promote {promote}"),
         };
@@ -540,6 +586,7 @@ pub fn decide(
         None => rules::without_record(trigger, obs),
         Some(rec) => rules::with_record(trigger, obs, rec, policy, gate),
     };
+    let plan = diverged::refuse_check(plan, trigger, obs, policy);
     hands_off_check(plan, gate)
 }
 

@@ -107,7 +107,7 @@ pub(super) fn with_record(
         gate,
     };
     match trigger {
-        Trigger::Demote { node } => rules.demote(node),
+        Trigger::Demote { node, .. } => rules.demote(node),
         Trigger::Switchover { to } => rules.switchover(to.as_ref()),
         Trigger::Failover { to } => {
             rules.repair_or_failover(trigger, Intent::Operator { to: to.as_ref() })

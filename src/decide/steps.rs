@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::diverged::{estimate, Divergence};
 use super::{followers_of, has_link_error, join, replid_conflict, Action, Plan, Step};
-use crate::config::Policy;
+use crate::config::{DivergedPolicy, Policy};
 use crate::model::{Addr, Engine, NodeObservation, NodeStatus, Observation, Role};
 use crate::node::commands::{Command, Dialect};
 
@@ -64,6 +65,38 @@ impl Step {
                 node,
                 unsupported: Some(why),
             } => v.push(format!("{node}: not sent: {} ({why})", d.kill_clients())),
+            Step::Diverged {
+                node,
+                engine,
+                estimate,
+                snapshot,
+            } => {
+                v.insert(0, format!("{node}: diverged: {}", estimate.summary()));
+                if *snapshot {
+                    let (section, until, key) = snapshot_words(*engine);
+                    v.insert(
+                        1,
+                        format!(
+                            "{node}: {}, {}, then {} (a name of its own)",
+                            d.config_get(dir_key(*engine)),
+                            d.config_get(key),
+                            d.config_set(key, &snapshot_name(*engine, "<unix time>"))
+                        ),
+                    );
+                    v.push(poll(
+                        node,
+                        format!("{until} ({} {section})", d.name("INFO")),
+                    ));
+                    v.push(format!(
+                        "{node}: {}; on failure or after policy.snapshot_timeout: stop, nothing discarded",
+                        d.config_set(key, "<previous value>")
+                    ));
+                } else {
+                    v.push(format!(
+                        "{node}: no snapshot (policy.diverged = report, or the loss was accepted)"
+                    ));
+                }
+            }
             Step::Intent { promote } => v.push(format!(
                 "coordinator: record intent \"failover to {promote} in progress\" (compare-and-set)"
             )),
@@ -119,7 +152,15 @@ impl Step {
                 unsupported: Some(_),
                 ..
             } => Vec::new(),
-            Step::WaitCatchUp { .. } | Step::Intent { .. } | Step::Record { .. } => Vec::new(),
+            Step::Diverged {
+                node,
+                snapshot: true,
+                ..
+            } => on(node, d.bgsave()),
+            Step::Diverged { .. }
+            | Step::WaitCatchUp { .. }
+            | Step::Intent { .. }
+            | Step::Record { .. } => Vec::new(),
         }
     }
 }
@@ -163,6 +204,14 @@ impl Plan {
                 }
             }
             Action::Demote { node, to } => {
+                if let Some(estimate) = estimate(obs, node, to).filter(Divergence::diverged) {
+                    steps.push(Step::Diverged {
+                        node: node.clone(),
+                        engine: engine_of(obs, node),
+                        estimate,
+                        snapshot: policy.diverged == DivergedPolicy::Snapshot,
+                    });
+                }
                 for child in followers_of(obs, node) {
                     let force = needs_force(obs, child, to);
                     follow_and_persist(&mut steps, obs, child, to, force);
@@ -422,4 +471,37 @@ fn needs_force(obs: &Observation, node: &Addr, to: &Addr) -> bool {
     s.db_offsets
         .iter()
         .any(|(db, pos)| target.db_offsets.get(db).is_some_and(|t| pos > t))
+}
+
+/// What a snapshot waits for and which setting names its file, per engine: (INFO section,
+/// completion, name setting). Pika: `is_bgsaving:No` in `INFO stats`, the dump dir is
+/// `dump-path` + `dump-prefix` + the date; Redis: `rdb_bgsave_in_progress:0` in
+/// `INFO persistence`, the file `dir` + `dbfilename`.
+pub(crate) fn snapshot_words(engine: Engine) -> (&'static str, &'static str, &'static str) {
+    match engine {
+        Engine::Pika => ("stats", "is_bgsaving:No", "dump-prefix"),
+        _ => (
+            "persistence",
+            "rdb_bgsave_in_progress:0 and rdb_last_bgsave_status:ok",
+            "dbfilename",
+        ),
+    }
+}
+
+/// The setting that names the snapshot's folder: Pika `dump-path`, Redis `dir`.
+pub(crate) fn dir_key(engine: Engine) -> &'static str {
+    match engine {
+        Engine::Pika => "dump-path",
+        _ => "dir",
+    }
+}
+
+/// The name a snapshot is saved under, so the next `BGSAVE` (or a full sync, which writes
+/// Redis' `dbfilename`) does not overwrite it: Pika's `dump-prefix` (the dump dir is then
+/// `<dump-path>pika-remedy-<tag>-<YYYYMMDD>`), Redis' `dbfilename`.
+pub fn snapshot_name(engine: Engine, tag: &str) -> String {
+    match engine {
+        Engine::Pika => format!("pika-remedy-{tag}-"),
+        _ => format!("pika-remedy-{tag}.rdb"),
+    }
 }

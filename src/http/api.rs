@@ -100,6 +100,8 @@ struct ToBody {
 #[serde(deny_unknown_fields)]
 struct DemoteBody {
     node: Addr,
+    #[serde(default)]
+    accept_data_loss: bool,
 }
 
 /// Run a manual trigger through the same single-flight path as alerts.
@@ -155,7 +157,17 @@ pub(super) async fn demote<R: Reconciler>(
         Err(r) => return r.into_response(),
     };
     match parse_api_body::<DemoteBody>(&body) {
-        Ok(b) => manual(&app, &cluster, Trigger::Demote { node: b.node }).await,
+        Ok(b) => {
+            manual(
+                &app,
+                &cluster,
+                Trigger::Demote {
+                    node: b.node,
+                    accept_data_loss: b.accept_data_loss,
+                },
+            )
+            .await
+        }
         Err(_) if body.iter().all(|b| b.is_ascii_whitespace()) => error(
             StatusCode::BAD_REQUEST,
             "body {\"node\": \"host:port\"} is required",

@@ -43,7 +43,7 @@ use series::{
     AsMetric, BuildLabels, ClusterLabels, ControlLabels, DbLabels, HistogramFamily, HookLabels,
     LagLabels, LinkStateLabels, LockRefusalLabels, MaintenanceLabels, NodeInfoLabels, NodeLabels,
     ObservationLabels, OutcomeLabels, ReconcileLabels, RecordedMasterLabels, RemediationLabels,
-    RoleLabels, Tracked,
+    RoleLabels, SnapshotLabels, Tracked,
 };
 
 pub use classic::openmetrics_to_classic;
@@ -184,6 +184,10 @@ metrics_table! {
         "Remediations (plans that sent commands to nodes) by kind and outcome";
     remediation_duration: HistogramFamily<RemediationLabels> = Family::new_with_constructor(remediation_histogram) => "remediation_duration", Some(Unit::Seconds),
         "Wall time of remediations from lock to release, by kind and outcome";
+    snapshots: Family<SnapshotLabels, Counter> => "snapshots", None,
+        "Snapshots (BGSAVE) of diverged nodes before their demotion, by result: ok, failed (the demotion was stopped), skipped (policy report or an accepted loss)";
+    diverged_bytes: Family<NodeLabels, Gauge> => "diverged", Some(Unit::Bytes),
+        "Estimated bytes a demoted node had beyond its new master (a lower bound for a node that claimed master), at its last demotion";
     lock_held: Family<ClusterLabels, Gauge> => "lock_held", None,
         "1 while the coordinator holds the cluster's failover lock for this instance (a live lease, or one whose release is still being retried), else 0";
     lock_held_seconds: Family<ClusterLabels, Gauge> => "lock_held", Some(Unit::Seconds),
@@ -399,6 +403,25 @@ impl Metrics {
         self.remediation_duration
             .get_or_create(&l)
             .observe(duration.as_secs_f64());
+    }
+
+    /// A [`crate::decide::Step::Diverged`] ran: `result` is `ok`, `failed` or `skipped`;
+    /// `bytes` the estimate for `node`.
+    pub fn snapshot(&self, cluster: &str, node: &str, result: &str, bytes: Option<u64>) {
+        self.snapshots
+            .get_or_create(&SnapshotLabels {
+                cluster: cluster.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+        if let Some(b) = bytes {
+            self.diverged_bytes
+                .get_or_create(&NodeLabels {
+                    cluster: cluster.to_string(),
+                    instance: node.to_string(),
+                })
+                .set(i64::try_from(b).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn lock_held(&self, cluster: &str, held: bool) {

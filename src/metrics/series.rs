@@ -92,6 +92,14 @@ pub(super) struct ReconcileLabels {
     pub(super) result: String,
 }
 
+/// `result`: `ok`, `failed` (failed or timed out: the demotion was stopped) or `skipped`
+/// (policy `report`, or an accepted loss: no snapshot taken).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct SnapshotLabels {
+    pub(super) cluster: String,
+    pub(super) result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct RemediationLabels {
     pub(super) cluster: String,

@@ -154,6 +154,22 @@ impl Dialect {
         self.command("CLIENT", &["KILL", "TYPE", "normal"])
     }
 
+    /// `BGSAVE`: Pika writes a dump dir (`dump-path` + `dump-prefix` + the date), Redis the
+    /// RDB file `dir` + `dbfilename`.
+    pub fn bgsave(&self) -> Command {
+        self.command("BGSAVE", &[])
+    }
+
+    /// `CONFIG GET <key>`.
+    pub fn config_get(&self, key: &str) -> Command {
+        self.command("CONFIG", &["GET", key])
+    }
+
+    /// `CONFIG SET <key> <value>` (never the password: see [`Dialect::masterauth`]).
+    pub fn config_set(&self, key: &str, value: &str) -> Command {
+        self.command("CONFIG", &["SET", key, value])
+    }
+
     /// Pika 4.x: `ACL SETUSER default -@write` (fenced) or `+@write`.
     pub fn fence(&self, fenced: bool) -> Command {
         let rule = if fenced { "-@write" } else { "+@write" };
@@ -193,5 +209,10 @@ mod tests {
         assert_eq!(d.name("PING"), "PING");
         assert_eq!(d.clear_replication_id().to_string(), "CLEARREPLICATIONID");
         assert_eq!(d.kill_clients().to_string(), "CLIENT KILL TYPE normal");
+        assert_eq!(d.bgsave().to_string(), "BGSAVE");
+        assert_eq!(
+            d.config_set("dump-prefix", "x-").to_string(),
+            "c0nf1g-x SET dump-prefix x-"
+        );
     }
 }

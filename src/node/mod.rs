@@ -11,7 +11,27 @@ pub mod redis;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::model::{Addr, NodeStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Addr, Engine, NodeStatus};
+
+/// A finished snapshot of a node (`BGSAVE` under a name of its own), as recorded in the audit
+/// event, the API and the metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// On the node's host: Pika the dump dir (`<dump-path>pika-remedy-<tag>-<YYYYMMDD>`, the
+    /// date is the node's local date when the save started), Redis the RDB file.
+    pub path: String,
+    /// Pika: `db_size` of `INFO data` when saved (the dump is a checkpoint of that data);
+    /// Redis: `None` (INFO does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// Redis: `DBSIZE` when saved; Pika: `None` (its key count is only known after a scan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// From `BGSAVE` to its completion.
+    pub millis: u64,
+}
 
 /// Why a node call failed. The text never contains a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +149,25 @@ pub trait Nodes: Send + Sync {
         async {
             Err(NodeError::Unsupported(
                 "CLIENT KILL TYPE is not supported here".into(),
+            ))
+        }
+    }
+    /// Snapshot the node before its data is discarded: `CONFIG GET` its dump folder and name
+    /// setting (Pika `dump-path`/`dump-prefix`, Redis `dir`/`dbfilename`), `CONFIG SET` the
+    /// name to [`crate::decide::snapshot_name`]`(engine, tag)`, `BGSAVE`, poll until it is done
+    /// (bounded by `timeout`), then put the name setting back. An error when the save fails,
+    /// does not finish in time, or the node refuses any of it. Default: unsupported.
+    fn snapshot(
+        &self,
+        node: &Addr,
+        engine: Engine,
+        tag: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<SnapshotInfo, NodeError>> + Send {
+        let _ = (node, engine, tag, timeout);
+        async {
+            Err(NodeError::Unsupported(
+                "BGSAVE snapshots are not supported here".into(),
             ))
         }
     }

@@ -38,9 +38,9 @@ use redis::{
 };
 
 use crate::config::{Secret, Timeouts};
-use crate::model::{Addr, NodeStatus};
+use crate::model::{Addr, Engine, NodeStatus};
 use crate::node::commands::{Arg, Command, Dialect};
-use crate::node::{info, NodeError, Nodes};
+use crate::node::{info, NodeError, Nodes, SnapshotInfo};
 
 /// Bytes read from a node per connection (one call: AUTH plus at most two INFO sections, a few
 /// KiB normally, tens of KiB for a Pika with many DBs).
@@ -524,6 +524,132 @@ fn is_auth_text(text: &str) -> bool {
     NEEDLES.iter().any(|n| text.contains(n))
 }
 
+impl RedisNodes {
+    /// One `CONFIG GET key`'s value (`[key, value]`, or a map on RESP3).
+    async fn config_value(&self, node: &Addr, key: &str) -> Result<String, NodeError> {
+        let replies = self
+            .exchange(node, vec![self.dialect.config_get(key)])
+            .await?;
+        let value = match replies.last() {
+            Some(Value::Array(items)) => items.get(1).and_then(value_text),
+            Some(Value::Map(pairs)) => pairs.first().and_then(|(_, v)| value_text(v)),
+            _ => None,
+        };
+        value.ok_or_else(|| NodeError::Protocol(format!("CONFIG GET {key}: no value")))
+    }
+
+    /// One field of `INFO <section>`.
+    async fn info_field(
+        &self,
+        node: &Addr,
+        section: &str,
+        key: &str,
+    ) -> Result<Option<String>, NodeError> {
+        let text = info_of(
+            self.exchange(node, vec![self.dialect.info(section)])
+                .await?,
+        )?;
+        Ok(text.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        }))
+    }
+
+    /// Redis: the count of finished saves (`rdb_saves`, 7.0+), else `rdb_last_save_time`.
+    async fn redis_saves(&self, node: &Addr) -> Result<String, NodeError> {
+        let text = info_of(
+            self.exchange(node, vec![self.dialect.info("persistence")])
+                .await?,
+        )?;
+        let field = |key: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|r| r.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+            })
+        };
+        Ok(field("rdb_saves")
+            .map(|v| format!("saves {v}"))
+            .or_else(|| field("rdb_last_save_time").map(|v| format!("at {v}")))
+            .unwrap_or_default())
+    }
+
+    /// `BGSAVE`, then the bounded wait for its end. `Ok(())` when it finished and (Redis)
+    /// reported `ok`.
+    async fn bgsave_and_wait(
+        &self,
+        node: &Addr,
+        engine: Engine,
+        timeout: Duration,
+    ) -> Result<(), NodeError> {
+        let before = match engine {
+            Engine::Pika => String::new(),
+            _ => self.redis_saves(node).await?,
+        };
+        let replies = self.exchange(node, vec![self.dialect.bgsave()]).await?;
+        match replies.last().and_then(value_text) {
+            Some(t) if t.contains("started") || t.contains("scheduled") || t == "OK" => {}
+            Some(t) => {
+                return Err(NodeError::Protocol(self.scrub(&format!(
+                    "BGSAVE answered {}",
+                    t.chars().take(80).collect::<String>()
+                ))))
+            }
+            None => return Err(NodeError::Protocol("BGSAVE: no reply".into())),
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let done = match engine {
+                // Pika sets the flag inside BGSAVE itself, so "No" after it means finished.
+                Engine::Pika => self
+                    .info_field(node, "stats", "is_bgsaving")
+                    .await?
+                    .is_some_and(|v| v.starts_with("No")),
+                _ => {
+                    let idle = self
+                        .info_field(node, "persistence", "rdb_bgsave_in_progress")
+                        .await?
+                        .is_some_and(|v| v == "0");
+                    idle && self.redis_saves(node).await? != before
+                }
+            };
+            if done {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Node(format!(
+                    "BGSAVE did not finish within {}",
+                    humantime::format_duration(timeout)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if engine != Engine::Pika {
+            let status = self
+                .info_field(node, "persistence", "rdb_last_bgsave_status")
+                .await?
+                .unwrap_or_default();
+            if status != "ok" {
+                return Err(NodeError::Node(format!(
+                    "BGSAVE failed (rdb_last_bgsave_status:{status})"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `YYYYMMDD` of the local clock in UTC (Pika names the dump dir by the node's local date).
+fn today_utc() -> String {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    stamp
+        .chars()
+        .take(10)
+        .filter(char::is_ascii_digit)
+        .collect()
+}
+
 /// The INFO sections' replies as one text, sections separated by an empty line as in a plain
 /// `INFO`.
 fn info_of(replies: Vec<Value>) -> Result<String, NodeError> {
@@ -609,6 +735,64 @@ impl Nodes for RedisNodes {
         self.expect_ok(node, self.dialect.clear_replication_id())
             .await
             .map_err(unsupported)
+    }
+
+    async fn snapshot(
+        &self,
+        node: &Addr,
+        engine: Engine,
+        tag: &str,
+        timeout: Duration,
+    ) -> Result<SnapshotInfo, NodeError> {
+        let (dir_key, name_key) = match engine {
+            Engine::Pika => ("dump-path", "dump-prefix"),
+            _ => ("dir", "dbfilename"),
+        };
+        let dir = self.config_value(node, dir_key).await?;
+        let previous = self.config_value(node, name_key).await?;
+        let name = crate::decide::snapshot_name(engine, tag);
+        self.expect_ok(node, self.dialect.config_set(name_key, &name))
+            .await
+            .map_err(|e| match e {
+                NodeError::Node(t) if t.contains("protected config") => NodeError::Node(format!(
+                    "{t} (Redis 7 protects dbfilename: set enable-protected-configs local or yes on the node)"
+                )),
+                e => e,
+            })?;
+        let t = std::time::Instant::now();
+        let saved = self.bgsave_and_wait(node, engine, timeout).await;
+        let millis = t.elapsed().as_millis() as u64;
+        // Put the name back in every case: the follow's CONFIG REWRITE must not persist ours.
+        let restored = self
+            .expect_ok(node, self.dialect.config_set(name_key, &previous))
+            .await;
+        saved?;
+        restored?;
+        let sep = if dir.ends_with('/') { "" } else { "/" };
+        let (path, size_bytes, keys) = match engine {
+            Engine::Pika => {
+                let size = self
+                    .info_field(node, "data", "db_size")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.parse().ok());
+                (format!("{dir}{sep}{name}{}", today_utc()), size, None)
+            }
+            _ => {
+                let keys = match self.command(node, &["DBSIZE"]).await {
+                    Ok(Value::Int(n)) => u64::try_from(n).ok(),
+                    _ => None,
+                };
+                (format!("{dir}{sep}{name}"), None, keys)
+            }
+        };
+        Ok(SnapshotInfo {
+            path,
+            size_bytes,
+            keys,
+            millis,
+        })
     }
 
     async fn kill_clients(&self, node: &Addr) -> Result<Option<u64>, NodeError> {

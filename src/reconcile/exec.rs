@@ -10,7 +10,7 @@ use super::{now_unix, Ctx, Result_, StepReport};
 use crate::coord::{CasOutcome, Coordinator, Lease};
 use crate::decide::{Action, Plan, Step};
 use crate::model::{Addr, Engine, Observation, TopologyRecord, Versioned};
-use crate::node::{NodeError, Nodes};
+use crate::node::{NodeError, Nodes, SnapshotInfo};
 
 /// Applies one plan's steps under a held lease.
 pub(super) struct Exec<'a, 'c, N: Nodes, C: Coordinator> {
@@ -18,6 +18,8 @@ pub(super) struct Exec<'a, 'c, N: Nodes, C: Coordinator> {
     pub(super) lease: &'a Lease,
     pub(super) obs: &'a Observation,
     pub(super) record: Option<Versioned<TopologyRecord>>,
+    /// The snapshot the last [`Step::Diverged`] took, for its report.
+    pub(super) snapshot: Option<SnapshotInfo>,
 }
 
 impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
@@ -41,6 +43,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             ok,
             millis: t.elapsed().as_millis() as u64,
             detail: format!("{prefix}{detail}"),
+            snapshot: self.snapshot.take(),
         });
         if let Some(last) = reports.last() {
             super::step_done(last);
@@ -231,6 +234,44 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                     ))),
                 }
             }
+            Step::Diverged {
+                node,
+                estimate,
+                snapshot: false,
+                ..
+            } => Ok(format!(
+                "no snapshot; diverged writes of {node} are discarded: {}",
+                estimate.summary()
+            )),
+            Step::Diverged {
+                node,
+                engine,
+                estimate,
+                snapshot: true,
+            } => {
+                self.fence().await?;
+                let tag = now_unix().to_string();
+                let timeout = self.ctx.policy.snapshot_timeout;
+                match nodes.snapshot(node, *engine, &tag, timeout).await {
+                    Ok(info) => {
+                        let text = format!(
+                            "snapshot of {node} at {}{} in {} ms; diverged: {}",
+                            info.path,
+                            info.size_bytes
+                                .map(|b| format!(" ({b} bytes)"))
+                                .unwrap_or_default(),
+                            info.millis,
+                            estimate.summary()
+                        );
+                        self.snapshot = Some(info);
+                        Ok(text)
+                    }
+                    Err(e) => Err(StepError::Snapshot(format!(
+                        "snapshot of {node} failed: {e}; not demoted, nothing discarded \
+                         (policy.diverged = \"report\" demotes without a snapshot)"
+                    ))),
+                }
+            }
             Step::WaitCatchUp { node, of } => self.catch_up(node, of).await,
             Step::Promote { node } => self.promote(node).await,
             Step::Follow {
@@ -393,6 +434,7 @@ fn step_node(step: &Step) -> Option<&Addr> {
         | Step::FenceWrites { node }
         | Step::UnfenceWrites { node }
         | Step::ClearReplicationId { node, .. }
+        | Step::Diverged { node, .. }
         | Step::KillClients { node, .. } => Some(node),
         Step::Intent { .. } | Step::Record { .. } => None,
     }
@@ -421,6 +463,9 @@ pub(super) enum StepError {
     },
     #[error("{0}")]
     Record(String),
+    /// The snapshot before a demotion failed or timed out: the plan stops (fail safe).
+    #[error("{0}")]
+    Snapshot(String),
     /// The cluster changed under the plan (a master it depends on stopped answering): the plan
     /// stops so the next reconcile decides afresh (e.g. fails over).
     #[error("the cluster changed: {0}; plan stopped")]

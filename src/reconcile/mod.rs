@@ -45,6 +45,9 @@ pub struct StepReport {
     pub millis: u64,
     /// What happened (e.g. "role master after 0.3s", "link up after 1.2s", error text).
     pub detail: String,
+    /// The snapshot a [`Step::Diverged`] took (location, size, duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::node::SnapshotInfo>,
 }
 
 /// The result of one reconcile, as logged, returned over HTTP and kept in the audit trail.
@@ -400,6 +403,7 @@ async fn under_lock<N: Nodes, C: Coordinator>(
         lease,
         obs: &obs2,
         record: record2,
+        snapshot: None,
     };
     out.result = exec.apply(&plan2, &mut out.steps).await;
     post_hook(ctx, hooks, trigger, &event_id, out).await;

@@ -237,6 +237,22 @@ impl Service {
         for h in &out.hooks {
             m.hook_run(cluster, &h.hook, h.result.as_str());
         }
+        for r in &out.steps {
+            if let crate::decide::Step::Diverged {
+                node,
+                estimate,
+                snapshot,
+                ..
+            } = &r.step
+            {
+                let result = match (*snapshot, r.ok) {
+                    (false, _) => "skipped",
+                    (true, true) => "ok",
+                    (true, false) => "failed",
+                };
+                m.snapshot(cluster, &node.to_string(), result, estimate.bytes_ahead);
+            }
+        }
         m.coordinator_up(!matches!(
             out.result,
             Result_::CoordinatorUnreachable { .. }

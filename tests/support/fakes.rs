@@ -34,6 +34,8 @@ pub struct FakeNode {
     pub replid: Option<String>,
     /// Normal client connections open on it (`CLIENT KILL TYPE normal` closes them).
     pub clients: u64,
+    /// `BGSAVE` (the snapshot before a demotion) fails.
+    pub fail_snapshot: bool,
 }
 
 impl FakeNode {
@@ -51,6 +53,7 @@ impl FakeNode {
             version: "test".into(),
             replid: Some("r".into()),
             clients: 0,
+            fail_snapshot: false,
         }
     }
 }
@@ -310,6 +313,29 @@ impl Nodes for FakeNodes {
         })?;
         self.record(format!("{node}: CLIENT KILL TYPE normal"));
         Ok((engine == Engine::Redis).then_some(n))
+    }
+
+    async fn snapshot(
+        &self,
+        node: &Addr,
+        engine: Engine,
+        tag: &str,
+        _timeout: Duration,
+    ) -> Result<pika_remedy::node::SnapshotInfo, NodeError> {
+        self.with_up(node, |all| {
+            let me = all.get_mut(node).expect("present");
+            if me.fail_snapshot {
+                return Err(NodeError::Node("BGSAVE did not finish within 1s".into()));
+            }
+            Ok(())
+        })?;
+        self.record(format!("{node}: BGSAVE"));
+        Ok(pika_remedy::node::SnapshotInfo {
+            path: format!("/fake/{}", pika_remedy::decide::snapshot_name(engine, tag)),
+            size_bytes: Some(1),
+            keys: None,
+            millis: 1,
+        })
     }
 
     async fn fence_writes(&self, node: &Addr) -> Result<(), NodeError> {

@@ -391,6 +391,8 @@ fn config_text(port: u16, dir: &Path, opts: &NodeOptions) -> String {
         // Redis 7 waits 5 s before a diskless full sync by default; tests need it now.
         "repl-diskless-sync-delay 0".to_string(),
         "enable-debug-command yes".to_string(),
+        // The snapshot before a demotion sets `dbfilename` (a protected config in Redis 7).
+        "enable-protected-configs local".to_string(),
     ];
     if let Some(pw) = &opts.password {
         lines.push(format!("requirepass \"{pw}\""));

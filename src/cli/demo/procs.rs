@@ -225,7 +225,9 @@ fn redis_conf(dir: &Path, port: u16, replica_of: Option<u16>) -> String {
     let mut text = format!(
         "port {port}\nbind 127.0.0.1\ndir {}\nsave \"\"\nappendonly no\nprotected-mode no\nlogfile {}\n\
          # Start a full sync at once (Redis waits 5 s by default to batch replicas).\n\
-         repl-diskless-sync-delay 0\n",
+         repl-diskless-sync-delay 0\n\
+         # The snapshot before a demotion sets dbfilename (protected in Redis 7).\n\
+         enable-protected-configs local\n",
         dir.display(),
         dir.join("redis.log").display()
     );
