@@ -224,6 +224,12 @@ pub struct Policy {
     /// Failover lock TTL. Must exceed the worst-case action time (checked by `validate`).
     #[serde(with = "humantime_serde")]
     pub lock_ttl: Duration,
+    /// At most this many full syncs (a replica copying all data from its master) run at once
+    /// per cluster; the plan makes the others wait in order. Default 1; at least 1.
+    pub max_parallel_full_syncs: usize,
+    /// Bound for one full sync to finish (link up) when a later one waits for it.
+    #[serde(with = "humantime_serde")]
+    pub full_sync_timeout: Duration,
 }
 
 impl Default for Policy {
@@ -238,6 +244,8 @@ impl Default for Policy {
             detach_timeout: Duration::from_secs(10),
             switchover_pause: Duration::from_secs(5),
             lock_ttl: Duration::from_secs(60),
+            max_parallel_full_syncs: 1,
+            full_sync_timeout: Duration::from_secs(600),
         }
     }
 }

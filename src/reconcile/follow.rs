@@ -72,6 +72,15 @@ impl Misses {
     }
 }
 
+/// The note of a follow whose wait ended: link up, or (full sync) up or under way.
+fn synced_note(w: f64, full_sync: bool) -> String {
+    if full_sync {
+        format!("link up or full sync under way after {w:.1}s")
+    } else {
+        format!("link up after {w:.1}s")
+    }
+}
+
 /// Why a bounded wait ended without its condition.
 enum WaitEnd {
     Timeout,
@@ -186,6 +195,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         force: bool,
         engine: Engine,
         reset: bool,
+        full_sync: bool,
     ) -> Result<String, StepError> {
         let nodes = self.ctx.nodes;
         let current = nodes.status(node).await.map_err(StepError::Node)?;
@@ -212,8 +222,8 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         }
         self.slaveof_with_detach_retry(node, master, force).await?;
         let t = Instant::now();
-        if let Some(w) = self.link_up(node, master).await? {
-            notes.push(format!("link up after {w:.1}s"));
+        if let Some(w) = self.link_up(node, master, full_sync).await? {
+            notes.push(synced_note(w, full_sync));
             return Ok(notes.join("; "));
         }
         // A ReplicationID conflict is refused for good, forced or not: say so (typed) instead
@@ -234,8 +244,8 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         nodes.promote(node).await.map_err(StepError::Node)?;
         self.slaveof_with_detach_retry(node, master, retry_force)
             .await?;
-        if let Some(w) = self.link_up(node, master).await? {
-            notes.push(format!("link up after {w:.1}s"));
+        if let Some(w) = self.link_up(node, master, full_sync).await? {
+            notes.push(synced_note(w, full_sync));
             return Ok(notes.join("; "));
         }
         Err(StepError::Timeout(format!(
@@ -299,13 +309,46 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         })
     }
 
+    /// The full-sync budget's wait ([`Step::WaitSynced`](crate::decide::Step::WaitSynced)):
+    /// `node`'s link to `master` up, bounded by `full_sync_timeout`; `master` stopping to
+    /// answer ends the plan.
+    pub(super) async fn full_sync_done(
+        &self,
+        node: &Addr,
+        master: &Addr,
+    ) -> Result<String, StepError> {
+        let bound = self.ctx.policy.full_sync_timeout;
+        match self
+            .wait(node, bound, Some(master), |s| s.follows_with_link_up(master))
+            .await
+        {
+            Ok(w) => Ok(format!("full sync done, link up after {w:.1}s")),
+            Err(WaitEnd::Gone(why)) => Err(StepError::ClusterChanged(why)),
+            Err(WaitEnd::Timeout) => Err(StepError::Timeout(format!(
+                "{node}'s full sync from {master} not done within {} ({}); the next full sync waits for the next reconcile",
+                humantime::format_duration(bound),
+                self.state_of(node).await
+            ))),
+        }
+    }
+
     /// Wait for `node`'s link to `master` (bounded by `link_timeout`): `Some(seconds)` when
-    /// up, `None` on timeout; `master` stopping to answer ends the plan (`ClusterChanged`).
-    async fn link_up(&self, node: &Addr, master: &Addr) -> Result<Option<f64>, StepError> {
+    /// up (or, for a `full_sync` follow, when the full sync is under way), `None` on timeout;
+    /// `master` stopping to answer ends the plan (`ClusterChanged`).
+    async fn link_up(
+        &self,
+        node: &Addr,
+        master: &Addr,
+        full_sync: bool,
+    ) -> Result<Option<f64>, StepError> {
         let bound = self.ctx.policy.link_timeout;
         match self
             .wait(node, bound, Some(master), |s| {
                 s.follows_with_link_up(master)
+                    || (full_sync
+                        && s.role.is_replica()
+                        && s.master.as_ref() == Some(master)
+                        && crate::decide::in_full_sync(s))
             })
             .await
         {

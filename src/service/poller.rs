@@ -356,6 +356,12 @@ pub fn master_seen(
         master: m.clone(),
         epoch: rec.epoch,
         offset: s.offset.or_else(|| prev.and_then(|p| p.offset)),
+        db_offsets: if s.db_offsets.is_empty() {
+            prev.map(|p| p.db_offsets.clone()).unwrap_or_default()
+        } else {
+            s.db_offsets.clone()
+        },
+        seen_at: prev.map_or(0, |p| p.seen_at),
         links,
     })
 }
@@ -400,7 +406,8 @@ where
         }
     };
     shared.cache.update(name, |seen| {
-        if let Some(now) = master_seen(&obs, record.as_ref(), seen.master_seen.as_ref()) {
+        if let Some(mut now) = master_seen(&obs, record.as_ref(), seen.master_seen.as_ref()) {
+            now.seen_at = crate::reconcile::now_unix();
             seen.master_seen = Some(now);
         }
     });
