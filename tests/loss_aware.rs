@@ -270,7 +270,7 @@ async fn full_syncs_are_planned_and_run_one_at_a_time() {
     );
     assert!(
         text.contains(&format!(
-            "{r3}: poll INFO until master_link_status:up or a full sync under way"
+            "{r3}: poll INFO until master_link_status:up (a full sync still copying"
         )),
         "{text}"
     );
@@ -349,4 +349,133 @@ async fn full_syncs_are_planned_and_run_one_at_a_time() {
         },
     );
     drop(other);
+}
+
+/// Real Pika: a switchover in a set (master + 1 replica) whose config also lists two nodes of
+/// another Pika set (another ReplicationID). Both are planned as full syncs (cleared first) and
+/// run one at a time: the second is cleared only after the first's link is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pika_full_syncs_of_foreign_replicas_are_planned_and_serialised() {
+    use support::real_pika::{pika_or_skip, PikaOptions, PikaSet};
+    let Some(bin) = pika_or_skip("pika_full_syncs_of_foreign_replicas_are_planned_and_serialised")
+    else {
+        return;
+    };
+    let a = PikaSet::start(&bin, 1, PikaOptions::default());
+    a.wait_linked(Duration::from_secs(30));
+    let b = PikaSet::start(&bin, 2, PikaOptions::default());
+    b.wait_linked(Duration::from_secs(30));
+    for i in 0..50 {
+        b.master.cmd(&["SET", &format!("b{i}"), "v"]);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("pika-remedy-loss-pika-")
+        .tempdir()
+        .expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("coord")).expect("coord dir");
+    let nodes: Vec<String> = a
+        .addrs()
+        .iter()
+        .chain(
+            b.replicas
+                .iter()
+                .map(|r| r.addr())
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+        .map(|n| format!("{{ addr = \"{n}\" }}"))
+        .collect();
+    let config = dir.path().join("pika-remedy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[timeouts]
+connect = "500ms"
+command = "3s"
+[policy]
+confirm_window = "0s"
+link_timeout = "20s"
+promote_timeout = "15s"
+switchover_pause = "10s"
+lock_ttl = "5m"
+[coordinator]
+kind = "local"
+[coordinator.local]
+dir = "{coord}"
+[webhook]
+allow_unauthenticated = true
+[[cluster]]
+name = "{CLUSTER}"
+nodes = [{nodes}]
+"#,
+            coord = dir.path().join("coord").display(),
+            nodes = nodes.join(", ")
+        ),
+    )
+    .expect("write config");
+    let cfg = config.to_str().expect("utf-8");
+    let (code, out, err) = cli(
+        &[
+            "record",
+            "--config",
+            cfg,
+            "--cluster",
+            CLUSTER,
+            "--master",
+            &a.master.addr().to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let to = a.replicas[0].addr().to_string();
+    let (y1, y2) = (
+        b.replicas[0].addr().to_string(),
+        b.replicas[1].addr().to_string(),
+    );
+    let (code, out, err) = cli(
+        &[
+            "switchover",
+            "--config",
+            cfg,
+            "--cluster",
+            CLUSTER,
+            "--to",
+            &to,
+            "-y",
+            "--json",
+        ],
+        Duration::from_secs(180),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let o = json(&out);
+    assert_eq!(o["result"]["kind"], "applied", "{o:#}");
+    let steps = o["steps"].as_array().expect("steps");
+    let at = |kind: &str, node: &str| {
+        steps
+            .iter()
+            .position(|s| s["step"]["step"] == kind && s["step"]["node"] == node)
+            .unwrap_or_else(|| panic!("no {kind} of {node} in {steps:#?}"))
+    };
+    let (f1, f2) = (at("follow", &y1), at("follow", &y2));
+    for f in [f1, f2] {
+        assert!(
+            steps[f]["step"]["full_sync"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("full sync: replication id differs")),
+            "{:#}",
+            steps[f]
+        );
+    }
+    let wait = at("wait_synced", &y1);
+    let clear2 = at("clear_replication_id", &y2);
+    assert!(
+        f1 < wait && wait < clear2 && clear2 < f2,
+        "order: follow y1 {f1}, wait {wait}, clear y2 {clear2}, follow y2 {f2}"
+    );
+    assert_eq!(steps[wait]["ok"], true, "{:#}", steps[wait]);
+    let port = a.replicas[0].port();
+    wait_for(Duration::from_secs(60), "both foreign nodes synced", || {
+        b.replicas.iter().all(|r| r.is_linked_to(port))
+    });
 }

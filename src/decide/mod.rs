@@ -326,8 +326,8 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         reset: bool,
         /// This follow is a full sync (all data copied from `master`), and why (a stable
-        /// phrase, e.g. "full sync: replication id differs …"). The step then returns once the
-        /// sync is under way (or the link is up); [`Step::WaitSynced`] waits for its end.
+        /// phrase, e.g. "full sync: replication id differs …"). A full sync still copying when
+        /// `link_timeout` ends is not restarted (no retry): [`Step::WaitSynced`] waits for its end.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         full_sync: Option<String>,
     },

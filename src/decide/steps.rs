@@ -54,7 +54,7 @@ impl Step {
                         v.push(format!("{node}: {why}"));
                         v.push(poll(
                             node,
-                            "master_link_status:up or a full sync under way".into(),
+                            "master_link_status:up (a full sync still copying at the link timeout is not restarted)".into(),
                         ));
                     }
                     None => v.push(poll(node, "master_link_status:up".into())),

@@ -72,15 +72,6 @@ impl Misses {
     }
 }
 
-/// The note of a follow whose wait ended: link up, or (full sync) up or under way.
-fn synced_note(w: f64, full_sync: bool) -> String {
-    if full_sync {
-        format!("link up or full sync under way after {w:.1}s")
-    } else {
-        format!("link up after {w:.1}s")
-    }
-}
-
 /// Why a bounded wait ended without its condition.
 enum WaitEnd {
     Timeout,
@@ -222,8 +213,17 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         }
         self.slaveof_with_detach_retry(node, master, force).await?;
         let t = Instant::now();
-        if let Some(w) = self.link_up(node, master, full_sync).await? {
-            notes.push(synced_note(w, full_sync));
+        if let Some(w) = self.link_up(node, master).await? {
+            notes.push(format!("link up after {w:.1}s"));
+            return Ok(notes.join("; "));
+        }
+        // A full sync that is still copying is not restarted: the plan's WaitSynced (or the
+        // next reconcile) waits for its end.
+        if full_sync && self.syncing(node, master).await {
+            notes.push(format!(
+                "full sync still under way after {:.1}s; not restarted",
+                t.elapsed().as_secs_f64()
+            ));
             return Ok(notes.join("; "));
         }
         // A ReplicationID conflict is refused for good, forced or not: say so (typed) instead
@@ -244,8 +244,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         nodes.promote(node).await.map_err(StepError::Node)?;
         self.slaveof_with_detach_retry(node, master, retry_force)
             .await?;
-        if let Some(w) = self.link_up(node, master, full_sync).await? {
-            notes.push(synced_note(w, full_sync));
+        if let Some(w) = self.link_up(node, master).await? {
+            notes.push(format!("link up after {w:.1}s"));
+            return Ok(notes.join("; "));
+        }
+        if full_sync && self.syncing(node, master).await {
+            notes.push("full sync still under way; not restarted".into());
             return Ok(notes.join("; "));
         }
         Err(StepError::Timeout(format!(
@@ -309,6 +313,15 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         })
     }
 
+    /// `node` follows `master` and is in full sync right now.
+    async fn syncing(&self, node: &Addr, master: &Addr) -> bool {
+        self.ctx.nodes.status(node).await.is_ok_and(|s| {
+            s.role.is_replica()
+                && s.master.as_ref() == Some(master)
+                && crate::decide::in_full_sync(&s)
+        })
+    }
+
     /// The full-sync budget's wait ([`Step::WaitSynced`](crate::decide::Step::WaitSynced)):
     /// `node`'s link to `master` up, bounded by `full_sync_timeout`; `master` stopping to
     /// answer ends the plan.
@@ -333,22 +346,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
     }
 
     /// Wait for `node`'s link to `master` (bounded by `link_timeout`): `Some(seconds)` when
-    /// up (or, for a `full_sync` follow, when the full sync is under way), `None` on timeout;
-    /// `master` stopping to answer ends the plan (`ClusterChanged`).
-    async fn link_up(
-        &self,
-        node: &Addr,
-        master: &Addr,
-        full_sync: bool,
-    ) -> Result<Option<f64>, StepError> {
+    /// up, `None` on timeout; `master` stopping to answer ends the plan (`ClusterChanged`).
+    async fn link_up(&self, node: &Addr, master: &Addr) -> Result<Option<f64>, StepError> {
         let bound = self.ctx.policy.link_timeout;
         match self
             .wait(node, bound, Some(master), |s| {
                 s.follows_with_link_up(master)
-                    || (full_sync
-                        && s.role.is_replica()
-                        && s.master.as_ref() == Some(master)
-                        && crate::decide::in_full_sync(s))
             })
             .await
         {
