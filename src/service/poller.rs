@@ -554,4 +554,29 @@ mod tests {
         let next = master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(2)), two.as_ref());
         assert_eq!(polls(next.as_ref()), Some(1));
     }
+
+    #[test]
+    fn the_sighting_keeps_the_pika_masters_binlog_per_db() {
+        const PIKA_MASTER: &str = "# Replication(MASTER)\r\nrole:master\r\nReplicationID:abc\r\nconnected_slaves:0\r\ndb0:binlog_offset=2 300,safety_purge=none\r\ndb1:binlog_offset=0 70,safety_purge=none\r\n";
+        let mut one =
+            master_seen(&obs(Ok(PIKA_MASTER), Ok(DOWN)), Some(&rec(1)), None).expect("a sighting");
+        let dbs: Vec<(String, u64, u64)> = one
+            .db_offsets
+            .iter()
+            .map(|(d, p)| (d.clone(), p.filenum, p.offset))
+            .collect();
+        assert_eq!(dbs, vec![("db0".into(), 2, 300), ("db1".into(), 0, 70)]);
+        // The poll stamps the time; a later sighting without binlog lines keeps both.
+        one.seen_at = 42;
+        let later =
+            master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(1)), Some(&one)).expect("a sighting");
+        assert_eq!(later.db_offsets, one.db_offsets);
+        assert_eq!(later.seen_at, 42);
+        assert_eq!(
+            later.last_offsets(&rec(1)).map(|(d, t)| (d.len(), t)),
+            Some((2, Some(42)))
+        );
+        // Another epoch: not this master's history.
+        assert_eq!(later.last_offsets(&rec(2)), None);
+    }
 }
