@@ -110,7 +110,7 @@ pub struct PriorLink {
 }
 
 /// What the service's poller saw of the recorded master the last time it was alive: the lag
-/// reference (its offset) and the other nodes' links ([`Gate::links_before`]). It applies only
+/// reference (its offset) and the other nodes' links ([`super::Gate::links_before`]). It applies only
 /// while the record still names that master at that epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterSeen {

@@ -70,7 +70,13 @@
 //! A manual failover to a named node overrides the soft exclusions (never_promote, priority 0,
 //! lag, missing DB, unknown offset, not linked before the master died) and says so in the reason; it never overrides the hard ones
 //! (unreachable, claims master, follows another master, not eligible, full sync, link error).
-//! Without a candidate the plan is a refusal listing every node with its phrase. Otherwise the
+//! Without a candidate the plan is a refusal listing every node with its phrase. A node too far
+//! behind the master's last seen offset carries its estimated loss in its phrase ("…; estimated
+//! loss if promoted: db0 N bytes, …"), and when such nodes are among those left the refusal
+//! names `failover --accept-data-loss`: that trigger then ranks the nodes again without the
+//! master as the lag reference and promotes the best, its reason stating the accepted estimate.
+//! Failover and switchover plans carry [`Plan::expected_loss`] ([`ExpectedLoss`], see `loss`).
+//! Otherwise the
 //! best candidate is promoted and *all* other reachable nodes except M follow it, including the
 //! excluded ones: they must not stay attached to nothing.
 //!
@@ -102,6 +108,11 @@
 //!   so clients pinned to it reconnect and rediscover. Redis 2.8.12+ and Pika 3.5.5+/4.x only;
 //!   otherwise the step says why and sends nothing. A failure is reported, the plan goes on.
 //! - `force` is never set for Redis (it rejects the extra argument), nor for unknown engines.
+//! - Full syncs: a follow that will copy all data ([`full_sync_reason`], see `sync`) carries the
+//!   reason; at most `policy.max_parallel_full_syncs` run at once per master (one already seen
+//!   in full sync from it counts), the next waits in plan order behind a [`Step::WaitSynced`]
+//!   for the oldest one (before its `ClearReplicationId`, if any). A switchover's old master
+//!   follows after the catch-up, so the offsets seen before the plan do not make it a full sync.
 //! - Children first: before a Pika node follows anyone, the reachable nodes that still follow
 //!   it (and that the plan has not moved or promoted yet) follow its new master, deepest first
 //!   in a chain; their own later follow of that master is dropped. These are steps of the plan:
