@@ -12,7 +12,8 @@
 //! - [`observe`]: query all nodes of a cluster concurrently into an `Observation`.
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s
 //!   (`rules`: the rule tree, `candidates`: ranking, `steps`: compilation and rendering,
-//!   `history`: what the poller saw while the master lived).
+//!   `history`: what the poller saw while the master lived, `loss`: the expected data loss of
+//!   a promotion, `sync`: full or partial sync of a follow).
 //! - [`reconcile`]: the only place that locks and acts; `exec` runs exactly the plan's steps,
 //!   `follow` the bounded waits.
 //! - [`reconcile::handle`]: `ClusterHandle` (nodes + coordinator + policy), built once for CLI, service, demo; `record` under the lock.

@@ -207,6 +207,25 @@ pub struct NodeStatus {
     pub priority: Option<i64>,
     pub connected_replicas: u32,
     pub replicas: Vec<ReplicaLine>,
+    /// Redis only: what a partial resync (`PSYNC`) to this node can continue from; `None` on
+    /// Pika and when the fields are absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psync: Option<Psync>,
+}
+
+/// Redis: the replication history a node can serve a partial resync from (`INFO replication`:
+/// `master_replid2`, `second_repl_offset`, `repl_backlog_active`,
+/// `repl_backlog_first_byte_offset`). A replica whose `master_replid` is neither this node's
+/// `master_replid` nor (up to `second_repl_offset`) its `master_replid2`, or whose offset is
+/// outside the backlog, gets a full sync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Psync {
+    /// `master_replid2`; `None` when all zeros (no previous history).
+    pub replid2: Option<String>,
+    /// `second_repl_offset`; `None` when -1.
+    pub second_offset: Option<u64>,
+    /// `repl_backlog_first_byte_offset` when `repl_backlog_active:1`; `None` without a backlog.
+    pub backlog_first: Option<u64>,
 }
 
 impl NodeStatus {

@@ -601,6 +601,7 @@ mod tests {
                 action,
                 reason: reason.into(),
                 candidates: vec![],
+                expected_loss: None,
             },
             result,
             steps: vec![],

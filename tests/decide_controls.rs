@@ -32,6 +32,7 @@ fn replica(master: &str, offset: u64) -> NodeStatus {
         priority: None,
         connected_replicas: 0,
         replicas: Vec::new(),
+        psync: None,
     }
 }
 
@@ -124,6 +125,7 @@ fn no_promote_node_is_never_the_candidate() {
     let plan = decide(
         &Trigger::Failover {
             to: Some(a("127.0.0.1:2")),
+            accept_data_loss: false,
         },
         &obs,
         Some(&rec),

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 
 use pika_remedy::config::Policy;
-use pika_remedy::decide::{decide, Action, Gate, LinkSnapshot, Plan, PriorLink, Step, Trigger};
+use pika_remedy::decide::{
+    decide, Action, ExpectedLoss, Gate, LinkSnapshot, Plan, PriorLink, Step, Trigger,
+};
 use pika_remedy::model::{
     Addr, BinlogPos, Engine, LinkState, NodeObservation, NodeStatus, Observation, ReplicaLine,
     Role, TopologyRecord,
@@ -269,6 +271,7 @@ impl ClusterB {
             priority: slave_priority,
             connected_replicas: replicas.len() as u32,
             replicas,
+            psync: None,
         }
     }
 }
@@ -358,7 +361,16 @@ const REFUSE: Action = Action::Refuse { retryable: false };
 const NOTHING: Action = Action::NoAction;
 
 fn manual_failover(to: Option<&str>) -> Trigger {
-    Trigger::Failover { to: to.map(a) }
+    Trigger::Failover {
+        to: to.map(a),
+        accept_data_loss: false,
+    }
+}
+fn accept_loss(to: Option<&str>) -> Trigger {
+    Trigger::Failover {
+        to: to.map(a),
+        accept_data_loss: true,
+    }
 }
 fn manual_switchover(to: Option<&str>) -> Trigger {
     Trigger::Switchover { to: to.map(a) }
@@ -384,6 +396,8 @@ struct Row {
     reason: Reason,
     /// Expected `Plan::candidates` as (addr, exclusion phrase), when the row is about ranking.
     candidates: Option<Vec<(&'static str, Option<&'static str>)>>,
+    /// Expected `Plan::expected_loss` as its text, when the row is about data loss.
+    loss: Option<&'static str>,
 }
 
 fn row(name: &'static str, trigger: Trigger, obs: ClusterB, record: Option<RecB>) -> Row {
@@ -402,6 +416,7 @@ fn row(name: &'static str, trigger: Trigger, obs: ClusterB, record: Option<RecB>
         action: NOTHING,
         reason: Reason::Has(""),
         candidates: None,
+        loss: None,
     }
 }
 
@@ -412,6 +427,29 @@ impl Row {
     }
     fn master_last_seen_at(mut self, offset: u64) -> Self {
         self.gate.last_master_offset = Some(offset);
+        self
+    }
+    /// The poller's last sighting of the Pika master: its binlog per DB (and their sum).
+    fn master_last_dbs(mut self, dbs: &[(&str, u64, u64)]) -> Self {
+        self.gate.last_master_dbs = dbs
+            .iter()
+            .map(|(d, filenum, offset)| {
+                (
+                    d.to_string(),
+                    BinlogPos {
+                        filenum: *filenum,
+                        offset: *offset,
+                    },
+                )
+            })
+            .collect();
+        self.gate.last_master_offset =
+            Some(dbs.iter().map(|(_, f, o)| f * BINLOG_FILE_SIZE + o).sum());
+        self.gate.last_master_seen_at = Some(NOW - 3);
+        self
+    }
+    fn loss(mut self, want: &'static str) -> Self {
+        self.loss = Some(want);
         self
     }
     /// What the poller saw of `node` in the last polls that saw m1:1 alive: a replica of
@@ -622,7 +660,65 @@ fn rows() -> Vec<Row> {
             master_dead(), m1())
             .policy(|p| p.max_lag_bytes = 100)
             .master_last_seen_at(5000)
-            .expect(REFUSE, "no promotable replica: r1:1: behind the master's last seen offset by 4010 bytes (limit 100); r2:1: behind the master's last seen offset by 4000 bytes (limit 100)"),
+            .expect(REFUSE, "no promotable replica: r1:1: behind the master's last seen offset by 4010 bytes (limit 100); estimated loss if promoted: 4010 bytes; r2:1: behind the master's last seen offset by 4000 bytes (limit 100); estimated loss if promoted: 4000 bytes; to promote the best of them anyway, accepting that loss: pika-remedy failover --cluster c --accept-data-loss"),
+        row("loss: the lag refusal states the estimated loss per Pika DB", Trigger::MasterDown,
+            cluster("c").down("m1:1")
+                .replica("r1:1").of("m1:1").link(Down).db("db0", 1, 100).db("db1", 0, 50)
+                .replica("r2:1").of("m1:1").link(Down).db("db0", 1, 90).db("db1", 0, 80), m1())
+            .policy(|p| p.max_lag_bytes = 100)
+            .master_last_dbs(&[("db0", 1, 400), ("db1", 0, 80)])
+            .expect(REFUSE, "no promotable replica: r1:1: behind the master's last seen offset by 330 bytes (limit 100); estimated loss if promoted: db0 300 bytes, db1 30 bytes; r2:1: behind the master's last seen offset by 310 bytes (limit 100); estimated loss if promoted: db0 310 bytes, db1 0 bytes; to promote the best of them anyway, accepting that loss: pika-remedy failover --cluster c --accept-data-loss"),
+        row("loss: --accept-data-loss promotes the best laggard and states the accepted estimate", accept_loss(None),
+            cluster("c").down("m1:1")
+                .replica("r1:1").of("m1:1").link(Down).db("db0", 1, 100).db("db1", 0, 50)
+                .replica("r2:1").of("m1:1").link(Down).db("db0", 1, 90).db("db1", 0, 80), m1())
+            .policy(|p| p.max_lag_bytes = 100)
+            .master_last_dbs(&[("db0", 1, 400), ("db1", 0, 80)])
+            .expect(failover("r2:1", &["r1:1"], "m1:1", false),
+                "operator requested failover accepting data loss; recorded master m1:1 is unreachable and every candidate is more than 100 bytes behind its last seen offset; promoting r2:1 (priority 100, offset 104857770); accepted estimated loss: db0 310 bytes, db1 0 bytes")
+            .loss("db0 310 bytes, db1 0 bytes"),
+        row("loss: --accept-data-loss on Redis: one stream, the loss in bytes", accept_loss(None),
+            redis_cluster("c").down("m1:1")
+                .replica("r1:1").of("m1:1").link(Down).offset(990)
+                .replica("r2:1").of("m1:1").link(Down).offset(1000), m1())
+            .policy(|p| p.max_lag_bytes = 100)
+            .master_last_seen_at(5000)
+            .expect_has(failover("r2:1", &["r1:1"], "m1:1", false), "accepted estimated loss: 4000 bytes")
+            .loss("4000 bytes"),
+        row("loss: --accept-data-loss promotes a laggard, never a node with a hard exclusion", accept_loss(None),
+            master_dead().link(Error), m1())
+            .policy(|p| p.max_lag_bytes = 100)
+            .master_last_seen_at(5000)
+            .expect_has(failover("r1:1", &["r2:1"], "m1:1", false), "promoting r1:1 (priority 100, offset 990); accepted estimated loss: 4010 bytes")
+            .candidates(&[("r1:1", Some("behind the master's last seen offset by 4010 bytes (limit 100); estimated loss if promoted: 4010 bytes")), ("r2:1", Some("link error"))]),
+        row("loss: no laggard left, only other exclusions: --accept-data-loss still refuses", accept_loss(None),
+            cluster("c").down("m1:1")
+                .replica("r1:1").of("m1:1").link(Down).offset(990).never_promote()
+                .replica("r2:1").of("m1:1").link(Error).offset(1000), m1())
+            .policy(|p| p.max_lag_bytes = 100)
+            .master_last_seen_at(5000)
+            .expect(REFUSE, "no promotable replica: r1:1: never_promote; r2:1: link error"),
+        row("loss: --accept-data-loss with candidates within the limit is a plain failover", accept_loss(None),
+            master_dead(), m1())
+            .policy(|p| p.max_lag_bytes = 100)
+            .master_last_seen_at(1050)
+            .expect(failover("r2:1", &["r1:1"], "m1:1", false),
+                "operator requested failover; recorded master m1:1 is unreachable; promoting r2:1 (priority 100, offset 1000)")
+            .loss("50 bytes"),
+        row("loss: a candidate at the master's last seen offset loses nothing", Trigger::MasterDown,
+            master_dead(), m1())
+            .master_last_seen_at(1000)
+            .expect_has(failover("r2:1", &["r1:1"], "m1:1", true), "promoting r2:1")
+            .loss("none (0 bytes)"),
+        row("loss: without the poller's history (CLI) the loss is unknown, said so", manual_failover(None),
+            master_dead(), m1())
+            .expect_has(failover("r2:1", &["r1:1"], "m1:1", false), "promoting r2:1")
+            .loss("unknown (the master's last offset was not seen: no poller history (one-shot CLI, or the service never saw this master alive))"),
+        row("loss: a Redis switchover pauses writes: nothing lost", manual_switchover(None),
+            redis_cluster("c").master("m1:1").offset(1000)
+                .replica("r1:1").of("m1:1").offset(1000), m1())
+            .expect_has(switchover("r1:1", &[], "m1:1"), "operator requested switchover")
+            .loss("none (0 bytes)"),
         row("absolute lag: within the limit of the master's last seen offset: fail over", Trigger::MasterDown,
             master_dead(), m1())
             .policy(|p| p.max_lag_bytes = 100)
@@ -916,6 +1012,12 @@ fn decision_table() {
             )),
             _ => {}
         }
+        if let Some(want) = r.loss {
+            let got = plan.expected_loss.as_ref().map(ToString::to_string);
+            if got.as_deref() != Some(want) {
+                why.push(format!("expected loss: expected {want:?}, got {got:?}"));
+            }
+        }
         if let Some(want) = &r.candidates {
             let got: Vec<(String, Option<String>)> = plan
                 .candidates
@@ -1018,6 +1120,36 @@ fn follow(node: &str, master: &str, force: bool, engine: Engine) -> Step {
         force,
         engine,
         reset: false,
+        full_sync: None,
+    }
+}
+/// The same follow, planned as a full sync for `why`.
+fn full(step: Step, why: &str) -> Step {
+    match step {
+        Step::Follow {
+            node,
+            master,
+            force,
+            engine,
+            reset,
+            ..
+        } => Step::Follow {
+            node,
+            master,
+            force,
+            engine,
+            reset,
+            full_sync: Some(why.to_string()),
+        },
+        other => other,
+    }
+}
+/// The full-sync budget's wait for `node`'s full sync from `master` before `before` starts.
+fn wait_synced(node: &str, master: &str, before: &str) -> Step {
+    Step::WaitSynced {
+        node: a(node),
+        master: a(master),
+        before: a(before),
     }
 }
 fn persist(node: &str) -> Step {
@@ -1084,9 +1216,17 @@ fn failover_forces_pika_replicas_in_error_or_ahead_in_some_db() {
     assert_eq!(
         steps[4..],
         [
-            follow("r2:1", "r1:1", true, Engine::Pika),
+            full(
+                follow("r2:1", "r1:1", true, Engine::Pika),
+                "full sync: db1 binlog (0 500) is ahead of the master's (0 100)"
+            ),
             persist("r2:1"),
-            follow("r3:1", "r1:1", true, Engine::Pika),
+            // At most one full sync at a time (policy.max_parallel_full_syncs = 1).
+            wait_synced("r2:1", "r1:1", "r3:1"),
+            full(
+                follow("r3:1", "r1:1", true, Engine::Pika),
+                "full sync: SLAVEOF force (its link is in error)"
+            ),
             persist("r3:1"),
             follow("r4:1", "r1:1", false, Engine::Pika),
             persist("r4:1"),
@@ -1158,7 +1298,10 @@ fn pika_4_switchover_fences_writes_and_moves_the_other_slaves_first() {
                 automatic_failover: false,
             },
             // r1 (offset 1000) is ahead of r2 (990) in db0: an incremental sync would fail.
-            follow("r1:1", "r2:1", true, Engine::Pika),
+            full(
+                follow("r1:1", "r2:1", true, Engine::Pika),
+                "full sync: db0 binlog (0 1000) is ahead of the master's (0 990)"
+            ),
             persist("r1:1"),
             kill("m1:1"),
             // Fenced, so not ahead of the new master: no forced full resync. It goes last:
@@ -1198,7 +1341,13 @@ fn pika_3_switchover_cannot_fence_so_it_forces_the_old_master_last() {
     );
     assert_eq!(
         &steps[steps.len() - 2..],
-        &[follow("m1:1", "r2:1", true, Engine::Pika), persist("m1:1")]
+        &[
+            full(
+                follow("m1:1", "r2:1", true, Engine::Pika),
+                "full sync: db0 binlog (0 1000) is ahead of the master's (0 990)"
+            ),
+            persist("m1:1")
+        ]
     );
 }
 
@@ -1232,9 +1381,16 @@ fn demote_forces_on_pika_and_repoints_attached_replicas_first() {
     assert_eq!(
         steps[1..].to_vec(),
         vec![
-            follow("r2:1", "r1:1", true, Engine::Pika),
+            full(
+                follow("r2:1", "r1:1", true, Engine::Pika),
+                "full sync: db0 binlog (0 2000) is ahead of the master's (0 1500)"
+            ),
             persist("r2:1"),
-            follow("m1:1", "r1:1", true, Engine::Pika),
+            wait_synced("r2:1", "r1:1", "m1:1"),
+            full(
+                follow("m1:1", "r1:1", true, Engine::Pika),
+                "full sync: db0 binlog (0 2000) is ahead of the master's (0 1500)"
+            ),
             persist("m1:1"),
             kill("m1:1"),
         ]
@@ -1259,7 +1415,10 @@ fn demote_never_forces_on_redis() {
     assert_eq!(
         steps[1..].to_vec(),
         vec![
-            follow("m1:1", "r1:1", false, Engine::Redis),
+            full(
+                follow("m1:1", "r1:1", false, Engine::Redis),
+                "full sync: offset 5000 is ahead of the master's 10"
+            ),
             persist("m1:1"),
             kill("m1:1"),
         ]
@@ -1288,8 +1447,12 @@ fn repoint_forces_only_pika_nodes_in_error_or_ahead() {
         vec![
             follow("r1:1", "m1:1", false, Engine::Pika),
             persist("r1:1"),
-            follow("r2:1", "m1:1", true, Engine::Pika),
+            full(
+                follow("r2:1", "m1:1", true, Engine::Pika),
+                "full sync: db0 binlog (0 1500) is ahead of the master's (0 1000)"
+            ),
             persist("r2:1"),
+            wait_synced("r2:1", "m1:1", "r3:1"),
             // It already names m1: the plan resets it first (an identical SLAVEOF is a no-op).
             Step::Follow {
                 node: a("r3:1"),
@@ -1297,6 +1460,7 @@ fn repoint_forces_only_pika_nodes_in_error_or_ahead() {
                 force: true,
                 engine: Engine::Pika,
                 reset: true,
+                full_sync: Some("full sync: SLAVEOF force (its link is in error)".into()),
             },
             persist("r3:1"),
         ]
@@ -1346,7 +1510,10 @@ fn repoint_on_redis_never_forces() {
     assert_eq!(
         plan.steps(&obs, &Policy::default()),
         vec![
-            follow("r1:1", "m1:1", false, Engine::Redis),
+            full(
+                follow("r1:1", "m1:1", false, Engine::Redis),
+                "full sync: offset 5000 is ahead of the master's 1000"
+            ),
             persist("r1:1")
         ]
     );
@@ -1438,7 +1605,7 @@ fn a_replid_conflict_clears_the_id_then_follows_as_a_full_sync() {
                 why: why.into(),
             },
             // Detached by the clear: no reset, and no force (an empty id means a full sync).
-            follow("r2:1", "m1:1", false, Engine::Pika),
+            full(follow("r2:1", "m1:1", false, Engine::Pika), why),
             persist("r2:1"),
         ]
     );
@@ -1452,6 +1619,7 @@ fn a_replid_conflict_clears_the_id_then_follows_as_a_full_sync() {
         ]
     );
     assert_eq!(cmds[3], "r2:1: SLAVEOF m1 1");
+    assert_eq!(cmds[4], format!("r2:1: {why}"));
 }
 
 #[test]
@@ -1468,7 +1636,13 @@ fn failover_clears_the_replica_whose_id_differs_from_the_promoted_one() {
     );
     assert_eq!(
         steps[5..],
-        [follow("r1:1", "r2:1", false, Engine::Pika), persist("r1:1")]
+        [
+            full(
+                follow("r1:1", "r2:1", false, Engine::Pika),
+                "full sync: replication id differs (6d1b5bba1d8d… here, 0000000000ff… on the master)"
+            ),
+            persist("r1:1")
+        ]
     );
 }
 
@@ -1511,4 +1685,224 @@ fn client_kill_is_planned_only_where_the_engine_supports_it() {
             Some(vec!["m1:1: CLIENT KILL TYPE normal".to_string()])
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Full-sync budget (policy.max_parallel_full_syncs)
+// ---------------------------------------------------------------------------------------------
+
+/// Redis: m1 dead; r1 (best) is promoted; r2 shares its history (partial sync); r3 and r4
+/// were attached to another master (their replication id is not r1's history: full sync).
+fn redis_two_need_full_sync() -> ClusterB {
+    redis_cluster("c")
+        .down("m1:1")
+        .replica("r1:1")
+        .of("m1:1")
+        .link(Down)
+        .offset(1000)
+        .replid(Some("aaaa"))
+        .replica("r2:1")
+        .of("m1:1")
+        .link(Down)
+        .offset(990)
+        .replid(Some("aaaa"))
+        .replica("r3:1")
+        .of("m1:1")
+        .link(Down)
+        .offset(500)
+        .replid(Some("bbbb"))
+        .replica("r4:1")
+        .of("m1:1")
+        .link(Down)
+        .offset(400)
+        .replid(Some("bbbb"))
+}
+
+#[test]
+fn redis_full_syncs_are_planned_as_such_and_serialised_by_the_budget() {
+    let (obs, plan) = plan_of(Trigger::MasterDown, &redis_two_need_full_sync(), m1());
+    assert_eq!(
+        plan.action,
+        failover("r1:1", &["r2:1", "r3:1", "r4:1"], "m1:1", true)
+    );
+    let why = "full sync: replication id bbbb is not in the master's history";
+    let steps = plan.steps(&obs, &Policy::default());
+    assert_eq!(
+        steps[4..],
+        [
+            // Same history, not ahead: a partial resync, no budget.
+            follow("r2:1", "r1:1", false, Engine::Redis),
+            persist("r2:1"),
+            full(follow("r3:1", "r1:1", false, Engine::Redis), why),
+            persist("r3:1"),
+            // The default budget is one: r4 waits for r3's full sync to end.
+            wait_synced("r3:1", "r1:1", "r4:1"),
+            full(follow("r4:1", "r1:1", false, Engine::Redis), why),
+            persist("r4:1"),
+        ]
+    );
+    let text: Vec<String> = steps.iter().map(ToString::to_string).collect();
+    assert!(
+        text.contains(&"r3:1 follows r1:1 (full sync)".to_string()),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(
+            &"wait for the full sync of r3:1 from r1:1 before repointing r4:1".to_string()
+        ),
+        "{text:?}"
+    );
+    let cmds: Vec<String> = steps.iter().flat_map(|s| s.commands(false)).collect();
+    assert!(cmds.contains(&format!("r3:1: {why}")), "{cmds:?}");
+    assert!(
+        cmds.contains(
+            &"r3:1: poll INFO until master_link_status:up from r1:1 (its full sync is done)"
+                .to_string()
+        ),
+        "{cmds:?}"
+    );
+    // WaitSynced sends nothing and is no mutation (the executor runs exactly the plan).
+    let wait = wait_synced("r3:1", "r1:1", "r4:1");
+    assert!(!wait.mutates());
+}
+
+#[test]
+fn a_budget_of_two_lets_two_full_syncs_run_at_once() {
+    let (obs, plan) = plan_of(Trigger::MasterDown, &redis_two_need_full_sync(), m1());
+    let policy = Policy {
+        max_parallel_full_syncs: 2,
+        ..Policy::default()
+    };
+    let steps = plan.steps(&obs, &policy);
+    assert!(
+        !steps.iter().any(|s| matches!(s, Step::WaitSynced { .. })),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn a_full_sync_already_running_from_the_master_counts_against_the_budget() {
+    // r2 is in full sync from m1 right now; r1 follows another master and needs one too.
+    let c = redis_cluster("c")
+        .master("m1:1")
+        .offset(1000)
+        .replid(Some("aaaa"))
+        .replica("r1:1")
+        .of("m9:1")
+        .offset(10)
+        .replid(Some("bbbb"))
+        .replica("r2:1")
+        .of("m1:1")
+        .link(FullSync)
+        .replid(Some("cccc"));
+    let (obs, plan) = plan_of(Trigger::Periodic, &c, m1());
+    assert_eq!(plan.action, repoint(&["r1:1"], "m1:1"));
+    assert_eq!(
+        plan.steps(&obs, &Policy::default()),
+        vec![
+            wait_synced("r2:1", "m1:1", "r1:1"),
+            full(
+                follow("r1:1", "m1:1", false, Engine::Redis),
+                "full sync: replication id bbbb is not in the master's history"
+            ),
+            persist("r1:1"),
+        ]
+    );
+}
+
+#[test]
+fn redis_partial_resync_through_replid2_is_not_a_full_sync() {
+    // m1 was promoted from a replica of an old master with id "old" at offset 800: a replica
+    // still carrying "old" at offset 700 continues with PSYNC (master_replid2).
+    let (obs, _) = plan_of(
+        Trigger::Periodic,
+        &redis_cluster("c")
+            .master("m1:1")
+            .offset(1000)
+            .replid(Some("new")),
+        m1(),
+    );
+    let mut master = obs.nodes[0].status.clone().expect("status");
+    master.psync = Some(pika_remedy::model::Psync {
+        replid2: Some("old".into()),
+        second_offset: Some(801),
+        backlog_first: Some(1),
+    });
+    let mut replica = master.clone();
+    replica.role = Role::Slave;
+    replica.replid = Some("old".into());
+    replica.offset = Some(700);
+    replica.psync = None;
+    assert_eq!(
+        pika_remedy::decide::full_sync_reason(&replica, &master, false),
+        None
+    );
+    // Past second_repl_offset: that history diverged from m1's.
+    replica.offset = Some(900);
+    assert!(pika_remedy::decide::full_sync_reason(&replica, &master, false).is_some());
+    // Outside the backlog.
+    replica.offset = Some(700);
+    master.psync.as_mut().expect("psync").backlog_first = Some(750);
+    assert_eq!(
+        pika_remedy::decide::full_sync_reason(&replica, &master, false).as_deref(),
+        Some("full sync: offset 700 is older than the master's backlog (from 750)")
+    );
+}
+
+#[test]
+fn pika_binlog_older_than_the_kept_files_is_a_full_sync() {
+    let c = cluster("c")
+        .master("m1:1")
+        .db("db0", 30, 10)
+        .replica("r1:1")
+        .of("m9:1")
+        .db("db0", 12, 0)
+        .replica("r2:1")
+        .of("m9:1")
+        .db("db0", 25, 0);
+    let (obs, plan) = plan_of(Trigger::Periodic, &c, m1());
+    let steps = plan.steps(&obs, &Policy::default());
+    assert_eq!(
+        steps,
+        vec![
+            full(
+                follow("r1:1", "m1:1", false, Engine::Pika),
+                "full sync: db0 binlog file 12 may be purged on the master (at file 30; it keeps the newest 10 by default)"
+            ),
+            persist("r1:1"),
+            follow("r2:1", "m1:1", false, Engine::Pika),
+            persist("r2:1"),
+        ]
+    );
+}
+
+#[test]
+fn the_expected_loss_is_data_in_the_plan_json() {
+    let r = row(
+        "json",
+        accept_loss(None),
+        cluster("c")
+            .down("m1:1")
+            .replica("r1:1")
+            .of("m1:1")
+            .link(Down)
+            .db("db0", 1, 100),
+        m1(),
+    )
+    .policy(|p| p.max_lag_bytes = 100)
+    .master_last_dbs(&[("db0", 1, 400)]);
+    let (_, plan) = r.run();
+    assert_eq!(
+        plan.expected_loss,
+        Some(ExpectedLoss::Bytes {
+            total: 300,
+            dbs: [("db0".to_string(), 300)].into_iter().collect(),
+            master_seen_at: Some(NOW - 3),
+        })
+    );
+    let v = serde_json::to_value(&plan).expect("json");
+    assert_eq!(
+        v["expected_loss"],
+        serde_json::json!({"kind": "bytes", "total": 300, "dbs": {"db0": 300}, "master_seen_at": NOW - 3})
+    );
 }

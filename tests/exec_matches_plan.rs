@@ -50,6 +50,8 @@ struct Case {
     action: &'static str,
     /// Command fragments that must (true) or must not (false) be among the planned ones.
     expect: Vec<(&'static str, bool)>,
+    /// Step lines (as the plan prints them) that must be among the planned steps.
+    steps: Vec<&'static str>,
 }
 
 /// Plan once (as `plan` does), run the reconcile, compare what the fake received.
@@ -103,6 +105,21 @@ async fn check(case: Case) {
     if plan.action.mutates_nodes() {
         assert!(!planned.is_empty(), "{}", case.name);
     }
+    // Every step the plan lists ran, in order (WaitSynced included, though it sends nothing).
+    let ran: Vec<String> = out.steps.iter().map(|r| r.step.to_string()).collect();
+    let listed: Vec<String> = plan
+        .steps(&obs, &p)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(ran, listed, "{}: executed steps", case.name);
+    for want in &case.steps {
+        assert!(
+            listed.iter().any(|l| l == want),
+            "{}: {want:?} not in {listed:#?}",
+            case.name
+        );
+    }
 }
 
 fn dead_master(engine: Engine) -> FakeNodes {
@@ -125,6 +142,7 @@ fn cases() -> Vec<Case> {
         has_password: false,
         action,
         expect: Vec::new(),
+        steps: Vec::new(),
     };
     let mut v = vec![
         base(
@@ -284,6 +302,29 @@ fn cases() -> Vec<Case> {
             redis7,
             Trigger::Switchover { to: None },
             "switchover",
+        )
+    });
+
+    // Redis: R2 and R3 were attached to another master (another replication id): after the
+    // failover to R1 both need a full sync; the default budget of one makes R3 wait for R2's.
+    let full = FakeNodes::cluster(Engine::Redis, M, &[R1, R2, R3]);
+    full.set(M, |x| x.up = false);
+    for n in [R2, R3] {
+        full.set(n, |x| x.replid = Some("elsewhere".into()));
+    }
+    v.push(Case {
+        coord: FakeCoord::with_record(M, &[R1, R2, R3], 1),
+        config: vec![M, R1, R2, R3],
+        steps: vec![
+            "10.0.0.3:9221 follows 10.0.0.2:9221 (full sync)",
+            "wait for the full sync of 10.0.0.3:9221 from 10.0.0.2:9221 before repointing 10.0.0.4:9221",
+            "10.0.0.4:9221 follows 10.0.0.2:9221 (full sync)",
+        ],
+        ..base(
+            "failover redis with two full syncs, one at a time",
+            full,
+            Trigger::MasterDown,
+            "failover",
         )
     });
 

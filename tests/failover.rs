@@ -479,6 +479,8 @@ async fn lagging_replicas_are_refused_against_the_masters_last_seen_offset() {
             master: env.rc.master.addr(),
             epoch: 1, // bootstrapped above
             offset: Some(master_offset),
+            db_offsets: Default::default(),
+            seen_at: 0,
             links: Default::default(),
         }),
         ..env.ctx()

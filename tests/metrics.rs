@@ -145,6 +145,7 @@ fn pika_master() -> NodeStatus {
                 lag_seconds: None,
             },
         ],
+        psync: None,
     }
 }
 
@@ -189,6 +190,7 @@ fn pika_replica(link: LinkState, db1: LinkState) -> NodeStatus {
         priority: Some(100),
         connected_replicas: 0,
         replicas: vec![],
+        psync: None,
     }
 }
 
@@ -266,6 +268,7 @@ fn redis_observation() -> Observation {
             lag_bytes: Some(154),
             lag_seconds: Some(1),
         }],
+        psync: None,
     };
     let replica = NodeStatus {
         engine: Engine::Redis,
@@ -281,6 +284,7 @@ fn redis_observation() -> Observation {
         priority: Some(100),
         connected_replicas: 0,
         replicas: vec![],
+        psync: None,
     };
     Observation {
         cluster: "redis-b".into(),

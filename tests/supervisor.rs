@@ -153,6 +153,7 @@ async fn manual_triggers_are_not_swallowed_by_alerts() {
     until("first reconcile to start", || fake.calls() == 1).await;
     let to = Trigger::Failover {
         to: Some(Addr::new("127.0.0.1", 7001)),
+        accept_data_loss: false,
     };
     let (a, m1, m2) = tokio::join!(
         sup.submit("c", alert()),

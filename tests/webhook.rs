@@ -691,9 +691,13 @@ async fn operator_api() {
         assert_eq!(
             triggers,
             [
-                Trigger::Failover { to: None },
                 Trigger::Failover {
-                    to: Some("127.0.0.1:7001".parse().unwrap())
+                    to: None,
+                    accept_data_loss: false
+                },
+                Trigger::Failover {
+                    to: Some("127.0.0.1:7001".parse().unwrap()),
+                    accept_data_loss: false
                 },
                 Trigger::Switchover {
                     to: Some("127.0.0.1:7002".parse().unwrap())

@@ -106,6 +106,9 @@ pub enum Command {
         /// Plan a failover to this node.
         #[arg(long)]
         to: Option<Addr>,
+        /// Plan a failover that accepts data loss (see `failover --accept-data-loss`).
+        #[arg(long)]
+        accept_data_loss: bool,
         /// Print JSON (see docs/json.md) instead of text.
         #[arg(long)]
         json: bool,
@@ -121,6 +124,11 @@ pub enum Command {
         /// The replica to promote (default: the best one).
         #[arg(long)]
         to: Option<Addr>,
+        /// When every replica is more than `policy.max_lag_bytes` behind the master's last
+        /// seen offset, promote the best one anyway; the plan and the audit event state the
+        /// estimated loss accepted.
+        #[arg(long)]
+        accept_data_loss: bool,
         /// Decide and print, send nothing.
         #[arg(long)]
         dry_run: bool,
@@ -413,10 +421,14 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             cluster,
             failover,
             to,
+            accept_data_loss,
             json,
         } => {
-            let trigger = if failover || to.is_some() {
-                Trigger::Failover { to }
+            let trigger = if failover || to.is_some() || accept_data_loss {
+                Trigger::Failover {
+                    to,
+                    accept_data_loss,
+                }
             } else {
                 Trigger::Periodic
             };
@@ -426,11 +438,15 @@ pub fn run(command: Command) -> Result<Reply, Error> {
             config,
             cluster,
             to,
+            accept_data_loss,
             dry_run,
             yes,
             json,
         } => {
-            let trigger = Trigger::Failover { to };
+            let trigger = Trigger::Failover {
+                to,
+                accept_data_loss,
+            };
             if !dry_run && !yes && !json && !confirm(&config, &cluster, &trigger)? {
                 return Ok(Reply::new("aborted: nothing sent\n".into(), Exit::NotDone));
             }
@@ -770,7 +786,7 @@ fn operator(path: &Path, cluster: &str, op: Op, json: bool) -> Result<Reply, Err
     // A node that is not configured is a usage error (exit 2), not a refusal.
     let named = match &op {
         Op::Plan(t) | Op::Act { trigger: t, .. } => match t {
-            Trigger::Failover { to } | Trigger::Switchover { to } => to.clone(),
+            Trigger::Failover { to, .. } | Trigger::Switchover { to } => to.clone(),
             Trigger::Demote { node, .. } => Some(node.clone()),
             _ => None,
         },

@@ -34,6 +34,9 @@ pub fn render_plan<N: Nodes, C: Coordinator>(
         }
     }
     let _ = writeln!(s, "plan: {} — {}", plan.action.label(), plan.reason);
+    if let Some(loss) = &plan.expected_loss {
+        let _ = writeln!(s, "expected loss: {loss}");
+    }
     if !plan.candidates.is_empty() {
         let _ = writeln!(s, "candidates (best first):");
         for c in &plan.candidates {
@@ -86,6 +89,9 @@ pub fn render_outcome(out: &Outcome) -> String {
         out.plan.action.label(),
         out.plan.reason
     );
+    if let Some(loss) = &out.plan.expected_loss {
+        let _ = writeln!(s, "expected loss: {loss}");
+    }
     for st in &out.steps {
         let _ = writeln!(
             s,

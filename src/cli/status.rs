@@ -669,6 +669,7 @@ mod tests {
             priority: None,
             connected_replicas: 0,
             replicas: Vec::new(),
+            psync: None,
         }
     }
 

@@ -267,6 +267,12 @@ pub struct Policy {
     /// during the wait, and the lock is re-checked before the demotion's first command.
     #[serde(with = "humantime_serde")]
     pub snapshot_timeout: Duration,
+    /// At most this many full syncs (a replica copying all data from its master) run at once
+    /// per cluster; the plan makes the others wait in order. Default 1; at least 1.
+    pub max_parallel_full_syncs: usize,
+    /// Bound for one full sync to finish (link up) when a later one waits for it.
+    #[serde(with = "humantime_serde")]
+    pub full_sync_timeout: Duration,
 }
 
 /// `policy.diverged`: a node about to be demoted (its own writes discarded by a forced full
@@ -309,6 +315,8 @@ impl Default for Policy {
             lock_ttl: Duration::from_secs(60),
             diverged: DivergedPolicy::Snapshot,
             snapshot_timeout: Duration::from_secs(30),
+            max_parallel_full_syncs: 1,
+            full_sync_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -221,7 +221,14 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        if p.max_parallel_full_syncs == 0 {
+            errs.push(err(
+                "policy.max_parallel_full_syncs".into(),
+                "must be at least 1".into(),
+            ));
+        }
         for (name, d) in [
+            ("policy.full_sync_timeout", p.full_sync_timeout),
             ("policy.promote_timeout", p.promote_timeout),
             ("policy.link_timeout", p.link_timeout),
             ("policy.lock_ttl", p.lock_ttl),

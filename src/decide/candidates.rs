@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{has_link_error, in_full_sync, master_of, Candidate, PriorLink};
+use super::{has_link_error, in_full_sync, master_of, Candidate, Gate};
 use crate::config::Policy;
 use crate::model::{Addr, Engine, LinkState, NodeObservation, NodeStatus, Observation, Role};
 
@@ -36,6 +36,8 @@ pub(super) enum Exclusion {
     BehindMaster {
         by: u64,
         limit: u64,
+        /// The estimated loss if it were promoted anyway (per DB on Pika).
+        loss: super::ExpectedLoss,
     },
     OffsetUnknown,
     /// Operator maintenance (shared controls); the text says which and why.
@@ -68,8 +70,8 @@ impl Exclusion {
             Exclusion::Behind { by, limit } => {
                 format!("behind the best by {by} bytes (limit {limit})")
             }
-            Exclusion::BehindMaster { by, limit } => {
-                format!("behind the master's last seen offset by {by} bytes (limit {limit})")
+            Exclusion::BehindMaster { by, limit, loss } => {
+                format!("behind the master's last seen offset by {by} bytes (limit {limit}); estimated loss if promoted: {loss}")
             }
             Exclusion::OffsetUnknown => "offset unknown".into(),
             Exclusion::Maintenance(why) => why.clone(),
@@ -167,11 +169,12 @@ pub(super) fn assess<'a>(
     master: &Addr,
     policy: &Policy,
     need_link_up: bool,
-    last_master_offset: Option<u64>,
-    links_before: &BTreeMap<Addr, PriorLink>,
+    history: Option<&Gate>,
     holds: &BTreeMap<Addr, super::NodeHold>,
 ) -> Vec<Assessed<'a>> {
     let view = ClusterView::of(obs);
+    let no_links = BTreeMap::new();
+    let links_before = history.map_or(&no_links, |g| &g.links_before);
     let mut assessed: Vec<Assessed> = obs
         .nodes
         .iter()
@@ -214,7 +217,7 @@ pub(super) fn assess<'a>(
             a.exclusions.push(Exclusion::Maintenance(h.reason.clone()));
         }
     }
-    exclude_laggards(&mut assessed, policy, last_master_offset);
+    exclude_laggards(&mut assessed, policy, history);
     rank(assessed)
 }
 
@@ -278,7 +281,8 @@ fn pika_exclusions(s: &NodeStatus, view: &ClusterView, exclusions: &mut Vec<Excl
 
 /// Lag is measured against the best of the nodes still in the race, not against excluded
 /// ones, and (when known) against the master's last seen offset.
-fn exclude_laggards(assessed: &mut [Assessed], policy: &Policy, last_master_offset: Option<u64>) {
+fn exclude_laggards(assessed: &mut [Assessed], policy: &Policy, history: Option<&Gate>) {
+    let last_master_offset = history.and_then(|g| g.last_master_offset);
     let best = assessed
         .iter()
         .filter(|a| a.exclusions.is_empty())
@@ -294,6 +298,12 @@ fn exclude_laggards(assessed: &mut [Assessed], policy: &Policy, last_master_offs
                 a.exclusions.push(Exclusion::BehindMaster {
                     by: last_master_offset.unwrap_or(o).saturating_sub(o),
                     limit,
+                    loss: history.map_or_else(
+                        || super::ExpectedLoss::Unknown {
+                            why: "no history".into(),
+                        },
+                        |g| super::loss::of_failover(a.node.reachable(), g),
+                    ),
                 })
             }
             Some(o) if best - o > limit => a.exclusions.push(Exclusion::Behind {

@@ -188,5 +188,6 @@ pub(super) fn refuse_check(
             obs.cluster
         ),
         candidates: plan.candidates,
+        expected_loss: None,
     }
 }

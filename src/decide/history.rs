@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Addr, LinkState, NodeStatus, Role, TopologyRecord};
+use crate::model::{Addr, BinlogPos, LinkState, NodeStatus, Role, TopologyRecord};
 
 /// A node's replication link in one observation, reduced to what the failover rules need.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,13 +110,20 @@ pub struct PriorLink {
 }
 
 /// What the service's poller saw of the recorded master the last time it was alive: the lag
-/// reference (its offset) and the other nodes' links ([`Gate::links_before`]). It applies only
+/// reference (its offset) and the other nodes' links ([`super::Gate::links_before`]). It applies only
 /// while the record still names that master at that epoch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MasterSeen {
     pub master: Addr,
     pub epoch: u64,
+    /// Its offset (Redis `master_repl_offset`, Pika `slave_repl_offset` or the binlog sum).
     pub offset: Option<u64>,
+    /// Pika: its binlog position per DB (`dbN:binlog_offset`); empty on Redis.
+    #[serde(default)]
+    pub db_offsets: BTreeMap<String, BinlogPos>,
+    /// Unix seconds of the poll that saw it (0 if unknown).
+    #[serde(default)]
+    pub seen_at: u64,
     pub links: BTreeMap<Addr, PriorLink>,
 }
 
@@ -128,5 +135,19 @@ impl MasterSeen {
         } else {
             (None, BTreeMap::new())
         }
+    }
+
+    /// The master's last offsets for the loss estimate ([`super::Gate::last_master_dbs`],
+    /// [`super::Gate::last_master_seen_at`]) if it is the one the record names.
+    pub fn last_offsets(
+        &self,
+        rec: &TopologyRecord,
+    ) -> Option<(BTreeMap<String, BinlogPos>, Option<u64>)> {
+        (self.master == rec.master && self.epoch == rec.epoch).then(|| {
+            (
+                self.db_offsets.clone(),
+                (self.seen_at > 0).then_some(self.seen_at),
+            )
+        })
     }
 }

@@ -70,7 +70,13 @@
 //! A manual failover to a named node overrides the soft exclusions (never_promote, priority 0,
 //! lag, missing DB, unknown offset, not linked before the master died) and says so in the reason; it never overrides the hard ones
 //! (unreachable, claims master, follows another master, not eligible, full sync, link error).
-//! Without a candidate the plan is a refusal listing every node with its phrase. Otherwise the
+//! Without a candidate the plan is a refusal listing every node with its phrase. A node too far
+//! behind the master's last seen offset carries its estimated loss in its phrase ("…; estimated
+//! loss if promoted: db0 N bytes, …"), and when such nodes are among those left the refusal
+//! names `failover --accept-data-loss`: that trigger then ranks the nodes again without the
+//! master as the lag reference and promotes the best, its reason stating the accepted estimate.
+//! Failover and switchover plans carry [`Plan::expected_loss`] ([`ExpectedLoss`], see `loss`).
+//! Otherwise the
 //! best candidate is promoted and *all* other reachable nodes except M follow it, including the
 //! excluded ones: they must not stay attached to nothing.
 //!
@@ -109,6 +115,11 @@
 //!   so clients pinned to it reconnect and rediscover. Redis 2.8.12+ and Pika 3.5.5+/4.x only;
 //!   otherwise the step says why and sends nothing. A failure is reported, the plan goes on.
 //! - `force` is never set for Redis (it rejects the extra argument), nor for unknown engines.
+//! - Full syncs: a follow that will copy all data ([`full_sync_reason`], see `sync`) carries the
+//!   reason; at most `policy.max_parallel_full_syncs` run at once per master (one already seen
+//!   in full sync from it counts), the next waits in plan order behind a [`Step::WaitSynced`]
+//!   for the oldest one (before its `ClearReplicationId`, if any). A switchover's old master
+//!   follows after the catch-up, so the offsets seen before the plan do not make it a full sync.
 //! - Children first: before a Pika node follows anyone, the reachable nodes that still follow
 //!   it (and that the plan has not moved or promoted yet) follow its new master, deepest first
 //!   in a chain; their own later follow of that master is dropped. These are steps of the plan:
@@ -121,13 +132,17 @@
 mod candidates;
 mod diverged;
 mod history;
+mod loss;
 mod rules;
 mod steps;
+mod sync;
 
 pub use diverged::{estimate as estimate_divergence, DbDivergence, Divergence};
 pub use steps::snapshot_name;
 
 pub use history::{LinkSnapshot, MasterSeen, PriorLink};
+pub use loss::ExpectedLoss;
+pub use sync::full_sync_reason;
 
 use std::collections::BTreeMap;
 
@@ -150,7 +165,14 @@ pub enum Trigger {
     /// Periodic check (no alert).
     Periodic,
     /// Operator: fail over now (master dead or not), optionally to a given node. Ignores cooldown.
-    Failover { to: Option<Addr> },
+    /// `accept_data_loss`: when every candidate is too far behind the master's last seen
+    /// offset (`policy.max_lag_bytes`), promote the best of them anyway; the plan states the
+    /// estimated loss it accepts (`Plan::expected_loss`), and so does the audit event.
+    Failover {
+        to: Option<Addr>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        accept_data_loss: bool,
+    },
     /// Operator: planned switchover of a healthy master to `to` (or the best replica).
     Switchover { to: Option<Addr> },
     /// Operator: make `node` follow the recorded master. `accept_data_loss`: also when the
@@ -195,6 +217,11 @@ pub struct Gate {
     /// master had is excluded, so a failover can be refused for lag. `None` (e.g. the CLI,
     /// which has no history): lag is only measured against the best candidate.
     pub last_master_offset: Option<u64>,
+    /// Pika: the recorded master's binlog position per DB the last time the poller saw it
+    /// alive (empty on Redis and without history): the per-DB loss estimate of a failover.
+    pub last_master_dbs: BTreeMap<String, crate::model::BinlogPos>,
+    /// Unix seconds of that last sighting (carried into the loss estimate, never into a reason).
+    pub last_master_seen_at: Option<u64>,
     /// Each other node's replication link as the service's poller last saw it in polls that
     /// also saw the recorded master alive (see [`PriorLink`]). Empty without history (CLI):
     /// only the current observation counts.
@@ -296,6 +323,10 @@ pub struct Plan {
     /// Candidate ranking when one was computed (failover/switchover/refusals for lack of one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<Candidate>,
+    /// Failover and switchover plans: what the chosen candidate is expected to lose of the
+    /// master's acknowledged writes (none, bytes per DB, or unknown and why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_loss: Option<ExpectedLoss>,
 }
 
 /// One ordered, verifiable step. `reconcile` checks the lock before each mutating step.
@@ -321,6 +352,19 @@ pub enum Step {
         /// silent no-op on Pika, even in a broken state).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         reset: bool,
+        /// This follow is a full sync (all data copied from `master`), and why (a stable
+        /// phrase, e.g. "full sync: replication id differs …"). A full sync still copying when
+        /// `link_timeout` ends is not restarted (no retry): [`Step::WaitSynced`] waits for its end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        full_sync: Option<String>,
+    },
+    /// The full-sync budget (`policy.max_parallel_full_syncs`): wait (bounded by
+    /// `policy.full_sync_timeout`) until `node`'s full sync from `master` is done (link up)
+    /// before `before` starts its own. Sends nothing.
+    WaitSynced {
+        node: Addr,
+        master: Addr,
+        before: Addr,
     },
     /// `CONFIG REWRITE`, so a restart keeps the new role. A failure is reported.
     Persist { node: Addr },
@@ -382,6 +426,7 @@ impl Step {
         !matches!(
             self,
             Step::WaitCatchUp { .. }
+                | Step::WaitSynced { .. }
                 | Step::Record { .. }
                 | Step::Intent { .. }
                 | Step::Diverged {
@@ -407,12 +452,25 @@ impl std::fmt::Display for Step {
                 node,
                 master,
                 force,
+                full_sync,
                 ..
             } => {
                 format!(
-                    "{node} follows {master}{}",
-                    if *force { " (force)" } else { "" }
+                    "{node} follows {master}{}{}",
+                    if *force { " (force)" } else { "" },
+                    if full_sync.is_some() {
+                        " (full sync)"
+                    } else {
+                        ""
+                    }
                 )
+            }
+            Step::WaitSynced {
+                node,
+                master,
+                before,
+            } => {
+                format!("wait for the full sync of {node} from {master} before repointing {before}")
             }
             Step::Persist { node } => format!("CONFIG REWRITE {node}"),
             Step::Unpause { node } => format!("unpause {node}"),
@@ -455,6 +513,7 @@ impl Plan {
             action: Action::NoAction,
             reason: reason.into(),
             candidates: Vec::new(),
+            expected_loss: None,
         }
     }
 
@@ -463,6 +522,7 @@ impl Plan {
             action: Action::Refuse { retryable },
             reason: reason.into(),
             candidates: Vec::new(),
+            expected_loss: None,
         }
     }
 
@@ -471,11 +531,17 @@ impl Plan {
             action,
             reason: reason.into(),
             candidates: Vec::new(),
+            expected_loss: None,
         }
     }
 
     fn ranked(mut self, candidates: Vec<Candidate>) -> Plan {
         self.candidates = candidates;
+        self
+    }
+
+    fn losing(mut self, loss: ExpectedLoss) -> Plan {
+        self.expected_loss = Some(loss);
         self
     }
 }
@@ -534,7 +600,8 @@ fn has_link_error(s: &NodeStatus) -> bool {
     s.link == Some(LinkState::Error) || s.db_links.values().any(|l| *l == LinkState::Error)
 }
 
-fn in_full_sync(s: &NodeStatus) -> bool {
+/// In full sync, overall or in any DB.
+pub fn in_full_sync(s: &NodeStatus) -> bool {
     s.link == Some(LinkState::FullSync) || s.db_links.values().any(|l| *l == LinkState::FullSync)
 }
 
@@ -632,5 +699,6 @@ fn hands_off_check(plan: Plan, gate: &Gate) -> Plan {
             blocked.join("; ")
         ),
         candidates: plan.candidates,
+        expected_loss: None,
     }
 }

@@ -1,11 +1,9 @@
 //! The rule tree: what to do given the record, the observation and the trigger. See the
 //! module docs of [`super`] for the rules in the order they are applied.
 
-use std::collections::BTreeMap;
-
 use super::candidates::{assess, no_candidate_reason, Assessed, Exclusion};
 use super::{
-    chained_last, followers_of, has_link_error, join, master_of, offset_text, record_command,
+    chained_last, followers_of, has_link_error, join, loss, master_of, offset_text, record_command,
     replid_conflict, Action, Candidate, Gate, Plan, Trigger,
 };
 use crate::config::Policy;
@@ -67,7 +65,10 @@ pub(super) fn without_record(trigger: &Trigger, obs: &Observation) -> Plan {
 #[derive(Clone, Copy, Debug)]
 enum Intent<'a> {
     Automatic,
-    Operator { to: Option<&'a Addr> },
+    Operator {
+        to: Option<&'a Addr>,
+        accept_data_loss: bool,
+    },
 }
 
 impl<'a> Intent<'a> {
@@ -77,8 +78,17 @@ impl<'a> Intent<'a> {
     fn target(self) -> Option<&'a Addr> {
         match self {
             Intent::Automatic => None,
-            Intent::Operator { to } => to,
+            Intent::Operator { to, .. } => to,
         }
+    }
+    fn accepts_data_loss(self) -> bool {
+        matches!(
+            self,
+            Intent::Operator {
+                accept_data_loss: true,
+                ..
+            }
+        )
     }
 }
 
@@ -109,9 +119,16 @@ pub(super) fn with_record(
     match trigger {
         Trigger::Demote { node, .. } => rules.demote(node),
         Trigger::Switchover { to } => rules.switchover(to.as_ref()),
-        Trigger::Failover { to } => {
-            rules.repair_or_failover(trigger, Intent::Operator { to: to.as_ref() })
-        }
+        Trigger::Failover {
+            to,
+            accept_data_loss,
+        } => rules.repair_or_failover(
+            trigger,
+            Intent::Operator {
+                to: to.as_ref(),
+                accept_data_loss: *accept_data_loss,
+            },
+        ),
         Trigger::MasterDown | Trigger::RoleMismatch | Trigger::Periodic => {
             rules.repair_or_failover(trigger, Intent::Automatic)
         }
@@ -216,15 +233,7 @@ impl Rules<'_> {
                 return self.not_configured(to);
             }
         }
-        let assessed = assess(
-            self.obs,
-            m,
-            self.policy,
-            true,
-            None,
-            &BTreeMap::new(),
-            &self.gate.holds,
-        );
+        let assessed = assess(self.obs, m, self.policy, true, None, &self.gate.holds);
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
         let chosen = match to {
             Some(to) => {
@@ -267,6 +276,7 @@ impl Rules<'_> {
             reason,
         )
         .ranked(candidates)
+        .losing(loss::of_switchover(self.master.reachable()))
     }
 
     /// Reachable nodes other than the recorded master and `promote`, plain replicas first.
@@ -445,6 +455,10 @@ impl Rules<'_> {
                 "a failover from {m} to {x} was started (intent recorded) and {x} claims master; completing it"
             ),
         )
+        .losing(loss::of_failover(
+            self.obs.node(x).and_then(NodeObservation::reachable),
+            self.gate,
+        ))
     }
 
     /// The recorded master is unreachable and nothing vetoed a failover: pick and promote.
@@ -455,11 +469,41 @@ impl Rules<'_> {
             m,
             self.policy,
             false,
-            self.gate.last_master_offset,
-            &self.gate.links_before,
+            Some(self.gate),
             &self.gate.holds,
         );
         let candidates: Vec<Candidate> = assessed.iter().map(Assessed::candidate).collect();
+        // Every candidate too far behind the master's last seen offset (and nothing else):
+        // the operator may accept the loss; the best of them, by the usual ranking without the
+        // master as the lag reference, is promoted.
+        let lag_only = |a: &&Assessed| {
+            !a.exclusions.is_empty()
+                && a.exclusions
+                    .iter()
+                    .all(|e| matches!(e, Exclusion::BehindMaster { .. } | Exclusion::Behind { .. }))
+        };
+        let none_eligible = assessed.first().is_none_or(|a| !a.exclusions.is_empty());
+        let lossy =
+            none_eligible && intent.target().is_none() && assessed.iter().any(|a| lag_only(&a));
+        let relaxed_gate;
+        let relaxed;
+        let assessed = if lossy && intent.accepts_data_loss() {
+            relaxed_gate = Gate {
+                last_master_offset: None,
+                ..self.gate.clone()
+            };
+            relaxed = assess(
+                self.obs,
+                m,
+                self.policy,
+                false,
+                Some(&relaxed_gate),
+                &self.gate.holds,
+            );
+            &relaxed
+        } else {
+            &assessed
+        };
         let (chosen, overridden) = match intent.target() {
             Some(to) => {
                 if to == m {
@@ -489,17 +533,27 @@ impl Rules<'_> {
             None => match assessed.first().filter(|a| a.exclusions.is_empty()) {
                 Some(a) => (a, Vec::new()),
                 None => {
-                    return Plan::refuse(no_candidate_reason(&assessed), false).ranked(candidates)
+                    let mut why = no_candidate_reason(assessed);
+                    if lossy {
+                        why.push_str(&format!(
+                            "; to promote the best of them anyway, accepting that loss: pika-remedy failover --cluster {} --accept-data-loss",
+                            self.obs.cluster
+                        ));
+                    }
+                    return Plan::refuse(why, false).ranked(candidates);
                 }
             },
         };
         let p = &chosen.node.addr;
+        let expected = loss::of_failover(chosen.node.reachable(), self.gate);
         let what = format!(
             "promoting {p} (priority {}, {})",
             chosen.node.priority,
             offset_text(chosen.offset)
         );
-        let mut reason = if intent.is_manual() {
+        let mut reason = if lossy && intent.accepts_data_loss() {
+            format!("operator requested failover accepting data loss; recorded master {m} is unreachable and every candidate is more than {} bytes behind its last seen offset; {what}; accepted estimated loss: {expected}", self.policy.max_lag_bytes)
+        } else if intent.is_manual() {
             format!("operator requested failover; recorded master {m} is unreachable; {what}")
         } else {
             format!("recorded master {m} is unreachable and no replica sees it; {what}")
@@ -520,5 +574,6 @@ impl Rules<'_> {
             reason,
         )
         .ranked(candidates)
+        .losing(expected)
     }
 }

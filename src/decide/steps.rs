@@ -47,9 +47,19 @@ impl Step {
                 node,
                 master,
                 engine,
+                full_sync,
                 ..
             } => {
-                v.push(poll(node, "master_link_status:up".into()));
+                match full_sync {
+                    Some(why) => {
+                        v.push(format!("{node}: {why}"));
+                        v.push(poll(
+                            node,
+                            "master_link_status:up (a full sync still copying at the link timeout is not restarted)".into(),
+                        ));
+                    }
+                    None => v.push(poll(node, "master_link_status:up".into())),
+                }
                 // The one retry is forced on Pika even when the first try was not: an identical
                 // SLAVEOF is a no-op there, and a link that did not come up usually means Error.
                 v.push(format!(
@@ -60,6 +70,10 @@ impl Step {
             }
             Step::ClearReplicationId { node, master, why } => v.push(format!(
                 "{node}: {why}: the follow below copies all data from {master}"
+            )),
+            Step::WaitSynced { node, master, .. } => v.push(poll(
+                node,
+                format!("master_link_status:up from {master} (its full sync is done)"),
             )),
             Step::KillClients {
                 node,
@@ -159,6 +173,7 @@ impl Step {
             } => on(node, d.bgsave()),
             Step::Diverged { .. }
             | Step::WaitCatchUp { .. }
+            | Step::WaitSynced { .. }
             | Step::Intent { .. }
             | Step::Record { .. } => Vec::new(),
         }
@@ -226,7 +241,7 @@ impl Plan {
                 }
             }
         }
-        children_first(steps, obs)
+        budget_full_syncs(children_first(steps, obs), obs, policy)
     }
 }
 
@@ -301,6 +316,70 @@ fn move_children(
     }
 }
 
+/// The full-sync budget: at most `policy.max_parallel_full_syncs` full syncs from one master
+/// at a time. Walking the steps in order, a follow planned as a full sync that would exceed
+/// the budget gets a [`Step::WaitSynced`] first, for the oldest full sync still running (in
+/// this plan, or one already seen in progress from that master and not moved by the plan),
+/// inserted before its [`Step::ClearReplicationId`] if it has one (the node keeps serving from
+/// its old data until its turn). The others wait in plan order.
+fn budget_full_syncs(steps: Vec<Step>, obs: &Observation, policy: &Policy) -> Vec<Step> {
+    let limit = policy.max_parallel_full_syncs.max(1);
+    let moved: BTreeSet<&Addr> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Follow { node, .. } | Step::Promote { node } => Some(node),
+            _ => None,
+        })
+        .collect();
+    // Per master, the full syncs started and not yet waited for, oldest first.
+    let mut running: BTreeMap<Addr, std::collections::VecDeque<Addr>> = BTreeMap::new();
+    for n in &obs.nodes {
+        if let Some(s) = n.reachable() {
+            if let (true, Some(m)) = (super::in_full_sync(s), &s.master) {
+                if !moved.contains(&n.addr) {
+                    running
+                        .entry(m.clone())
+                        .or_default()
+                        .push_back(n.addr.clone());
+                }
+            }
+        }
+    }
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    for step in steps {
+        if let Step::Follow {
+            node,
+            master,
+            full_sync: Some(_),
+            ..
+        } = &step
+        {
+            let queue = running.entry(master.clone()).or_default();
+            let at = match out.last() {
+                Some(Step::ClearReplicationId { node: n, .. }) if n == node => out.len() - 1,
+                _ => out.len(),
+            };
+            let mut waits = Vec::new();
+            while queue.len() >= limit {
+                let Some(first) = queue.pop_front() else {
+                    break;
+                };
+                waits.push(Step::WaitSynced {
+                    node: first,
+                    master: master.clone(),
+                    before: node.clone(),
+                });
+            }
+            for (i, w) in waits.into_iter().enumerate() {
+                out.insert(at + i, w);
+            }
+            queue.push_back(node.clone());
+        }
+        out.push(step);
+    }
+    out
+}
+
 /// Redis: writes paused (`CLIENT PAUSE … WRITE`, which lifts itself) while the target catches
 /// up; the old master follows right after the record, then is unpaused.
 fn redis_switchover(
@@ -322,6 +401,7 @@ fn redis_switchover(
     promote_and_record(steps, obs, promote, false);
     steps.push(kill_clients(obs, old_master));
     follow_and_persist(steps, obs, old_master, promote, false);
+    caught_up(steps, old_master);
     steps.push(Step::Unpause {
         node: old_master.clone(),
     });
@@ -364,10 +444,33 @@ fn pika_switchover(
     }
     steps.push(kill_clients(obs, old_master));
     follow_and_persist(steps, obs, old_master, promote, !fence);
+    caught_up(steps, old_master);
     if fence {
         steps.push(Step::UnfenceWrites {
             node: old_master.clone(),
         });
+    }
+}
+
+/// A switchover's old master follows the new one only after the catch-up (writes paused or
+/// fenced): the offsets seen before the plan (it was ahead then) say nothing about its sync,
+/// which is partial unless it is forced or its ReplicationID is cleared first.
+fn caught_up(steps: &mut [Step], old_master: &Addr) {
+    let cleared = steps
+        .iter()
+        .any(|s| matches!(s, Step::ClearReplicationId { node, .. } if node == old_master));
+    if let Some(Step::Follow {
+        force: false,
+        full_sync,
+        ..
+    }) = steps
+        .iter_mut()
+        .rev()
+        .find(|s| matches!(s, Step::Follow { node, .. } if node == old_master))
+    {
+        if !cleared {
+            *full_sync = None;
+        }
     }
 }
 
@@ -428,6 +531,11 @@ fn follow_and_persist(
     });
     let reset = conflict.is_none()
         && me.is_some_and(|s| s.role.is_replica() && s.master.as_ref() == Some(to));
+    let force = force_on_pika && engine == Engine::Pika;
+    let full_sync = conflict.clone().or_else(|| {
+        let target = obs.node(to).and_then(NodeObservation::reachable)?;
+        super::full_sync_reason(me?, target, force)
+    });
     if let Some(why) = conflict {
         steps.push(Step::ClearReplicationId {
             node: node.clone(),
@@ -438,9 +546,10 @@ fn follow_and_persist(
     steps.push(Step::Follow {
         node: node.clone(),
         master: to.clone(),
-        force: force_on_pika && engine == Engine::Pika,
+        force,
         engine,
         reset,
+        full_sync,
     });
     steps.push(Step::Persist { node: node.clone() });
 }

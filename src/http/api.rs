@@ -96,6 +96,16 @@ struct ToBody {
     to: Option<Addr>,
 }
 
+/// `POST /v1/clusters/{c}/failover`: `{"to": "host:port", "accept_data_loss": true}`, both optional.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FailoverBody {
+    #[serde(default)]
+    to: Option<Addr>,
+    #[serde(default)]
+    accept_data_loss: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DemoteBody {
@@ -130,8 +140,14 @@ pub(super) async fn failover<R: Reconciler>(
     Path(cluster): Path<String>,
     req: Request,
 ) -> Response {
-    match api_body::<ToBody>(req, app.body_limits()).await {
-        Ok(b) => manual(&app, &cluster, Trigger::Failover { to: b.to }).await,
+    match api_body::<FailoverBody>(req, app.body_limits()).await {
+        Ok(b) => {
+            let trigger = Trigger::Failover {
+                to: b.to,
+                accept_data_loss: b.accept_data_loss,
+            };
+            manual(&app, &cluster, trigger).await
+        }
         Err(r) => r.into_response(),
     }
 }

@@ -530,6 +530,7 @@ mod tests {
             priority: None,
             connected_replicas: 0,
             replicas: Vec::new(),
+            psync: None,
         }
     }
 

@@ -244,6 +244,7 @@ mod tests {
             priority: None,
             connected_replicas: 0,
             replicas: vec![],
+            psync: None,
         }
     }
 

@@ -152,6 +152,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 force: false,
                 engine,
                 reset: false,
+                full_sync: None,
             });
             back.push(Step::Persist { node: p.clone() });
         }
@@ -280,7 +281,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
                 force,
                 engine,
                 reset,
-            } => self.follow(node, master, *force, *engine, *reset).await,
+                full_sync,
+            } => {
+                self.follow(node, master, *force, *engine, *reset, full_sync.is_some())
+                    .await
+            }
+            Step::WaitSynced { node, master, .. } => self.full_sync_done(node, master).await,
             Step::Persist { node } => self.persist(node).await,
             Step::Record {
                 master,
@@ -427,6 +433,7 @@ fn step_node(step: &Step) -> Option<&Addr> {
     match step {
         Step::PauseWrites { node, .. }
         | Step::WaitCatchUp { node, .. }
+        | Step::WaitSynced { node, .. }
         | Step::Promote { node }
         | Step::Follow { node, .. }
         | Step::Persist { node }

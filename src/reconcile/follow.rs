@@ -199,6 +199,7 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
         force: bool,
         engine: Engine,
         reset: bool,
+        full_sync: bool,
     ) -> Result<String, StepError> {
         let nodes = self.ctx.nodes;
         let current = nodes.status(node).await.map_err(StepError::Node)?;
@@ -229,6 +230,15 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             notes.push(format!("link up after {w:.1}s"));
             return Ok(notes.join("; "));
         }
+        // A full sync that is still copying is not restarted: the plan's WaitSynced (or the
+        // next reconcile) waits for its end.
+        if full_sync && self.syncing(node, master).await {
+            notes.push(format!(
+                "full sync still under way after {:.1}s; not restarted",
+                t.elapsed().as_secs_f64()
+            ));
+            return Ok(notes.join("; "));
+        }
         // A ReplicationID conflict is refused for good, forced or not: say so (typed) instead
         // of retrying; the next reconcile plans the clear (a full sync).
         if engine == Engine::Pika {
@@ -249,6 +259,10 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             .await?;
         if let Some(w) = self.link_up(node, master).await? {
             notes.push(format!("link up after {w:.1}s"));
+            return Ok(notes.join("; "));
+        }
+        if full_sync && self.syncing(node, master).await {
+            notes.push("full sync still under way; not restarted".into());
             return Ok(notes.join("; "));
         }
         Err(StepError::Timeout(format!(
@@ -310,6 +324,44 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             have: me.replid.unwrap_or_default(),
             want,
         })
+    }
+
+    /// `node` follows `master` and is in full sync right now.
+    async fn syncing(&self, node: &Addr, master: &Addr) -> bool {
+        self.ctx.nodes.status(node).await.is_ok_and(|s| {
+            s.role.is_replica()
+                && s.master.as_ref() == Some(master)
+                && crate::decide::in_full_sync(&s)
+        })
+    }
+
+    /// The full-sync budget's wait ([`Step::WaitSynced`](crate::decide::Step::WaitSynced)):
+    /// `node`'s link to `master` up, bounded by `full_sync_timeout`; `master` stopping to
+    /// answer ends the plan.
+    pub(super) async fn full_sync_done(
+        &self,
+        node: &Addr,
+        master: &Addr,
+    ) -> Result<String, StepError> {
+        let bound = self.ctx.policy.full_sync_timeout;
+        match self
+            .wait(
+                &format!("{node} full sync from {master}"),
+                node,
+                bound,
+                Some(master),
+                |s| s.follows_with_link_up(master),
+            )
+            .await
+        {
+            Ok(w) => Ok(format!("full sync done, link up after {w:.1}s")),
+            Err(WaitEnd::Gone(why)) => Err(StepError::ClusterChanged(why)),
+            Err(WaitEnd::Timeout) => Err(StepError::Timeout(format!(
+                "{node}'s full sync from {master} not done within {} ({}); the next full sync waits for the next reconcile",
+                humantime::format_duration(bound),
+                self.state_of(node).await
+            ))),
+        }
     }
 
     /// Wait for `node`'s link to `master` (bounded by `link_timeout`): `Some(seconds)` when

@@ -234,10 +234,16 @@ async fn look_with<N: Nodes, C: Coordinator>(
         (Some(seen), Some(r)) => seen.for_record(&r.value),
         _ => (None, Default::default()),
     };
+    let (last_master_dbs, last_master_seen_at) = match (&ctx.last_seen_master, &record) {
+        (Some(seen), Some(r)) => seen.last_offsets(&r.value).unwrap_or_default(),
+        _ => Default::default(),
+    };
     let gate = Gate {
         now,
         paused: ctx.paused || shared_pause,
         last_master_offset,
+        last_master_dbs,
+        last_master_seen_at,
         links_before,
         holds: controls.holds(name, now),
         cooldown_acked,

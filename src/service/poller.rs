@@ -387,6 +387,12 @@ pub fn master_seen(
         master: m.clone(),
         epoch: rec.epoch,
         offset: s.offset.or_else(|| prev.and_then(|p| p.offset)),
+        db_offsets: if s.db_offsets.is_empty() {
+            prev.map(|p| p.db_offsets.clone()).unwrap_or_default()
+        } else {
+            s.db_offsets.clone()
+        },
+        seen_at: prev.map_or(0, |p| p.seen_at),
         links,
     })
 }
@@ -432,7 +438,8 @@ where
         }
     };
     shared.cache.update(name, |seen| {
-        if let Some(now) = master_seen(&obs, record.as_ref(), seen.master_seen.as_ref()) {
+        if let Some(mut now) = master_seen(&obs, record.as_ref(), seen.master_seen.as_ref()) {
+            now.seen_at = crate::reconcile::now_unix();
             seen.master_seen = Some(now);
         }
     });
@@ -600,5 +607,30 @@ mod tests {
         // A new epoch starts a new count.
         let next = master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(2)), two.as_ref());
         assert_eq!(polls(next.as_ref()), Some(1));
+    }
+
+    #[test]
+    fn the_sighting_keeps_the_pika_masters_binlog_per_db() {
+        const PIKA_MASTER: &str = "# Replication(MASTER)\r\nrole:master\r\nReplicationID:abc\r\nconnected_slaves:0\r\ndb0:binlog_offset=2 300,safety_purge=none\r\ndb1:binlog_offset=0 70,safety_purge=none\r\n";
+        let mut one =
+            master_seen(&obs(Ok(PIKA_MASTER), Ok(DOWN)), Some(&rec(1)), None).expect("a sighting");
+        let dbs: Vec<(String, u64, u64)> = one
+            .db_offsets
+            .iter()
+            .map(|(d, p)| (d.clone(), p.filenum, p.offset))
+            .collect();
+        assert_eq!(dbs, vec![("db0".into(), 2, 300), ("db1".into(), 0, 70)]);
+        // The poll stamps the time; a later sighting without binlog lines keeps both.
+        one.seen_at = 42;
+        let later =
+            master_seen(&obs(Ok(MASTER), Ok(DOWN)), Some(&rec(1)), Some(&one)).expect("a sighting");
+        assert_eq!(later.db_offsets, one.db_offsets);
+        assert_eq!(later.seen_at, 42);
+        assert_eq!(
+            later.last_offsets(&rec(1)).map(|(d, t)| (d.len(), t)),
+            Some((2, Some(42)))
+        );
+        // Another epoch: not this master's history.
+        assert_eq!(later.last_offsets(&rec(2)), None);
     }
 }

@@ -199,6 +199,7 @@ impl Nodes for FakeNodes {
                 connected_replicas: followers.len() as u32
                     + if me.linger_others > 0 { 1 } else { 0 },
                 replicas: Vec::new(),
+                psync: None,
             })
         })
     }

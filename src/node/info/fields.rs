@@ -150,6 +150,32 @@ impl<'a> Scan<'a> {
         .map(str::to_string)
     }
 
+    /// Redis: `master_replid2`/`second_repl_offset` and the backlog's first byte, when any of
+    /// them is printed.
+    pub(super) fn psync(&self) -> Option<crate::model::Psync> {
+        let replid2 = self
+            .get("master_replid2")
+            .filter(|v| !v.is_empty() && v.bytes().any(|b| b != b'0'))
+            .map(str::to_string);
+        let second_offset = self
+            .get("second_repl_offset")
+            .and_then(|v| v.parse::<i64>().ok())
+            .and_then(|v| u64::try_from(v).ok());
+        let backlog_first = if self.get("repl_backlog_active") == Some("1") {
+            self.get_u64("repl_backlog_first_byte_offset")
+        } else {
+            None
+        };
+        if !self.has("master_replid2") && !self.has("repl_backlog_active") {
+            return None;
+        }
+        Some(crate::model::Psync {
+            replid2,
+            second_offset,
+            backlog_first,
+        })
+    }
+
     /// `is_eligible_for_master_election` `true`/`false`, else `None`.
     pub(super) fn eligible(&self) -> Option<bool> {
         self.get("is_eligible_for_master_election").and_then(|v| {

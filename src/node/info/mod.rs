@@ -232,6 +232,9 @@ impl<'a> Scan<'a> {
                 .and_then(|v| v.parse::<i64>().ok()),
             connected_replicas,
             replicas,
+            psync: (engine == crate::model::Engine::Redis)
+                .then(|| self.psync())
+                .flatten(),
         })
     }
 }
