@@ -403,6 +403,7 @@ async fn generation(
     } else {
         Ownership::all()
     };
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let members = own.enabled().then(|| {
         tokio::spawn(membership_loop(
             Arc::clone(&handles.coord),
@@ -415,10 +416,15 @@ async fn generation(
                 &own,
                 PollSettings::new(cfg.service.poll_interval, &cfg.timeouts).timeout,
             ),
+            first_tx,
             stop_rx.clone(),
         ))
     });
-    if !own.enabled() {
+    if own.enabled() {
+        // Poll only once this instance has registered and read the members (bounded by one
+        // member TTL): instances starting together must not each poll everything first.
+        let _ = tokio::time::timeout(cfg.member_ttl(), first_rx).await;
+    } else {
         let all = vec![true; handles.names().len()];
         service.metrics.ownership(handles.names(), &all, 1);
     }

@@ -170,8 +170,10 @@ pub async fn membership_loop<C: Coordinator>(
     clusters: Vec<String>,
     metrics: Arc<Metrics>,
     on_release: OnRelease,
+    first_round: tokio::sync::oneshot::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut first_round = Some(first_round);
     let Some(me) = own.me().map(str::to_string) else {
         return;
     };
@@ -227,6 +229,10 @@ pub async fn membership_loop<C: Coordinator>(
             Err(e) => {
                 warn!(error = %e, "scale-out: cannot list the members; keeping the last list");
             }
+        }
+        // The first heartbeat and read are done (well or not): the poller may start.
+        if let Some(tx) = first_round.take() {
+            let _ = tx.send(());
         }
         tokio::select! {
             _ = tokio::time::sleep(timing.refresh) => {}
