@@ -22,7 +22,7 @@ use crate::reconcile::{now_unix, Outcome, Result_};
 use super::checker;
 use super::events::TriggerSource;
 use super::events::{EventLog, FileCap};
-use super::ownership::{membership_loop, MemberTiming, OnRelease, Ownership};
+use super::ownership::{membership_loop, MemberSink, MemberTiming, OnRelease, Ownership};
 use super::poller::{
     poll_loop_owned, ClusterCache, PollSettings, PollShared, PollTarget, SelfTrigger,
 };
@@ -409,13 +409,15 @@ async fn generation(
             Arc::clone(&handles.coord),
             own.clone(),
             MemberTiming::new(cfg.member_ttl(), cfg.service.poll_interval),
-            handles.names().to_vec(),
-            Arc::clone(&service.metrics),
-            released(
-                &service,
-                &own,
-                PollSettings::new(cfg.service.poll_interval, &cfg.timeouts).timeout,
-            ),
+            MemberSink {
+                clusters: handles.names().to_vec(),
+                metrics: Arc::clone(&service.metrics),
+                on_release: released(
+                    &service,
+                    &own,
+                    PollSettings::new(cfg.service.poll_interval, &cfg.timeouts).timeout,
+                ),
+            },
             first_tx,
             stop_rx.clone(),
         ))

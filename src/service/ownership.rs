@@ -161,18 +161,29 @@ impl MemberTiming {
 /// Called after every change of the owned set with the clusters this instance stopped owning.
 pub type OnRelease = Arc<dyn Fn(&[String]) + Send + Sync>;
 
+/// Where the membership loop reports: the configured clusters, their ownership metrics, and
+/// what to do with the clusters this instance stops owning.
+pub struct MemberSink {
+    pub clusters: Vec<String>,
+    pub metrics: Arc<Metrics>,
+    pub on_release: OnRelease,
+}
+
 /// Keep this instance registered and `own` up to date until `stop`; deregister on the way out.
-/// `clusters` are the configured clusters (for the metrics and `on_release`).
+/// `first_round` is sent after the first heartbeat and member read (well or not).
 pub async fn membership_loop<C: Coordinator>(
     coord: Arc<C>,
     own: Ownership,
     timing: MemberTiming,
-    clusters: Vec<String>,
-    metrics: Arc<Metrics>,
-    on_release: OnRelease,
+    sink: MemberSink,
     first_round: tokio::sync::oneshot::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let MemberSink {
+        clusters,
+        metrics,
+        on_release,
+    } = sink;
     let mut first_round = Some(first_round);
     let Some(me) = own.me().map(str::to_string) else {
         return;
