@@ -196,6 +196,9 @@ async fn poll_counts(svcs: &[Option<Service>]) -> Vec<Option<BTreeMap<String, f6
 /// Over a window of a few poll intervals, each cluster is polled by its owner and by no one
 /// else.
 async fn check_one_poller(svcs: &[Option<Service>], live: &[String], clusters: &[String]) {
+    // A poll started just before the member list changed may still finish: wait out the poll
+    // bound (connect + command + 1 s) before the window opens.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let before = poll_counts(svcs).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = poll_counts(svcs).await;
