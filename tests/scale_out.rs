@@ -196,6 +196,9 @@ async fn poll_counts(svcs: &[Option<Service>]) -> Vec<Option<BTreeMap<String, f6
 /// Over a window of a few poll intervals, each cluster is polled by its owner and by no one
 /// else.
 async fn check_one_poller(svcs: &[Option<Service>], live: &[String], clusters: &[String]) {
+    // A poll started just before the member list changed may still finish: wait out the poll
+    // bound (connect + command + 1 s) before the window opens.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let before = poll_counts(svcs).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = poll_counts(svcs).await;
@@ -466,6 +469,13 @@ impl Drop for BenchServe {
 }
 
 async fn bench_serve(bin: &str, config: &std::path::Path) -> BenchServe {
+    let s = bench_spawn(bin, config);
+    bench_ready(&s).await;
+    s
+}
+
+fn bench_spawn(bin: &str, config: &std::path::Path) -> BenchServe {
+    eprintln!("bench: serve --config {}", config.display());
     let port = support::redis::free_port();
     let child = std::process::Command::new(bin)
         .args(["serve", "--config"])
@@ -474,7 +484,11 @@ async fn bench_serve(bin: &str, config: &std::path::Path) -> BenchServe {
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::create(config.with_extension("log"))
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+        )
         .spawn()
         .expect("spawn serve");
     let s = BenchServe {
@@ -485,18 +499,26 @@ async fn bench_serve(bin: &str, config: &std::path::Path) -> BenchServe {
             reqwest::Client::new()
         },
     };
+    s
+}
+
+async fn bench_ready(s: &BenchServe) {
     let t = Instant::now();
     loop {
         let r = s
             .client
             .get(format!("{}/readyz", s.base))
-            .timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
             .send()
             .await;
         if r.is_ok_and(|r| r.status() == 200) {
-            return s;
+            return;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "serve not ready");
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "serve {} not ready",
+            s.base
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -565,17 +587,40 @@ async fn bench_cpu() {
             }
         })
     };
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("pika-remedy-bench-")
+        .tempdir()
+        .expect("tempdir");
     std::fs::write(dir.path().join("bearer"), BEARER).expect("bearer");
+    // local (default): the members and records in files on this host, so the numbers are
+    // the instances' own cost and not an overloaded etcd's; etcd: the real store.
+    let coord: String = env_or("SCALE_BENCH_COORD", "local".to_string());
+    let local_dir = dir.path().join("coord");
     let write = |id: &str, scale_out: bool| {
-        let text = config_text(id, dir.path(), &etcd.endpoint(), &toml)
+        let mut text = config_text(id, dir.path(), &etcd.endpoint(), &toml);
+        if coord == "local" {
+            text = text.replace(
+                &format!(
+                    "kind = \"etcd\"\n[coordinator.etcd]\nendpoints = [\"{}\"]",
+                    etcd.endpoint()
+                ),
+                &format!(
+                    "kind = \"local\"\n[coordinator.local]\ndir = \"{}\"",
+                    local_dir.display()
+                ),
+            );
+        }
+        let text = text
             .replace("scale_out = true", &format!("scale_out = {scale_out}"))
             .replace("events_file = ", "# events_file = ");
         let p = dir.path().join(format!("{id}.toml"));
         std::fs::write(&p, text).expect("config");
         p
     };
-    eprintln!("bench: {nodes} nodes, {} clusters, {bin}", nodes / 2);
+    eprintln!(
+        "bench: {nodes} nodes, {} clusters, coordinator {coord}, {bin}",
+        nodes / 2
+    );
 
     let one = bench_serve(&bin, &write("solo", false)).await;
     tokio::time::sleep(Duration::from_secs(5)).await; // warm-up: connections made
@@ -588,7 +633,10 @@ async fn bench_cpu() {
 
     let mut three = Vec::new();
     for id in IDS {
-        three.push(bench_serve(&bin, &write(id, true)).await);
+        three.push(bench_spawn(&bin, &write(id, true)));
+    }
+    for s in &three {
+        bench_ready(s).await;
     }
     let t = Instant::now();
     for s in &three {

@@ -22,7 +22,7 @@ use crate::reconcile::{now_unix, Outcome, Result_};
 use super::checker;
 use super::events::TriggerSource;
 use super::events::{EventLog, FileCap};
-use super::ownership::{membership_loop, MemberTiming, OnRelease, Ownership};
+use super::ownership::{membership_loop, MemberSink, MemberTiming, OnRelease, Ownership};
 use super::poller::{
     poll_loop_owned, ClusterCache, PollSettings, PollShared, PollTarget, SelfTrigger,
 };
@@ -433,22 +433,30 @@ async fn generation(
     } else {
         Ownership::all()
     };
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let members = own.enabled().then(|| {
         tokio::spawn(membership_loop(
             Arc::clone(&handles.coord),
             own.clone(),
             MemberTiming::new(cfg.member_ttl(), cfg.service.poll_interval),
-            handles.names().to_vec(),
-            Arc::clone(&service.metrics),
-            released(
-                &service,
-                &own,
-                PollSettings::new(cfg.service.poll_interval, &cfg.timeouts).timeout,
-            ),
+            MemberSink {
+                clusters: handles.names().to_vec(),
+                metrics: Arc::clone(&service.metrics),
+                on_release: released(
+                    &service,
+                    &own,
+                    PollSettings::new(cfg.service.poll_interval, &cfg.timeouts).timeout,
+                ),
+            },
+            first_tx,
             stop_rx.clone(),
         ))
     });
-    if !own.enabled() {
+    if own.enabled() {
+        // Poll only once this instance has registered and read the members (bounded by one
+        // member TTL): instances starting together must not each poll everything first.
+        let _ = tokio::time::timeout(cfg.member_ttl(), first_rx).await;
+    } else {
         let all = vec![true; handles.names().len()];
         service.metrics.ownership(handles.names(), &all, 1);
     }

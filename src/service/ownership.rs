@@ -161,17 +161,30 @@ impl MemberTiming {
 /// Called after every change of the owned set with the clusters this instance stopped owning.
 pub type OnRelease = Arc<dyn Fn(&[String]) + Send + Sync>;
 
+/// Where the membership loop reports: the configured clusters, their ownership metrics, and
+/// what to do with the clusters this instance stops owning.
+pub struct MemberSink {
+    pub clusters: Vec<String>,
+    pub metrics: Arc<Metrics>,
+    pub on_release: OnRelease,
+}
+
 /// Keep this instance registered and `own` up to date until `stop`; deregister on the way out.
-/// `clusters` are the configured clusters (for the metrics and `on_release`).
+/// `first_round` is sent after the first heartbeat and member read (well or not).
 pub async fn membership_loop<C: Coordinator>(
     coord: Arc<C>,
     own: Ownership,
     timing: MemberTiming,
-    clusters: Vec<String>,
-    metrics: Arc<Metrics>,
-    on_release: OnRelease,
+    sink: MemberSink,
+    first_round: tokio::sync::oneshot::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let MemberSink {
+        clusters,
+        metrics,
+        on_release,
+    } = sink;
+    let mut first_round = Some(first_round);
     let Some(me) = own.me().map(str::to_string) else {
         return;
     };
@@ -227,6 +240,10 @@ pub async fn membership_loop<C: Coordinator>(
             Err(e) => {
                 warn!(error = %e, "scale-out: cannot list the members; keeping the last list");
             }
+        }
+        // The first heartbeat and read are done (well or not): the poller may start.
+        if let Some(tx) = first_round.take() {
+            let _ = tx.send(());
         }
         tokio::select! {
             _ = tokio::time::sleep(timing.refresh) => {}
