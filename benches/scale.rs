@@ -340,7 +340,7 @@ fn exporter(rt: &tokio::runtime::Runtime) -> Value {
 
     // redis_exporter, multi-target, every node every 500 ms.
     let eport = free_port();
-    let mut ex = Procs(vec![Command::new(&exporter_bin)
+    let ex = Procs(vec![Command::new(&exporter_bin)
         .args(["-web.listen-address", &format!("127.0.0.1:{eport}")])
         .args(["-redis.addr", ""])
         .stdin(Stdio::null())
@@ -359,7 +359,6 @@ fn exporter(rt: &tokio::runtime::Runtime) -> Value {
     let ex_cpu = measure(rt, ex_pid, secs, |stop, done| {
         spawn_scrapers(rt, urls.clone(), Duration::from_millis(500), stop, done)
     });
-    ex.0.clear();
     drop(ex);
     drop(nodes);
     let (rc, rs) = remedy_cpu;
