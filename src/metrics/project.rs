@@ -180,6 +180,17 @@ impl Metrics {
         self.observe_record(c, None, 0);
     }
 
+    /// A poll that changed nothing else: only `cluster_last_failover_age` moves with the clock.
+    pub fn refresh_cluster_age(&self, c: &str, record: Option<&TopologyRecord>, now_unix: u64) {
+        if let Some(at) = record.and_then(|r| r.last_failover_at) {
+            let cl = ClusterLabels {
+                cluster: c.to_string(),
+            };
+            self.cluster_last_failover_age
+                .replace(c, vec![(cl, clamp_i64(now_unix.saturating_sub(at)))]);
+        }
+    }
+
     fn set_nodes(&self, c: &str, s: NodeSeries) {
         self.node_up.replace(c, s.up);
         self.node_role.replace(c, s.role);

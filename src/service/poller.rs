@@ -7,6 +7,8 @@
 //!   node, reconnected on error), so an idle poll costs two INFOs and no handshake.
 //! - **No overlap per cluster:** a tick whose cluster poll is still running is skipped and
 //!   counted (`pika_remedy_polls_skipped_total`); a slow cluster never delays the others.
+//! - **Work proportional to change:** a poll whose observation, record and pause flag equal
+//!   the last poll's does not project the series again (only the last-failover age moves).
 //! - **Bounded:** each node call is bounded by the node client's timeouts, and the whole cluster
 //!   poll (INFO of every node plus the record read) by `PollSettings::timeout`. A poll that hits
 //!   that bound counts every node as an error and leaves the gauges as they were.
@@ -272,6 +274,9 @@ pub struct Seen {
     /// When the poll that made `observation` started (wall clock, monotonic): a reconcile's
     /// first look may reuse it ([`ClusterCache::reusable`]).
     pub observed_at: Option<(SystemTime, Instant)>,
+    /// The pause flag the series were last projected with (with `observation` and `record`:
+    /// a poll that finds all three unchanged does not project the series again).
+    pub projected_paused: Option<bool>,
     /// The last record read successfully: used while the coordinator is briefly away, so
     /// `node_expected_role` does not vanish.
     pub record: Option<TopologyRecord>,
@@ -338,9 +343,13 @@ impl ClusterCache {
             .remove(cluster);
     }
 
-    fn update(&self, cluster: &str, f: impl FnOnce(&mut Seen)) {
+    fn update<T>(&self, cluster: &str, f: impl FnOnce(&mut Seen) -> T) -> T {
         let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
-        f(m.entry(cluster.to_string()).or_default());
+        // No allocation for a cluster seen before (every poll but its first).
+        if let Some(seen) = m.get_mut(cluster) {
+            return f(seen);
+        }
+        f(m.entry(cluster.to_string()).or_default())
     }
 }
 
@@ -424,30 +433,43 @@ where
         shared.metrics.poll_done(name, started.elapsed(), errors);
         return errors;
     };
+    shared.metrics.coordinator_up(record.is_ok());
     let record = match record {
-        Ok(r) => {
-            shared.metrics.coordinator_up(true);
-            let r = r.map(|v| v.value);
-            shared.cache.update(name, |seen| seen.record.clone_from(&r));
-            r
-        }
+        Ok(r) => Some(r.map(|v| v.value)),
         Err(e) => {
-            shared.metrics.coordinator_up(false);
             tracing::warn!(cluster = name, error = %e, "poll: cannot read the topology record, using the last one read");
-            shared.cache.get(name).record
+            None
         }
     };
-    shared.cache.update(name, |seen| {
-        if let Some(mut now) = master_seen(&obs, record.as_ref(), seen.master_seen.as_ref()) {
+    let errors = obs.nodes.iter().filter(|n| n.status.is_err()).count() as u64;
+    let paused = (shared.paused)(name);
+    // One pass over the cache entry: the record (the last one read if this read failed), the
+    // master's sighting, and whether anything the series depend on changed since the last
+    // projection (most polls of a healthy idle cluster: nothing).
+    let (record, unchanged) = shared.cache.update(name, |seen| {
+        let mut unchanged =
+            seen.projected_paused == Some(paused) && seen.observation.as_ref() == Some(&obs);
+        if let Some(r) = record {
+            unchanged &= r == seen.record;
+            seen.record = r;
+        }
+        if let Some(mut now) = master_seen(&obs, seen.record.as_ref(), seen.master_seen.as_ref()) {
             now.seen_at = crate::reconcile::now_unix();
             seen.master_seen = Some(now);
         }
+        seen.projected_paused = Some(paused);
+        (seen.record.clone(), unchanged)
     });
-    let errors = obs.nodes.iter().filter(|n| n.status.is_err()).count() as u64;
-    let paused = (shared.paused)(name);
-    shared
-        .metrics
-        .observe_cluster(&obs, record.as_ref(), paused, crate::reconcile::now_unix());
+    let now = crate::reconcile::now_unix();
+    if unchanged {
+        shared
+            .metrics
+            .refresh_cluster_age(name, record.as_ref(), now);
+    } else {
+        shared
+            .metrics
+            .observe_cluster(&obs, record.as_ref(), paused, now);
+    }
     shared.metrics.poll_done(name, started.elapsed(), errors);
     let Some(st) = &shared.self_trigger else {
         shared.cache.update(name, |seen| {
