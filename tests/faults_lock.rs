@@ -22,9 +22,9 @@ use pika_remedy::coord::local::Local;
 use pika_remedy::coord::{Coordinator, Holder, Lease, LockOutcome};
 use pika_remedy::decide::{Action, Trigger};
 use pika_remedy::metrics::Metrics;
-use pika_remedy::model::{Addr, NodeStatus};
+use pika_remedy::model::{Addr, Engine, NodeStatus};
 use pika_remedy::node::redis::RedisNodes;
-use pika_remedy::node::{NodeError, Nodes};
+use pika_remedy::node::{NodeError, Nodes, SnapshotInfo};
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
 use support::contract::holder;
 use support::etcd::EtcdServer;
@@ -373,6 +373,15 @@ impl Nodes for HookNodes {
     }
     async fn clear_replication_id(&self, node: &Addr) -> Result<(), NodeError> {
         self.inner.clear_replication_id(node).await
+    }
+    async fn snapshot(
+        &self,
+        node: &Addr,
+        engine: Engine,
+        tag: &str,
+        timeout: Duration,
+    ) -> Result<SnapshotInfo, NodeError> {
+        self.inner.snapshot(node, engine, tag, timeout).await
     }
 }
 
