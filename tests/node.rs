@@ -585,20 +585,34 @@ async fn pooled_status_keeps_one_connection_per_node_and_fresh_status_does_not()
     let node = RedisNode::start_master();
     let n = nodes(None);
     let before = stat(&node, "total_connections_received");
+    let info_calls = || -> u64 {
+        let t = node.cmd(&["INFO", "commandstats"]);
+        info_field(&t, "cmdstat_info")
+            .and_then(|v| v.split(',').next()?.strip_prefix("calls=")?.parse().ok())
+            .expect("cmdstat_info calls")
+    };
+    let infos_before = info_calls();
     for _ in 0..20 {
         let s = n.status_pooled(&node.addr()).await.expect("pooled status");
         assert_eq!(s.role, Role::Master);
+        // `INFO server` is read once per kept connection; its facts stay in every status.
+        assert_eq!(s.engine, Engine::Redis);
+        assert!(s.version.is_some(), "{s:?}");
     }
+    // 20 calls on one kept connection: INFO server once, INFO replication 20 times (and the
+    // commandstats call above).
+    assert_eq!(info_calls() - infos_before, 1 + 21);
     // A clone shares the kept connection (the poller and the reconcile share one client).
     let clone = n.clone();
     clone.status_pooled(&node.addr()).await.expect("clone");
     assert_eq!(n.pooled_connections(), 1);
-    // One connection for 21 pooled calls, plus the one `stat` itself opens.
+    // One connection for 21 pooled calls, plus the two commandstats reads and the one `stat`
+    // itself opens.
     let after = stat(&node, "total_connections_received");
     assert_eq!(
         after - before,
-        2,
-        "one kept connection (and the test's own)"
+        4,
+        "one kept connection (and the test's own three)"
     );
     // `status` (the look under the lock, the steps) opens a fresh connection each time.
     for _ in 0..3 {

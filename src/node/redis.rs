@@ -4,8 +4,9 @@
 //! Decisions:
 //! - A fresh multiplexed connection per call (per `status` call for its two INFOs), except for
 //!   [`Nodes::status_pooled`]: the poller and a reconcile's first look keep one connection
-//!   per node (shared by every clone of this client), so an idle poll costs two INFOs and no
-//!   TCP or AUTH handshake. A pooled connection that fails (other than by a timeout or an
+//!   per node (shared by every clone of this client), so an idle poll costs one `INFO
+//!   replication` (`INFO server` is read once per connection: engine and version change only
+//!   with a restart, which ends the connection) and no TCP or AUTH handshake. A pooled connection that fails (other than by a timeout or an
 //!   error reply) is dropped and the call is made once on a fresh connection, bounded by the
 //!   connect timeout as always, so a dead node is still seen at once (refused) and a
 //!   restarted one is reconnected. Everything that decides under the lock or acts (the look
@@ -132,6 +133,10 @@ pub struct RedisNodes {
 struct Pooled {
     conn: MultiplexedConnection,
     read: Arc<AtomicUsize>,
+    /// The `INFO server` text read when this connection was opened. What `status` takes from
+    /// it (engine, version) changes only with a restart, which ends the connection, so later
+    /// polls on it ask for `INFO replication` alone.
+    server: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for RedisNodes {
@@ -258,7 +263,11 @@ impl RedisNodes {
         };
         // Ends when the connection is dropped (after the call, or when the pool drops it) or fails.
         tokio::spawn(driver);
-        Ok(Pooled { conn, read })
+        Ok(Pooled {
+            conn,
+            read,
+            server: None,
+        })
     }
 
     /// Send `commands` in order on `conn`; every reply, bounded by `bound`.
@@ -286,7 +295,9 @@ impl RedisNodes {
     }
 
     /// The two INFO sections on the node's kept connection (see the module docs): a failed
-    /// kept connection is dropped and the call made once on a fresh one, which is kept.
+    /// kept connection is dropped and the call made once on a fresh one, which is kept. On a
+    /// kept connection only `INFO replication` is asked for; `INFO server` comes from when the
+    /// connection was opened ([`Pooled::server`]).
     async fn info_text_pooled(&self, node: &Addr) -> Result<String, NodeError> {
         let commands = [
             self.dialect.info("server"),
@@ -299,8 +310,13 @@ impl RedisNodes {
         let kept = self.pool_lock().get(node).cloned();
         if let Some(mut p) = kept {
             p.read.store(0, Ordering::Relaxed);
-            match self.send_on(&mut p.conn, &commands, per_call).await {
-                Ok(replies) => return info_of(replies),
+            let asked = if p.server.is_some() {
+                &commands[1..]
+            } else {
+                &commands[..]
+            };
+            match self.send_on(&mut p.conn, asked, per_call).await {
+                Ok(replies) => return self.joined_info(node, p, replies),
                 // A hung node or an error reply: the node's answer, not the connection's fault.
                 Err(e @ (NodeError::Timeout | NodeError::Auth(_) | NodeError::Node(_))) => {
                     self.pool_lock().remove(node);
@@ -320,8 +336,33 @@ impl RedisNodes {
         .await
         .unwrap_or(Err(NodeError::Timeout));
         let (p, replies) = fresh?;
-        self.pool_lock().insert(node.clone(), p);
-        info_of(replies)
+        self.joined_info(node, p, replies)
+    }
+
+    /// The INFO text of a pooled call: the connection's `INFO server` (kept from its first
+    /// call, or this call's first reply, then kept) and this call's `INFO replication`.
+    fn joined_info(
+        &self,
+        node: &Addr,
+        mut p: Pooled,
+        mut replies: Vec<Value>,
+    ) -> Result<String, NodeError> {
+        let server = match p.server.clone() {
+            Some(s) => s,
+            None => {
+                if replies.len() != 2 {
+                    return Err(NodeError::Protocol("INFO: missing reply".into()));
+                }
+                let first = replies.remove(0);
+                let s: Arc<str> = info_of(vec![first])?.into();
+                p.server = Some(Arc::clone(&s));
+                self.pool_lock().insert(node.clone(), p);
+                s
+            }
+        };
+        let mut text = String::from(&*server);
+        text.push_str(&info_of(replies)?);
+        Ok(text)
     }
 
     fn pool_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Addr, Pooled>> {
