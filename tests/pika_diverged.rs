@@ -39,7 +39,9 @@ fn shared() -> PathBuf {
 /// The captured firing payload, about `addr`, as alert `alertname`.
 fn payload(alertname: &str, addr: &str) -> Vec<u8> {
     let p = shared().join("fixtures/alertmanager/firing.json");
-    let body = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let body = support::fixtures::starts_now(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    );
     body.replace(FIXTURE_INSTANCE, &format!("redis://{addr}"))
         .replace("\"RedisDown\"", &format!("\"{alertname}\""))
         .replace(
