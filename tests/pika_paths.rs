@@ -137,8 +137,16 @@ fn assert_pika_dialect(peers: &[&PikaPeer]) {
     }
 }
 
-/// The mutating commands a peer received (INFO and AUTH left out), as lines.
+/// The mutating commands a peer received (INFO and AUTH left out, and the snapshot taken
+/// before a demotion: see [`snapshot_then`]), as lines.
 fn mutations(p: &PikaPeer) -> Vec<String> {
+    all_sent(p)
+        .into_iter()
+        .filter(|l| !is_snapshot(l))
+        .collect()
+}
+
+fn all_sent(p: &PikaPeer) -> Vec<String> {
     p.command_lines()
         .into_iter()
         .filter(|l| {
@@ -146,6 +154,27 @@ fn mutations(p: &PikaPeer) -> Vec<String> {
             !up.starts_with("INFO") && !up.starts_with("AUTH")
         })
         .collect()
+}
+
+/// The commands of the snapshot before a demotion (policy.diverged = "snapshot").
+fn is_snapshot(line: &str) -> bool {
+    let up = line.to_ascii_uppercase();
+    up.starts_with("CONFIG GET DUMP-") || up.starts_with("CONFIG SET DUMP-PREFIX") || up == "BGSAVE"
+}
+
+/// True when `p` got the whole snapshot (dump folder and prefix read, a prefix of its own set,
+/// BGSAVE, the prefix put back) before `first`.
+fn snapshot_then(p: &PikaPeer, first: &str) -> bool {
+    let sent = all_sent(p);
+    let Some(at) = sent.iter().position(|l| l == first) else {
+        return false;
+    };
+    let before: Vec<&str> = sent[..at].iter().map(String::as_str).collect();
+    matches!(
+        before.as_slice(),
+        ["CONFIG GET dump-path", "CONFIG GET dump-prefix", set, "BGSAVE", "CONFIG SET dump-prefix "]
+            if set.starts_with("CONFIG SET dump-prefix pika-remedy-")
+    )
 }
 
 /// A new master M2 with one replica R, and the old master M1 back from a restart with its old
@@ -210,6 +239,12 @@ async fn restarted_old_master_is_demoted_with_slaveof_force_and_rewrite() {
             "CONFIG REWRITE".to_string(),
             "CLIENT KILL TYPE normal".to_string(),
         ]
+    );
+    let force = format!("SLAVEOF 127.0.0.1 {} force", m2.port());
+    assert!(
+        snapshot_then(&m1, &force),
+        "the diverged old master is snapshotted first: {:?}",
+        all_sent(&m1)
     );
     assert!(mutations(&m2).is_empty(), "{:?}", mutations(&m2));
     assert!(mutations(&r).is_empty(), "{:?}", mutations(&r));

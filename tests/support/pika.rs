@@ -119,6 +119,10 @@ pub struct PikaState {
     pub info_override: Option<String>,
     /// Every command received, in order (AUTH args and secret CONFIG values redacted).
     pub commands: Vec<Vec<String>>,
+    /// `dump-prefix` as last set (CONFIG SET/GET).
+    pub dump_prefix: String,
+    /// BGSAVE calls.
+    pub bgsaves: u64,
 }
 
 impl Default for PikaState {
@@ -137,6 +141,8 @@ impl Default for PikaState {
             handshake_never_retries: false,
             rewrite_fails: false,
             rewrites: 0,
+            dump_prefix: String::new(),
+            bgsaves: 0,
             conf_has_slaveof_line: false,
             persisted_master: None,
             last_force: false,
@@ -500,12 +506,19 @@ fn handle(st: &mut PikaState, args: &[String], authed: &mut bool, port: u16) -> 
                     }
                     st.info_replication()
                 }
+                // BGSAVE finishes at once here (real Pika 4.0.1 answers the same fields).
+                "stats" => "# Stats\r\nis_bgsaving:No\r\n".to_string(),
+                "data" => "# Data\r\ndb_size:0\r\n".to_string(),
                 "" | "all" => format!("{}\r\n{}", st.info_server(port), st.info_replication()),
                 _ => String::new(),
             };
             bulk(&text)
         }
         "slaveof" => slaveof(st, rest, port),
+        "bgsave" => {
+            st.bgsaves += 1;
+            simple("Background saving started")
+        }
         "config" => config(st, rest),
         "set" => {
             if st.role == PeerRole::Slave {
@@ -651,6 +664,10 @@ fn config(st: &mut PikaState, rest: &[String]) -> Vec<u8> {
                     simple("OK")
                 }
                 "slave-read-only" => error("ERR Unsupported CONFIG parameter: slave-read-only"),
+                "dump-prefix" => {
+                    st.dump_prefix = rest[2].clone();
+                    simple("OK")
+                }
                 _ => simple("OK"),
             }
         }
@@ -663,6 +680,9 @@ fn config(st: &mut PikaState, rest: &[String]) -> Vec<u8> {
                     .map(|(h, p)| format!("{h}:{p}"))
                     .unwrap_or_default(),
                 "binlog-file-size" => "104857600".into(),
+                // Where BGSAVE writes (pika.conf defaults); the name is kept as set.
+                "dump-path" => "./dump/".into(),
+                "dump-prefix" => st.dump_prefix.clone(),
                 _ => return b"*0\r\n".to_vec(),
             };
             let mut out = b"*2\r\n".to_vec();
