@@ -13,7 +13,8 @@
 //! - [`decide`]: the pure core: trigger + observation + record + policy → `Plan` → `Step`s
 //!   (`rules`: the rule tree, `candidates`: ranking, `steps`: compilation and rendering,
 //!   `history`: what the poller saw while the master lived, `loss`: the expected data loss of
-//!   a promotion, `sync`: full or partial sync of a follow).
+//!   a promotion, `sync`: full or partial sync of a follow, `diverged`: what a demotion would
+//!   discard, and the snapshot step before it).
 //! - [`reconcile`]: the only place that locks and acts; `exec` runs exactly the plan's steps,
 //!   `follow` the bounded waits.
 //! - [`reconcile::handle`]: `ClusterHandle` (nodes + coordinator + policy), built once for CLI, service, demo; `record` under the lock.
@@ -29,6 +30,7 @@
 //! - [`service::app`]: wiring for `serve`: handles, metrics, audit log, supervisor, poller, HTTP.
 //! - [`service::supervisor`]: single-flight per cluster, coalesced follow-ups, pause, the `Reconciler` seam.
 //! - [`service::poller`]: the polling task that feeds `metrics` and the one per-cluster cache.
+//! - [`service::ownership`]: scale-out: membership in the coordinator, rendezvous ownership of clusters.
 //! - [`service::checker`]: the periodic check and the flush of repeated events.
 //! - [`service::schedule`]: scheduled switchovers (`switchover --at`): claimed by CAS, run through the supervisor.
 //! - [`service::events`]: the audit trail (ring + JSON-lines file + coordinator sink).
