@@ -22,7 +22,7 @@ mod support;
 #[path = "support/serve.rs"]
 mod svc;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pika_remedy::model::TopologyRecord;
@@ -35,24 +35,10 @@ use svc::{cli, Service};
 /// The cluster name of the captured Alertmanager payload (`cluster="mymaster"`).
 const CLUSTER: &str = "mymaster";
 const BEARER: &str = "multi-h00k-t0ken";
-/// The fixture's instance label (the master of the capture run).
-const FIXTURE_INSTANCE: &str = "redis://127.0.0.1:7000";
-
-fn shared() -> PathBuf {
-    std::env::var("PIKA_REMEDY_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
 
 /// The captured firing `RedisDown` payload about `node` (only the instance label rewritten).
 fn master_down_payload(node: &RedisNode) -> Vec<u8> {
-    let p = shared().join("fixtures/alertmanager/firing.json");
-    let body = support::fixtures::starts_now(
-        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    );
-    assert!(body.contains(FIXTURE_INSTANCE));
-    body.replace(FIXTURE_INSTANCE, &format!("redis://{}", node.addr()))
-        .into_bytes()
+    support::fixtures::firing_about(&node.addr().to_string(), "RedisDown")
 }
 
 // ------------------------------------------------------------------------------------------

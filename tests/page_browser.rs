@@ -32,24 +32,10 @@ const READ_ONLY: &str = "v1ewer-t0ken-Pg2";
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the page gets to show a change (several Chromium runs, each a few seconds).
 const PAGE_WAIT: Duration = Duration::from_secs(60);
-/// The fixture's instance label (the master of the capture run).
-const FIXTURE_INSTANCE: &str = "redis://127.0.0.1:7000";
-
-fn shared() -> PathBuf {
-    std::env::var("PIKA_REMEDY_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
 
 /// The captured Alertmanager 0.25 firing `RedisDown` payload about `node`.
 fn master_down_payload(node: &RedisNode) -> Vec<u8> {
-    let p = shared().join("fixtures/alertmanager/firing.json");
-    let body = support::fixtures::starts_now(
-        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    );
-    assert!(body.contains(FIXTURE_INSTANCE));
-    body.replace(FIXTURE_INSTANCE, &format!("redis://{}", node.addr()))
-        .into_bytes()
+    support::fixtures::firing_about(&node.addr().to_string(), "RedisDown")
 }
 
 /// The same payload as a role-mismatch alert about `node`.

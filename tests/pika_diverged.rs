@@ -26,29 +26,12 @@ use support::redis::{info_field, resp_call, wait_for, wait_until};
 
 const CLUSTER: &str = "mymaster";
 const BEARER: &str = "pika-diverged-bearer-5d1e";
-const FIXTURE_INSTANCE: &str = "redis://127.0.0.1:7000";
 /// Upper bound for a Pika link to come up (a forced full sync takes ~8 s).
 const SYNC: Duration = Duration::from_secs(40);
 
-fn shared() -> PathBuf {
-    std::env::var("PIKA_REMEDY_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
 /// The captured firing payload, about `addr`, as alert `alertname`.
 fn payload(alertname: &str, addr: &str) -> Vec<u8> {
-    let p = shared().join("fixtures/alertmanager/firing.json");
-    let body = support::fixtures::starts_now(
-        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    );
-    body.replace(FIXTURE_INSTANCE, &format!("redis://{addr}"))
-        .replace("\"RedisDown\"", &format!("\"{alertname}\""))
-        .replace(
-            "alertname=\\\"RedisDown\\\"",
-            &format!("alertname=\\\"{alertname}\\\""),
-        )
-        .into_bytes()
+    support::fixtures::firing_about(addr, alertname)
 }
 
 struct Setup {

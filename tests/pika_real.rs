@@ -7,7 +7,7 @@
 mod serve;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,30 +21,12 @@ use support::redis::{info_field, resp_call, resp_calls, wait_for, wait_until};
 const CLUSTER: &str = "mymaster";
 const BEARER: &str = "pika-real-bearer-7f3a";
 const PASSWORD: &str = "pika-real-pw-91c2";
-const FIXTURE_INSTANCE: &str = "redis://127.0.0.1:7000";
 /// Upper bound for a Pika link to come up in these tests (a forced full sync takes ~8 s).
 const SYNC: Duration = Duration::from_secs(40);
 
-fn shared() -> PathBuf {
-    std::env::var("PIKA_REMEDY_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
 /// The captured firing `RedisDown` payload, about `addr`, as alert `alertname`.
 fn payload(alertname: &str, addr: &str) -> Vec<u8> {
-    let p = shared().join("fixtures/alertmanager/firing.json");
-    let body = support::fixtures::starts_now(
-        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    );
-    assert!(body.contains(FIXTURE_INSTANCE));
-    body.replace(FIXTURE_INSTANCE, &format!("redis://{addr}"))
-        .replace("\"RedisDown\"", &format!("\"{alertname}\""))
-        .replace(
-            "alertname=\\\"RedisDown\\\"",
-            &format!("alertname=\\\"{alertname}\\\""),
-        )
-        .into_bytes()
+    support::fixtures::firing_about(addr, alertname)
 }
 
 struct Setup {

@@ -65,3 +65,27 @@ pub fn starts_now(body: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// The shared material (`../shared`, or `PIKA_REMEDY_SHARED`).
+pub fn shared_dir() -> std::path::PathBuf {
+    std::env::var("PIKA_REMEDY_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// The captured firing `RedisDown` webhook (`fixtures/alertmanager/firing.json`) about `addr`
+/// (`host:port`), as alert `alertname`, with `startsAt` = now ([`starts_now`]).
+pub fn firing_about(addr: &str, alertname: &str) -> Vec<u8> {
+    const FIXTURE_INSTANCE: &str = "redis://127.0.0.1:7000";
+    let p = shared_dir().join("fixtures/alertmanager/firing.json");
+    let body =
+        starts_now(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
+    assert!(body.contains(FIXTURE_INSTANCE));
+    body.replace(FIXTURE_INSTANCE, &format!("redis://{addr}"))
+        .replace("\"RedisDown\"", &format!("\"{alertname}\""))
+        .replace(
+            "alertname=\\\"RedisDown\\\"",
+            &format!("alertname=\\\"{alertname}\\\""),
+        )
+        .into_bytes()
+}
