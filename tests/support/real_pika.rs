@@ -13,6 +13,11 @@
 //! the ephemeral range, 32768 and up) with all three ports checked free; a start that still
 //! clashes is retried on another port. Processes are SIGKILLed and dirs removed on drop, also
 //! when a test panics. Every wait is bounded.
+//!
+//! `PikaOptions::netns` runs the node inside a network namespace (tests/support/netns.rs):
+//! `ip netns exec <ns> pika`, `network-interface` the namespace's veth, the node reached on
+//! that veth's address; `PikaOptions::port` then fixes the port (the caller checked it and
+//! its derived ports free where it needs them).
 
 #![allow(dead_code)]
 
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pika_remedy::model::Addr;
 
-use super::redis::{info_field, resp_call, wait_for, wait_until};
+use super::redis::{info_field, resp_calls_at, wait_for, wait_until};
 
 /// Pika answers PING ~0.4 s after start; on a loaded 2-core machine give it more.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -117,11 +122,26 @@ pub struct PikaOptions {
     pub slaveof: Option<u16>,
     /// Extra `key : value` settings (replace the stock line of the same key).
     pub extra: Vec<(String, String)>,
+    /// Run inside this network namespace instead of on loopback.
+    pub netns: Option<NsPlace>,
+    /// This port instead of a random free one (no retry on another port).
+    pub port: Option<u16>,
+}
+
+/// Where a node inside a network namespace runs: the namespace, its interface and address.
+#[derive(Clone, Debug)]
+pub struct NsPlace {
+    pub ns: String,
+    pub iface: String,
+    pub ip: String,
 }
 
 /// One real Pika process. Killed (SIGKILL) and its dir removed on drop.
 pub struct PikaNode {
     port: u16,
+    /// Where clients reach it: 127.0.0.1, or the namespace's address.
+    host: String,
+    netns: Option<String>,
     password: Option<String>,
     dir: tempfile::TempDir,
     conf: PathBuf,
@@ -150,18 +170,22 @@ impl PikaNode {
     pub fn start(bin: &Path, opts: PikaOptions) -> PikaNode {
         let stock = std::fs::read_to_string(stock_conf(bin)).expect("read stock pika.conf");
         let mut last = String::new();
-        for _ in 0..3 {
+        let attempts = if opts.port.is_some() { 1 } else { 3 };
+        for _ in 0..attempts {
             let dir = tempfile::Builder::new()
                 .prefix("pika-remedy-pika-")
                 .tempdir()
                 .expect("temp dir");
-            let port = free_pika_port();
+            let port = opts.port.unwrap_or_else(free_pika_port);
             let d = dir.path();
             let path = |sub: &str| format!("{}/{sub}/", d.display());
             let mut set: Vec<(String, String)> = vec![
                 ("port".into(), port.to_string()),
                 ("daemonize".into(), "no".into()),
-                ("network-interface".into(), "lo".into()),
+                (
+                    "network-interface".into(),
+                    opts.netns.as_ref().map_or("lo".into(), |n| n.iface.clone()),
+                ),
                 ("log-path".into(), path("log")),
                 ("db-path".into(), path("db")),
                 ("dump-path".into(), path("dump")),
@@ -190,6 +214,11 @@ impl PikaNode {
             std::fs::write(&conf, render_conf(&stock, &set)).expect("write pika.conf");
             let mut node = PikaNode {
                 port,
+                host: opts
+                    .netns
+                    .as_ref()
+                    .map_or("127.0.0.1".into(), |n| n.ip.clone()),
+                netns: opts.netns.as_ref().map(|n| n.ns.clone()),
                 password: opts.password.clone(),
                 dir,
                 conf,
@@ -201,14 +230,23 @@ impl PikaNode {
                 Err(e) => last = e,
             }
         }
-        panic!("pika did not start after 3 attempts: {last}");
+        panic!("pika did not start after {attempts} attempts: {last}");
     }
 
     fn spawn(&mut self) -> Result<(), String> {
         let out =
             std::fs::File::create(self.dir.path().join("stdout.log")).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&self.bin)
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs: the child's pid is Pika's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .arg("-c")
             .arg(&self.conf)
             .current_dir(self.dir.path())
@@ -267,7 +305,12 @@ impl PikaNode {
     }
 
     pub fn addr(&self) -> Addr {
-        Addr::new("127.0.0.1", self.port)
+        Addr::new(&self.host, self.port)
+    }
+
+    /// The process id while it runs (the Pika process itself, also inside a namespace).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn dir(&self) -> &Path {
@@ -279,12 +322,12 @@ impl PikaNode {
     }
 
     pub fn try_cmd(&self, args: &[&str]) -> Result<String, String> {
-        resp_call(self.port, self.password.as_deref(), args)
+        resp_calls_at(&self.host, self.port, self.password.as_deref(), &[args])
     }
 
     pub fn cmd(&self, args: &[&str]) -> String {
         self.try_cmd(args)
-            .unwrap_or_else(|e| panic!("{args:?} on 127.0.0.1:{}: {e}", self.port))
+            .unwrap_or_else(|e| panic!("{args:?} on {}:{}: {e}", self.host, self.port))
     }
 
     pub fn info_replication(&self) -> String {
@@ -327,9 +370,12 @@ impl PikaNode {
         let mut last = String::new();
         for _ in 0..5 {
             let p = self.port;
-            wait_until(Duration::from_secs(10), || {
-                port_free(p) && port_free(p + 2000) && port_free(p + 10001)
-            });
+            // Inside a namespace the root namespace's ports say nothing (a proxy may hold them).
+            if self.netns.is_none() {
+                wait_until(Duration::from_secs(10), || {
+                    port_free(p) && port_free(p + 2000) && port_free(p + 10001)
+                });
+            }
             match self.spawn() {
                 Ok(()) => return,
                 Err(e) => {
@@ -338,7 +384,7 @@ impl PikaNode {
                 }
             }
         }
-        panic!("restart of pika 127.0.0.1:{} failed: {last}", self.port);
+        panic!("restart of pika {}:{} failed: {last}", self.host, self.port);
     }
 }
 

@@ -138,8 +138,17 @@ pub fn resp_calls(
     password: Option<&str>,
     commands: &[&[&str]],
 ) -> Result<String, String> {
-    let s = TcpStream::connect(("127.0.0.1", port))
-        .map_err(|e| format!("connect 127.0.0.1:{port}: {e}"))?;
+    resp_calls_at("127.0.0.1", port, password, commands)
+}
+
+/// Like [`resp_calls`] on `host` instead of 127.0.0.1.
+pub fn resp_calls_at(
+    host: &str,
+    port: u16,
+    password: Option<&str>,
+    commands: &[&[&str]],
+) -> Result<String, String> {
+    let s = TcpStream::connect((host, port)).map_err(|e| format!("connect {host}:{port}: {e}"))?;
     s.set_read_timeout(Some(CLIENT_TIMEOUT))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(CLIENT_TIMEOUT))
