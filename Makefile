@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 # Debian packages the tests and the demo run for real (see README "Tests").
-DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl lintian python3-venv chromium haproxy
-DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl lintian python3 chromium haproxy
+DEB_PACKAGES := redis-server redis-sentinel redis-tools etcd-server etcd-client prometheus prometheus-alertmanager protobuf-compiler openssl lintian python3-venv chromium haproxy iproute2
+DEB_BINARIES := redis-server redis-sentinel redis-cli etcd etcdctl prometheus promtool prometheus-alertmanager amtool protoc openssl lintian python3 chromium haproxy ip
 # Only `make bench` needs these (benches/scale.rs compares the exporter's CPU with redis_exporter's).
 BENCH_DEB_PACKAGES := prometheus-redis-exporter
 BENCH_DEB_BINARIES := prometheus-redis-exporter
@@ -98,8 +98,8 @@ rules-check: deps
 test: deps lint rules-check
 	$(CARGO) test --no-fail-fast -- --test-threads=$${TEST_THREADS:-2}
 	$(MAKE) dist-check
-	@if [ -n "$(PIKA_BIN)" ]; then echo "real-Pika suite ran against $(PIKA_BIN) ($$($(PIKA_BIN) -v 2>/dev/null | grep -m1 -E pika_version))"; \
-	else echo "NOTE: the real-Pika suite (tests/pika_real.rs) did NOT run: no Pika binary. Run it with: make test PIKA_BIN=/path/to/pika"; fi
+	@if [ -n "$(PIKA_BIN)" ]; then echo "real-Pika suite and Pika chaos run ran against $(PIKA_BIN) ($$($(PIKA_BIN) -v 2>/dev/null | grep -m1 -E pika_version))"; \
+	else echo "NOTE: the real-Pika suite (tests/pika_real.rs) and the Pika chaos run (tests/chaos.rs chaos_pika) did NOT run: no Pika binary. Run them with: make test PIKA_BIN=/path/to/pika (the chaos run needs root)"; fi
 
 # One tier at a time (tests/README.md lists every test file's tier).
 TIER_FILES = $(shell sed -n 's/^| `\([a-z_]*\)\.rs` | $(1) |.*/\1/p' tests/README.md)
@@ -161,12 +161,16 @@ fuzz-libfuzzer:
 	  [ $${PIPESTATUS[0]} -eq 0 ] || exit 1; done
 
 # Chaos run (tests/chaos.rs; README "Chaos"): N seeded faults (kill -9, SIGSTOP, partitions,
-# delay, serve restart, etcd kill, coordinator cut) on 3 redis-servers + serve x2 on etcd.
-# Prints a table, writes $(TARGET_DIR)/chaos/chaos-seed<SEED>-n<N>.json. `make test` runs 3.
+# delay, emulated loss, serve restart, etcd kill, coordinator cut) on 3 nodes + serve x2 on
+# etcd. ENGINE=redis (redis-server, default) or ENGINE=pika (real Pika from PIKA_BIN, each node
+# in a network namespace: needs root). Prints a table, writes
+# $(TARGET_DIR)/chaos/chaos[-pika]-seed<SEED>-n<N>.json. `make test` runs 3 faults of each
+# (the Pika one when PIKA_BIN is set: test `chaos_pika`).
 N ?= 100
 SEED ?= 1
+ENGINE ?= redis
 chaos: deps
-	CHAOS_N=$(N) CHAOS_SEED=$(SEED) $(CARGO) test --test chaos -- --nocapture
+	CHAOS_ENGINE=$(ENGINE) CHAOS_N=$(N) CHAOS_SEED=$(SEED) $(CARGO) test --test chaos -- --exact chaos --nocapture
 
 clean:
 	$(CARGO) clean

@@ -1,35 +1,52 @@
-//! Chaos harness: a real master + 2 replicas (`redis-server`, AOF with `appendfsync always`),
-//! two `pika-remedy serve` processes on a real etcd (periodic check every second), a writer
-//! that records every acknowledged write, and a seeded random schedule of faults:
+//! Chaos harness: a real master + 2 replicas, two `pika-remedy serve` processes on a real etcd
+//! (periodic check every second), a writer that records every acknowledged write, and a seeded
+//! random schedule of faults. The engine (`CHAOS_ENGINE`, default `redis`):
+//!
+//! * `redis`: `redis-server` with AOF and `appendfsync always`, on 127.0.0.1; each node makes
+//!   its outgoing connections from its own loopback address (`bind-source-addr 127.0.1.N`).
+//! * `pika`: real Pika (`PIKA_BIN`), each node in its own network namespace
+//!   (tests/support/netns.rs: veth `10.77.<k>.1` root side, `10.77.<k>.2` inside). Pika has no
+//!   `bind-source-addr`, but its connections leave the namespace from `10.77.<k>.2`; proxies on
+//!   `10.77.<k>.1` for its three ports (P, P+2000 replication, P+10001 full sync) forward to
+//!   `10.77.<k>.2`. Needs root.
 //!
 //! | fault            | how                                                                |
 //! |------------------|--------------------------------------------------------------------|
 //! | `kill9`          | SIGKILL of a node, held, restart from the same config and data dir  |
 //! | `pause`          | SIGSTOP of a node, held, SIGCONT                                     |
-//! | `isolate`        | the node's address (a TCP proxy everyone else uses) cut: the node   |
-//! |                  | is cut off from the service AND from its replicas/master; clients   |
-//! |                  | on its side (writer, prober) still reach it directly                |
+//! | `cut_service`    | the node's proxies refuse and shut down the services' connections   |
+//! | `cut_nodes`      | the same for the other nodes' connections, both ways                 |
+//! | `isolate`        | both: the node is cut off from the service AND from its             |
+//! |                  | replicas/master; clients on its side (writer, prober) still reach   |
+//! |                  | it directly                                                          |
+//! | `delay`          | 200–1000 ms added to every chunk to and from the node (`netem delay`) |
 //! | `stall_service`  | silent partition: the service's traffic to the node is held in its  |
 //! |                  | proxy (connections stay open, bytes wait until the heal): timeouts, |
 //! |                  | not resets, as when packets are dropped                              |
 //! | `stall_isolate`  | the same for the service and the other nodes (both directions)      |
+//! | `lossy`          | emulated packet loss (stands in for `netem loss`): all the node's   |
+//! |                  | proxied traffic stops in random 50–400 ms bursts every 0.1–1 s       |
 //! | `serve_restart`  | SIGKILL of one `serve`, held, started again                          |
 //! | `etcd_kill`      | SIGKILL of etcd, held, restart on the same data dir                  |
 //! | `coord_cut`      | the services' path to etcd (a TCP proxy) cut, held, healed           |
 //!
-//! Partitions use TCP proxies that the harness cuts (every live connection shut down, new ones
-//! refused) or stalls (bytes held until the heal: the silent kind), not network namespaces:
-//! see README "Chaos" for why (this kernel has veth pairs but no `netem` qdisc).
+//! Partitions use TCP proxies (tests/support/proxy.rs) that the harness cuts (every live
+//! connection of a peer shut down, new ones refused) or stalls (bytes held until the heal: the
+//! silent kind); a proxy tells the peers apart by source address. This kernel has veth pairs
+//! but no `netem` qdisc, so delay and loss are emulated in the proxies too.
 //!
 //! After each fault is healed the harness measures: seconds until converged (one master, both
-//! other nodes replicas of it with the link up, bounded at `CONVERGE_TIMEOUT`); how long two
-//! nodes accepted writes at once (a prober writes to every node directly every 100 ms); the
-//! acknowledged writes of that fault's window missing on the converged master. At the end, every
-//! acknowledged write is checked on the final master. A table is printed and JSON written to
-//! `<target>/chaos/chaos-seed<SEED>-n<N>.json`.
+//! other nodes replicas of its configured address with the link up, bounded by the engine's
+//! `converge_timeout`: 40 s Redis, 60 s Pika); how long two nodes accepted writes at once (a
+//! prober writes to every node directly every 100 ms); the acknowledged writes of that fault's
+//! window missing on the converged master. At the end, every acknowledged write is checked on
+//! the final master. A table is printed and JSON written to
+//! `<target>/chaos/chaos-seed<SEED>-n<N>.json` (Pika: `chaos-pika-seed…`).
 //!
 //! `CHAOS_N` (faults, default 3: the short run of `make test`) and `CHAOS_SEED` (default 1).
-//! Every loop is bounded; every process is SIGKILLed on drop; traffic only on 127.0.0.1.
+//! `chaos_pika` is the short Pika run of `make test` (3 faults; skipped without `PIKA_BIN`
+//! or root, a failure under CI=true). Every loop is bounded; every process is SIGKILLed on
+//! drop, namespaces deleted; traffic only on 127.0.0.0/8 and the veth pairs' 10.77.0.0/16.
 
 mod support;
 #[path = "support/serve.rs"]

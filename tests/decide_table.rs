@@ -1547,6 +1547,7 @@ fn commands_show_the_exact_wire_commands_without_secrets() {
         f.commands(true),
         vec![
             "10.0.0.12:9221: CONFIG SET masterauth <password>",
+            "10.0.0.11:9221: BGSAVE",
             "10.0.0.12:9221: SLAVEOF 10.0.0.11 9221 force",
             "10.0.0.12:9221: poll INFO until master_link_status:up",
             "10.0.0.12:9221: on link timeout, once: SLAVEOF NO ONE; SLAVEOF 10.0.0.11 9221 force",
@@ -1618,8 +1619,10 @@ fn a_replid_conflict_clears_the_id_then_follows_as_a_full_sync() {
             format!("r2:1: {why}: the follow below copies all data from m1:1"),
         ]
     );
-    assert_eq!(cmds[3], "r2:1: SLAVEOF m1 1");
-    assert_eq!(cmds[4], format!("r2:1: {why}"));
+    // A full sync: the master's dump is refreshed first.
+    assert_eq!(cmds[3], "m1:1: BGSAVE");
+    assert_eq!(cmds[4], "r2:1: SLAVEOF m1 1");
+    assert_eq!(cmds[5], format!("r2:1: {why}"));
 }
 
 #[test]
@@ -1905,4 +1908,54 @@ fn the_expected_loss_is_data_in_the_plan_json() {
         v["expected_loss"],
         serde_json::json!({"kind": "bytes", "total": 300, "dbs": {"db0": 300}, "master_seen_at": NOW - 3})
     );
+}
+
+/// Pika serves a full sync from the master's last dump while that dump's binlog file exists,
+/// even after the master's own data was replaced by a full sync (e.g. after a snapshot of its
+/// diverged writes): the replica loads the stale dump and its `TrySync` fails for good. Found
+/// by the Pika chaos run. A Pika follow that is a full sync (forced or planned) so refreshes
+/// the master's dump first; a plain Pika follow and Redis follows do not.
+#[test]
+fn pika_full_sync_follow_refreshes_the_master_dump_first() {
+    let d = Default::default();
+    let wire = |s: &Step| -> Vec<String> {
+        s.wire(false, &d)
+            .iter()
+            .map(|(n, c)| format!("{n}: {c}"))
+            .collect()
+    };
+    let forced = follow("10.0.0.2:9221", "10.0.0.1:9221", true, Engine::Pika);
+    assert!(forced.refreshes_dump());
+    assert_eq!(
+        wire(&forced),
+        [
+            "10.0.0.1:9221: BGSAVE",
+            "10.0.0.2:9221: SLAVEOF 10.0.0.1 9221 force"
+        ]
+    );
+    let planned = full(
+        follow("10.0.0.2:9221", "10.0.0.1:9221", false, Engine::Pika),
+        "full sync: replication id cleared",
+    );
+    assert_eq!(
+        wire(&planned),
+        [
+            "10.0.0.1:9221: BGSAVE",
+            "10.0.0.2:9221: SLAVEOF 10.0.0.1 9221"
+        ]
+    );
+    let plain = follow("10.0.0.2:9221", "10.0.0.1:9221", false, Engine::Pika);
+    assert!(!plain.refreshes_dump());
+    assert_eq!(wire(&plain), ["10.0.0.2:9221: SLAVEOF 10.0.0.1 9221"]);
+    // Its one retry is forced, so a full sync: the plan says the dump is refreshed then.
+    let lines = plain.commands_in(false, &d);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("on link timeout, once: 10.0.0.1:9221: BGSAVE")),
+        "{lines:?}"
+    );
+    let redis = follow("10.0.0.2:6379", "10.0.0.1:6379", false, Engine::Redis);
+    assert!(!redis.refreshes_dump());
+    assert_eq!(wire(&redis), ["10.0.0.2:6379: SLAVEOF 10.0.0.1 6379"]);
 }

@@ -208,7 +208,7 @@ fn cases() -> Vec<Case> {
     stuck.set(R2, |x| x.stuck_until_force = true);
     v.push(Case {
         // A replica of the master, not ahead: nothing of its own to lose, no snapshot.
-        expect: vec![("BGSAVE", false)],
+        expect: vec![("10.0.0.3:9221: BGSAVE", false)],
         ..base(
             "manual demote of a stuck replica",
             stuck,

@@ -28,6 +28,16 @@ impl Step {
         self.commands_in(has_password, &Dialect::new(renames.clone()))
     }
 
+    /// A Pika follow that is a full sync (forced, or planned as one) first refreshes the
+    /// master's dump (`BGSAVE`, waited for): Pika serves a full sync from its last dump while
+    /// that dump's binlog file exists, even after the master's own data was replaced by a full
+    /// sync (e.g. after a snapshot of its diverged writes), and the replica's `TrySync` then
+    /// fails for good (`Slave offset is not a start point of cur log`).
+    pub fn refreshes_dump(&self) -> bool {
+        matches!(self, Step::Follow { engine: Engine::Pika, force, full_sync, .. }
+            if *force || full_sync.is_some())
+    }
+
     /// The plan's lines for this step: every command of [`Step::wire`], plus the polls and
     /// the one conditional retry the executor may add, all built by [`Dialect`].
     pub fn commands_in(&self, has_password: bool, d: &Dialect) -> Vec<String> {
@@ -62,8 +72,18 @@ impl Step {
                 }
                 // The one retry is forced on Pika even when the first try was not: an identical
                 // SLAVEOF is a no-op there, and a link that did not come up usually means Error.
+                // A forced Pika retry is a full sync: the master's dump is refreshed first
+                // (unless the first try did).
+                let refresh = if *engine == Engine::Pika && !self.refreshes_dump() {
+                    format!(
+                        "{master}: {} (a fresh dump for the full sync); ",
+                        d.bgsave()
+                    )
+                } else {
+                    String::new()
+                };
                 v.push(format!(
-                    "{node}: on link timeout, once: {}; {}",
+                    "{node}: on link timeout, once: {refresh}{}; {}",
                     d.promote(),
                     d.follow(master, *engine == Engine::Pika)
                 ));
@@ -145,6 +165,9 @@ impl Step {
                 }
                 if *reset {
                     v.push((node.clone(), d.promote()));
+                }
+                if self.refreshes_dump() {
+                    v.push((master.clone(), d.bgsave()));
                 }
                 v.push((node.clone(), d.follow(master, *force)));
                 v

@@ -171,6 +171,26 @@ pub trait Nodes: Send + Sync {
             ))
         }
     }
+    /// `BGSAVE` and the bounded wait for its end, under the node's own dump name: a fresh dump
+    /// for the full sync a replica is about to ask this (Pika) master for. Pika serves a full
+    /// sync from its last dump whenever that dump's binlog file still exists, even when the
+    /// node's data and binlog were replaced since (by a full sync of its own, e.g. after a
+    /// snapshot of its diverged writes): the replica then loads the stale dump and its
+    /// `TrySync` fails for good (`Slave offset is not a start point of cur log`).
+    /// Default: unsupported.
+    fn refresh_dump(
+        &self,
+        node: &Addr,
+        engine: Engine,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), NodeError>> + Send {
+        let _ = (node, engine, timeout);
+        async {
+            Err(NodeError::Unsupported(
+                "BGSAVE is not supported here".into(),
+            ))
+        }
+    }
     /// Pika 4.x: `ACL SETUSER default +@write`. Default: unsupported.
     fn unfence_writes(&self, node: &Addr) -> impl Future<Output = Result<(), NodeError>> + Send {
         let _ = node;

@@ -778,6 +778,15 @@ impl Nodes for RedisNodes {
             .map_err(unsupported)
     }
 
+    async fn refresh_dump(
+        &self,
+        node: &Addr,
+        engine: Engine,
+        timeout: Duration,
+    ) -> Result<(), NodeError> {
+        self.bgsave_and_wait(node, engine, timeout).await
+    }
+
     async fn snapshot(
         &self,
         node: &Addr,

@@ -224,6 +224,12 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             self.fence().await?;
             nodes.promote(node).await.map_err(StepError::Node)?;
         }
+        // A Pika full sync is served from the master's last dump: make it a fresh one
+        // (Step::refreshes_dump).
+        let refresh = engine == Engine::Pika && (force || full_sync);
+        if refresh {
+            self.refresh_dump(master, &mut notes).await?;
+        }
         self.slaveof_with_detach_retry(node, master, force).await?;
         let t = Instant::now();
         if let Some(w) = self.link_up(node, master).await? {
@@ -253,6 +259,9 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             t.elapsed().as_secs_f64(),
             if retry_force { " force" } else { "" }
         ));
+        if retry_force && !refresh {
+            self.refresh_dump(master, &mut notes).await?;
+        }
         self.fence().await?;
         nodes.promote(node).await.map_err(StepError::Node)?;
         self.slaveof_with_detach_retry(node, master, retry_force)
@@ -270,6 +279,26 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             self.state_of(node).await,
             notes.join("; ")
         )))
+    }
+
+    /// `BGSAVE` on the Pika `master` and the wait for its end (bounded by
+    /// `policy.snapshot_timeout`) before a full sync from it. A node that cannot (unsupported)
+    /// is left as is; a failed save is noted and the follow goes on: the dump may well be
+    /// current, and the link wait says whether the sync worked.
+    async fn refresh_dump(&self, master: &Addr, notes: &mut Vec<String>) -> Result<(), StepError> {
+        self.fence().await?;
+        let timeout = self.ctx.policy.snapshot_timeout;
+        match self
+            .ctx
+            .nodes
+            .refresh_dump(master, Engine::Pika, timeout)
+            .await
+        {
+            Ok(()) => notes.push(format!("fresh dump on {master}")),
+            Err(NodeError::Unsupported(_)) => {}
+            Err(e) => notes.push(format!("dump refresh on {master} failed: {e}")),
+        }
+        Ok(())
     }
 
     /// `SLAVEOF NO ONE` (Pika answers `READONLY` to `CLEARREPLICATIONID` on a slave), then

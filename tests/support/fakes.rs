@@ -316,6 +316,17 @@ impl Nodes for FakeNodes {
         Ok((engine == Engine::Redis).then_some(n))
     }
 
+    async fn refresh_dump(
+        &self,
+        node: &Addr,
+        _engine: Engine,
+        _timeout: Duration,
+    ) -> Result<(), NodeError> {
+        self.with_up(node, |_| Ok(()))?;
+        self.record(format!("{node}: BGSAVE"));
+        Ok(())
+    }
+
     async fn snapshot(
         &self,
         node: &Addr,
