@@ -131,6 +131,8 @@ async fn returning_old_master_is_demoted_with_force_on_pika() {
         vec![
             // It claims master: its own writes are snapshotted before the forced resync.
             format!("{M}: BGSAVE"),
+            // The forced resync is a full sync: the new master's dump is refreshed first.
+            format!("{R1}: BGSAVE"),
             format!("{M}: SLAVEOF 10.0.0.2 9221 force"),
             format!("{M}: CONFIG REWRITE")
         ]
