@@ -1196,6 +1196,13 @@ async fn forced_repoint_waits_out_slave_already_exist() {
         c.is_linked_to(mport) && get_key(cport, None, "later").as_deref() == Some("2")
     });
     let took = t.elapsed();
+    // The reconcile's event is written when its follow has seen the link up too and the
+    // node's config is persisted: this test can see the link first. Bounded.
+    wait_until(Duration::from_secs(30), || {
+        events_text(&s)
+            .lines()
+            .any(|l| l.contains("\"applied\"") && l.contains(&format!("127.0.0.1:{cport}")))
+    });
     let ev = events_text(&s);
     if !ok {
         panic!(
