@@ -260,6 +260,9 @@ struct Measured {
     acked: usize,
     lost: Option<usize>,
     stale_acked: u64,
+    /// The master the system's discovery names at the end, when it is not the one first
+    /// promoted (a second failover during the run): the lost writes are counted on it.
+    refailed_to: Option<u16>,
     error: Option<String>,
 }
 
@@ -387,7 +390,15 @@ fn measure(set: &mut PikaSet, discover: Discover) -> Measured {
     let _ = writer.join();
     let keys = st.lock().map(|s| s.acked.clone()).unwrap_or_default();
     m.acked = keys.len();
-    m.lost = count_existing(new, &keys)
+    // Lost = acknowledged but not on the master the clients end on. That is the first
+    // promoted one unless the system failed over again meanwhile (Sentinel may, when the new
+    // Pika master's INFO stalls past down-after-milliseconds): then it is where discovery
+    // points now, not the first one, whose keys stopped at the second failover.
+    let last = discover().unwrap_or(new);
+    if last != new {
+        m.refailed_to = Some(last);
+    }
+    m.lost = count_existing(last, &keys)
         .ok()
         .map(|found| keys.len() - found);
     if !errors.is_empty() {
@@ -521,6 +532,29 @@ fn main() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).replace('\n', " "))
         .unwrap_or_default();
+    // The machine's 1-minute load average every 10 s while the runs go (other work shares it).
+    let sampling = Arc::new(AtomicBool::new(true));
+    let loads = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let sampler = {
+        let (on, loads) = (Arc::clone(&sampling), Arc::clone(&loads));
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            while on.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(7200) {
+                if let Some(l) = std::fs::read_to_string("/proc/loadavg")
+                    .ok()
+                    .and_then(|s| s.split(' ').next().and_then(|x| x.parse::<f64>().ok()))
+                {
+                    loads.lock().map(|mut v| v.push(l)).ok();
+                }
+                for _ in 0..100 {
+                    if !on.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    };
     let systems = ["pika-remedy (alerts + check 1s)", "Sentinel"];
     let mut results: Vec<Vec<(Measured, Value)>> = vec![Vec::new(), Vec::new()];
     let t0 = Instant::now();
@@ -533,7 +567,7 @@ fn main() {
                 run_sentinel(&bin, &sentinel_bin)
             };
             eprintln!(
-                "pika run {run}/{runs} {name}: promoted {} repointed {} demoted {} resynced {}; kill→promotion {:?}s, kill→first ack {:?}s, restart→demoted {:?}s, →resynced {:?}s, lost {:?}/{}, stale acked {}{} ({:.0}s)\n    {d}",
+                "pika run {run}/{runs} {name}: promoted {} repointed {} demoted {} resynced {}; kill→promotion {:?}s, kill→first ack {:?}s, restart→demoted {:?}s, →resynced {:?}s, lost {:?}/{}, stale acked {}{}{} ({:.0}s)\n    {d}",
                 m.promoted,
                 m.repointed,
                 m.demoted,
@@ -545,6 +579,7 @@ fn main() {
                 m.lost,
                 m.acked,
                 m.stale_acked,
+                m.refailed_to.map(|p| format!(", failed over again to port {p}")).unwrap_or_default(),
                 m.error.as_ref().map(|e| format!(" ERROR: {e}")).unwrap_or_default(),
                 t.elapsed().as_secs_f64()
             );
@@ -552,6 +587,23 @@ fn main() {
         }
     }
     let took = t0.elapsed();
+    sampling.store(false, Ordering::SeqCst);
+    let _ = sampler.join();
+    let load = loads
+        .lock()
+        .ok()
+        .and_then(|v| stats(&v).map(|(a, m, b)| (a, m, b, v.len())));
+    let build = if cfg!(debug_assertions) {
+        "a dev build (debug assertions on)"
+    } else {
+        "a release build (`cargo bench`, optimised)"
+    };
+    let load_text = load.map_or_else(
+        || "load average not read".to_string(),
+        |(a, m, b, n)| {
+            format!("1-minute load average {a:.2} / {m:.2} / {b:.2} (min / median / max of {n} samples, every 10 s)")
+        },
+    );
     let count = |i: usize, f: &dyn Fn(&Measured) -> bool| -> String {
         format!(
             "{} of {runs}",
@@ -639,6 +691,21 @@ fn main() {
             })
         })
         .collect();
+    let refailed: Vec<String> = results
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| {
+            r.iter().enumerate().filter_map(move |(n, (m, _))| {
+                m.refailed_to.map(|p| {
+                    format!(
+                        "{} run {}: failed over a second time (the master at the end is port {p}, not the replica first promoted); writes lost are counted on the master at the end",
+                        systems[i],
+                        n + 1
+                    )
+                })
+            })
+        })
+        .collect();
     let sentinel_seen: Vec<String> = results[1]
         .first()
         .and_then(|(_, d)| d["sentinel_events"].as_array().cloned())
@@ -647,7 +714,7 @@ fn main() {
         .filter_map(|e| e.as_str().map(str::to_string))
         .collect();
     println!("\n{table}");
-    for e in &errors {
+    for e in errors.iter().chain(&refailed) {
         println!("{e}");
     }
 
@@ -665,7 +732,8 @@ fn main() {
                     "restart_to_demoted_s": m.restart_to_demoted,
                     "restart_to_resynced_s": m.restart_to_resynced,
                     "acked_writes": m.acked, "lost_writes": m.lost,
-                    "stale_acked": m.stale_acked, "error": m.error, "detail": d,
+                    "stale_acked": m.stale_acked, "refailed_to_port": m.refailed_to,
+                    "error": m.error, "detail": d,
                 })
             })
         })
@@ -681,7 +749,8 @@ fn main() {
     s.push_str(&format!(
         "Generated by `make bench` (`benches/pika.rs`, `PIKA_BIN`); raw numbers in `target/bench/pika.json`. \
          Pika binary: `{}` (`pika -v`: {}), reports `pika_version:4.0.0`. {runs} runs, each system once per run, \
-         alternating; {:.0} s in total ({:.0} s per run and system on average), 2 cores shared with other work.\n\n",
+         alternating; {:.0} s in total ({:.0} s per run and system on average), {build} of pika-remedy and the bench; \
+         2 cores shared with other work: {load_text}.\n\n",
         bin.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         version.trim(),
         took.as_secs_f64(),
@@ -703,6 +772,12 @@ fn main() {
                 .collect::<Vec<_>>()
                 .join("`, `")
         ));
+    }
+    if !refailed.is_empty() {
+        s.push_str("\nSecond failovers:\n\n");
+        for e in &refailed {
+            s.push_str(&format!("- {e}\n"));
+        }
     }
     if !errors.is_empty() {
         s.push_str("\nPer-run failures:\n\n");

@@ -901,6 +901,31 @@ fn rows() -> Vec<Row> {
                 .replica("r1:1").of("m1:1").link(Down).offset(1000), m1())
             .expect_has(failover("r1:1", &["r2:1"], "m1:1", true), "promoting r1:1")
             .candidates(&[("r1:1", None), ("r2:1", None)]),
+        // Sync tie-break: on equal offsets, a node with evidence of having synced (link up now,
+        // or last seen linked while the master lived) ranks above one that never linked,
+        // whatever their addresses (m1:1 sorts before r1:1).
+        row("ranking: offsets tie at 0, the replica seen linked beats a restarted old master that never linked", Trigger::MasterDown,
+            cluster("c").down("m2:1")
+                .replica("m1:1").of("m2:1").link(Connecting).offset(0)
+                .replica("r1:1").of("m2:1").link(Down).offset(0), Some(record("m2:1")))
+            .was("r1:1", "m2:1", Up, &[], 0)
+            .was("m1:1", "m2:1", Connecting, &[], 1)
+            .expect_has(failover("r1:1", &["m1:1"], "m2:1", true), "promoting r1:1 (priority 100, offset 0)")
+            .candidates(&[("r1:1", None), ("m1:1", None)]),
+        row("ranking: equal offsets, the replica with link up now beats one never linked (no history)", manual_failover(None),
+            cluster("c").down("m2:1")
+                .replica("m1:1").of("m2:1").link(Connecting).offset(500)
+                .replica("r1:1").of("m2:1").link(Up).offset(500), Some(record("m2:1")))
+            .expect_has(failover("r1:1", &["m1:1"], "m2:1", false), "promoting r1:1 (priority 100, offset 500)")
+            .candidates(&[("r1:1", None), ("m1:1", None)]),
+        row("ranking: the sync tie-break never beats a higher offset", Trigger::MasterDown,
+            cluster("c").down("m2:1")
+                .replica("m1:1").of("m2:1").link(Down).offset(1000)
+                .replica("r1:1").of("m2:1").link(Down).offset(900), Some(record("m2:1")))
+            .was("r1:1", "m2:1", Up, &[], 0)
+            .was("m1:1", "m2:1", Down, &[], 1)
+            .expect_has(failover("m1:1", &["r1:1"], "m2:1", true), "promoting m1:1 (priority 100, offset 1000)")
+            .candidates(&[("m1:1", None), ("r1:1", None)]),
         row("multi-DB Pika: best aggregate offset wins even if behind in one DB", Trigger::MasterDown,
             cluster("c").down("m1:1")
                 .replica("r1:1").of("m1:1").link(Down).db("db0", 2, 0).db("db1", 0, 100)

@@ -317,6 +317,13 @@ async fn the_page_shows_topology_failover_split_brain_and_demotion_in_a_real_bro
         overview.contains("data-cluster=\"mymaster\" data-health=\"ok\""),
         "{overview}"
     );
+    // Scale-out is off: the page says this instance polls every cluster.
+    for page in [&overview, &d] {
+        assert!(
+            page.contains("this instance (scale-out off: every instance polls every cluster)"),
+            "{page}"
+        );
+    }
     screenshot(&svc, "/", "0-overview.png", (1280, 700));
     screenshot(&svc, &cluster_path, "1-healthy.png", (1280, 1500));
     screenshot(&svc, &cluster_path, "1-healthy-phone.png", (390, 1800));

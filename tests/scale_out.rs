@@ -7,8 +7,13 @@
 //!   `pika_remedy_cluster_owned`) by exactly one instance, the one rendezvous hashing names;
 //!   over a window only the owner's poll count of a cluster grows, and every scripted node
 //!   got INFOs in it.
+//! - **Owner shown:** every instance's `GET /v1/clusters` names the same owner for every
+//!   cluster (`owner.instance`, `this_instance` true on that one only), `GET /v1/members` lists
+//!   the live members and their shares, and `status` names the same owner; the window check
+//!   above uses the owners the API reports, so a wrong `owner` fails it.
 //! - **Takeover:** one instance is SIGKILLed: within one member TTL (plus the re-read and a
-//!   margin, and below the lock TTL) the two survivors own its clusters and poll them.
+//!   margin, and below the lock TTL) the two survivors own its clusters and poll them, and
+//!   the `owner` fields of the dead instance's clusters move to the survivors.
 //! - **Failover:** then the master of a real cluster that belonged to the dead instance is
 //!   SIGKILLed: its new owner's poller self-triggers and fails it over (record epoch +1, the
 //!   replica promoted). No webhook is sent.
@@ -178,6 +183,137 @@ async fn wait_converged(
     }
 }
 
+/// GET `path` as JSON (three tries, like [`metrics`]).
+async fn get_json(s: &Service, path: &str) -> serde_json::Value {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match s
+            .client
+            .get(s.url(path))
+            .bearer_auth(BEARER)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    return v;
+                }
+            }
+            Ok(r) => last = format!("HTTP {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("GET {path} failed 3 times: {last}");
+}
+
+/// The owners as the instances report them (`owner` in `GET /v1/clusters`, and
+/// `GET /v1/members`): every live instance names the same owner for every cluster, the one
+/// hashing over `live` gives, with `this_instance` true on that instance only; the members
+/// are `live` with shares adding up to every cluster. Returns cluster → reported owner.
+async fn reported_owners(
+    svcs: &[Option<Service>],
+    live: &[String],
+    clusters: &[String],
+) -> BTreeMap<String, String> {
+    let mut agreed: BTreeMap<String, String> = BTreeMap::new();
+    for (i, s) in svcs.iter().enumerate() {
+        let Some(s) = s else { continue };
+        let list = get_json(s, "/v1/clusters").await;
+        support::schema::assert_valid("cluster_list", &list);
+        let views = list["clusters"].as_array().expect("clusters array");
+        assert_eq!(views.len(), clusters.len(), "{}: cluster count", IDS[i]);
+        for v in views {
+            let c = v["name"].as_str().expect("name").to_string();
+            let owner = &v["owner"];
+            assert_eq!(owner["scale_out"], true, "{}: {c}: {owner}", IDS[i]);
+            let o = owner["instance"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: {c} has no owner: {owner}", IDS[i]))
+                .to_string();
+            assert_eq!(
+                owner["this_instance"].as_bool(),
+                Some(o == IDS[i]),
+                "{}: {c}: {owner}",
+                IDS[i]
+            );
+            if let Some(prev) = agreed.get(&c) {
+                assert_eq!(
+                    prev, &o,
+                    "{c}: {} names {o}, another instance {prev}",
+                    IDS[i]
+                );
+            }
+            agreed.insert(c, o);
+        }
+        let m = get_json(s, "/v1/members").await;
+        support::schema::assert_valid("members", &m);
+        assert_eq!(
+            m, list["scale_out"],
+            "{}: /v1/members vs /v1/clusters",
+            IDS[i]
+        );
+        assert_eq!(m["this_instance"], IDS[i], "{m}");
+        let names: Vec<&str> = m["members"]
+            .as_array()
+            .expect("members array")
+            .iter()
+            .map(|x| x["instance"].as_str().expect("instance"))
+            .collect();
+        assert_eq!(names, live, "{}: members {m}", IDS[i]);
+        let shares: u64 = m["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x["clusters"].as_u64().expect("share"))
+            .sum();
+        assert_eq!(shares, clusters.len() as u64, "{m}");
+        let mine = agreed.values().filter(|o| *o == IDS[i]).count();
+        assert_eq!(m["owned"].as_u64(), Some(mine as u64), "{m}");
+    }
+    for c in clusters {
+        assert_eq!(
+            agreed.get(c).map(String::as_str),
+            owner_of(c, live),
+            "{c}: the reported owner is not the rendezvous owner over {live:?}"
+        );
+    }
+    agreed
+}
+
+/// `status --json --cluster c` names `owner` and lists `live` as the members.
+async fn status_owner(config: &std::path::Path, cluster: &str, live: &[String]) -> String {
+    let args = [
+        "status".to_string(),
+        "--json".into(),
+        "--config".into(),
+        config.display().to_string(),
+        "--cluster".into(),
+        cluster.to_string(),
+    ];
+    let (_, out, err) = tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&a, Duration::from_secs(30))
+    })
+    .await
+    .expect("status task");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}
+{out}
+{err}"
+        )
+    });
+    support::schema::assert_valid("status_report", &v);
+    assert_eq!(v["scale_out"], true, "{v}");
+    assert_eq!(v["members"], serde_json::json!(live), "{v}");
+    v["clusters"][0]["owner"]["instance"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status names no owner of {cluster}: {v}"))
+        .to_string()
+}
+
 /// Poll counts (`poll_duration_seconds_count`) of every cluster on every live instance.
 async fn poll_counts(svcs: &[Option<Service>]) -> Vec<Option<BTreeMap<String, f64>>> {
     let mut out = Vec::new();
@@ -193,9 +329,13 @@ async fn poll_counts(svcs: &[Option<Service>]) -> Vec<Option<BTreeMap<String, f6
     out
 }
 
-/// Over a window of a few poll intervals, each cluster is polled by its owner and by no one
-/// else.
-async fn check_one_poller(svcs: &[Option<Service>], live: &[String], clusters: &[String]) {
+/// Over a window of a few poll intervals, each cluster is polled by its owner (as the API
+/// reported it) and by no one else.
+async fn check_one_poller(
+    svcs: &[Option<Service>],
+    owners: &BTreeMap<String, String>,
+    clusters: &[String],
+) {
     // A poll started just before the member list changed may still finish: wait out the poll
     // bound (connect + command + 1 s) before the window opens.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -203,7 +343,7 @@ async fn check_one_poller(svcs: &[Option<Service>], live: &[String], clusters: &
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = poll_counts(svcs).await;
     for c in clusters {
-        let owner = owner_of(c, live).expect("an owner");
+        let owner = owners.get(c).expect("an owner");
         for (i, (b, a)) in before.iter().zip(&after).enumerate() {
             let (Some(b), Some(a)) = (b, a) else { continue };
             let grew = a.get(c).copied().unwrap_or(0.0) - b.get(c).copied().unwrap_or(0.0);
@@ -350,7 +490,13 @@ async fn three_instances_share_three_hundred_clusters() {
         m.clear_commands();
         r.clear_commands();
     }
-    check_one_poller(&svcs, &all, &clusters).await;
+    let owners = reported_owners(&svcs, &all, &clusters).await;
+    check_one_poller(&svcs, &owners, &clusters).await;
+    assert_eq!(
+        status_owner(&configs[0], "real-0", &all).await,
+        owners["real-0"],
+        "status and the API disagree on the owner of real-0"
+    );
     for (m, r) in &peers {
         for p in [m, r] {
             let infos = p
@@ -377,7 +523,27 @@ async fn three_instances_share_three_hundred_clusters() {
         moved < LOCK_TTL,
         "the share moved after {moved:?}, beyond one lock TTL"
     );
-    check_one_poller(&svcs, &live, &clusters).await;
+    let after = reported_owners(&svcs, &live, &clusters).await;
+    let moved_owner: Vec<&String> = clusters
+        .iter()
+        .filter(|c| owners[*c] != after[*c])
+        .collect();
+    assert!(
+        moved_owner.iter().all(|c| owners[*c] == victim_id),
+        "only the dead instance's clusters change owner: {moved_owner:?}"
+    );
+    let share = owners.values().filter(|o| **o == victim_id).count();
+    assert_eq!(
+        moved_owner.len(),
+        share,
+        "all of {victim_id}'s clusters moved"
+    );
+    assert_ne!(
+        status_owner(&configs[0], "real-0", &live).await,
+        victim_id,
+        "status still names the dead instance"
+    );
+    check_one_poller(&svcs, &after, &clusters).await;
 
     // A master of the dead instance's share dies: its new owner fails it over by itself.
     let rc = &mut real[0];

@@ -36,6 +36,11 @@ use super::ops::Reply;
 pub struct StatusReport {
     /// True if every cluster is healthy (exit code 0).
     pub ok: bool,
+    /// `service.scale_out` of the config.
+    pub scale_out: bool,
+    /// The live `serve` members in the coordinator, sorted (`None`: scale-out off, or the
+    /// list could not be read).
+    pub members: Option<Vec<String>>,
     pub clusters: Vec<ClusterStatus>,
 }
 
@@ -68,6 +73,18 @@ pub struct ClusterStatus {
     pub record_agrees: bool,
     /// What a periodic check of `serve` would do now, pause aside.
     pub serve_would: Option<PlanView>,
+    /// Which `serve` instance polls the cluster.
+    pub owner: OwnerOf,
+}
+
+/// Which `serve` instance polls a cluster, computed as `serve` does (rendezvous over the live
+/// members, `docs/scale-out.md`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OwnerOf {
+    /// `service.scale_out`; off: every `serve` instance polls every cluster.
+    pub scale_out: bool,
+    /// The owner (`None`: scale-out off, no live member, or the members unknown).
+    pub instance: Option<String>,
 }
 
 /// The record as `status` shows it (times RFC 3339).
@@ -205,18 +222,58 @@ pub async fn collect(loaded: &Loaded, cluster: Option<&str>) -> Result<StatusRep
         }
     }))
     .await;
+    let scale_out = loaded.config.service.scale_out;
+    let members = match (&coord, scale_out) {
+        (Ok(c), true) => Some(c.members().await.map_err(|e| e.to_string())),
+        (Err(e), true) => Some(Err(e.clone())),
+        (_, false) => None,
+    };
     let clusters: Vec<ClusterStatus> = observations
         .iter()
         .map(|(paused, obs, st)| {
             let mut cs = cluster_status(obs, *paused);
             judge(&mut cs, obs, st, &loaded.config.policy, now);
+            owner(&mut cs, members.as_ref());
             cs
         })
         .collect();
     Ok(StatusReport {
         ok: clusters.iter().all(|c| c.healthy),
+        scale_out,
+        members: members.and_then(|m| m.ok()).map(|mut m| {
+            m.sort();
+            m
+        }),
         clusters,
     })
+}
+
+/// Who polls the cluster (`members`: `None` with scale-out off). A missing owner is a note,
+/// not a problem: webhooks and the CLI still act on every cluster.
+fn owner(cs: &mut ClusterStatus, members: Option<&std::result::Result<Vec<String>, String>>) {
+    cs.owner = match members {
+        None => OwnerOf::default(),
+        Some(Ok(m)) => {
+            let instance = crate::service::ownership::owner_of(&cs.name, m).map(str::to_string);
+            if instance.is_none() {
+                cs.notes
+                    .push("scale-out: no live serve instance, nobody polls this cluster".into());
+            }
+            OwnerOf {
+                scale_out: true,
+                instance,
+            }
+        }
+        Some(Err(e)) => {
+            cs.notes.push(format!(
+                "scale-out: members unknown ({e}), so the owner too"
+            ));
+            OwnerOf {
+                scale_out: true,
+                instance: None,
+            }
+        }
+    };
 }
 
 /// Add the coordinator's view to a cluster's status: record, controls, lock holder, and
@@ -446,6 +503,7 @@ pub fn cluster_status(obs: &Observation, paused: bool) -> ClusterStatus {
         lock_holder: None,
         record_agrees: false,
         serve_would: None,
+        owner: OwnerOf::default(),
     }
 }
 
@@ -575,6 +633,33 @@ pub fn render_table(report: &StatusReport) -> String {
                     h.instance, h.host, h.pid, h.since
                 ))
                 .unwrap_or_else(|| "free".into())
+        ));
+        out.push_str(&format!(
+            "  polled by: {}\n",
+            match (&c.owner, &report.members) {
+                (
+                    OwnerOf {
+                        scale_out: false, ..
+                    },
+                    _,
+                ) => "every serve instance (scale-out off)".to_string(),
+                (
+                    OwnerOf {
+                        instance: Some(i), ..
+                    },
+                    Some(m),
+                ) => format!("{i} (scale-out, {} live members)", m.len()),
+                (
+                    OwnerOf {
+                        instance: Some(i), ..
+                    },
+                    None,
+                ) => format!("{i} (scale-out)"),
+                (OwnerOf { instance: None, .. }, Some(_)) =>
+                    "nobody (scale-out, no live member)".to_string(),
+                (OwnerOf { instance: None, .. }, None) =>
+                    "unknown (scale-out, members unreadable)".to_string(),
+            }
         ));
         let header = [
             "NODE",
@@ -720,6 +805,8 @@ mod tests {
         );
         let report = StatusReport {
             ok: true,
+            scale_out: false,
+            members: None,
             clusters: vec![c],
         };
         assert_eq!(report.exit().code(), 0);
@@ -767,5 +854,48 @@ mod tests {
             vec!["127.0.0.1:1: replication link is down".to_string()]
         );
         assert!(c.paused);
+    }
+
+    #[test]
+    fn polled_by_names_the_rendezvous_owner_or_every_instance() {
+        let obs = Observation {
+            cluster: "main".into(),
+            nodes: vec![node("127.0.0.1:1", Ok(status(Role::Master, None, 1)))],
+        };
+        let members = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let want = crate::service::ownership::owner_of("main", &members)
+            .expect("an owner")
+            .to_string();
+        let mut c = cluster_status(&obs, false);
+        owner(&mut c, Some(&Ok(members.clone())));
+        assert_eq!(c.owner.instance.as_deref(), Some(want.as_str()));
+        let on = StatusReport {
+            ok: true,
+            scale_out: true,
+            members: Some(members),
+            clusters: vec![c.clone()],
+        };
+        let t = render_table(&on);
+        assert!(
+            t.contains(&format!(
+                "  polled by: {want} (scale-out, 3 live members)\n"
+            )),
+            "{t}"
+        );
+        owner(&mut c, Some(&Ok(Vec::new())));
+        assert_eq!(c.owner.instance, None);
+        assert!(
+            c.notes.iter().any(|n| n.contains("nobody polls")),
+            "{:?}",
+            c.notes
+        );
+        owner(&mut c, None);
+        let off = StatusReport {
+            ok: true,
+            scale_out: false,
+            members: None,
+            clusters: vec![c],
+        };
+        assert!(render_table(&off).contains("  polled by: every serve instance (scale-out off)\n"));
     }
 }

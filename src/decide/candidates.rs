@@ -126,6 +126,10 @@ fn short_id(id: &str) -> String {
 pub(super) struct Assessed<'a> {
     pub(super) node: &'a NodeObservation,
     pub(super) offset: Option<u64>,
+    /// Evidence that it has replicated from the master: its link is up now, or the polls
+    /// while the master lived last saw it linked ([`Gate::links_before`]). Breaks offset ties
+    /// ([`rank`]).
+    pub(super) synced: bool,
     pub(super) exclusions: Vec<Exclusion>,
 }
 
@@ -183,6 +187,7 @@ pub(super) fn assess<'a>(
             None => Assessed {
                 node,
                 offset: None,
+                synced: false,
                 exclusions: vec![Exclusion::Unreachable],
             },
             Some(s) => {
@@ -204,9 +209,14 @@ pub(super) fn assess<'a>(
                         .unwrap_or(exclusions.len());
                     exclusions.insert(at, Exclusion::NotLinkedBefore(why));
                 }
+                let synced = s.link == Some(LinkState::Up)
+                    || links_before
+                        .get(&node.addr)
+                        .is_some_and(|p| p.last.linked_to(master));
                 Assessed {
                     node,
                     offset: s.offset,
+                    synced,
                     exclusions,
                 }
             }
@@ -316,8 +326,14 @@ fn exclude_laggards(assessed: &mut [Assessed], policy: &Policy, history: Option<
     }
 }
 
-/// Eligible ones by config priority (lower first), offset (higher first), address; then the
-/// excluded ones in config order.
+/// Eligible ones by config priority (lower first), offset (higher first), then evidence of
+/// having synced (first), address; then the excluded ones in config order.
+///
+/// The sync tie-break: among nodes of equal priority and offset (typically both at 0, or equal
+/// after a quiet period), a node whose replication link is up now, or that the polls while the
+/// master lived last saw linked to it, ranks above one with neither (e.g. a restarted old
+/// master that was made a replica and never linked: its offset says nothing about its data).
+/// It never overrides priority or offset.
 fn rank(assessed: Vec<Assessed>) -> Vec<Assessed> {
     let (mut eligible, excluded): (Vec<_>, Vec<_>) =
         assessed.into_iter().partition(|a| a.exclusions.is_empty());
@@ -326,6 +342,7 @@ fn rank(assessed: Vec<Assessed>) -> Vec<Assessed> {
             .priority
             .cmp(&b.node.priority)
             .then_with(|| b.offset.cmp(&a.offset))
+            .then_with(|| b.synced.cmp(&a.synced))
             .then_with(|| a.node.addr.cmp(&b.node.addr))
     });
     eligible.extend(excluded);

@@ -64,7 +64,10 @@
 //! the last two such polls in a row (one alone may be the poll that raced the death), is "was
 //! not linked to the master before it died: db0 link error" (or "…: in full sync", "…: link
 //! down", "…: followed X"). Without history (CLI) only the current observation counts. The rest are ranked
-//! by config priority (lower first), then offset (higher first), then address.
+//! by config priority (lower first), then offset (higher first), then evidence of having synced
+//! (link up now, or last seen linked to the master while it lived: such a node ranks above one
+//! that never linked, e.g. a restarted old master made a replica, when their offsets tie), then
+//! address.
 //! `Plan::candidates` lists the ranked ones first, then the excluded ones in config order.
 //!
 //! A manual failover to a named node overrides the soft exclusions (never_promote, priority 0,

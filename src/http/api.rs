@@ -17,6 +17,7 @@ use crate::decide::Trigger;
 use crate::model::Addr;
 use crate::reconcile::now_unix;
 use crate::service::events::{EventKind, NewEvent, TriggerSource};
+use crate::service::ownership::OwnerView;
 use crate::service::supervisor::{
     ClusterSnapshot, ClusterState, Reconciler, Request as Work, SubmitError,
 };
@@ -31,6 +32,8 @@ struct ClusterView {
     pause: Option<crate::controls::Pause>,
     /// Maintenance entries of this cluster's nodes (expired ones too, until cleared).
     maintenance: Vec<crate::controls::Maintenance>,
+    /// Which instance polls this cluster (scale-out), as this instance sees it.
+    owner: OwnerView,
 }
 
 async fn view<R: Reconciler>(app: &App<R>, cluster: &str) -> Option<ClusterView> {
@@ -59,6 +62,7 @@ async fn view<R: Reconciler>(app: &App<R>, cluster: &str) -> Option<ClusterView>
         snapshot,
         pause,
         maintenance,
+        owner: app.ownership().view(cluster),
     })
 }
 
@@ -75,8 +79,22 @@ pub(super) async fn list_clusters<R: Reconciler>(State(app): State<Arc<App<R>>>)
             .any(|p| p.cluster.is_none() && p.until.is_none_or(|u| now_unix() < u))
     });
     let paused = app.supervisor.globally_paused() || shared_global;
-    Json(json!({ "paused": paused, "dry_run": app.supervisor.dry_run(), "clusters": out }))
-        .into_response()
+    let names: Vec<String> = app.supervisor.clusters().into_iter().collect();
+    let scale_out = app.ownership().members_view(&names);
+    Json(json!({
+        "paused": paused,
+        "dry_run": app.supervisor.dry_run(),
+        "scale_out": scale_out,
+        "clusters": out,
+    }))
+    .into_response()
+}
+
+/// `GET /v1/members`: the live scale-out members and their shares, as this instance sees them
+/// (with scale-out off: this instance alone, polling every cluster).
+pub(super) async fn members<R: Reconciler>(State(app): State<Arc<App<R>>>) -> Response {
+    let names: Vec<String> = app.supervisor.clusters().into_iter().collect();
+    Json(app.ownership().members_view(&names)).into_response()
 }
 
 pub(super) async fn get_cluster<R: Reconciler>(

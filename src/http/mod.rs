@@ -35,6 +35,7 @@ use serde_json::json;
 
 use crate::config::{Loaded, WebhookConfig};
 use crate::service::events::EventLog;
+use crate::service::ownership::Ownership;
 use crate::service::supervisor::{Reconciler, Supervisor};
 use crate::throttle::Throttle;
 
@@ -68,6 +69,8 @@ pub struct App<R: Reconciler> {
     /// Answers the proxies' per-node checks (`/v1/route/…`), set once at wiring time.
     route: std::sync::OnceLock<route::RouteFn>,
     reload: std::sync::OnceLock<ReloadFn>,
+    /// Which instance polls which cluster (scale-out), set once at wiring time.
+    ownership: std::sync::OnceLock<Ownership>,
 }
 
 /// Re-read and validate the config file; `Ok(summary)` once the service will switch to it,
@@ -97,6 +100,7 @@ impl<R: Reconciler> App<R> {
             webhook_counter: std::sync::OnceLock::new(),
             route: std::sync::OnceLock::new(),
             reload: std::sync::OnceLock::new(),
+            ownership: std::sync::OnceLock::new(),
         })
     }
 
@@ -116,6 +120,17 @@ impl<R: Reconciler> App<R> {
     pub fn with_reload(self: Arc<Self>, reload: ReloadFn) -> Arc<Self> {
         let _ = self.reload.set(reload);
         self
+    }
+
+    /// Show who polls what (`owner`, `GET /v1/members`) from this view (set once, at wiring
+    /// time; unset: scale-out off, this instance polls everything).
+    pub fn with_ownership(self: Arc<Self>, own: Ownership) -> Arc<Self> {
+        let _ = self.ownership.set(own);
+        self
+    }
+
+    fn ownership(&self) -> Ownership {
+        self.ownership.get().cloned().unwrap_or_else(Ownership::all)
     }
 
     fn events(&self) -> &Arc<EventLog> {
@@ -184,6 +199,7 @@ pub fn router<R: Reconciler>(app: Arc<App<R>>) -> Router {
         .route("/v1/alerts", post(webhook::webhook::<R>))
         .route("/v1/clusters", get(api::list_clusters::<R>))
         .route("/v1/clusters/{cluster}", get(api::get_cluster::<R>))
+        .route("/v1/members", get(api::members::<R>))
         .route("/v1/clusters/{cluster}/failover", post(api::failover::<R>))
         .route(
             "/v1/clusters/{cluster}/switchover",

@@ -424,15 +424,17 @@ async fn generation(
         Arc::new(events),
         SupervisorConfig::from_config(cfg),
     );
-    let app = http_app(&loaded, &service, &sup).with_reload(reload);
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // Scale-out: which clusters this instance polls (all when off).
     let own = if cfg.service.scale_out {
         Ownership::shared(&member_id(&handles.holder.instance))
     } else {
-        Ownership::all()
+        Ownership::all_as(&handles.holder.instance)
     };
+    let app = http_app(&loaded, &service, &sup)
+        .with_reload(reload)
+        .with_ownership(own.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let members = own.enabled().then(|| {
         tokio::spawn(membership_loop(

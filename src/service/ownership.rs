@@ -20,6 +20,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -60,12 +61,55 @@ pub fn owner_of<'a>(cluster: &str, members: &'a [String]) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// Who polls one cluster, as this instance sees it (`owner` in `GET /v1/clusters` and
+/// `GET /v1/clusters/{c}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OwnerView {
+    /// `service.scale_out` of this instance.
+    pub scale_out: bool,
+    /// The instance that polls the cluster: the owner among the live members with scale-out
+    /// on, this instance with it off (every instance polls every cluster then). `None` only
+    /// where the id is unknown (scale-out off and the service wired without one).
+    pub instance: Option<String>,
+    /// This instance polls the cluster (always true with scale-out off).
+    pub this_instance: bool,
+}
+
+/// One live member and its share (`GET /v1/members`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberView {
+    pub instance: String,
+    pub this_instance: bool,
+    /// How many of the configured clusters it polls (rendezvous over the live members).
+    pub clusters: usize,
+}
+
+/// The membership as this instance sees it (`GET /v1/members`, `scale_out` in
+/// `GET /v1/clusters`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MembersView {
+    /// `service.scale_out` of this instance.
+    pub scale_out: bool,
+    /// This instance's id (its member id with scale-out on).
+    pub this_instance: Option<String>,
+    /// The live members as last read from the coordinator, sorted (this instance always
+    /// included); with scale-out off only this instance, owning every cluster.
+    pub members: Vec<MemberView>,
+    /// Configured clusters, and how many of them this instance polls.
+    pub clusters: usize,
+    pub owned: usize,
+    /// One line for people: who polls what.
+    pub message: String,
+}
+
 /// This instance's view of the members, and so of the clusters it owns. Cheap to clone
 /// (shared).
 #[derive(Clone, Debug)]
 pub struct Ownership {
     /// `None`: scale-out is off, this instance owns everything.
     me: Option<String>,
+    /// This instance's id as shown with scale-out off (`None`: unknown).
+    name: Option<String>,
     members: Arc<RwLock<Vec<String>>>,
 }
 
@@ -74,7 +118,16 @@ impl Ownership {
     pub fn all() -> Ownership {
         Ownership {
             me: None,
+            name: None,
             members: Arc::default(),
+        }
+    }
+
+    /// Scale-out off, for the instance named `instance` (shown in the views).
+    pub fn all_as(instance: &str) -> Ownership {
+        Ownership {
+            name: Some(instance.to_string()),
+            ..Ownership::all()
         }
     }
 
@@ -83,7 +136,81 @@ impl Ownership {
     pub fn shared(me: &str) -> Ownership {
         Ownership {
             me: Some(me.to_string()),
+            name: Some(me.to_string()),
             members: Arc::new(RwLock::new(vec![me.to_string()])),
+        }
+    }
+
+    /// Who polls `cluster`, as this instance sees it.
+    pub fn view(&self, cluster: &str) -> OwnerView {
+        let Some(me) = &self.me else {
+            return OwnerView {
+                scale_out: false,
+                instance: self.name.clone(),
+                this_instance: true,
+            };
+        };
+        let owner = self.owner(cluster);
+        OwnerView {
+            scale_out: true,
+            this_instance: owner.as_deref() == Some(me.as_str()),
+            instance: owner,
+        }
+    }
+
+    /// The members and their shares of `clusters`, as this instance sees them.
+    pub fn members_view(&self, clusters: &[String]) -> MembersView {
+        let Some(me) = &self.me else {
+            return MembersView {
+                scale_out: false,
+                this_instance: self.name.clone(),
+                members: self
+                    .name
+                    .iter()
+                    .map(|n| MemberView {
+                        instance: n.clone(),
+                        this_instance: true,
+                        clusters: clusters.len(),
+                    })
+                    .collect(),
+                clusters: clusters.len(),
+                owned: clusters.len(),
+                message: "scale-out is off: this instance polls every cluster".into(),
+            };
+        };
+        let members = self.members();
+        let mut count = vec![0usize; members.len()];
+        for c in clusters {
+            if let Some(o) = owner_of(c, &members) {
+                if let Some(i) = members.iter().position(|m| m == o) {
+                    count[i] += 1;
+                }
+            }
+        }
+        let owned = members
+            .iter()
+            .zip(&count)
+            .find(|(m, _)| *m == me)
+            .map_or(0, |(_, n)| *n);
+        MembersView {
+            scale_out: true,
+            this_instance: Some(me.clone()),
+            message: format!(
+                "scale-out: {} live member(s); this instance ({me}) polls {owned} of {} clusters",
+                members.len(),
+                clusters.len()
+            ),
+            members: members
+                .iter()
+                .zip(count)
+                .map(|(m, n)| MemberView {
+                    instance: m.clone(),
+                    this_instance: m == me,
+                    clusters: n,
+                })
+                .collect(),
+            clusters: clusters.len(),
+            owned,
         }
     }
 
@@ -305,6 +432,35 @@ mod tests {
         // Instances built by different compilers must agree: pin the values.
         assert_eq!(weight("cluster-1", "instance-0"), PINNED);
         assert_ne!(weight("ab", ""), weight("a", "b"));
+    }
+
+    #[test]
+    fn views_name_the_owner_and_the_shares() {
+        let off = Ownership::all_as("solo");
+        let v = off.view("x");
+        assert_eq!(
+            (v.scale_out, v.instance.as_deref(), v.this_instance),
+            (false, Some("solo"), true)
+        );
+        let cl: Vec<String> = (0..30).map(|i| format!("c{i}")).collect();
+        let mv = off.members_view(&cl);
+        assert_eq!((mv.owned, mv.members.len()), (30, 1));
+        assert!(mv.message.contains("polls every cluster"), "{}", mv.message);
+
+        let m = members(3);
+        let on = Ownership::shared("instance-1");
+        on.set_members(m.clone());
+        let mv = on.members_view(&cl);
+        assert_eq!(mv.members.iter().map(|x| x.clusters).sum::<usize>(), 30);
+        for c in &cl {
+            let v = on.view(c);
+            let want = owner_of(c, &m).map(str::to_string);
+            assert_eq!(v.instance, want, "{c}");
+            assert_eq!(v.this_instance, want.as_deref() == Some("instance-1"));
+        }
+        let mine = cl.iter().filter(|c| on.view(c).this_instance).count();
+        assert_eq!(mv.owned, mine);
+        assert!(mv.members[1].this_instance && !mv.members[0].this_instance);
     }
 
     #[test]

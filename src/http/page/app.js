@@ -129,6 +129,23 @@
     return 'free (as far as this instance knows)';
   }
 
+  // Which instance polls the cluster (scale-out), as the answering instance sees it.
+  function ownerText(c) {
+    const o = c.owner;
+    if (!o) return 'unknown';
+    if (!o.scale_out) return 'this instance (scale-out off: every instance polls every cluster)';
+    if (!o.instance) return 'nobody (no live member)';
+    if (o.this_instance) return o.instance + ' (this instance)';
+    return o.instance + ' (another instance: not polled here, its observation is there)';
+  }
+
+  function membersText(m) {
+    if (!m || !m.scale_out) return null;
+    return 'scale-out members: ' + m.members.map(function (x) {
+      return x.instance + (x.this_instance ? ' (this instance)' : '') + ': ' + x.clusters;
+    }).join(', ');
+  }
+
   function cooldownText(pv) {
     if (!pv || !pv.cooldown_until) return 'none';
     const left = Math.max(0, pv.cooldown_until - Math.round(Date.now() / 1000));
@@ -151,19 +168,21 @@
       const reachable = obs ? obs.nodes.filter(function (n) { return nodeStatus(n).ok; }).length : 0;
       const total = obs ? obs.nodes.length : 0;
       const rogue = pv && pv.nodes ? pv.nodes.filter(function (n) { return n.claims_master_against_record; }) : [];
-      return el('a', { class: 'card cluster-card h-' + h.kind, href: '/clusters/' + encodeURIComponent(c.name), 'data-cluster': c.name, 'data-health': h.kind },
+      return el('a', { class: 'card cluster-card h-' + h.kind, href: '/clusters/' + encodeURIComponent(c.name), 'data-cluster': c.name, 'data-health': h.kind, 'data-owner': c.owner && c.owner.instance ? c.owner.instance : '' },
         el('div', { class: 'card-head' }, el('strong', { text: c.name }), badge(h.kind, h.text, h.why)),
         el('div', { class: 'kv' },
           el('span', { text: 'master' }), el('span', { class: 'mono', text: rec ? rec.master + ' (epoch ' + rec.epoch + ')' : 'no record' }),
           el('span', { text: 'nodes' }), el('span', { text: obs ? reachable + ' of ' + total + ' answering' : 'not observed yet' }),
           el('span', { text: 'paused' }), el('span', { text: c.effectively_paused ? (c.paused ? 'yes (this cluster)' : 'yes (globally)') : 'no' }),
           el('span', { text: 'lock' }), el('span', { text: lockText(c) }),
+          el('span', { text: 'polled by' }), el('span', { class: 'owner', text: ownerText(c) }),
           el('span', { text: 'now' }), el('span', { text: h.why })),
         rogue.length ? el('div', { class: 'alarm', text: rogue.map(function (n) { return n.addr + ' ' + n.disagrees; }).join('; ') }) : null);
     });
     const top = el('div', { class: 'summary' },
       list.paused ? badge('paused', 'globally paused') : null,
-      list.dry_run ? badge('refusing', 'dry run: nothing is sent') : null);
+      list.dry_run ? badge('refusing', 'dry run: nothing is sent') : null,
+      membersText(list.scale_out) ? el('span', { class: 'small muted members', text: membersText(list.scale_out) }) : null);
     show(
       el('h1', { text: 'Clusters' }), top,
       el('div', { class: 'grid' }, rows.length ? rows : el('p', { text: 'no clusters configured' })));
@@ -370,6 +389,7 @@
       el('span', { text: 'paused' }), el('span', { text: c.effectively_paused ? (c.paused ? 'yes (this cluster)' : 'yes (globally)') : 'no' }),
       el('span', { text: 'cooldown' }), el('span', { text: cooldownText(pv) }),
       el('span', { text: 'lock' }), el('span', { text: lockText(c) + (c.queued ? ' · ' + c.queued + ' queued' : '') }),
+      el('span', { text: 'polled by' }), el('span', { class: 'owner', text: ownerText(c) }),
       c.error ? el('span', { text: 'coordinator' }) : null, c.error ? el('span', { class: 'alarm', text: c.error }) : null);
     show(
       el('p', { class: 'crumbs' }, el('a', { href: '/', text: '← all clusters' })),
