@@ -12,4 +12,5 @@ pub mod prom;
 pub mod real_pika;
 pub mod redis;
 pub mod schema;
+pub mod snapshots;
 pub mod stale_client;
