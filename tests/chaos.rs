@@ -42,11 +42,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use support::etcd::EtcdServer;
 use support::redis::{NodeOptions, RedisNode};
+use support::snapshots::{self as snaps, Account, DivergedStep, LossWindow};
 use svc::{cli, Service};
 
 const CLUSTER: &str = "chaos";
@@ -685,6 +686,10 @@ struct Outcome {
     dual_master_ms: u64,
     acked: usize,
     lost: usize,
+    /// The lost writes' keys and the fault's wall-clock window (for the snapshot check).
+    loss: LossWindow,
+    /// How the lost writes are accounted for (filled after the run by `check_snapshots`).
+    account: Account,
 }
 
 struct World {
@@ -809,6 +814,7 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
         };
         let serve = rng.below(2) as usize;
         let start = Instant::now();
+        let start_ms = snaps::unix_ms(SystemTime::now());
         let target = match kind {
             Kind::Kill9
             | Kind::Pause
@@ -917,12 +923,12 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
             .filter(|a| a.at >= start && a.at <= done)
             .copied()
             .collect();
-        let lost = match final_master {
-            Some(m) => missing_on(w.nodes[m].direct(), &window)
-                .map(|v| v.len())
-                .unwrap_or(window.len()),
-            None => window.len(),
+        let all: Vec<u64> = window.iter().map(|a| a.seq).collect();
+        let lost_seqs = match final_master {
+            Some(m) => missing_on(w.nodes[m].direct(), &window).unwrap_or(all),
+            None => all,
         };
+        let lost = lost_seqs.len();
         let o = Outcome {
             kind,
             target,
@@ -932,6 +938,12 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
             dual_master_ms: load.dual_master_ms(start, done),
             acked: window.len(),
             lost,
+            loss: LossWindow {
+                from_ms: start_ms,
+                to_ms: snaps::unix_ms(SystemTime::now()),
+                lost: lost_seqs.iter().map(|s| format!("w:{s}")).collect(),
+            },
+            account: Account::default(),
         };
         eprintln!(
             "chaos fault {f}: {} {} held {} ms: converged {} s, failover {}, dual-master {} ms, {} acked, {} lost",
@@ -954,11 +966,13 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
     // Every acknowledged write of the whole run, checked on the final master.
     let acks = load.acks.lock().expect("acks").clone();
     let final_master = converged(&w.nodes);
-    let total_lost = final_master
-        .map(|m| missing_on(w.nodes[m].direct(), &acks).map(|v| v.len()))
-        .unwrap_or(Ok(acks.len()))
-        .unwrap_or(acks.len());
-    report(seed, &outcomes, acks.len(), total_lost);
+    let all: Vec<u64> = acks.iter().map(|a| a.seq).collect();
+    let total_missing = final_master
+        .map(|m| missing_on(w.nodes[m].direct(), &acks).unwrap_or_else(|_| all.clone()))
+        .unwrap_or(all);
+    let total_lost = total_missing.len();
+    let check = check_snapshots(&w, &mut outcomes, &total_missing);
+    report(seed, &outcomes, acks.len(), total_lost, &check);
     for i in 0..w.insts.len() {
         if let Some(mut s) = w.insts[i].svc.take() {
             s.kill();
@@ -967,15 +981,117 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
     outcomes
 }
 
-fn report(seed: u64, outcomes: &[Outcome], total_acked: usize, total_lost: usize) {
+// ------------------------------------------------------------------------------------------
+// Snapshots: the lost writes the services saved before a demotion discarded them.
+
+/// The run's diverged steps (from both services' events files), read back.
+struct SnapCheck {
+    steps: Vec<DivergedStep>,
+    /// Per step: how many of the run's lost writes its snapshot holds.
+    per_step: Vec<usize>,
+    /// Of the writes missing on the final master, how many a snapshot holds.
+    total_preserved: usize,
+    /// Reading a snapshot back failed (then nothing counts as preserved).
+    error: Option<String>,
+}
+
+impl SnapCheck {
+    fn text(&self) -> String {
+        let mut t = format!(
+            "snapshots: {} diverged steps, {} with a snapshot\n",
+            self.steps.len(),
+            self.steps.iter().filter(|s| s.snapshot.is_some()).count()
+        );
+        for (s, n) in self.steps.iter().zip(&self.per_step) {
+            t.push_str(&format!(
+                "  {} {} ok={} bytes_ahead={} {} holds {n} lost writes\n",
+                s.at,
+                s.node,
+                s.ok,
+                s.bytes_ahead().map(|b| b.to_string()).unwrap_or("?".into()),
+                s.snapshot
+                    .as_ref()
+                    .map(|x| format!(
+                        "{} ({} keys, {} ms)",
+                        x.path.display(),
+                        x.keys.unwrap_or(0),
+                        x.millis
+                    ))
+                    .unwrap_or_else(|| "no snapshot".into()),
+            ));
+        }
+        if let Some(e) = &self.error {
+            t.push_str(&format!("  reading the snapshots back failed: {e}\n"));
+        }
+        t
+    }
+}
+
+/// After the run: list the snapshots the services took, look for every lost write in them and
+/// fill each fault's `account`.
+fn check_snapshots(w: &World, outcomes: &mut [Outcome], total_missing: &[u64]) -> SnapCheck {
+    let events: Vec<Value> = w
+        .insts
+        .iter()
+        .flat_map(|i| snaps::read_events_file(&i.dir.path().join("events.jsonl")))
+        .collect();
+    let steps = snaps::diverged_steps(&events);
+    let mut keys: std::collections::BTreeSet<String> = outcomes
+        .iter()
+        .flat_map(|o| o.loss.lost.iter().cloned())
+        .collect();
+    keys.extend(total_missing.iter().map(|s| format!("w:{s}")));
+    let keys: Vec<String> = keys.into_iter().collect();
+    // Only a Pika dump needs the Pika binary to be read back.
+    let pika = steps
+        .iter()
+        .any(|s| s.engine == "pika")
+        .then(support::real_pika::pika_bin)
+        .flatten();
+    let (present, per_step, error) = match snaps::preserved(&steps, pika.as_deref(), &keys) {
+        Ok((p, per)) => (p, per, None),
+        Err(e) => (Default::default(), vec![0; steps.len()], Some(e)),
+    };
+    for o in outcomes.iter_mut() {
+        o.account = snaps::account(&o.loss, &present, &steps);
+    }
+    let total_preserved = total_missing
+        .iter()
+        .filter(|s| present.contains(&format!("w:{s}")))
+        .count();
+    SnapCheck {
+        steps,
+        per_step,
+        total_preserved,
+        error,
+    }
+}
+
+fn report(
+    seed: u64,
+    outcomes: &[Outcome],
+    total_acked: usize,
+    total_lost: usize,
+    check: &SnapCheck,
+) {
     let mut table = String::new();
     table.push_str(&format!(
-        "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5}\n",
-        "#", "fault", "target", "hold_ms", "failover", "converge_s", "dual_ms", "acked", "lost"
+        "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5} {:>9} {:>9}\n",
+        "#",
+        "fault",
+        "target",
+        "hold_ms",
+        "failover",
+        "converge_s",
+        "dual_ms",
+        "acked",
+        "lost",
+        "preserved",
+        "not_pres"
     ));
     for (i, o) in outcomes.iter().enumerate() {
         table.push_str(&format!(
-            "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5}\n",
+            "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5} {:>9} {:>9}\n",
             i,
             o.kind.name(),
             o.target,
@@ -986,7 +1102,9 @@ fn report(seed: u64, outcomes: &[Outcome], total_acked: usize, total_lost: usize
                 .unwrap_or("NOT".into()),
             o.dual_master_ms,
             o.acked,
-            o.lost
+            o.lost,
+            o.account.preserved,
+            o.account.not_preserved()
         ));
     }
     // Per kind: count, max convergence, total dual-master window, lost writes.
@@ -1004,7 +1122,10 @@ fn report(seed: u64, outcomes: &[Outcome], total_acked: usize, total_lost: usize
         Kind::CoordCut,
     ];
     let mut summary = Vec::new();
-    table.push_str("\nper fault kind: count, failovers, max converge_s, max dual_ms, lost\n");
+    table.push_str(
+        "\nper fault kind: count, failovers, max converge_s, max dual_ms, lost, preserved in \
+         snapshot, lost and not preserved\n",
+    );
     for k in kinds {
         let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.kind == k).collect();
         if of.is_empty() {
@@ -1018,8 +1139,11 @@ fn report(seed: u64, outcomes: &[Outcome], total_acked: usize, total_lost: usize
         let max_dual = of.iter().map(|o| o.dual_master_ms).max().unwrap_or(0);
         let lost: usize = of.iter().map(|o| o.lost).sum();
         let fo = of.iter().filter(|o| o.failover).count();
+        let preserved: usize = of.iter().map(|o| o.account.preserved).sum();
+        let not_preserved: usize = of.iter().map(|o| o.account.not_preserved()).sum();
+        let reported: usize = of.iter().map(|o| o.account.reported).sum();
         table.push_str(&format!(
-            "  {:<14} {:>3} {:>3} {:>6.1}{} {:>6} {:>5}\n",
+            "  {:<14} {:>3} {:>3} {:>6.1}{} {:>6} {:>5} {:>5} {:>5}\n",
             k.name(),
             of.len(),
             fo,
@@ -1030,26 +1154,44 @@ fn report(seed: u64, outcomes: &[Outcome], total_acked: usize, total_lost: usize
                 String::new()
             },
             max_dual,
-            lost
+            lost,
+            preserved,
+            not_preserved
         ));
         summary.push(json!({"kind": k.name(), "count": of.len(), "failovers": fo,
             "max_converge_s": max_conv, "not_converged": not_conv, "max_dual_master_ms": max_dual,
-            "lost": lost}));
+            "lost": lost, "preserved_in_snapshot": preserved,
+            "lost_and_not_preserved": not_preserved, "not_preserved_but_reported": reported}));
     }
     table.push_str(&format!(
-        "\nwhole run: {total_acked} acknowledged writes, {total_lost} missing on the final master\n"
+        "\nwhole run: {total_acked} acknowledged writes, {total_lost} missing on the final master, \
+         {} of them preserved in a snapshot, {} lost and not preserved\n",
+        check.total_preserved,
+        total_lost - check.total_preserved
     ));
+    table.push_str(&check.text());
     println!("\n{table}");
     let j: Value = json!({
         "seed": seed,
         "faults": outcomes.len(),
         "acknowledged_writes": total_acked,
         "lost_on_final_master": total_lost,
+        "preserved_in_snapshot": check.total_preserved,
+        "lost_and_not_preserved": total_lost - check.total_preserved,
+        "snapshot_check_error": check.error,
+        "snapshots": check.steps.iter().zip(&check.per_step).map(|(s, n)| {
+            let mut v = s.to_json();
+            v["lost_writes_held"] = json!(n);
+            v
+        }).collect::<Vec<_>>(),
         "per_kind": summary,
         "runs": outcomes.iter().map(|o| json!({
             "fault": o.kind.name(), "target": o.target, "hold_ms": o.hold_ms,
             "failover": o.failover, "converge_s": o.converge_s,
             "dual_master_ms": o.dual_master_ms, "acked": o.acked, "lost": o.lost,
+            "preserved_in_snapshot": o.account.preserved,
+            "lost_and_not_preserved": o.account.not_preserved(),
+            "not_preserved_but_reported": o.account.reported,
         })).collect::<Vec<_>>(),
     });
     let dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -1084,4 +1226,31 @@ fn chaos() {
         .map(|(i, o)| format!("#{i} {} {}", o.kind.name(), o.target))
         .collect();
     assert!(stuck.is_empty(), "not converged after: {stuck:?}");
+    // A pause or a partition may lose acknowledged writes only into a snapshot the service took
+    // before discarding them, or with the estimate reported (`policy.diverged = "report"`).
+    let unaccounted: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            matches!(
+                o.kind,
+                Kind::Pause
+                    | Kind::CutService
+                    | Kind::CutNodes
+                    | Kind::Isolate
+                    | Kind::StallService
+                    | Kind::StallIsolate
+            ) && o.account.unaccounted > 0
+        })
+        .map(|(i, o)| {
+            format!(
+                "#{i} {} {}: {} of {} lost writes in no snapshot and not reported",
+                o.kind.name(),
+                o.target,
+                o.account.unaccounted,
+                o.lost
+            )
+        })
+        .collect();
+    assert!(unaccounted.is_empty(), "{unaccounted:#?}");
 }

@@ -1407,13 +1407,22 @@ fn demote_never_forces_on_redis() {
     let (obs, plan) = plan_of(Trigger::RoleMismatch, &c, Some(record("r1:1")));
     assert_eq!(plan.action, demote("m1:1", "r1:1"));
     let steps = plan.steps(&obs, &Policy::default());
+    // Its writes are paused from before the snapshot until it follows: none is acknowledged
+    // after the BGSAVE's fork and then discarded (snapshot_timeout 30 s + link_timeout 15 s).
+    assert_eq!(
+        steps[0],
+        Step::PauseWrites {
+            node: a("m1:1"),
+            millis: 45_000
+        }
+    );
     assert!(
-        matches!(&steps[0], Step::Diverged { engine: Engine::Redis, snapshot: true, estimate, .. }
+        matches!(&steps[1], Step::Diverged { engine: Engine::Redis, snapshot: true, estimate, .. }
             if estimate.bytes_ahead == Some(4990)),
         "{steps:?}"
     );
     assert_eq!(
-        steps[1..].to_vec(),
+        steps[2..].to_vec(),
         vec![
             full(
                 follow("m1:1", "r1:1", false, Engine::Redis),
@@ -1421,7 +1430,30 @@ fn demote_never_forces_on_redis() {
             ),
             persist("m1:1"),
             kill("m1:1"),
+            Step::Unpause { node: a("m1:1") },
         ]
+    );
+    // Under `report` nothing is saved, so nothing is paused either.
+    let report = Policy {
+        diverged: pika_remedy::config::DivergedPolicy::Report,
+        ..Policy::default()
+    };
+    let steps = plan.steps(&obs, &report);
+    assert!(
+        matches!(
+            &steps[0],
+            Step::Diverged {
+                snapshot: false,
+                ..
+            }
+        ),
+        "{steps:?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|s| matches!(s, Step::PauseWrites { .. } | Step::Unpause { .. })),
+        "{steps:?}"
     );
 }
 

@@ -400,10 +400,13 @@ async fn a_link_wait_stops_when_the_master_dies_and_the_next_run_fails_over() {
     assert_eq!(
         nodes.commands(),
         vec![
+            format!("{R2}: CLIENT PAUSE 630000 WRITE"),
             format!("{R2}: BGSAVE"),
-            format!("{R2}: SLAVEOF {} {}", a(M).host, a(M).port)
+            format!("{R2}: SLAVEOF {} {}", a(M).host, a(M).port),
+            format!("{R2}: CLIENT UNPAUSE"),
         ],
-        "a snapshot (it claimed master), one SLAVEOF, no retry after the master died"
+        "writes paused, a snapshot (it claimed master), one SLAVEOF, no retry after the master \
+         died, writes unpaused on the failure path"
     );
     let out = run(&nodes, &coord, Trigger::MasterDown).await;
     assert!(

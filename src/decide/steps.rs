@@ -219,12 +219,27 @@ impl Plan {
                 }
             }
             Action::Demote { node, to } => {
+                let mut paused = false;
                 if let Some(estimate) = estimate(obs, node, to).filter(Divergence::diverged) {
+                    let snapshot = policy.diverged == DivergedPolicy::Snapshot;
+                    let engine = engine_of(obs, node);
+                    // Redis: the node's writes are paused from before the snapshot until it
+                    // follows (`CLIENT PAUSE … WRITE`), so nothing it acknowledges after the
+                    // BGSAVE's fork is discarded outside the snapshot. The pause expires by
+                    // itself after the snapshot's bound plus one link wait.
+                    if snapshot && engine == Engine::Redis {
+                        let millis = (policy.snapshot_timeout + policy.link_timeout).as_millis();
+                        steps.push(Step::PauseWrites {
+                            node: node.clone(),
+                            millis: u64::try_from(millis).unwrap_or(u64::MAX),
+                        });
+                        paused = true;
+                    }
                     steps.push(Step::Diverged {
                         node: node.clone(),
-                        engine: engine_of(obs, node),
+                        engine,
                         estimate,
-                        snapshot: policy.diverged == DivergedPolicy::Snapshot,
+                        snapshot,
                     });
                 }
                 for child in followers_of(obs, node) {
@@ -233,6 +248,9 @@ impl Plan {
                 }
                 follow_and_persist(&mut steps, obs, node, to, true);
                 steps.push(kill_clients(obs, node));
+                if paused {
+                    steps.push(Step::Unpause { node: node.clone() });
+                }
             }
             Action::Repoint { nodes, to } => {
                 for node in nodes {

@@ -103,7 +103,10 @@ pub fn diverged_steps(events: &[Value]) -> Vec<DivergedStep> {
     let mut out = Vec::new();
     for e in events {
         let id = e["id"].as_str().unwrap_or("").to_string();
-        let steps = e["outcome"]["steps"].as_array().cloned().unwrap_or_default();
+        let steps = e["outcome"]["steps"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for (i, r) in steps.iter().enumerate() {
             if r["step"]["step"] != "diverged" {
                 continue;
@@ -267,4 +270,63 @@ pub fn preserved(
         all.extend(found);
     }
     Ok((all, per))
+}
+
+/// The acknowledged writes one fault lost, and when the fault was (unix ms, from the fault to
+/// the cluster's convergence after its heal).
+#[derive(Clone, Debug, Default)]
+pub struct LossWindow {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// The keys acknowledged in the window and missing on the converged master.
+    pub lost: Vec<String>,
+}
+
+/// How a fault's lost writes are accounted for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Account {
+    /// Lost writes held by a snapshot (any of the run's: the keys are unique).
+    pub preserved: usize,
+    /// Lost writes in no snapshot, but the window has a diverged step that recorded its
+    /// estimate without a snapshot (`policy.diverged = "report"` or an accepted loss).
+    pub reported: usize,
+    /// Lost writes in no snapshot and not covered by a report.
+    pub unaccounted: usize,
+}
+
+impl Account {
+    /// Lost and not preserved in a snapshot (reported or not).
+    pub fn not_preserved(&self) -> usize {
+        self.reported + self.unaccounted
+    }
+}
+
+/// Slack after a window's end for the event of a demotion that happened in it (the event is
+/// written when the reconcile ends; its `at` may be a little later than the convergence seen).
+pub const EVENT_SLACK_MS: u64 = 2_000;
+
+/// The account of `w` given the keys found in the snapshots (`present`) and the run's
+/// diverged steps.
+pub fn account(w: &LossWindow, present: &BTreeSet<String>, steps: &[DivergedStep]) -> Account {
+    let preserved = w.lost.iter().filter(|k| present.contains(*k)).count();
+    let rest = w.lost.len() - preserved;
+    let reported_in_window = steps.iter().any(|s| {
+        s.ok && s.snapshot.is_none()
+            && s.diverged()
+            && s.at_ms >= w.from_ms
+            && s.at_ms <= w.to_ms + EVENT_SLACK_MS
+    });
+    if reported_in_window {
+        Account {
+            preserved,
+            reported: rest,
+            unaccounted: 0,
+        }
+    } else {
+        Account {
+            preserved,
+            reported: 0,
+            unaccounted: rest,
+        }
+    }
 }
