@@ -25,10 +25,15 @@
 //! other nodes replicas of it with the link up, bounded at `CONVERGE_TIMEOUT`); how long two
 //! nodes accepted writes at once (a prober writes to every node directly every 100 ms); the
 //! acknowledged writes of that fault's window missing on the converged master. At the end, every
-//! acknowledged write is checked on the final master. A table is printed and JSON written to
-//! `<target>/chaos/chaos-seed<SEED>-n<N>.json`.
+//! acknowledged write is checked on the final master. Then the lost writes are looked for in
+//! the snapshots the services took before a demotion discarded them (`support::snapshots`:
+//! listed from both services' audit events, each read back by a server started on a copy). A
+//! table is printed and JSON written to `<target>/chaos/chaos-seed<SEED>-n<N>.json`. The test
+//! fails if a fault leaves the cluster unconverged, or if a pause or partition lost a write
+//! that is in no snapshot and not covered by a reported estimate (`policy.diverged = report`).
 //!
-//! `CHAOS_N` (faults, default 3: the short run of `make test`) and `CHAOS_SEED` (default 1).
+//! `CHAOS_N` (faults, default 3: the short run of `make test`) and `CHAOS_SEED` (default 1);
+//! `CHAOS_DIVERGED` sets `policy.diverged` (default `snapshot`).
 //! Every loop is bounded; every process is SIGKILLed on drop; traffic only on 127.0.0.1.
 
 mod support;
@@ -612,6 +617,7 @@ link_timeout = "3s"
 detach_timeout = "1s"
 switchover_pause = "1s"
 lock_ttl = "15s"
+diverged = "{diverged}"
 [coordinator]
 kind = "etcd"
 [coordinator.etcd]
@@ -625,6 +631,8 @@ nodes = [{nodes}]
         events = dir.path().join("events.jsonl").display(),
         bearer = bearer.display(),
         nodes = addrs.join(", "),
+        // `CHAOS_DIVERGED=report` (or `refuse`) runs the same faults under another policy.
+        diverged = std::env::var("CHAOS_DIVERGED").unwrap_or_else(|_| "snapshot".into()),
     );
     let config = dir.path().join("pika-remedy.toml");
     std::fs::write(&config, text).expect("write config");

@@ -259,8 +259,47 @@ impl Plan {
                 }
             }
         }
-        budget_full_syncs(children_first(steps, obs), obs, policy)
+        let steps = budget_full_syncs(children_first(steps, obs), obs, policy);
+        match &self.action {
+            Action::Failover { .. } | Action::Repoint { .. } => {
+                snapshot_ahead_followers(steps, obs, policy)
+            }
+            _ => steps,
+        }
     }
+}
+
+/// A node that is made to follow a master it is ahead of (a replica that got writes of the
+/// dead master the promoted one never did, in some DB or by offset) loses them in the forced
+/// or full resync: the same [`Step::Diverged`] as a demotion's (snapshot under `policy.diverged
+/// = "snapshot"`, else the estimate recorded), right before its follow or the clearing of its
+/// replication ID. A demotion's children are not included: what they have beyond the master
+/// came from the demoted node, whose snapshot holds it.
+fn snapshot_ahead_followers(steps: Vec<Step>, obs: &Observation, policy: &Policy) -> Vec<Step> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut seen: BTreeSet<Addr> = BTreeSet::new();
+    for step in steps {
+        if let Step::Follow { node, master, .. } | Step::ClearReplicationId { node, master, .. } =
+            &step
+        {
+            let master_seen = obs
+                .node(master)
+                .and_then(NodeObservation::reachable)
+                .is_some();
+            if master_seen && seen.insert(node.clone()) {
+                if let Some(estimate) = estimate(obs, node, master).filter(Divergence::diverged) {
+                    out.push(Step::Diverged {
+                        node: node.clone(),
+                        engine: engine_of(obs, node),
+                        estimate,
+                        snapshot: policy.diverged == DivergedPolicy::Snapshot,
+                    });
+                }
+            }
+        }
+        out.push(step);
+    }
+    out
 }
 
 /// Pika refuses `SLAVEOF` while slaves are attached (`already master of others`): before a
