@@ -1451,6 +1451,24 @@ fn demote_never_forces_on_redis() {
             Step::Unpause { node: a("m1:1") },
         ]
     );
+    // Redis before 6.2 has no `CLIENT PAUSE … WRITE`: the snapshot without the pause.
+    let mut old = obs.clone();
+    for n in &mut old.nodes {
+        if let Ok(s) = &mut n.status {
+            s.version = Some("6.0.16".into());
+        }
+    }
+    let steps = plan.steps(&old, &Policy::default());
+    assert!(
+        matches!(&steps[0], Step::Diverged { snapshot: true, .. }),
+        "{steps:?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|s| matches!(s, Step::PauseWrites { .. } | Step::Unpause { .. })),
+        "{steps:?}"
+    );
     // Under `report` nothing is saved, so nothing is paused either.
     let report = Policy {
         diverged: pika_remedy::config::DivergedPolicy::Report,

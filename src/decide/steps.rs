@@ -226,8 +226,9 @@ impl Plan {
                     // Redis: the node's writes are paused from before the snapshot until it
                     // follows (`CLIENT PAUSE … WRITE`), so nothing it acknowledges after the
                     // BGSAVE's fork is discarded outside the snapshot. The pause expires by
-                    // itself after the snapshot's bound plus one link wait.
-                    if snapshot && engine == Engine::Redis {
+                    // itself after the snapshot's bound plus one link wait. Redis before 6.2
+                    // has no `WRITE` pause: there the window stays open.
+                    if snapshot && can_pause_writes(obs, node) {
                         let millis = (policy.snapshot_timeout + policy.link_timeout).as_millis();
                         steps.push(Step::PauseWrites {
                             node: node.clone(),
@@ -267,6 +268,22 @@ impl Plan {
             _ => steps,
         }
     }
+}
+
+/// Redis 6.2+ (`CLIENT PAUSE <ms> WRITE`), from the observed version.
+fn can_pause_writes(obs: &Observation, node: &Addr) -> bool {
+    let Some(s) = obs.node(node).and_then(NodeObservation::reachable) else {
+        return false;
+    };
+    let mut v = s
+        .version
+        .as_deref()
+        .unwrap_or("")
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (v.next().flatten(), v.next().flatten().unwrap_or(0));
+    s.engine == Engine::Redis && major.is_some_and(|m| (m, minor) >= (6, 2))
 }
 
 /// A node that is made to follow a master it is ahead of (a replica that got writes of the
