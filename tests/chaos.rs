@@ -52,7 +52,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use support::etcd::EtcdServer;
 use support::redis::{NodeOptions, RedisNode};
-use support::snapshots::{self as snaps, Account, DivergedStep, LossWindow};
+use support::snapshots::{self as snaps, Account, LossWindow, SnapCheck};
 use svc::{cli, Service};
 
 const CLUSTER: &str = "chaos";
@@ -989,90 +989,21 @@ fn run_chaos(n: usize, seed: u64) -> Vec<Outcome> {
     outcomes
 }
 
-// ------------------------------------------------------------------------------------------
-// Snapshots: the lost writes the services saved before a demotion discarded them.
-
-/// The run's diverged steps (from both services' events files), read back.
-struct SnapCheck {
-    steps: Vec<DivergedStep>,
-    /// Per step: how many of the run's lost writes its snapshot holds.
-    per_step: Vec<usize>,
-    /// Of the writes missing on the final master, how many a snapshot holds.
-    total_preserved: usize,
-    /// Reading a snapshot back failed (then nothing counts as preserved).
-    error: Option<String>,
-}
-
-impl SnapCheck {
-    fn text(&self) -> String {
-        let mut t = format!(
-            "snapshots: {} diverged steps, {} with a snapshot\n",
-            self.steps.len(),
-            self.steps.iter().filter(|s| s.snapshot.is_some()).count()
-        );
-        for (s, n) in self.steps.iter().zip(&self.per_step) {
-            t.push_str(&format!(
-                "  {} {} ok={} bytes_ahead={} {} holds {n} lost writes\n",
-                s.at,
-                s.node,
-                s.ok,
-                s.bytes_ahead().map(|b| b.to_string()).unwrap_or("?".into()),
-                s.snapshot
-                    .as_ref()
-                    .map(|x| format!(
-                        "{} ({} keys, {} ms)",
-                        x.path.display(),
-                        x.keys.unwrap_or(0),
-                        x.millis
-                    ))
-                    .unwrap_or_else(|| "no snapshot".into()),
-            ));
-        }
-        if let Some(e) = &self.error {
-            t.push_str(&format!("  reading the snapshots back failed: {e}\n"));
-        }
-        t
-    }
-}
-
-/// After the run: list the snapshots the services took, look for every lost write in them and
-/// fill each fault's `account`.
+/// After the run: the snapshots the services took (both events files), every lost write looked
+/// for in them, each fault's `account` filled (`support::snapshots::check`).
 fn check_snapshots(w: &World, outcomes: &mut [Outcome], total_missing: &[u64]) -> SnapCheck {
-    let events: Vec<Value> = w
+    let files: Vec<PathBuf> = w
         .insts
         .iter()
-        .flat_map(|i| snaps::read_events_file(&i.dir.path().join("events.jsonl")))
+        .map(|i| i.dir.path().join("events.jsonl"))
         .collect();
-    let steps = snaps::diverged_steps(&events);
-    let mut keys: std::collections::BTreeSet<String> = outcomes
-        .iter()
-        .flat_map(|o| o.loss.lost.iter().cloned())
-        .collect();
-    keys.extend(total_missing.iter().map(|s| format!("w:{s}")));
-    let keys: Vec<String> = keys.into_iter().collect();
-    // Only a Pika dump needs the Pika binary to be read back.
-    let pika = steps
-        .iter()
-        .any(|s| s.engine == "pika")
-        .then(support::real_pika::pika_bin)
-        .flatten();
-    let (present, per_step, error) = match snaps::preserved(&steps, pika.as_deref(), &keys) {
-        Ok((p, per)) => (p, per, None),
-        Err(e) => (Default::default(), vec![0; steps.len()], Some(e)),
-    };
-    for o in outcomes.iter_mut() {
-        o.account = snaps::account(&o.loss, &present, &steps);
+    let windows: Vec<&LossWindow> = outcomes.iter().map(|o| &o.loss).collect();
+    let missing: Vec<String> = total_missing.iter().map(|s| format!("w:{s}")).collect();
+    let (check, accounts) = snaps::check(&files, &windows, &missing);
+    for (o, a) in outcomes.iter_mut().zip(accounts) {
+        o.account = a;
     }
-    let total_preserved = total_missing
-        .iter()
-        .filter(|s| present.contains(&format!("w:{s}")))
-        .count();
-    SnapCheck {
-        steps,
-        per_step,
-        total_preserved,
-        error,
-    }
+    check
 }
 
 fn report(

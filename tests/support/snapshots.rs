@@ -330,3 +330,96 @@ pub fn account(w: &LossWindow, present: &BTreeSet<String>, steps: &[DivergedStep
         }
     }
 }
+
+/// A run's diverged steps, read back against its lost writes.
+pub struct SnapCheck {
+    pub steps: Vec<DivergedStep>,
+    /// Per step: how many of the run's lost writes its snapshot holds.
+    pub per_step: Vec<usize>,
+    /// Of the writes missing at the end, how many a snapshot holds.
+    pub total_preserved: usize,
+    /// Reading a snapshot back failed (then nothing counts as preserved).
+    pub error: Option<String>,
+}
+
+impl SnapCheck {
+    /// A few lines for a report: every step, its snapshot and the lost writes it holds.
+    pub fn text(&self) -> String {
+        let mut t = format!(
+            "snapshots: {} diverged steps, {} with a snapshot\n",
+            self.steps.len(),
+            self.steps.iter().filter(|s| s.snapshot.is_some()).count()
+        );
+        for (s, n) in self.steps.iter().zip(&self.per_step) {
+            let snap = s
+                .snapshot
+                .as_ref()
+                .map(|x| {
+                    format!(
+                        "{} ({} keys, {} ms)",
+                        x.path.display(),
+                        x.keys.unwrap_or(0),
+                        x.millis
+                    )
+                })
+                .unwrap_or_else(|| "no snapshot".into());
+            let bytes = s.bytes_ahead().map(|b| b.to_string());
+            t.push_str(&format!(
+                "  {} {} ok={} bytes_ahead={} {snap} holds {n} lost writes\n",
+                s.at,
+                s.node,
+                s.ok,
+                bytes.as_deref().unwrap_or("?"),
+            ));
+        }
+        if let Some(e) = &self.error {
+            t.push_str(&format!("  reading the snapshots back failed: {e}\n"));
+        }
+        t
+    }
+}
+
+/// The diverged steps of the events in `event_files` (the services' trails), every key of
+/// `windows` and `missing` looked for in their snapshots (a Pika dump needs `PIKA_BIN`), and
+/// the account of each window.
+pub fn check(
+    event_files: &[PathBuf],
+    windows: &[&LossWindow],
+    missing: &[String],
+) -> (SnapCheck, Vec<Account>) {
+    let events: Vec<Value> = event_files
+        .iter()
+        .flat_map(|f| read_events_file(f))
+        .collect();
+    let steps = diverged_steps(&events);
+    let mut keys: BTreeSet<String> = windows
+        .iter()
+        .flat_map(|w| w.lost.iter().cloned())
+        .collect();
+    keys.extend(missing.iter().cloned());
+    let keys: Vec<String> = keys.into_iter().collect();
+    // Only a Pika dump needs the Pika binary to be read back.
+    let pika = steps
+        .iter()
+        .any(|s| s.engine == "pika")
+        .then(super::real_pika::pika_bin)
+        .flatten();
+    let (present, per_step, error) = match preserved(&steps, pika.as_deref(), &keys) {
+        Ok((p, per)) => (p, per, None),
+        Err(e) => (BTreeSet::new(), vec![0; steps.len()], Some(e)),
+    };
+    let accounts = windows
+        .iter()
+        .map(|w| account(w, &present, &steps))
+        .collect();
+    let total_preserved = missing.iter().filter(|k| present.contains(*k)).count();
+    (
+        SnapCheck {
+            steps,
+            per_step,
+            total_preserved,
+            error,
+        },
+        accounts,
+    )
+}
