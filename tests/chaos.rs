@@ -40,13 +40,18 @@
 //! `converge_timeout`: 40 s Redis, 60 s Pika); how long two nodes accepted writes at once (a
 //! prober writes to every node directly every 100 ms); the acknowledged writes of that fault's
 //! window missing on the converged master. At the end, every acknowledged write is checked on
-//! the final master. A table is printed and JSON written to
-//! `<target>/chaos/chaos-seed<SEED>-n<N>.json` (Pika: `chaos-pika-seed…`).
+//! the final master. Then the lost writes are looked for in the snapshots the services took
+//! before a demotion discarded them (`support::snapshots`: listed from both services' audit
+//! events, each read back by a server started on a copy). A table is printed and JSON written
+//! to `<target>/chaos/chaos-seed<SEED>-n<N>.json` (Pika: `chaos-pika-seed…`). The test fails if
+//! a fault leaves the cluster unconverged, or if a pause or partition lost a write that is in
+//! no snapshot and not covered by a reported estimate (`policy.diverged = report`).
 //!
-//! `CHAOS_N` (faults, default 3: the short run of `make test`) and `CHAOS_SEED` (default 1).
-//! `chaos_pika` is the short Pika run of `make test` (3 faults; skipped without `PIKA_BIN`
-//! or root, a failure under CI=true). Every loop is bounded; every process is SIGKILLed on
-//! drop, namespaces deleted; traffic only on 127.0.0.0/8 and the veth pairs' 10.77.0.0/16.
+//! `CHAOS_N` (faults, default 3: the short run of `make test`) and `CHAOS_SEED` (default 1);
+//! `CHAOS_DIVERGED` sets `policy.diverged` (default `snapshot`). `chaos_pika` is the short Pika
+//! run of `make test` (3 faults; skipped without `PIKA_BIN` or root, a failure under CI=true).
+//! Every loop is bounded; every process is SIGKILLed on drop, namespaces deleted; traffic only
+//! on 127.0.0.0/8 and the veth pairs' 10.77.0.0/16.
 
 mod support;
 #[path = "support/serve.rs"]
@@ -58,7 +63,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use support::etcd::EtcdServer;
@@ -66,6 +71,7 @@ use support::netns::{self, Netns};
 use support::proxy::{Proxy, SERVICE as SERVICE_IP};
 use support::real_pika::{self, NsPlace, PikaNode, PikaOptions};
 use support::redis::{NodeOptions, RedisNode};
+use support::snapshots::{self as snaps, Account, LossWindow, SnapCheck};
 use svc::{cli, Service};
 
 const CLUSTER: &str = "chaos";
@@ -583,6 +589,7 @@ check_interval = "1s"
 confirm_window = "1s"
 cooldown = "1s"
 {steps}
+diverged = "{diverged}"
 [coordinator]
 kind = "etcd"
 [coordinator.etcd]
@@ -596,6 +603,8 @@ nodes = [{nodes}]
         events = dir.path().join("events.jsonl").display(),
         bearer = bearer.display(),
         nodes = addrs.join(", "),
+        // `CHAOS_DIVERGED=report` (or `refuse`) runs the same faults under another policy.
+        diverged = std::env::var("CHAOS_DIVERGED").unwrap_or_else(|_| "snapshot".into()),
     );
     let config = dir.path().join("pika-remedy.toml");
     std::fs::write(&config, text).expect("write config");
@@ -661,6 +670,10 @@ struct Outcome {
     dual_master_ms: u64,
     acked: usize,
     lost: usize,
+    /// The lost writes' keys and the fault's wall-clock window (for the snapshot check).
+    loss: LossWindow,
+    /// How the lost writes are accounted for (filled after the run by `check_snapshots`).
+    account: Account,
 }
 
 struct World {
@@ -832,6 +845,7 @@ fn run_chaos(engine: &Engine, n: usize, seed: u64) -> Vec<Outcome> {
         };
         let serve = rng.below(2) as usize;
         let start = Instant::now();
+        let start_ms = snaps::unix_ms(SystemTime::now());
         let target = match kind {
             Kind::Kill9
             | Kind::Pause
@@ -946,12 +960,12 @@ fn run_chaos(engine: &Engine, n: usize, seed: u64) -> Vec<Outcome> {
             .filter(|a| a.at >= start && a.at <= done)
             .copied()
             .collect();
-        let lost = match final_master {
-            Some(m) => missing_on(w.nodes[m].direct, &window)
-                .map(|v| v.len())
-                .unwrap_or(window.len()),
-            None => window.len(),
+        let all: Vec<u64> = window.iter().map(|a| a.seq).collect();
+        let lost_seqs = match final_master {
+            Some(m) => missing_on(w.nodes[m].direct, &window).unwrap_or(all),
+            None => all,
         };
+        let lost = lost_seqs.len();
         let o = Outcome {
             kind,
             target,
@@ -961,6 +975,12 @@ fn run_chaos(engine: &Engine, n: usize, seed: u64) -> Vec<Outcome> {
             dual_master_ms: load.dual_master_ms(start, done),
             acked: window.len(),
             lost,
+            loss: LossWindow {
+                from_ms: start_ms,
+                to_ms: snaps::unix_ms(SystemTime::now()),
+                lost: lost_seqs.iter().map(|s| format!("w:{s}")).collect(),
+            },
+            account: Account::default(),
         };
         eprintln!(
             "chaos fault {f}: {} {} held {} ms: converged {} s, failover {}, dual-master {} ms, {} acked, {} lost",
@@ -983,11 +1003,20 @@ fn run_chaos(engine: &Engine, n: usize, seed: u64) -> Vec<Outcome> {
     // Every acknowledged write of the whole run, checked on the final master.
     let acks = load.acks.lock().expect("acks").clone();
     let final_master = converged(&w.nodes);
-    let total_lost = final_master
-        .map(|m| missing_on(w.nodes[m].direct, &acks).map(|v| v.len()))
-        .unwrap_or(Ok(acks.len()))
-        .unwrap_or(acks.len());
-    report(engine.name(), seed, &outcomes, acks.len(), total_lost);
+    let all: Vec<u64> = acks.iter().map(|a| a.seq).collect();
+    let total_missing = final_master
+        .map(|m| missing_on(w.nodes[m].direct, &acks).unwrap_or_else(|_| all.clone()))
+        .unwrap_or(all);
+    let total_lost = total_missing.len();
+    let check = check_snapshots(&w, &mut outcomes, &total_missing);
+    report(
+        engine.name(),
+        seed,
+        &outcomes,
+        acks.len(),
+        total_lost,
+        &check,
+    );
     for i in 0..w.insts.len() {
         if let Some(mut s) = w.insts[i].svc.take() {
             s.kill();
@@ -996,15 +1025,49 @@ fn run_chaos(engine: &Engine, n: usize, seed: u64) -> Vec<Outcome> {
     outcomes
 }
 
-fn report(engine: &str, seed: u64, outcomes: &[Outcome], total_acked: usize, total_lost: usize) {
+/// After the run: the snapshots the services took (both events files), every lost write looked
+/// for in them, each fault's `account` filled (`support::snapshots::check`).
+fn check_snapshots(w: &World, outcomes: &mut [Outcome], total_missing: &[u64]) -> SnapCheck {
+    let files: Vec<PathBuf> = w
+        .insts
+        .iter()
+        .map(|i| i.dir.path().join("events.jsonl"))
+        .collect();
+    let windows: Vec<&LossWindow> = outcomes.iter().map(|o| &o.loss).collect();
+    let missing: Vec<String> = total_missing.iter().map(|s| format!("w:{s}")).collect();
+    let (check, accounts) = snaps::check(&files, &windows, &missing);
+    for (o, a) in outcomes.iter_mut().zip(accounts) {
+        o.account = a;
+    }
+    check
+}
+
+fn report(
+    engine: &str,
+    seed: u64,
+    outcomes: &[Outcome],
+    total_acked: usize,
+    total_lost: usize,
+    check: &SnapCheck,
+) {
     let mut table = format!("engine {engine}, seed {seed}\n");
     table.push_str(&format!(
-        "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5}\n",
-        "#", "fault", "target", "hold_ms", "failover", "converge_s", "dual_ms", "acked", "lost"
+        "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5} {:>9} {:>9}\n",
+        "#",
+        "fault",
+        "target",
+        "hold_ms",
+        "failover",
+        "converge_s",
+        "dual_ms",
+        "acked",
+        "lost",
+        "preserved",
+        "not_pres"
     ));
     for (i, o) in outcomes.iter().enumerate() {
         table.push_str(&format!(
-            "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5}\n",
+            "{:>3} {:<14} {:<14} {:>7} {:>8} {:>11} {:>9} {:>6} {:>5} {:>9} {:>9}\n",
             i,
             o.kind.name(),
             o.target,
@@ -1015,7 +1078,9 @@ fn report(engine: &str, seed: u64, outcomes: &[Outcome], total_acked: usize, tot
                 .unwrap_or("NOT".into()),
             o.dual_master_ms,
             o.acked,
-            o.lost
+            o.lost,
+            o.account.preserved,
+            o.account.not_preserved()
         ));
     }
     // Per kind: count, max convergence, total dual-master window, lost writes.
@@ -1034,7 +1099,10 @@ fn report(engine: &str, seed: u64, outcomes: &[Outcome], total_acked: usize, tot
         Kind::Lossy,
     ];
     let mut summary = Vec::new();
-    table.push_str("\nper fault kind: count, failovers, max converge_s, max dual_ms, lost\n");
+    table.push_str(
+        "\nper fault kind: count, failovers, max converge_s, max dual_ms, lost, preserved in \
+         snapshot, lost and not preserved\n",
+    );
     for k in kinds {
         let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.kind == k).collect();
         if of.is_empty() {
@@ -1048,8 +1116,11 @@ fn report(engine: &str, seed: u64, outcomes: &[Outcome], total_acked: usize, tot
         let max_dual = of.iter().map(|o| o.dual_master_ms).max().unwrap_or(0);
         let lost: usize = of.iter().map(|o| o.lost).sum();
         let fo = of.iter().filter(|o| o.failover).count();
+        let preserved: usize = of.iter().map(|o| o.account.preserved).sum();
+        let not_preserved: usize = of.iter().map(|o| o.account.not_preserved()).sum();
+        let reported: usize = of.iter().map(|o| o.account.reported).sum();
         table.push_str(&format!(
-            "  {:<14} {:>3} {:>3} {:>6.1}{} {:>6} {:>5}\n",
+            "  {:<14} {:>3} {:>3} {:>6.1}{} {:>6} {:>5} {:>5} {:>5}\n",
             k.name(),
             of.len(),
             fo,
@@ -1060,15 +1131,22 @@ fn report(engine: &str, seed: u64, outcomes: &[Outcome], total_acked: usize, tot
                 String::new()
             },
             max_dual,
-            lost
+            lost,
+            preserved,
+            not_preserved
         ));
         summary.push(json!({"kind": k.name(), "count": of.len(), "failovers": fo,
             "max_converge_s": max_conv, "not_converged": not_conv, "max_dual_master_ms": max_dual,
-            "lost": lost}));
+            "lost": lost, "preserved_in_snapshot": preserved,
+            "lost_and_not_preserved": not_preserved, "not_preserved_but_reported": reported}));
     }
     table.push_str(&format!(
-        "\nwhole run: {total_acked} acknowledged writes, {total_lost} missing on the final master\n"
+        "\nwhole run: {total_acked} acknowledged writes, {total_lost} missing on the final master, \
+         {} of them preserved in a snapshot, {} lost and not preserved\n",
+        check.total_preserved,
+        total_lost - check.total_preserved
     ));
+    table.push_str(&check.text());
     println!("\n{table}");
     let j: Value = json!({
         "engine": engine,
@@ -1076,11 +1154,22 @@ fn report(engine: &str, seed: u64, outcomes: &[Outcome], total_acked: usize, tot
         "faults": outcomes.len(),
         "acknowledged_writes": total_acked,
         "lost_on_final_master": total_lost,
+        "preserved_in_snapshot": check.total_preserved,
+        "lost_and_not_preserved": total_lost - check.total_preserved,
+        "snapshot_check_error": check.error,
+        "snapshots": check.steps.iter().zip(&check.per_step).map(|(s, n)| {
+            let mut v = s.to_json();
+            v["lost_writes_held"] = json!(n);
+            v
+        }).collect::<Vec<_>>(),
         "per_kind": summary,
         "runs": outcomes.iter().map(|o| json!({
             "fault": o.kind.name(), "target": o.target, "hold_ms": o.hold_ms,
             "failover": o.failover, "converge_s": o.converge_s,
             "dual_master_ms": o.dual_master_ms, "acked": o.acked, "lost": o.lost,
+            "preserved_in_snapshot": o.account.preserved,
+            "lost_and_not_preserved": o.account.not_preserved(),
+            "not_preserved_but_reported": o.account.reported,
         })).collect::<Vec<_>>(),
     });
     let dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -1129,6 +1218,35 @@ fn assert_converged(outcomes: &[Outcome]) {
         .map(|(i, o)| format!("#{i} {} {}", o.kind.name(), o.target))
         .collect();
     assert!(stuck.is_empty(), "not converged after: {stuck:?}");
+    // A pause or a partition may lose acknowledged writes only into a snapshot the service took
+    // before discarding them, or with the estimate reported (`policy.diverged = "report"`).
+    let unaccounted: Vec<String> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| {
+            matches!(
+                o.kind,
+                Kind::Pause
+                    | Kind::CutService
+                    | Kind::CutNodes
+                    | Kind::Isolate
+                    | Kind::StallService
+                    | Kind::StallIsolate
+                    | Kind::Delay
+                    | Kind::Lossy
+            ) && o.account.unaccounted > 0
+        })
+        .map(|(i, o)| {
+            format!(
+                "#{i} {} {}: {} of {} lost writes in no snapshot and not reported",
+                o.kind.name(),
+                o.target,
+                o.account.unaccounted,
+                o.lost
+            )
+        })
+        .collect();
+    assert!(unaccounted.is_empty(), "{unaccounted:#?}");
 }
 
 /// The short run in `make test` (3 faults); `make chaos N=… SEED=… ENGINE=…` runs the long

@@ -1180,6 +1180,22 @@ fn wait_synced(node: &str, master: &str, before: &str) -> Step {
 fn persist(node: &str) -> Step {
     Step::Persist { node: a(node) }
 }
+
+/// Step `i` snapshots `node` (ahead of its new master by `bytes`) before it follows; returns
+/// the steps without it, for comparing the rest.
+fn snapshot_at(mut steps: Vec<Step>, i: usize, node: &str, bytes: u64) -> Vec<Step> {
+    match steps.get(i) {
+        Some(Step::Diverged {
+            node: n,
+            estimate,
+            snapshot: true,
+            ..
+        }) if n == &a(node) && !estimate.claims_master && estimate.bytes_ahead == Some(bytes) => {}
+        other => panic!("step {i}: expected the snapshot of {node} ({bytes} bytes ahead), got {other:?} in {steps:#?}"),
+    }
+    steps.remove(i);
+    steps
+}
 fn kill(node: &str) -> Step {
     Step::KillClients {
         node: a(node),
@@ -1238,6 +1254,8 @@ fn failover_forces_pika_replicas_in_error_or_ahead_in_some_db() {
         failover("r1:1", &["r2:1", "r3:1", "r4:1"], "m1:1", true)
     );
     let steps = plan.steps(&obs, &Policy::default());
+    // r2 has 400 bytes of db1 the new master lacks: saved before its forced resync drops them.
+    let steps = snapshot_at(steps, 4, "r2:1", 400);
     assert_eq!(
         steps[4..],
         [
@@ -1432,13 +1450,22 @@ fn demote_never_forces_on_redis() {
     let (obs, plan) = plan_of(Trigger::RoleMismatch, &c, Some(record("r1:1")));
     assert_eq!(plan.action, demote("m1:1", "r1:1"));
     let steps = plan.steps(&obs, &Policy::default());
+    // Its writes are paused from before the snapshot until it follows: none is acknowledged
+    // after the BGSAVE's fork and then discarded (snapshot_timeout 30 s + link_timeout 15 s).
+    assert_eq!(
+        steps[0],
+        Step::PauseWrites {
+            node: a("m1:1"),
+            millis: 45_000
+        }
+    );
     assert!(
-        matches!(&steps[0], Step::Diverged { engine: Engine::Redis, snapshot: true, estimate, .. }
+        matches!(&steps[1], Step::Diverged { engine: Engine::Redis, snapshot: true, estimate, .. }
             if estimate.bytes_ahead == Some(4990)),
         "{steps:?}"
     );
     assert_eq!(
-        steps[1..].to_vec(),
+        steps[2..].to_vec(),
         vec![
             full(
                 follow("m1:1", "r1:1", false, Engine::Redis),
@@ -1446,7 +1473,48 @@ fn demote_never_forces_on_redis() {
             ),
             persist("m1:1"),
             kill("m1:1"),
+            Step::Unpause { node: a("m1:1") },
         ]
+    );
+    // Redis before 6.2 has no `CLIENT PAUSE … WRITE`: the snapshot without the pause.
+    let mut old = obs.clone();
+    for n in &mut old.nodes {
+        if let Ok(s) = &mut n.status {
+            s.version = Some("6.0.16".into());
+        }
+    }
+    let steps = plan.steps(&old, &Policy::default());
+    assert!(
+        matches!(&steps[0], Step::Diverged { snapshot: true, .. }),
+        "{steps:?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|s| matches!(s, Step::PauseWrites { .. } | Step::Unpause { .. })),
+        "{steps:?}"
+    );
+    // Under `report` nothing is saved, so nothing is paused either.
+    let report = Policy {
+        diverged: pika_remedy::config::DivergedPolicy::Report,
+        ..Policy::default()
+    };
+    let steps = plan.steps(&obs, &report);
+    assert!(
+        matches!(
+            &steps[0],
+            Step::Diverged {
+                snapshot: false,
+                ..
+            }
+        ),
+        "{steps:?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|s| matches!(s, Step::PauseWrites { .. } | Step::Unpause { .. })),
+        "{steps:?}"
     );
 }
 
@@ -1467,8 +1535,9 @@ fn repoint_forces_only_pika_nodes_in_error_or_ahead() {
         .offset(10);
     let (obs, plan) = plan_of(Trigger::Periodic, &c, m1());
     assert_eq!(plan.action, repoint(&["r1:1", "r2:1", "r3:1"], "m1:1"));
+    // r2 is 500 bytes ahead of m1: a snapshot before its forced resync.
     assert_eq!(
-        plan.steps(&obs, &Policy::default()),
+        snapshot_at(plan.steps(&obs, &Policy::default()), 2, "r2:1", 500),
         vec![
             follow("r1:1", "m1:1", false, Engine::Pika),
             persist("r1:1"),
@@ -1532,8 +1601,9 @@ fn repoint_on_redis_never_forces() {
         .of("m9:1")
         .offset(5000);
     let (obs, plan) = plan_of(Trigger::Periodic, &c, m1());
+    // Its full resync drops everything it has: saved first.
     assert_eq!(
-        plan.steps(&obs, &Policy::default()),
+        snapshot_at(plan.steps(&obs, &Policy::default()), 0, "r1:1", 4000),
         vec![
             full(
                 follow("r1:1", "m1:1", false, Engine::Redis),

@@ -235,3 +235,57 @@ async fn a_replica_not_ahead_needs_no_snapshot() {
         .iter()
         .any(|r| matches!(r.step, Step::Diverged { .. })));
 }
+
+#[tokio::test]
+async fn a_replica_ahead_of_the_promoted_one_is_snapshotted_before_its_forced_resync() {
+    // M dies; OLD (never_promote) got 100 bytes of M's writes that R1 never did. R1 is
+    // promoted; OLD's forced resync to R1 drops those bytes: they are saved first.
+    let nodes = FakeNodes::cluster(Engine::Pika, M, &[R1, OLD]);
+    nodes.set(M, |n| n.up = false);
+    nodes.set(R1, |n| n.offset = 900);
+    nodes.set(OLD, |n| n.offset = 1000);
+    let coord = FakeCoord::with_record(M, &[R1, OLD], 2);
+    let mut c = cluster();
+    c.nodes[2].never_promote = true;
+    let h = holder("me");
+    let p = policy(DivergedPolicy::Snapshot);
+    let ctx = Ctx {
+        cluster: &c,
+        nodes: &nodes,
+        coord: &coord,
+        policy: &p,
+        holder: &h,
+        has_password: false,
+        dry_run: false,
+        paused: false,
+        last_seen_master: None,
+    };
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        reconcile(&ctx, Trigger::MasterDown),
+    )
+    .await
+    .expect("bounded");
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    assert!(
+        matches!(&out.plan.action, Action::Failover { promote, .. } if promote == &a(R1)),
+        "{:#?}",
+        out.plan
+    );
+    let cmds = nodes.commands();
+    let snap = cmds.iter().position(|c| c == &format!("{OLD}: BGSAVE"));
+    let follow = cmds
+        .iter()
+        .position(|c| c.starts_with(&format!("{OLD}: SLAVEOF")));
+    assert!(
+        snap.is_some() && snap < follow,
+        "the snapshot precedes the forced SLAVEOF: {cmds:?}"
+    );
+    let r = diverged_step(&out);
+    let Step::Diverged { estimate, .. } = &r.step else {
+        unreachable!()
+    };
+    assert!(!estimate.claims_master);
+    assert_eq!(estimate.bytes_ahead, Some(100), "{estimate:?}");
+    assert!(r.snapshot.is_some(), "{r:?}");
+}

@@ -12,7 +12,7 @@
 mod serve;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use serve::{cli, Service};
 use support::conn::Conn;
 use support::real_pika::{pika_or_skip, PikaNode, PikaOptions, PikaSet};
 use support::redis::{info_field, resp_call, wait_for, wait_until};
+use support::snapshots::{start_pika_on_snapshot as start_on_snapshot, start_redis_on_rdb};
 
 const CLUSTER: &str = "mymaster";
 const BEARER: &str = "pika-diverged-bearer-5d1e";
@@ -174,34 +175,6 @@ fn demotion_report(s: &Setup) -> Value {
         })
         .find(|r| r["step"]["step"] == "diverged")
         .unwrap_or_else(|| panic!("no diverged step in the events: {:#?}", s.events()))
-}
-
-/// A Pika started on a COPY of the snapshot dir (docs/recovery.md: `db-path` at the copy).
-fn start_on_snapshot(bin: &Path, snapshot: &Path) -> (PikaNode, tempfile::TempDir) {
-    assert!(
-        snapshot.join("db0").is_dir(),
-        "{} has no db0",
-        snapshot.display()
-    );
-    let copy = tempfile::Builder::new()
-        .prefix("pika-remedy-recovered-")
-        .tempdir()
-        .expect("temp dir");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", snapshot.display()))
-        .arg(copy.path())
-        .status()
-        .expect("cp");
-    assert!(status.success());
-    let node = PikaNode::start(
-        bin,
-        PikaOptions {
-            extra: vec![("db-path".into(), format!("{}/", copy.path().display()))],
-            ..PikaOptions::default()
-        },
-    );
-    (node, copy)
 }
 
 /// (a) The old master comes back, takes writes, is demoted with a snapshot: its diverged keys
@@ -481,7 +454,7 @@ async fn writes_lost_at_kill_are_in_the_old_masters_snapshot() {
 /// before its full resync; the file is read back by a redis-server started on it.
 #[test]
 fn redis_old_master_is_snapshotted_to_an_rdb_of_its_own() {
-    use support::redis::{NodeOptions, RedisCluster, RedisNode};
+    use support::redis::RedisCluster;
     let mut rc = RedisCluster::start(1, None);
     let d = tempfile::Builder::new()
         .prefix("pika-remedy-diverged-redis-")
@@ -571,12 +544,7 @@ allow_unauthenticated = true
     });
     assert_eq!(get(old_port, "div:0"), None, "gone live");
     // Read back: a redis-server started on a copy of the file.
-    let mut back = RedisNode::start(NodeOptions {
-        extra: vec!["dbfilename recovered.rdb".into()],
-        ..NodeOptions::default()
-    });
-    std::fs::copy(&path, back.dir().join("recovered.rdb")).expect("copy the rdb");
-    back.restart();
+    let back = start_redis_on_rdb(&path);
     for i in 0..10 {
         assert_eq!(
             get(back.port(), &format!("div:{i}")).as_deref(),

@@ -350,6 +350,7 @@ async fn a_link_wait_stops_when_the_master_dies_and_the_next_run_fails_over() {
         let mut n = nodes.nodes.lock().expect("lock");
         let mut x = support::fakes::FakeNode::new(Engine::Redis);
         x.stuck_until_force = true; // its link never comes up (Redis is never forced)
+        x.version = "7.0.15".into(); // CLIENT PAUSE … WRITE (6.2+) pauses it for the snapshot
         n.insert(a(R2), x);
     }
     let coord = FakeCoord::with_record(M, &[R1, R2], 2);
@@ -402,10 +403,13 @@ async fn a_link_wait_stops_when_the_master_dies_and_the_next_run_fails_over() {
     assert_eq!(
         nodes.commands(),
         vec![
+            format!("{R2}: CLIENT PAUSE 630000 WRITE"),
             format!("{R2}: BGSAVE"),
-            format!("{R2}: SLAVEOF {} {}", a(M).host, a(M).port)
+            format!("{R2}: SLAVEOF {} {}", a(M).host, a(M).port),
+            format!("{R2}: CLIENT UNPAUSE"),
         ],
-        "a snapshot (it claimed master), one SLAVEOF, no retry after the master died"
+        "writes paused, a snapshot (it claimed master), one SLAVEOF, no retry after the master \
+         died, writes unpaused on the failure path"
     );
     let out = run(&nodes, &coord, Trigger::MasterDown).await;
     assert!(

@@ -242,12 +242,28 @@ impl Plan {
                 }
             }
             Action::Demote { node, to } => {
+                let mut paused = false;
                 if let Some(estimate) = estimate(obs, node, to).filter(Divergence::diverged) {
+                    let snapshot = policy.diverged == DivergedPolicy::Snapshot;
+                    let engine = engine_of(obs, node);
+                    // Redis: the node's writes are paused from before the snapshot until it
+                    // follows (`CLIENT PAUSE … WRITE`), so nothing it acknowledges after the
+                    // BGSAVE's fork is discarded outside the snapshot. The pause expires by
+                    // itself after the snapshot's bound plus one link wait. Redis before 6.2
+                    // has no `WRITE` pause: there the window stays open.
+                    if snapshot && can_pause_writes(obs, node) {
+                        let millis = (policy.snapshot_timeout + policy.link_timeout).as_millis();
+                        steps.push(Step::PauseWrites {
+                            node: node.clone(),
+                            millis: u64::try_from(millis).unwrap_or(u64::MAX),
+                        });
+                        paused = true;
+                    }
                     steps.push(Step::Diverged {
                         node: node.clone(),
-                        engine: engine_of(obs, node),
+                        engine,
                         estimate,
-                        snapshot: policy.diverged == DivergedPolicy::Snapshot,
+                        snapshot,
                     });
                 }
                 for child in followers_of(obs, node) {
@@ -256,6 +272,9 @@ impl Plan {
                 }
                 follow_and_persist(&mut steps, obs, node, to, true);
                 steps.push(kill_clients(obs, node));
+                if paused {
+                    steps.push(Step::Unpause { node: node.clone() });
+                }
             }
             Action::Repoint { nodes, to } => {
                 for node in nodes {
@@ -264,8 +283,63 @@ impl Plan {
                 }
             }
         }
-        budget_full_syncs(children_first(steps, obs), obs, policy)
+        let steps = budget_full_syncs(children_first(steps, obs), obs, policy);
+        match &self.action {
+            Action::Failover { .. } | Action::Repoint { .. } => {
+                snapshot_ahead_followers(steps, obs, policy)
+            }
+            _ => steps,
+        }
     }
+}
+
+/// Redis 6.2+ (`CLIENT PAUSE <ms> WRITE`), from the observed version.
+fn can_pause_writes(obs: &Observation, node: &Addr) -> bool {
+    let Some(s) = obs.node(node).and_then(NodeObservation::reachable) else {
+        return false;
+    };
+    let mut v = s
+        .version
+        .as_deref()
+        .unwrap_or("")
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (v.next().flatten(), v.next().flatten().unwrap_or(0));
+    s.engine == Engine::Redis && major.is_some_and(|m| (m, minor) >= (6, 2))
+}
+
+/// A node that is made to follow a master it is ahead of (a replica that got writes of the
+/// dead master the promoted one never did, in some DB or by offset) loses them in the forced
+/// or full resync: the same [`Step::Diverged`] as a demotion's (snapshot under `policy.diverged
+/// = "snapshot"`, else the estimate recorded), right before its follow or the clearing of its
+/// replication ID. A demotion's children are not included: what they have beyond the master
+/// came from the demoted node, whose snapshot holds it.
+fn snapshot_ahead_followers(steps: Vec<Step>, obs: &Observation, policy: &Policy) -> Vec<Step> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut seen: BTreeSet<Addr> = BTreeSet::new();
+    for step in steps {
+        if let Step::Follow { node, master, .. } | Step::ClearReplicationId { node, master, .. } =
+            &step
+        {
+            let master_seen = obs
+                .node(master)
+                .and_then(NodeObservation::reachable)
+                .is_some();
+            if master_seen && seen.insert(node.clone()) {
+                if let Some(estimate) = estimate(obs, node, master).filter(Divergence::diverged) {
+                    out.push(Step::Diverged {
+                        node: node.clone(),
+                        engine: engine_of(obs, node),
+                        estimate,
+                        snapshot: policy.diverged == DivergedPolicy::Snapshot,
+                    });
+                }
+            }
+        }
+        out.push(step);
+    }
+    out
 }
 
 /// Pika refuses `SLAVEOF` while slaves are attached (`already master of others`): before a

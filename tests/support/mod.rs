@@ -14,4 +14,5 @@ pub mod proxy;
 pub mod real_pika;
 pub mod redis;
 pub mod schema;
+pub mod snapshots;
 pub mod stale_client;
