@@ -157,16 +157,34 @@ fn all_sent(p: &PikaPeer) -> Vec<String> {
 }
 
 /// The commands of the snapshot before a demotion (policy.diverged = "snapshot").
+/// The snapshot's commands, and on Pika 4.x the write fence around it (`ACL SETUSER default
+/// -@write` before the snapshot, `+@write` once the node follows).
 fn is_snapshot(line: &str) -> bool {
     let up = line.to_ascii_uppercase();
-    up.starts_with("CONFIG GET DUMP-") || up.starts_with("CONFIG SET DUMP-PREFIX") || up == "BGSAVE"
+    up.starts_with("CONFIG GET DUMP-")
+        || up.starts_with("CONFIG SET DUMP-PREFIX")
+        || up == "BGSAVE"
+        || up.starts_with("ACL SETUSER DEFAULT ")
 }
 
 /// True when `p` got the whole snapshot (dump folder and prefix read, a prefix of its own set,
-/// BGSAVE, the prefix put back) before `first`.
+/// BGSAVE, the prefix put back) before `first`; on Pika 4.x with its writes fenced from before
+/// the snapshot, and unfenced as the last command.
 fn snapshot_then(p: &PikaPeer, first: &str) -> bool {
-    let sent = all_sent(p);
+    let mut sent = all_sent(p);
     let Some(at) = sent.iter().position(|l| l == first) else {
+        return false;
+    };
+    if p.state().family.starts_with("4.") {
+        if sent.first().map(String::as_str) != Some("ACL SETUSER default -@write")
+            || sent.last().map(String::as_str) != Some("ACL SETUSER default +@write")
+            || p.state().fenced
+        {
+            return false;
+        }
+        sent.remove(0);
+    }
+    let Some(at) = at.checked_sub(usize::from(p.state().family.starts_with("4."))) else {
         return false;
     };
     let before: Vec<&str> = sent[..at].iter().map(String::as_str).collect();

@@ -243,6 +243,7 @@ impl Plan {
             }
             Action::Demote { node, to } => {
                 let mut paused = false;
+                let mut fenced = false;
                 if let Some(estimate) = estimate(obs, node, to).filter(Divergence::diverged) {
                     let snapshot = policy.diverged == DivergedPolicy::Snapshot;
                     let engine = engine_of(obs, node);
@@ -259,6 +260,13 @@ impl Plan {
                         });
                         paused = true;
                     }
+                    // Pika 4.x: the same window closed by the write fence (`ACL SETUSER default
+                    // -@write`, open connections included) from before the BGSAVE until the
+                    // node follows; lifted once it does. Older Pika has no fence.
+                    if snapshot && engine == Engine::Pika && can_fence_writes(obs, node) {
+                        steps.push(Step::FenceWrites { node: node.clone() });
+                        fenced = true;
+                    }
                     steps.push(Step::Diverged {
                         node: node.clone(),
                         engine,
@@ -274,6 +282,9 @@ impl Plan {
                 steps.push(kill_clients(obs, node));
                 if paused {
                     steps.push(Step::Unpause { node: node.clone() });
+                }
+                if fenced {
+                    steps.push(Step::UnfenceWrites { node: node.clone() });
                 }
             }
             Action::Repoint { nodes, to } => {
@@ -294,6 +305,13 @@ impl Plan {
 }
 
 /// Redis 6.2+ (`CLIENT PAUSE <ms> WRITE`), from the observed version.
+/// Pika 4.x: writes can be fenced by ACL ([`NodeStatus::can_fence_writes`]).
+fn can_fence_writes(obs: &Observation, node: &Addr) -> bool {
+    obs.node(node)
+        .and_then(NodeObservation::reachable)
+        .is_some_and(NodeStatus::can_fence_writes)
+}
+
 fn can_pause_writes(obs: &Observation, node: &Addr) -> bool {
     let Some(s) = obs.node(node).and_then(NodeObservation::reachable) else {
         return false;
@@ -521,10 +539,7 @@ fn pika_switchover(
     repoint: &[Addr],
     old_master: &Addr,
 ) {
-    let fence = obs
-        .node(old_master)
-        .and_then(NodeObservation::reachable)
-        .is_some_and(NodeStatus::can_fence_writes);
+    let fence = can_fence_writes(obs, old_master);
     if fence {
         steps.push(Step::FenceWrites {
             node: old_master.clone(),

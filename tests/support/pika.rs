@@ -123,6 +123,8 @@ pub struct PikaState {
     pub dump_prefix: String,
     /// BGSAVE calls.
     pub bgsaves: u64,
+    /// Writes fenced by `ACL SETUSER default -@write` (Pika 4.x only; lifted by `+@write`).
+    pub fenced: bool,
 }
 
 impl Default for PikaState {
@@ -143,6 +145,7 @@ impl Default for PikaState {
             rewrites: 0,
             dump_prefix: String::new(),
             bgsaves: 0,
+            fenced: false,
             conf_has_slaveof_line: false,
             persisted_master: None,
             last_force: false,
@@ -520,6 +523,24 @@ fn handle(st: &mut PikaState, args: &[String], authed: &mut bool, port: u16) -> 
             simple("Background saving started")
         }
         "config" => config(st, rest),
+        // Pika 4.x ACLs, as far as the write fence uses them (a fenced `default` user gets
+        // NOPERM on writes; real Pika 4.0.1 answers `+OK` to both rules).
+        "acl" if st.family.starts_with("4.") => {
+            let words: Vec<String> = rest.iter().map(|w| w.to_ascii_lowercase()).collect();
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            match words.as_slice() {
+                ["setuser", "default", "-@write"] => {
+                    st.fenced = true;
+                    simple("OK")
+                }
+                ["setuser", "default", "+@write"] => {
+                    st.fenced = false;
+                    simple("OK")
+                }
+                _ => error("ERR unsupported ACL subcommand in the scripted peer"),
+            }
+        }
+        "set" if st.fenced => error("NOPERM this user has no permissions to run the 'set' command"),
         "set" => {
             if st.role == PeerRole::Slave {
                 error("ERR READONLY You can't write against a read only replica.")
