@@ -424,7 +424,7 @@ where
     let work = async {
         tokio::join!(
             observe_pooled(nodes, cluster),
-            shared.coord.read_record(name)
+            shared.coord.poll_record(name)
         )
     };
     let Ok((obs, record)) = tokio::time::timeout(shared.settings.timeout, work).await else {
