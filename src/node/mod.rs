@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod info;
+mod kept;
 pub mod redis;
 
 use std::future::Future;
