@@ -21,7 +21,11 @@ const MAX_LINE: usize = 64 * 1024;
 
 /// A kept buffer larger than this after a call is given back (a rare large reply does not
 /// keep its memory for the connection's life).
-const KEEP_BUFFER: usize = 64 * 1024;
+const KEEP_BUFFER: usize = 16 * 1024;
+
+/// The first read room of a connection's buffer (an `INFO replication` is 0.3–2 KiB; the
+/// buffer doubles when a reply needs more).
+const FIRST_ROOM: usize = 4096;
 
 /// One reply, borrowing the connection's buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -110,8 +114,10 @@ impl Kept {
             if self.buf.len() >= limit {
                 return Err(CallError::TooLarge);
             }
-            let room = (limit - self.buf.len()).min(64 * 1024);
-            self.buf.reserve(room.max(4096).min(limit - self.buf.len()));
+            if self.buf.capacity() - self.buf.len() < FIRST_ROOM / 4 {
+                let more = self.buf.len().max(FIRST_ROOM);
+                self.buf.reserve(more.min(limit - self.buf.len()));
+            }
             let n = self
                 .stream
                 .read_buf(&mut self.buf)
@@ -254,6 +260,36 @@ mod tests {
         let second = k.call(&cmd, 1024).await;
         assert!(matches!(second, Err(CallError::Protocol(_))), "{second:?}");
         drop(k);
+        let _ = server.await;
+    }
+
+    #[tokio::test]
+    async fn a_reply_larger_than_the_buffer_grows_it_up_to_the_limit() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let body = "x".repeat(50_000);
+        let reply = format!("${}\r\n{body}\r\n", body.len());
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            let mut b = [0u8; 256];
+            for _ in 0..2 {
+                let _ = s.read(&mut b).await;
+                s.write_all(reply.as_bytes()).await.expect("write");
+            }
+        });
+        let mut k = Kept::new(TcpStream::connect(addr).await.expect("connect"));
+        let cmd = encode(&[b"INFO"]);
+        match k.call(&cmd, 1 << 20).await.expect("reply") {
+            Reply::Bulk(b) => assert_eq!(b.len(), 50_000),
+            other => panic!("{other:?}"),
+        }
+        // The same reply above a smaller limit fails without reading it all.
+        assert!(matches!(
+            k.call(&cmd, 10_000).await,
+            Err(CallError::TooLarge)
+        ));
         let _ = server.await;
     }
 }
