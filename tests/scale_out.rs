@@ -651,8 +651,16 @@ async fn bench_cpu() {
     );
     let solo = measure(&[one.child.id()], secs).await;
     let rate = info_rate(before, t.elapsed());
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", one.child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
     eprintln!(
-        "bench: one instance, all {nodes} nodes: {:.1} % of one core, {rate:.0} INFO/s",
+        "bench: one instance, all {nodes} nodes: {:.1} % of one core, {rate:.0} INFO/s, RSS {rss}",
         solo[0]
     );
     drop(one);
