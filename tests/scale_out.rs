@@ -738,20 +738,40 @@ async fn bench_cpu() {
         ));
         peers.push((m, r));
     }
-    // The peers log every command: keep their memory bounded during the run.
+    // The peers log every command: keep their memory bounded during the run, counting the
+    // INFOs they got (the steady-state INFO rate).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let infos = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let peers = std::sync::Arc::new(peers);
+    let count_infos = {
+        let (peers, infos) = (peers.clone(), infos.clone());
+        move || {
+            for (m, r) in peers.iter() {
+                for p in [m, r] {
+                    let n = p
+                        .commands()
+                        .iter()
+                        .filter(|c| c.first().is_some_and(|x| x.eq_ignore_ascii_case("INFO")))
+                        .count();
+                    p.clear_commands();
+                    infos.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    };
     let cleaner = {
-        let (stop, peers) = (stop.clone(), peers.clone());
+        let (stop, count) = (stop.clone(), count_infos.clone());
         tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                for (m, r) in peers.iter() {
-                    m.clear_commands();
-                    r.clear_commands();
-                }
+                count();
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         })
+    };
+    // INFOs per second over a measurement of `secs` that starts now.
+    let info_rate = |before: u64, took: Duration| {
+        count_infos();
+        (infos.load(std::sync::atomic::Ordering::Relaxed) - before) as f64 / took.as_secs_f64()
     };
     let dir = tempfile::Builder::new()
         .prefix("pika-remedy-bench-")
@@ -790,9 +810,23 @@ async fn bench_cpu() {
 
     let one = bench_serve(&bin, &write("solo", false)).await;
     tokio::time::sleep(Duration::from_secs(5)).await; // warm-up: connections made
+    count_infos();
+    let (before, t) = (
+        infos.load(std::sync::atomic::Ordering::Relaxed),
+        Instant::now(),
+    );
     let solo = measure(&[one.child.id()], secs).await;
+    let rate = info_rate(before, t.elapsed());
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", one.child.id()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
     eprintln!(
-        "bench: one instance, all {nodes} nodes: {:.1} % of one core",
+        "bench: one instance, all {nodes} nodes: {:.1} % of one core, {rate:.0} INFO/s, RSS {rss}",
         solo[0]
     );
     drop(one);
@@ -816,12 +850,18 @@ async fn bench_cpu() {
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let pids: Vec<u32> = three.iter().map(|s| s.child.id()).collect();
+    count_infos();
+    let (before, t) = (
+        infos.load(std::sync::atomic::Ordering::Relaxed),
+        Instant::now(),
+    );
     let shared = measure(&pids, secs).await;
+    let rate = info_rate(before, t.elapsed());
     let mut owned = Vec::new();
     for s in &three {
         owned.push(bench_gauge(s, "pika_remedy_owned_clusters").await);
     }
-    eprintln!("bench: three instances sharing {nodes} nodes: {shared:.1?} % of one core, owning {owned:?} clusters");
+    eprintln!("bench: three instances sharing {nodes} nodes: {shared:.1?} % of one core, owning {owned:?} clusters, {rate:.0} INFO/s in all");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = cleaner.await;
 }

@@ -18,6 +18,14 @@
 //! - **Record:** `<dir>/<cluster>.topology.json` holding `{version, record}`, replaced
 //!   atomically (temp file in the same dir, fsync, rename, fsync dir). The compare-and-set is
 //!   serialised across processes by a short `flock` on `<dir>/<cluster>.record.lock`.
+//! - **Record for the poller** ([`Coordinator::poll_record`]): the last record read is kept
+//!   with its file's identity (device, inode, size, modification and change times, from
+//!   `fstat` of the file it was read from). A poll `stat`s the file and gets the kept record
+//!   only if the identity is the same; anything else (another process replaced it: a rename
+//!   gives a new inode and change time) is a full read. A record read while its file is
+//!   younger than [`SETTLE`] is not kept, so two replacements within one tick of the file
+//!   system's clock cannot look alike. Our own `write_record` drops the entry. `read_record`
+//!   (the reconcile) never uses it.
 //! - **Members** (scale-out): `<dir>/_members/<member>` holds the registration's expiry (unix
 //!   milliseconds), rewritten atomically on every heartbeat; `members` lists the files whose
 //!   expiry has not passed. So `serve` processes sharing one directory on one host share its
@@ -67,6 +75,59 @@ struct Shared {
     table: Mutex<HashMap<String, Entry>>,
     /// Makes temp file names unique within the process.
     tmp_seq: AtomicU64,
+    /// The records the poller read, with their files' identity ([`Coordinator::poll_record`]).
+    polled: Mutex<HashMap<String, Polled>>,
+    /// Full reads of a record file by `poll_record` (for tests and diagnostics).
+    poll_reads: AtomicU64,
+}
+
+/// A record file younger than this (modification or change time) is read in full at every
+/// poll: identities taken within one tick of the file system's clock could be equal for two
+/// different contents.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// What identifies one version of a record file: an atomic replace (temp file + rename)
+/// always gives a new inode and change time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// Both times at least [`SETTLE`] before `now` (unix seconds and nanoseconds).
+    fn settled(&self, now: std::time::SystemTime) -> bool {
+        let Ok(now) = now.duration_since(std::time::UNIX_EPOCH) else {
+            return false;
+        };
+        let newest = self.mtime.max(self.ctime);
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(newest.0), u32::try_from(newest.1)) else {
+            return false;
+        };
+        let at = Duration::new(secs, nanos.min(999_999_999));
+        now.checked_sub(at).is_some_and(|age| age >= SETTLE)
+    }
+}
+
+/// The poller's last read of one record: `None` stamp = the file did not exist.
+#[derive(Clone, Debug)]
+struct Polled {
+    stamp: Option<Stamp>,
+    record: Option<Versioned<TopologyRecord>>,
 }
 
 #[derive(Debug)]
@@ -160,12 +221,24 @@ impl Local {
                 dir: dir.to_path_buf(),
                 table: Mutex::new(HashMap::new()),
                 tmp_seq: AtomicU64::new(0),
+                polled: Mutex::new(HashMap::new()),
+                poll_reads: AtomicU64::new(0),
             }),
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// How many times [`Coordinator::poll_record`] read a record file in full (not from
+    /// its kept copy).
+    pub fn poll_reads(&self) -> u64 {
+        self.shared.poll_reads.load(Ordering::Relaxed)
+    }
+
+    fn polled(&self) -> MutexGuard<'_, HashMap<String, Polled>> {
+        self.shared.polled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn path(&self, cluster: &str, suffix: &str) -> PathBuf {
@@ -257,13 +330,37 @@ impl Shared {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_err(path, "cannot read", e)),
         };
-        serde_json::from_slice(&text).map(Some).map_err(|e| {
-            CoordError::Backend(format!(
-                "local store: {} is not a valid topology record ({e}); fix or remove it",
-                path.display()
-            ))
-        })
+        parse_record(path, &text).map(Some)
     }
+
+    /// [`Shared::read_record`] and the identity of the file the bytes came from (`fstat` of
+    /// the open file, so the two always belong together).
+    fn read_record_stamped(
+        &self,
+        path: &Path,
+    ) -> Result<(Option<Stamp>, Option<RecordFile>), CoordError> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
+            Err(e) => return Err(io_err(path, "cannot read", e)),
+        };
+        let stamp = file
+            .metadata()
+            .map_err(|e| io_err(path, "cannot read", e))?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)
+            .map_err(|e| io_err(path, "cannot read", e))?;
+        Ok((Some(Stamp::of(&stamp)), Some(parse_record(path, &text)?)))
+    }
+}
+
+fn parse_record(path: &Path, text: &[u8]) -> Result<RecordFile, CoordError> {
+    serde_json::from_slice(text).map_err(|e| {
+        CoordError::Backend(format!(
+            "local store: {} is not a valid topology record ({e}); fix or remove it",
+            path.display()
+        ))
+    })
 }
 
 fn renew_loop(
@@ -437,6 +534,52 @@ impl Coordinator for Local {
         .await
     }
 
+    async fn poll_record(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+        check_name(cluster)?;
+        let path = self.path(cluster, "topology.json");
+        // One `stat` (no blocking thread): a local file's metadata, answered from the
+        // kernel's inode cache. Anything but an equal identity is a full read below.
+        let now = match std::fs::metadata(&path) {
+            Ok(m) => Some(Some(Stamp::of(&m))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(None),
+            Err(_) => None,
+        };
+        if let Some(now) = now {
+            if let Some(p) = self.polled().get(cluster) {
+                if p.stamp == now {
+                    return Ok(p.record.clone());
+                }
+            }
+        }
+        self.shared.poll_reads.fetch_add(1, Ordering::Relaxed);
+        let me = self.clone();
+        let name = cluster.to_string();
+        blocking(move || {
+            let (stamp, file) = me.shared.read_record_stamped(&path)?;
+            let record = file.map(|r| Versioned {
+                value: r.record,
+                version: r.version,
+            });
+            // Absence is exact; a file is kept only once it has settled (see [`SETTLE`]).
+            let keep = stamp.is_none_or(|s| s.settled(std::time::SystemTime::now()));
+            let mut polled = me.polled();
+            if keep {
+                let p = Polled {
+                    stamp,
+                    record: record.clone(),
+                };
+                polled.insert(name, p);
+            } else {
+                polled.remove(&name);
+            }
+            Ok(record)
+        })
+        .await
+    }
+
     async fn write_record(
         &self,
         cluster: &str,
@@ -444,6 +587,8 @@ impl Coordinator for Local {
         expected: Option<u64>,
     ) -> Result<CasOutcome, CoordError> {
         check_name(cluster)?;
+        // Our own write: the poller reads the file again (its identity changes anyway).
+        self.polled().remove(cluster);
         let me = self.clone();
         let path = self.path(cluster, "topology.json");
         let lock_path = self.path(cluster, "record.lock");
@@ -685,5 +830,128 @@ mod tests {
         );
         assert!(e.is_retryable(), "{e:?}");
         assert_eq!(e.to_string().matches("unreachable").count(), 1, "{e}");
+    }
+}
+
+#[cfg(test)]
+mod poll_tests {
+    use super::*;
+    use crate::model::Addr;
+
+    fn rec(master: &str, epoch: u64, reason: &str) -> TopologyRecord {
+        TopologyRecord {
+            master: master.parse::<Addr>().expect("addr"),
+            replicas: Vec::new(),
+            epoch,
+            updated_at: 0,
+            last_failover_at: None,
+            reason: reason.into(),
+            pending: None,
+        }
+    }
+
+    async fn polled(c: &Local) -> Option<TopologyRecord> {
+        c.poll_record("c")
+            .await
+            .expect("poll_record")
+            .map(|v| v.value)
+    }
+
+    /// Wait until the record file is older than [`SETTLE`] (so the poller may keep it).
+    async fn settle() {
+        tokio::time::sleep(SETTLE + Duration::from_millis(200)).await;
+    }
+
+    #[tokio::test]
+    async fn the_poller_gets_a_settled_record_without_reading_it_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Local::new(dir.path()).expect("local");
+        // No record: absence is kept at once (one full read, then none).
+        assert_eq!(polled(&c).await, None);
+        assert_eq!(polled(&c).await, None);
+        assert_eq!(c.poll_reads(), 1);
+        let w = c
+            .write_record("c", &rec("m:1", 1, "first"), None)
+            .await
+            .expect("write");
+        assert!(matches!(w, CasOutcome::Written(1)), "{w:?}");
+        // A fresh file is read in full at every poll until it has settled.
+        assert_eq!(polled(&c).await, Some(rec("m:1", 1, "first")));
+        assert_eq!(polled(&c).await, Some(rec("m:1", 1, "first")));
+        assert_eq!(c.poll_reads(), 3);
+        settle().await;
+        for _ in 0..5 {
+            assert_eq!(polled(&c).await, Some(rec("m:1", 1, "first")));
+        }
+        assert_eq!(
+            c.poll_reads(),
+            4,
+            "one full read once settled, then the kept copy"
+        );
+    }
+
+    /// Another process (another `Local` on the same directory) replaces the record the
+    /// poller keeps, with one of the same size: the very next poll sees the new one.
+    #[tokio::test]
+    async fn a_kept_record_replaced_by_another_process_is_seen_at_the_next_poll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ours = Local::new(dir.path()).expect("local");
+        let theirs = Local::new(dir.path()).expect("local");
+        theirs
+            .write_record("c", &rec("m:1", 1, "aaaa"), None)
+            .await
+            .expect("write");
+        settle().await;
+        assert_eq!(polled(&ours).await, Some(rec("m:1", 1, "aaaa")));
+        assert_eq!(polled(&ours).await, Some(rec("m:1", 1, "aaaa")));
+        let reads = ours.poll_reads();
+        // Same length, same epoch: only the content differs.
+        theirs
+            .write_record("c", &rec("m:1", 1, "bbbb"), Some(1))
+            .await
+            .expect("write");
+        assert_eq!(polled(&ours).await, Some(rec("m:1", 1, "bbbb")));
+        assert_eq!(ours.poll_reads(), reads + 1);
+        // Settled again and replaced again (a failover elsewhere).
+        settle().await;
+        assert_eq!(polled(&ours).await, Some(rec("m:1", 1, "bbbb")));
+        theirs
+            .write_record("c", &rec("r:1", 2, "bbbb"), Some(2))
+            .await
+            .expect("write");
+        assert_eq!(polled(&ours).await, Some(rec("r:1", 2, "bbbb")));
+        // Removed by hand: gone at the next poll.
+        settle().await;
+        assert!(polled(&ours).await.is_some());
+        std::fs::remove_file(dir.path().join("c.topology.json")).expect("rm");
+        assert_eq!(polled(&ours).await, None);
+        // And what read_record says always agrees.
+        assert_eq!(ours.read_record("c").await.expect("read"), None);
+    }
+
+    #[test]
+    fn a_young_file_is_not_settled() {
+        let now = std::time::SystemTime::now();
+        let secs = |t: std::time::SystemTime| {
+            let d = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after the epoch");
+            (d.as_secs() as i64, i64::from(d.subsec_nanos()))
+        };
+        let at = |t| Stamp {
+            dev: 1,
+            ino: 1,
+            size: 1,
+            mtime: secs(t),
+            ctime: secs(t),
+        };
+        assert!(!at(now).settled(now));
+        assert!(at(now - Duration::from_secs(2)).settled(now));
+        // A change time newer than the modification time (a rename) counts.
+        let mut s = at(now - Duration::from_secs(2));
+        s.ctime = secs(now);
+        assert!(!s.settled(now));
+        // A file from the future (clock stepped back): not settled.
+        assert!(!at(now + Duration::from_secs(5)).settled(now));
     }
 }

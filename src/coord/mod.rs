@@ -170,6 +170,18 @@ pub trait Coordinator: Send + Sync {
         &self,
         cluster: &str,
     ) -> impl Future<Output = Result<Option<Versioned<TopologyRecord>>, CoordError>> + Send;
+    /// The record for the poller (metrics, the master's sighting, self-triggers): the same
+    /// answer as [`Coordinator::read_record`] (never an older version than the store holds
+    /// when the call starts), but a backend may answer from a cache it can prove current.
+    /// `local` checks the record file's identity (inode, size, times) with one `stat`
+    /// instead of reading and parsing it on a blocking thread. Default: `read_record`. The
+    /// reconcile (first look and the look under the lock) always calls `read_record`.
+    fn poll_record(
+        &self,
+        cluster: &str,
+    ) -> impl Future<Output = Result<Option<Versioned<TopologyRecord>>, CoordError>> + Send {
+        self.read_record(cluster)
+    }
     /// Compare-and-set: write only if the stored version equals `expected` (`None` = must not exist).
     fn write_record(
         &self,
@@ -486,6 +498,12 @@ impl Coordinator for AnyCoord {
         cluster: &str,
     ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
         dispatch!(self, c => c.read_record(cluster).await)
+    }
+    async fn poll_record(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+        dispatch!(self, c => c.poll_record(cluster).await)
     }
     async fn write_record(
         &self,

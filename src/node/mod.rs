@@ -3,9 +3,13 @@
 //! Every call has a deadline (connect + command timeouts from config). Mutating calls only
 //! send what they are told: the caller (the compiled plan) decides whether `force` is sent,
 //! because Redis rejects it and Pika needs it to demote a diverged old master.
+//!
+//! Modules: `commands` (every wire command), `info` (the INFO parser), `redis` (the
+//! production client), `kept` (the poller's kept connections: plain RESP2, used by `redis`).
 
 pub mod commands;
 pub mod info;
+mod kept;
 pub mod redis;
 
 use std::future::Future;

@@ -6,7 +6,9 @@
 //!   [`Nodes::status_pooled`]: the poller and a reconcile's first look keep one connection
 //!   per node (shared by every clone of this client), so an idle poll costs one `INFO
 //!   replication` (`INFO server` is read once per connection: engine and version change only
-//!   with a restart, which ends the connection) and no TCP or AUTH handshake. A pooled connection that fails (other than by a timeout or an
+//!   with a restart, which ends the connection) and no TCP or AUTH handshake. A kept
+//!   connection is plain RESP2 on the TCP stream ([`super::kept`]: no driver task, no channel
+//!   per reply), used by one call at a time. A pooled connection that fails (other than by a timeout or an
 //!   error reply) is dropped and the call is made once on a fresh connection, bounded by the
 //!   connect timeout as always, so a dead node is still seen at once (refused) and a
 //!   restarted one is reconnected. Everything that decides under the lock or acts (the look
@@ -41,6 +43,7 @@ use redis::{
 use crate::config::{Secret, Timeouts};
 use crate::model::{Addr, Engine, NodeStatus};
 use crate::node::commands::{Arg, Command, Dialect};
+use crate::node::kept::{self, CallError, Kept, Reply};
 use crate::node::{info, NodeError, Nodes, SnapshotInfo};
 
 /// Bytes read from a node per connection (one call: AUTH plus at most two INFO sections, a few
@@ -124,19 +127,19 @@ pub struct RedisNodes {
     password: Option<Secret>,
     /// The commands under the nodes' `rename-command` names.
     dialect: Dialect,
-    /// One connection per node for [`Nodes::status_pooled`], shared by every clone.
+    /// One connection per node for [`Nodes::status_pooled`], shared by every clone. A call
+    /// takes it out and puts it back when it succeeded (two calls at once on one node: the
+    /// second opens its own, and the last one back is kept).
     pool: Arc<Mutex<HashMap<Addr, Pooled>>>,
 }
 
-/// A kept connection and its read counter (reset at the start of each call).
-#[derive(Clone)]
+/// A kept connection.
 struct Pooled {
-    conn: MultiplexedConnection,
-    read: Arc<AtomicUsize>,
+    conn: Kept,
     /// The `INFO server` text read when this connection was opened. What `status` takes from
     /// it (engine, version) changes only with a restart, which ends the connection, so later
     /// polls on it ask for `INFO replication` alone.
-    server: Option<Arc<str>>,
+    server: Arc<str>,
 }
 
 impl std::fmt::Debug for RedisNodes {
@@ -204,30 +207,8 @@ impl RedisNodes {
         Ok(cmd)
     }
 
-    /// Open one connection (AUTH included), bounded by the connect timeout; replies are
-    /// awaited for at most `response_timeout`; what it reads is capped at
-    /// [`MAX_READ_PER_CONNECTION`].
-    async fn connect(
-        &self,
-        node: &Addr,
-        response_timeout: Duration,
-    ) -> Result<MultiplexedConnection, NodeError> {
-        Ok(self.connect_counted(node, response_timeout).await?.conn)
-    }
-
-    /// [`Self::connect`], with the counter of what the connection has read.
-    async fn connect_counted(
-        &self,
-        node: &Addr,
-        response_timeout: Duration,
-    ) -> Result<Pooled, NodeError> {
-        let info = ConnectionAddr::Tcp(node.host.clone(), node.port)
-            .into_connection_info()
-            .map_err(|e| self.map_err(e))?;
-        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
-        if let Some(pw) = &self.password {
-            settings = settings.set_password(pw.expose());
-        }
+    /// The TCP connection to `node`, bounded by the connect timeout.
+    async fn tcp(&self, node: &Addr) -> Result<tokio::net::TcpStream, NodeError> {
         let tcp = match tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect((node.host.as_str(), node.port)),
@@ -242,10 +223,28 @@ impl RedisNodes {
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
-        let read = Arc::new(AtomicUsize::new(0));
+        Ok(tcp)
+    }
+
+    /// Open one connection (AUTH included), bounded by the connect timeout; replies are
+    /// awaited for at most `response_timeout`; what it reads is capped at
+    /// [`MAX_READ_PER_CONNECTION`].
+    async fn connect(
+        &self,
+        node: &Addr,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, NodeError> {
+        let info = ConnectionAddr::Tcp(node.host.clone(), node.port)
+            .into_connection_info()
+            .map_err(|e| self.map_err(e))?;
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+        if let Some(pw) = &self.password {
+            settings = settings.set_password(pw.expose());
+        }
+        let tcp = self.tcp(node).await?;
         let stream = Capped {
             inner: tcp,
-            read: Arc::clone(&read),
+            read: Arc::new(AtomicUsize::new(0)),
             limit: MAX_READ_PER_CONNECTION,
         };
         let config = AsyncConnectionConfig::new()
@@ -261,37 +260,119 @@ impl RedisNodes {
             Err(_) => return Err(NodeError::Timeout),
             Ok(r) => r.map_err(|e| self.map_err(e))?,
         };
-        // Ends when the connection is dropped (after the call, or when the pool drops it) or fails.
+        // Ends when the connection is dropped (after the call) or fails.
         tokio::spawn(driver);
-        Ok(Pooled {
-            conn,
-            read,
-            server: None,
-        })
+        Ok(conn)
     }
 
-    /// Send `commands` in order on `conn`; every reply, bounded by `bound`.
-    async fn send_on(
-        &self,
-        conn: &mut MultiplexedConnection,
-        commands: &[redis::Cmd],
-        bound: Duration,
-    ) -> Result<Vec<Value>, NodeError> {
-        let work = async {
-            let mut replies = Vec::with_capacity(commands.len());
-            for c in commands {
-                let v: Value = c.query_async(conn).await.map_err(|e| self.map_err(e))?;
-                if let Value::ServerError(e) = &v {
-                    return Err(self.classify_server(e.code(), e.details()));
-                }
-                replies.push(v);
+    /// The RESP2 bytes of `c` for a kept connection; [`Arg::Password`] is filled in here.
+    fn to_wire(&self, c: &Command) -> Result<Vec<u8>, NodeError> {
+        let mut words: Vec<&[u8]> = Vec::with_capacity(c.args.len() + 1);
+        words.push(c.name.as_bytes());
+        for a in &c.args {
+            match a {
+                Arg::Word(w) => words.push(w.as_bytes()),
+                Arg::Password => match &self.password {
+                    Some(pw) => words.push(pw.expose().as_bytes()),
+                    None => {
+                        return Err(NodeError::Protocol(format!(
+                            "{c} needs a password and the cluster has none"
+                        )))
+                    }
+                },
             }
-            Ok(replies)
-        };
-        match tokio::time::timeout(bound, work).await {
-            Ok(r) => r,
-            Err(_) => Err(NodeError::Timeout),
         }
+        Ok(kept::encode(&words))
+    }
+
+    /// One call on a kept connection, bounded by the command timeout; the reply's text
+    /// (an `INFO` section) appended to `text`, or the error.
+    async fn kept_info(
+        &self,
+        conn: &mut Kept,
+        command: &[u8],
+        text: &mut String,
+    ) -> Result<(), NodeError> {
+        let reply = match tokio::time::timeout(
+            self.command_timeout,
+            conn.call(command, MAX_READ_PER_CONNECTION),
+        )
+        .await
+        {
+            Err(_) => return Err(NodeError::Timeout),
+            Ok(r) => r.map_err(|e| self.kept_err(e))?,
+        };
+        match reply {
+            Reply::Bulk(b) | Reply::Status(b) => {
+                push_section(text, &String::from_utf8_lossy(b));
+                Ok(())
+            }
+            Reply::Error(e) => Err(self.kept_server_err(e)),
+            Reply::Nil | Reply::Int(_) => {
+                Err(NodeError::Protocol("INFO reply is not a string".into()))
+            }
+        }
+    }
+
+    fn kept_err(&self, e: CallError) -> NodeError {
+        match e {
+            CallError::Io(e) => NodeError::Io(self.scrub(&e.to_string())),
+            CallError::Closed => NodeError::Io("connection closed by the node".into()),
+            CallError::TooLarge => NodeError::Protocol(format!(
+                "{TOO_LARGE} {MAX_READ_PER_CONNECTION} bytes; connection closed"
+            )),
+            CallError::Protocol(t) => NodeError::Protocol(t),
+        }
+    }
+
+    /// An error reply on a kept connection (`CODE detail`), classified as the crate's are.
+    fn kept_server_err(&self, e: &[u8]) -> NodeError {
+        let text = String::from_utf8_lossy(e);
+        match text.split_once(' ') {
+            Some((code, detail)) => self.classify_server(code, Some(detail)),
+            None => self.classify_server(&text, None),
+        }
+    }
+
+    /// A new kept connection: TCP, `AUTH` when the cluster has a password, `INFO server`
+    /// (kept) and `INFO replication` (appended to `text` after the server section).
+    async fn open_kept(
+        &self,
+        node: &Addr,
+        info_server: &[u8],
+        info_replication: &[u8],
+        text: &mut String,
+    ) -> Result<Pooled, NodeError> {
+        let mut conn = Kept::new(self.tcp(node).await?);
+        if self.password.is_some() {
+            let auth = self.to_wire(&Command {
+                name: "AUTH".into(),
+                args: vec![Arg::Password],
+            })?;
+            let reply = tokio::time::timeout(
+                self.command_timeout,
+                conn.call(&auth, MAX_READ_PER_CONNECTION),
+            )
+            .await
+            .map_err(|_| NodeError::Timeout)?
+            .map_err(|e| self.kept_err(e))?;
+            match reply {
+                Reply::Status(_) => {}
+                // Any refusal of AUTH is an auth problem (as the crate reports it).
+                Reply::Error(e) => {
+                    return Err(NodeError::Auth(self.scrub(&String::from_utf8_lossy(e))))
+                }
+                _ => return Err(NodeError::Protocol("AUTH: unexpected reply".into())),
+            }
+        }
+        let mut server = String::new();
+        self.kept_info(&mut conn, info_server, &mut server).await?;
+        text.push_str(&server);
+        self.kept_info(&mut conn, info_replication, text).await?;
+        Ok(Pooled {
+            conn,
+            server: server.into(),
+        })
     }
 
     /// The two INFO sections on the node's kept connection (see the module docs): a failed
@@ -299,69 +380,41 @@ impl RedisNodes {
     /// kept connection only `INFO replication` is asked for; `INFO server` comes from when the
     /// connection was opened ([`Pooled::server`]).
     async fn info_text_pooled(&self, node: &Addr) -> Result<String, NodeError> {
-        let commands = [
-            self.dialect.info("server"),
-            self.dialect.info("replication"),
-        ]
-        .iter()
-        .map(|c| self.to_cmd(c))
-        .collect::<Result<Vec<_>, _>>()?;
-        let per_call = self.command_timeout * commands.len() as u32 + SAFETY_MARGIN;
-        let kept = self.pool_lock().get(node).cloned();
+        let info_replication = self.to_wire(&self.dialect.info("replication"))?;
+        let kept = self.pool_lock().remove(node);
         if let Some(mut p) = kept {
-            p.read.store(0, Ordering::Relaxed);
-            let asked = if p.server.is_some() {
-                &commands[1..]
-            } else {
-                &commands[..]
-            };
-            match self.send_on(&mut p.conn, asked, per_call).await {
-                Ok(replies) => return self.joined_info(node, p, replies),
+            let mut text = String::with_capacity(p.server.len() + 2048);
+            text.push_str(&p.server);
+            match self
+                .kept_info(&mut p.conn, &info_replication, &mut text)
+                .await
+            {
+                Ok(()) => {
+                    self.pool_lock().insert(node.clone(), p);
+                    return Ok(text);
+                }
                 // A hung node or an error reply: the node's answer, not the connection's fault.
-                Err(e @ (NodeError::Timeout | NodeError::Auth(_) | NodeError::Node(_))) => {
-                    self.pool_lock().remove(node);
-                    return Err(e);
-                }
-                Err(_) => {
-                    self.pool_lock().remove(node);
-                }
+                Err(
+                    e @ (NodeError::Timeout
+                    | NodeError::Auth(_)
+                    | NodeError::Node(_)
+                    | NodeError::MasterOfOthers(_)
+                    | NodeError::ReadOnly(_)),
+                ) => return Err(e),
+                // Anything else (closed, reset): once more on a fresh connection.
+                Err(_) => {}
             }
         }
-        let bound = self.connect_timeout + self.command_timeout + per_call;
-        let fresh = tokio::time::timeout(bound, async {
-            let mut p = self.connect_counted(node, self.command_timeout).await?;
-            let replies = self.send_on(&mut p.conn, &commands, per_call).await?;
-            Ok::<_, NodeError>((p, replies))
-        })
+        let info_server = self.to_wire(&self.dialect.info("server"))?;
+        let bound = self.connect_timeout + self.command_timeout * 3 + SAFETY_MARGIN;
+        let mut text = String::new();
+        let p = tokio::time::timeout(
+            bound,
+            self.open_kept(node, &info_server, &info_replication, &mut text),
+        )
         .await
-        .unwrap_or(Err(NodeError::Timeout));
-        let (p, replies) = fresh?;
-        self.joined_info(node, p, replies)
-    }
-
-    /// The INFO text of a pooled call: the connection's `INFO server` (kept from its first
-    /// call, or this call's first reply, then kept) and this call's `INFO replication`.
-    fn joined_info(
-        &self,
-        node: &Addr,
-        mut p: Pooled,
-        mut replies: Vec<Value>,
-    ) -> Result<String, NodeError> {
-        let server = match p.server.clone() {
-            Some(s) => s,
-            None => {
-                if replies.len() != 2 {
-                    return Err(NodeError::Protocol("INFO: missing reply".into()));
-                }
-                let first = replies.remove(0);
-                let s: Arc<str> = info_of(vec![first])?.into();
-                p.server = Some(Arc::clone(&s));
-                self.pool_lock().insert(node.clone(), p);
-                s
-            }
-        };
-        let mut text = String::from(&*server);
-        text.push_str(&info_of(replies)?);
+        .unwrap_or(Err(NodeError::Timeout))?;
+        self.pool_lock().insert(node.clone(), p);
         Ok(text)
     }
 
@@ -698,13 +751,18 @@ fn info_of(replies: Vec<Value>) -> Result<String, NodeError> {
     for v in replies {
         let part = value_text(&v)
             .ok_or_else(|| NodeError::Protocol("INFO reply is not a string".into()))?;
-        text.push_str(&part);
-        if !part.ends_with("\r\n") {
-            text.push_str("\r\n");
-        }
-        text.push_str("\r\n");
+        push_section(&mut text, &part);
     }
     Ok(text)
+}
+
+/// Append one INFO section's text and the empty line that ends it.
+fn push_section(text: &mut String, part: &str) {
+    text.push_str(part);
+    if !part.ends_with("\r\n") {
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
 }
 
 fn value_text(v: &Value) -> Option<String> {
@@ -997,5 +1055,99 @@ mod tests {
         assert_eq!(words(&n, &d.info("server")), ["INFO", "server"]);
         assert_eq!(words(&n, &d.unpause()), ["CLIENT", "UNPAUSE"]);
         assert!(n.to_cmd(&d.masterauth()).is_err());
+    }
+
+    /// A scripted node for the kept connection: answers AUTH (`good` is the password),
+    /// INFO server and INFO replication; records the commands' first two words.
+    async fn kept_peer(
+        good: &'static str,
+    ) -> (Addr, Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut b = vec![0u8; 4096];
+                    loop {
+                        let n = match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let text = String::from_utf8_lossy(&b[..n]).to_string();
+                        let words: Vec<&str> = text
+                            .split("\r\n")
+                            .filter(|w| !w.starts_with(['*', '$']))
+                            .collect();
+                        let reply: String = match words.as_slice() {
+                            ["AUTH", pw, ..] if *pw == good => "+OK\r\n".into(),
+                            ["AUTH", ..] => "-ERR invalid password\r\n".into(),
+                            ["INFO", "server", ..] => {
+                                let t = "# Server\r\npika_version:4.0.0\r\n";
+                                format!("${}\r\n{t}\r\n", t.len())
+                            }
+                            ["INFO", "replication", ..] => {
+                                let t = "# Replication(MASTER)\r\nrole:master\r\nconnected_slaves:0\r\n";
+                                format!("${}\r\n{t}\r\n", t.len())
+                            }
+                            _ => "-ERR unknown\r\n".into(),
+                        };
+                        let first_two = words.iter().take(2).map(|w| {
+                            if words.first() == Some(&"AUTH") && *w != "AUTH" {
+                                "<pw>"
+                            } else {
+                                w
+                            }
+                        });
+                        log.lock()
+                            .expect("log")
+                            .push(first_two.collect::<Vec<_>>().join(" "));
+                        if s.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (Addr::new("127.0.0.1", port), seen, task)
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_authenticates_once_and_then_asks_for_replication_only() {
+        let (addr, seen, task) = kept_peer("s3cret-pw").await;
+        let n = nodes(Some("s3cret-pw"));
+        for _ in 0..3 {
+            let s = n.status_pooled(&addr).await.expect("pooled status");
+            assert_eq!(s.role, crate::model::Role::Master);
+            assert_eq!(s.engine, Engine::Pika);
+        }
+        assert_eq!(n.pooled_connections(), 1);
+        let log = seen.lock().expect("log").clone();
+        assert_eq!(
+            log,
+            [
+                "AUTH <pw>",
+                "INFO server",
+                "INFO replication",
+                "INFO replication",
+                "INFO replication"
+            ]
+        );
+        // A wrong password is an auth error that never shows the password.
+        let err = nodes(Some("wrong-pw-123"))
+            .status_pooled(&addr)
+            .await
+            .expect_err("wrong password");
+        assert!(matches!(err, NodeError::Auth(_)), "{err:?}");
+        assert!(
+            !format!("{err} {err:?}").contains("wrong-pw-123"),
+            "{err:?}"
+        );
+        task.abort();
     }
 }

@@ -4,7 +4,11 @@
 //! record read, and what was seen of the recorded master and its replicas while it was alive).
 //!
 //! - **Kept connections:** nodes are polled with [`Nodes::status_pooled`] (one connection per
-//!   node, reconnected on error), so an idle poll costs two INFOs and no handshake.
+//!   node, reconnected on error), so an idle poll costs one `INFO replication` and no
+//!   handshake.
+//! - **Record:** read with [`Coordinator::poll_record`]: the same answer as `read_record`,
+//!   which a backend may give from a copy it can prove current (local: one `stat` of the
+//!   record file while it is unchanged). Another instance's write reaches the next poll.
 //! - **No overlap per cluster:** a tick whose cluster poll is still running is skipped and
 //!   counted (`pika_remedy_polls_skipped_total`); a slow cluster never delays the others.
 //! - **Work proportional to change:** a poll whose observation, record and pause flag equal
@@ -424,7 +428,7 @@ where
     let work = async {
         tokio::join!(
             observe_pooled(nodes, cluster),
-            shared.coord.read_record(name)
+            shared.coord.poll_record(name)
         )
     };
     let Ok((obs, record)) = tokio::time::timeout(shared.settings.timeout, work).await else {
@@ -654,5 +658,103 @@ mod tests {
         );
         // Another epoch: not this master's history.
         assert_eq!(later.last_offsets(&rec(2)), None);
+    }
+
+    /// Two fixed nodes: `m:1` a master, `r:1` its replica.
+    struct Fixed;
+
+    impl Nodes for Fixed {
+        async fn status(&self, node: &Addr) -> Result<crate::model::NodeStatus, NodeError> {
+            let text = if node.host == "m" { MASTER } else { UP };
+            crate::node::info::parse(text).map_err(|e| NodeError::Protocol(e.to_string()))
+        }
+        async fn promote(&self, _: &Addr) -> Result<(), NodeError> {
+            Ok(())
+        }
+        async fn follow(&self, _: &Addr, _: &Addr, _: bool) -> Result<(), NodeError> {
+            Ok(())
+        }
+        async fn set_masterauth(&self, _: &Addr) -> Result<(), NodeError> {
+            Ok(())
+        }
+        async fn config_rewrite(&self, _: &Addr) -> Result<(), NodeError> {
+            Ok(())
+        }
+        async fn pause_writes(&self, _: &Addr, _: Duration) -> Result<(), NodeError> {
+            Ok(())
+        }
+        async fn unpause_writes(&self, _: &Addr) -> Result<(), NodeError> {
+            Ok(())
+        }
+    }
+
+    /// The poller's record comes from a kept copy once the record file has settled (local
+    /// coordinator). Another instance's write must reach the very next poll: its record in
+    /// the cache and its self-trigger.
+    #[tokio::test]
+    async fn the_next_poll_sees_a_record_another_instance_wrote() {
+        use crate::config::NodeConfig;
+        use crate::coord::local::{Local, SETTLE};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ours = Local::new(dir.path()).expect("local");
+        let theirs = Local::new(dir.path()).expect("local");
+        theirs
+            .write_record("c", &rec(1), None)
+            .await
+            .expect("write");
+        let fired: Arc<Mutex<Vec<Trigger>>> = Arc::default();
+        let log = Arc::clone(&fired);
+        let st = SelfTrigger::new(Duration::ZERO, move |_c: String, t: Trigger| {
+            log.lock().expect("log").push(t);
+            Box::pin(async { None })
+        });
+        let shared = PollShared {
+            coord: Arc::new(ours.clone()),
+            metrics: Arc::new(Metrics::new()),
+            cache: ClusterCache::default(),
+            paused: |_: &str| false,
+            settings: PollSettings {
+                interval: Duration::from_millis(10),
+                timeout: Duration::from_secs(5),
+            },
+            self_trigger: Some(st),
+        };
+        let cluster = ClusterConfig {
+            name: "c".into(),
+            password: None,
+            paused: false,
+            rename_commands: Default::default(),
+            nodes: ["m:1", "r:1"]
+                .iter()
+                .map(|n| NodeConfig {
+                    addr: n.parse().expect("addr"),
+                    priority: 100,
+                    never_promote: false,
+                })
+                .collect(),
+        };
+        tokio::time::sleep(SETTLE + Duration::from_millis(200)).await;
+        for _ in 0..3 {
+            assert_eq!(poll_cluster(&Fixed, &cluster, &shared).await, 0);
+        }
+        let reads = ours.poll_reads();
+        assert_eq!(reads, 1, "the settled record is read once");
+        assert_eq!(shared.cache.get("c").record.map(|r| r.epoch), Some(1));
+        assert!(fired.lock().expect("log").is_empty());
+        // Another instance records r:1 as the master (epoch 2): r:1 still says slave.
+        let mut next = rec(2);
+        next.master = "r:1".parse().expect("addr");
+        next.replicas = vec!["m:1".parse().expect("addr")];
+        theirs
+            .write_record("c", &next, Some(1))
+            .await
+            .expect("write");
+        poll_cluster(&Fixed, &cluster, &shared).await;
+        assert_eq!(ours.poll_reads(), reads + 1);
+        let seen = shared.cache.get("c").record.expect("a record");
+        assert_eq!((seen.epoch, seen.master.to_string()), (2, "r:1".into()));
+        // The self-trigger saw the new record (r:1 reports role slave against it).
+        tokio::task::yield_now().await;
+        assert_eq!(*fired.lock().expect("log"), [Trigger::RoleMismatch]);
     }
 }
