@@ -210,6 +210,68 @@ mod tests {
         );
     }
 
+    /// Property test over 200 000 generated inputs (valid replies of every kind, cut at every
+    /// length, then mutated): `find` never panics, what it reports lies inside the buffer, a
+    /// valid reply is "read more" at every strict prefix and found whole at its full length.
+    #[test]
+    fn find_holds_its_invariants_on_generated_and_mutated_replies() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let limit = 4096;
+        for i in 0..200_000u64 {
+            let n = next();
+            let payload: Vec<u8> = (0..(n % 300)).map(|_| (next() % 256) as u8).collect();
+            let mut reply = match i % 5 {
+                0 => b"+OK\r\n".to_vec(),
+                1 => b"-ERR unknown\r\n".to_vec(),
+                2 => format!(":{}\r\n", n as i64).into_bytes(),
+                3 => b"$-1\r\n".to_vec(),
+                _ => {
+                    let mut r = format!("${}\r\n", payload.len()).into_bytes();
+                    r.extend_from_slice(&payload);
+                    r.extend_from_slice(b"\r\n");
+                    r
+                }
+            };
+            if i % 2 == 0 {
+                for cut in 0..reply.len() {
+                    assert!(
+                        matches!(find(&reply[..cut], limit), Ok(None)),
+                        "prefix {cut} of {reply:?}"
+                    );
+                }
+                let got = find(&reply, limit).expect("valid reply");
+                assert_eq!(got.map(|(_, used)| used), Some(reply.len()), "{reply:?}");
+            } else {
+                for _ in 0..=(next() % 4) {
+                    let at = (next() as usize) % reply.len();
+                    match next() % 3 {
+                        0 => reply[at] = (next() % 256) as u8,
+                        1 => reply.truncate(at),
+                        _ => reply.insert(at, b"\r\n$-:+*"[(next() % 8) as usize]),
+                    }
+                    if reply.is_empty() {
+                        break;
+                    }
+                }
+                if let Ok(Some((f, used))) = find(&reply, limit) {
+                    assert!(used <= reply.len(), "{reply:?}");
+                    match f {
+                        Found::Status(a, b) | Found::Error(a, b) | Found::Bulk(a, b) => {
+                            assert!(a <= b && b <= used, "{reply:?}")
+                        }
+                        Found::Nil | Found::Int(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn replies_are_found_only_when_complete() {
         assert!(matches!(found(b""), Ok(None)));
