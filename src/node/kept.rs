@@ -159,6 +159,10 @@ fn find(buf: &[u8], limit: usize) -> Result<Option<(Found, usize)>, CallError> {
         }
         return Ok(None);
     };
+    // A reply that starts with its line end has no kind byte (and `buf[1..0]` would panic).
+    if end == 0 {
+        return Err(CallError::Protocol("empty reply line".into()));
+    }
     let line = &buf[1..end];
     let number = || -> Result<i64, CallError> {
         std::str::from_utf8(line)
@@ -253,7 +257,7 @@ mod tests {
                     match next() % 3 {
                         0 => reply[at] = (next() % 256) as u8,
                         1 => reply.truncate(at),
-                        _ => reply.insert(at, b"\r\n$-:+*"[(next() % 8) as usize]),
+                        _ => reply.insert(at, b"\r\n$-:+*"[(next() % 7) as usize]),
                     }
                     if reply.is_empty() {
                         break;
@@ -293,6 +297,8 @@ mod tests {
         assert!(matches!(found(b"$x\r\n"), Err(CallError::Protocol(_))));
         assert!(matches!(found(b"*1\r\n"), Err(CallError::Protocol(_))));
         assert!(matches!(found(b"?\r\n"), Err(CallError::Protocol(_))));
+        // Found by the property test below: a reply starting with its line end panicked.
+        assert!(matches!(found(b"\r\n"), Err(CallError::Protocol(_))));
         // A bulk string announcing more than the limit fails before it is read.
         assert!(matches!(found(b"$2000\r\n"), Err(CallError::TooLarge)));
     }
