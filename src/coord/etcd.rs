@@ -601,12 +601,12 @@ async fn watch_once(
         Err(_) => return CoordError::Unreachable("etcd watch: no answer".into()),
     };
     loop {
-        cache.wait_unheld().await;
         let resp = match stream.message().await {
             Ok(Some(r)) => r,
             Ok(None) => return CoordError::Unreachable("etcd watch: stream ended".into()),
             Err(e) => return classify("watch", e),
         };
+        cache.wait_unheld().await;
         if resp.canceled() || resp.compact_revision() != 0 {
             return CoordError::Unreachable(format!(
                 "etcd watch canceled (compacted at {}): {}",
