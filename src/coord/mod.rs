@@ -602,8 +602,11 @@ struct CacheState {
     base: u64,
     /// Every change up to this store revision/index is applied.
     applied: u64,
-    /// Clusters missing here are unknown: `poll_record` reads them directly once.
+    /// Clusters missing here are unknown (`poll_record` reads them directly once), or absent
+    /// once `complete`.
     records: HashMap<String, Slot>,
+    /// The last answer named every record (Consul's blocking query on the whole prefix).
+    complete: bool,
     doubts: HashMap<String, Doubt>,
 }
 
@@ -654,6 +657,7 @@ impl RecordCache {
         match st.records.get(cluster).map(|s| &s.seen) {
             Some(Seen::Absent) => Some(None),
             Some(Seen::Present(v)) => Some(Some(v.clone())),
+            None if st.complete => Some(None),
             None | Some(Seen::Bad) => None,
         }
     }
@@ -696,8 +700,7 @@ impl RecordCache {
         });
         let mut st = self.st();
         if version < st.base {
-            // Older than the watch's start: a later change may be missed; read instead.
-            st.records.remove(cluster);
+            // Older than the watch's start: what the cache holds is already as new.
             return;
         }
         merge(&mut st.records, cluster, seen, version);
@@ -722,9 +725,33 @@ impl RecordCache {
     pub(crate) fn resync(&self, rev: u64) {
         let mut st = self.st();
         st.healthy = false;
+        st.complete = false;
         st.records.clear();
         st.base = rev;
         st.applied = rev;
+    }
+
+    /// The whole prefix at store index `index` (a Consul blocking query's answer): the records
+    /// in `full` at their own index, every other known record gone, and clusters never seen
+    /// are absent from now on (instead of unknown).
+    pub(crate) fn snapshot(&self, full: Vec<(String, Seen, u64)>, index: u64) {
+        let mut st = self.st();
+        let named: std::collections::HashSet<String> =
+            full.iter().map(|(c, _, _)| c.clone()).collect();
+        let gone: Vec<String> = st
+            .records
+            .keys()
+            .filter(|c| !named.contains(*c))
+            .cloned()
+            .collect();
+        for c in gone {
+            merge(&mut st.records, &c, Seen::Absent, index);
+        }
+        for (c, seen, at) in full {
+            merge(&mut st.records, &c, seen, at);
+        }
+        st.complete = true;
+        st.applied = st.applied.max(index);
     }
 
     /// A change from the watch.

@@ -24,7 +24,8 @@
 //! - `GET /v1/status/leader`.
 //! - **ACL:** when started with a token, every request except `status/leader` without the
 //!   right `X-Consul-Token` gets 403 "Permission denied".
-//! - A global raft-like index increments on every write and is returned as `X-Consul-Index`.
+//! - A global raft-like index increments on every write and is returned as `X-Consul-Index`;
+//!   `GET /v1/kv/...?index=N&wait=D` blocks until it passes N (at most `D`, at most 60 s).
 //! - Fault injection: [`FakeConsul::stop`]/[`FakeConsul::restart`] (connection refused) and
 //!   [`FakeConsul::set_hang`] (requests hang, to test client timeouts).
 
@@ -442,6 +443,20 @@ async fn kv_get(
     Path(key): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    // Blocking query: `?index=N` waits until the index passes N or `wait` (default 5 min,
+    // here at most 60 s) elapsed, polling the store every 10 ms (a fake: the global index
+    // stands for the prefix's).
+    if let Some(n) = q.get("index").and_then(|v| v.parse::<u64>().ok()) {
+        let wait = q
+            .get("wait")
+            .and_then(|w| parse_go_duration(w))
+            .unwrap_or(Duration::from_secs(300))
+            .min(Duration::from_secs(60));
+        let until = Instant::now() + wait;
+        while sh.lock().index <= n && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let st = sh.lock();
     let idx = st.index;
     if q.contains_key("keys") {
