@@ -51,6 +51,20 @@
 //! - Locking is advisory: writes without `?acquire` still succeed on a locked key, which is
 //!   why the record is guarded by its own CAS and fencing is checked by callers.
 //!
+//! # Records for the poller
+//! `poll_record` answers from a cache kept by ONE blocking query per coordinator, `GET
+//! /v1/kv/<prefix>/?recurse&index=<last X-Consul-Index>&wait=30s`, re-issued as soon as it
+//! answers (started by the first `poll_record`). Each answer is the whole prefix: every
+//! `…/topology` record is taken at its `ModifyIndex`, records gone from it are gone, and a
+//! cluster it does not name is absent. An index that goes backwards starts over with every
+//! entry unknown; a failed query marks the cache unhealthy (every poll reads directly) and
+//! starts over from index 0 after a backoff of 100 ms doubling to 5 s. Our own written CAS
+//! updates the cache at once; a conflict or an unknown outcome puts the cluster in doubt
+//! until a direct read that started after it. Staleness: the query returns as soon as
+//! anything under the prefix changes; a silently dead connection is noticed within the wait
+//! plus 5 s. Cost: each change under the prefix (locks, events, members) re-sends the whole
+//! prefix to each instance once.
+//!
 //! # Discovery
 //! `publish_roles` registers each node as an external node `pika-<cluster>-<host>-<port>`
 //! with one service instance (name from `catalog_service`, default `pika-<cluster>`) tagged

@@ -30,6 +30,20 @@
 //! `try_lock` revokes the cluster's orphans before taking the lock again: the next trigger
 //! after an outage acts at once, under a fresh lease and fencing token.
 //!
+//! # Records for the poller
+//! `poll_record` answers from a cache kept by ONE watch on `<prefix>/` per coordinator
+//! (started by the first `poll_record`, from the revision after a count-only read of the
+//! prefix; every entry starts unknown and is read directly once). Watch events (puts and
+//! deletes of `…/topology` keys) update it; our own written CAS updates it at once; a
+//! conflict puts the cluster in doubt until the watch applied the conflict's revision or a
+//! direct read that started after it answered, an unknown outcome until such a read. A
+//! cancelled or compacted watch, a stream error or end marks the cache unhealthy (every poll
+//! reads directly) and starts again after a backoff of 100 ms doubling to 5 s, with every
+//! entry unknown. Staleness: an event arrives within milliseconds; a connection that dies
+//! silently is noticed by the gRPC keep-alive (10 s + the command timeout), and a member
+//! that loses its leader cancels the watch (`require_leader`); meanwhile no write can be
+//! acknowledged through that member either.
+//!
 //! # Not here
 //! `publish_roles` is a no-op: etcd has no service catalog; clients read the `master` key.
 

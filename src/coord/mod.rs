@@ -174,7 +174,11 @@ pub trait Coordinator: Send + Sync {
     /// answer as [`Coordinator::read_record`] (never an older version than the store holds
     /// when the call starts), but a backend may answer from a cache it can prove current.
     /// `local` checks the record file's identity (inode, size, times) with one `stat`
-    /// instead of reading and parsing it on a blocking thread. Default: `read_record`. The
+    /// instead of reading and parsing it on a blocking thread; `etcd` and `consul` answer
+    /// from a cache kept by one watch / blocking query on the records' prefix per
+    /// coordinator (`RecordCache`): a change by another client is served once its event
+    /// arrived (milliseconds), our own CAS at once, and whenever the watch is not known
+    /// healthy or an entry is in doubt they read directly. Default: `read_record`. The
     /// reconcile (first look and the look under the lock) always calls `read_record`.
     fn poll_record(
         &self,
