@@ -818,3 +818,130 @@ impl WatchBackoff {
         self.0 = (self.0 * 2).min(Duration::from_secs(5));
     }
 }
+
+#[cfg(test)]
+mod record_cache_tests {
+    use super::*;
+
+    fn rec(epoch: u64) -> TopologyRecord {
+        TopologyRecord {
+            master: "127.0.0.1:1".parse().expect("addr"),
+            replicas: vec![],
+            epoch,
+            updated_at: 0,
+            last_failover_at: None,
+            pending: None,
+            reason: String::new(),
+        }
+    }
+
+    fn present(epoch: u64, version: u64) -> Seen {
+        Seen::Present(Versioned {
+            value: rec(epoch),
+            version,
+        })
+    }
+
+    fn epoch(c: &RecordCache, cluster: &str) -> Option<Option<u64>> {
+        c.lookup(cluster).map(|r| r.map(|v| v.value.epoch))
+    }
+
+    fn healthy_at(base: u64) -> RecordCache {
+        let c = RecordCache::default();
+        c.resync(base);
+        c.set_healthy(true);
+        c
+    }
+
+    #[test]
+    fn serves_only_while_healthy_and_known() {
+        let c = RecordCache::default();
+        c.apply("a", present(1, 5), 5);
+        assert_eq!(epoch(&c, "a"), None, "unhealthy: read directly");
+        let c = healthy_at(10);
+        assert_eq!(epoch(&c, "a"), None, "unknown: read directly");
+        c.apply("a", present(1, 11), 11);
+        assert_eq!(epoch(&c, "a"), Some(Some(1)));
+        c.apply("a", present(0, 9), 9);
+        assert_eq!(
+            epoch(&c, "a"),
+            Some(Some(1)),
+            "an older state never replaces"
+        );
+        c.apply("a", Seen::Absent, 12);
+        assert_eq!(epoch(&c, "a"), Some(None));
+        c.apply("a", Seen::Bad, 13);
+        assert_eq!(epoch(&c, "a"), None, "bad JSON: read directly");
+        c.set_healthy(false);
+        c.apply("a", present(2, 14), 14);
+        assert_eq!(epoch(&c, "a"), None);
+        c.resync(20);
+        c.set_healthy(true);
+        assert_eq!(epoch(&c, "a"), None, "a new watch forgets everything");
+    }
+
+    #[test]
+    fn own_writes_and_reads_below_the_watch_start_are_not_taken() {
+        let c = healthy_at(10);
+        c.wrote("a", &rec(1), 9);
+        assert_eq!(epoch(&c, "a"), None);
+        let t = c.read_start();
+        c.read_done("a", t, &None, 9);
+        assert_eq!(epoch(&c, "a"), None);
+        c.wrote("a", &rec(2), 11);
+        assert_eq!(epoch(&c, "a"), Some(Some(2)));
+        let t = c.read_start();
+        c.read_done("b", t, &None, 12);
+        assert_eq!(epoch(&c, "b"), Some(None));
+    }
+
+    #[test]
+    fn a_doubt_holds_until_the_watch_caught_up_or_a_later_read() {
+        let c = healthy_at(10);
+        c.apply("a", present(1, 11), 11);
+        c.doubt("a", Some(15));
+        assert_eq!(epoch(&c, "a"), None);
+        c.advance(14);
+        assert_eq!(epoch(&c, "a"), None);
+        c.advance(15);
+        assert_eq!(epoch(&c, "a"), Some(Some(1)));
+        // Unknown outcome: a read that started before the doubt does not clear it.
+        let early = c.read_start();
+        c.doubt("a", None);
+        c.read_done(
+            "a",
+            early,
+            &Some(Versioned {
+                value: rec(1),
+                version: 11,
+            }),
+            16,
+        );
+        assert_eq!(epoch(&c, "a"), None);
+        c.advance(1_000);
+        assert_eq!(epoch(&c, "a"), None);
+        let late = c.read_start();
+        c.read_done(
+            "a",
+            late,
+            &Some(Versioned {
+                value: rec(3),
+                version: 17,
+            }),
+            17,
+        );
+        assert_eq!(epoch(&c, "a"), Some(Some(3)));
+    }
+
+    #[test]
+    fn a_snapshot_names_every_record() {
+        let c = healthy_at(10);
+        c.apply("gone", present(1, 11), 11);
+        c.wrote("ours", &rec(5), 30);
+        c.snapshot(vec![("a".into(), present(2, 12), 12)], 20);
+        assert_eq!(epoch(&c, "a"), Some(Some(2)));
+        assert_eq!(epoch(&c, "gone"), Some(None));
+        assert_eq!(epoch(&c, "never"), Some(None));
+        assert_eq!(epoch(&c, "ours"), Some(Some(5)), "a newer own write stays");
+    }
+}
