@@ -191,6 +191,8 @@ struct Shared {
     store: Arc<Mutex<Store>>,
     opts: Arc<Options>,
     hang: Arc<AtomicBool>,
+    /// Set by `stop`: blocking queries in flight answer at once, so the shutdown is quick.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -453,7 +455,8 @@ async fn kv_get(
             .unwrap_or(Duration::from_secs(300))
             .min(Duration::from_secs(60));
         let until = Instant::now() + wait;
-        while sh.lock().index <= n && Instant::now() < until {
+        while sh.lock().index <= n && Instant::now() < until && !sh.stopping.load(Ordering::SeqCst)
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -787,6 +790,7 @@ impl FakeConsul {
             store: Arc::new(Mutex::new(Store::default())),
             opts: Arc::new(opts),
             hang: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
         };
         let server = serve(listener, shared.clone()).await;
         FakeConsul {
@@ -846,6 +850,7 @@ impl FakeConsul {
     /// Stop listening (clients get "connection refused"); state is kept for `restart`.
     pub async fn stop(&self) {
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.shared.stopping.store(true, Ordering::SeqCst);
         if let Some((tx, task)) = server {
             let _ = tx.send(());
             let abort = task.abort_handle();
@@ -865,6 +870,7 @@ impl FakeConsul {
         for _ in 0..50 {
             match tokio::net::TcpListener::bind(self.addr).await {
                 Ok(l) => {
+                    self.shared.stopping.store(false, Ordering::SeqCst);
                     let server = serve(l, self.shared.clone()).await;
                     *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
                     return;
