@@ -736,8 +736,14 @@ async fn record_watch(w: WatchConn) {
     let mut backoff = WatchBackoff::new();
     let mut last: u64 = 0;
     loop {
+        let started = std::time::Instant::now();
         match watch_round(&w, last).await {
             Ok(index) => {
+                if index == last && started.elapsed() < Duration::from_secs(1) {
+                    // Unchanged at once: the wait was not honoured (a proxy?). Pace the
+                    // loop; what changes meanwhile is seen at most a second later.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 // (An index that went backwards was answered with a fresh snapshot.)
                 last = index.max(1);
                 w.cache.set_healthy(true);
