@@ -51,6 +51,20 @@
 //! - Locking is advisory: writes without `?acquire` still succeed on a locked key, which is
 //!   why the record is guarded by its own CAS and fencing is checked by callers.
 //!
+//! # Records for the poller
+//! `poll_record` answers from a cache kept by ONE blocking query per coordinator, `GET
+//! /v1/kv/<prefix>/?recurse&index=<last X-Consul-Index>&wait=30s`, re-issued as soon as it
+//! answers (started by the first `poll_record`). Each answer is the whole prefix: every
+//! `…/topology` record is taken at its `ModifyIndex`, records gone from it are gone, and a
+//! cluster it does not name is absent. An index that goes backwards starts over with every
+//! entry unknown; a failed query marks the cache unhealthy (every poll reads directly) and
+//! starts over from index 0 after a backoff of 100 ms doubling to 5 s. Our own written CAS
+//! updates the cache at once; a conflict or an unknown outcome puts the cluster in doubt
+//! until a direct read that started after it. Staleness: the query returns as soon as
+//! anything under the prefix changes; a silently dead connection is noticed within the wait
+//! plus 5 s. Cost: each change under the prefix (locks, events, members) re-sends the whole
+//! prefix to each instance once.
+//!
 //! # Discovery
 //! `publish_roles` registers each node as an external node `pika-<cluster>-<host>-<port>`
 //! with one service instance (name from `catalog_service`, default `pika-<cluster>`) tagged
@@ -75,7 +89,7 @@ use serde_json::json;
 
 use super::{
     CasOutcome, CoordError, Coordinator, HeldLock, Holder, Lease, LeaseInner, LockBook,
-    LockOutcome, ReleaseRetry,
+    LockOutcome, RecordCache, ReleaseRetry, Seen, WatchBackoff,
 };
 use crate::config::{ConsulConfig, Secret, Timeouts};
 use crate::controls::Controls;
@@ -205,7 +219,23 @@ struct Inner {
     event_seq: AtomicU64,
     /// The lock sessions this client created (live and orphaned).
     book: LockBook<String>,
+    /// The records for `poll_record`, kept by one blocking query on the prefix (started by
+    /// the first `poll_record`).
+    cache: Arc<RecordCache>,
+    watch: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(t) = self.watch.get_mut().ok().and_then(Option::take) {
+            t.abort();
+        }
+    }
+}
+
+/// Wait of one blocking query on the records' prefix (Consul caps it at 10 min; 30 s keeps a
+/// silently dead connection from looking healthy for long: the request times out 5 s later).
+const WATCH_WAIT: Duration = Duration::from_secs(30);
 
 /// One KV entry as Consul returns it (`GET /v1/kv/<key>`).
 #[derive(Debug, Deserialize)]
@@ -266,6 +296,8 @@ enum Body {
 struct Reply {
     status: u16,
     body: Vec<u8>,
+    /// `X-Consul-Index`.
+    index: Option<u64>,
 }
 
 impl Reply {
@@ -374,6 +406,8 @@ impl Consul {
                 events_keep: cfg.events_keep,
                 event_seq: AtomicU64::new(0),
                 book: LockBook::new(),
+                cache: Arc::new(RecordCache::default()),
+                watch: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -391,6 +425,75 @@ impl Consul {
         perm: Perm,
     ) -> Result<Reply, CoordError> {
         call(&self.inner, method, path, query, body, perm).await
+    }
+
+    /// Start the blocking query on the records' prefix once.
+    fn start_watch(&self) {
+        let mut w = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner());
+        if w.is_none() {
+            *w = Some(tokio::spawn(record_watch(WatchConn {
+                http: self.inner.http.clone(),
+                base: self.inner.base.clone(),
+                token: self.inner.token.clone(),
+                datacenter: self.inner.datacenter.clone(),
+                prefix: self.inner.prefix.clone(),
+                cache: Arc::clone(&self.inner.cache),
+            })));
+        }
+    }
+
+    /// Is the blocking query on the records healthy (`poll_record` then answers from it)?
+    pub fn record_watch_healthy(&self) -> bool {
+        self.inner.cache.healthy()
+    }
+
+    /// How many times `poll_record` read a record from Consul (not from the cache).
+    pub fn poll_reads(&self) -> u64 {
+        self.inner.cache.direct_reads()
+    }
+
+    /// Test hook: while `hold` is set, answers of the blocking query are not applied (as with
+    /// a slow connection).
+    #[doc(hidden)]
+    pub fn hold_record_watch(&self, hold: bool) {
+        self.inner.cache.set_hold(hold);
+    }
+
+    /// The record and the `X-Consul-Index` of the read.
+    async fn read_record_at(
+        &self,
+        cluster: &str,
+    ) -> Result<(Option<Versioned<TopologyRecord>>, u64), CoordError> {
+        let key = self.key(cluster, "topology");
+        let r = self
+            .call(
+                Method::GET,
+                &format!("/v1/kv/{key}"),
+                &[("consistent", String::new())],
+                Body::Empty,
+                Perm::KeyRead,
+            )
+            .await?;
+        let index = r.index.unwrap_or(0);
+        if r.status == 404 {
+            return Ok((None, index));
+        }
+        let entries: Vec<KvEntry> = r.ok(&format!("read {key}"))?.json(&format!("read {key}"))?;
+        let Some(e) = entries.into_iter().next() else {
+            return Ok((None, index));
+        };
+        let value: TopologyRecord = serde_json::from_slice(&e.bytes()?).map_err(|err| {
+            CoordError::Backend(format!(
+                "consul: {key} is not a valid topology record: {err}"
+            ))
+        })?;
+        Ok((
+            Some(Versioned {
+                value,
+                version: e.modify_index,
+            }),
+            index,
+        ))
     }
 
     async fn get_kv(&self, key: &str) -> Result<Option<KvEntry>, CoordError> {
@@ -573,12 +676,17 @@ async fn call(
         .await
         .map_err(|e| CoordError::Unreachable(format!("consul {what}: {e}")))?;
     let status = resp.status().as_u16();
+    let index = consul_index(&resp);
     let body = resp
         .bytes()
         .await
         .map_err(|e| CoordError::Unreachable(format!("consul {what}: reading the answer: {e}")))?
         .to_vec();
-    let reply = Reply { status, body };
+    let reply = Reply {
+        status,
+        body,
+        index,
+    };
     match status {
         403 => Err(CoordError::Backend(format!(
             "consul {what}: permission denied (HTTP 403): the ACL token needs {}",
@@ -590,6 +698,136 @@ async fn call(
         ))),
         _ => Ok(reply),
     }
+}
+
+fn consul_index(resp: &reqwest::Response) -> Option<u64> {
+    resp.headers()
+        .get("X-Consul-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// What the blocking query needs (not `Inner`: the task must not keep the client alive).
+struct WatchConn {
+    http: reqwest::Client,
+    base: String,
+    token: Option<HeaderValue>,
+    datacenter: Option<String>,
+    prefix: String,
+    cache: Arc<RecordCache>,
+}
+
+/// The cluster of a `<prefix>/<cluster>/topology` key.
+fn topology_cluster<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    let c = key
+        .strip_prefix(prefix)?
+        .strip_prefix('/')?
+        .strip_suffix("/topology")?;
+    (!c.is_empty()).then_some(c)
+}
+
+/// One blocking query `GET /v1/kv/<prefix>/?recurse&index=<last>&wait=30s`, re-issued for as
+/// long as the coordinator lives. Every answer is the whole prefix at its `X-Consul-Index`:
+/// the cache takes each record at its `ModifyIndex` and marks the records that are gone. An
+/// index that goes backwards (a restored or new cluster) starts over from index 0 with every
+/// entry unknown; any failure marks the cache unhealthy (polls read directly) and starts over
+/// after a bounded backoff.
+async fn record_watch(w: WatchConn) {
+    let mut backoff = WatchBackoff::new();
+    let mut last: u64 = 0;
+    loop {
+        let started = std::time::Instant::now();
+        match watch_round(&w, last).await {
+            Ok(index) => {
+                if index == last && started.elapsed() < Duration::from_secs(1) {
+                    // Unchanged at once: the wait was not honoured (a proxy?). Pace the
+                    // loop; what changes meanwhile is seen at most a second later.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                // (An index that went backwards was answered with a fresh snapshot.)
+                last = index.max(1);
+                w.cache.set_healthy(true);
+                backoff.reset();
+            }
+            Err(e) => {
+                w.cache.set_healthy(false);
+                last = 0;
+                tracing::debug!(error = %e, "consul record query failed; polls read directly until it is back");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+/// One blocking query; applies its answer and returns its `X-Consul-Index`.
+async fn watch_round(w: &WatchConn, last: u64) -> Result<u64, CoordError> {
+    let dir = format!("{}/", w.prefix);
+    let what = format!("GET /v1/kv/{dir} (blocking)");
+    let mut req = w
+        .http
+        .get(format!("{}/v1/kv/{dir}", w.base))
+        .query(&[("recurse", String::new())])
+        .timeout(WATCH_WAIT + Duration::from_secs(5));
+    if last > 0 {
+        req = req.query(&[
+            ("index", last.to_string()),
+            ("wait", go_duration(WATCH_WAIT)),
+        ]);
+    }
+    if let Some(dc) = &w.datacenter {
+        req = req.query(&[("dc", dc)]);
+    }
+    if let Some(t) = &w.token {
+        req = req.header("X-Consul-Token", t.clone());
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| CoordError::Unreachable(format!("consul {what}: {e}")))?;
+    let status = resp.status().as_u16();
+    let Some(index) = consul_index(&resp) else {
+        return Err(CoordError::Backend(format!(
+            "consul {what}: HTTP {status} without X-Consul-Index"
+        )));
+    };
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| CoordError::Unreachable(format!("consul {what}: reading the answer: {e}")))?;
+    let entries: Vec<serde_json::Value> = match status {
+        404 => Vec::new(),
+        200 => serde_json::from_slice(&body)
+            .map_err(|e| CoordError::Backend(format!("consul {what}: unexpected answer: {e}")))?,
+        s => {
+            return Err(CoordError::Unreachable(format!("consul {what}: HTTP {s}")));
+        }
+    };
+    w.cache.wait_unheld().await;
+    if index < last || last == 0 {
+        w.cache.resync(index);
+    }
+    let mut full = Vec::new();
+    for e in entries {
+        let Some(key) = e.get("Key").and_then(|k| k.as_str()) else {
+            continue;
+        };
+        let Some(cluster) = topology_cluster(&w.prefix, key) else {
+            continue;
+        };
+        let at = e.get("ModifyIndex").and_then(|v| v.as_u64()).unwrap_or(0);
+        let value = e
+            .get("Value")
+            .and_then(|v| v.as_str())
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .and_then(|b| serde_json::from_slice::<TopologyRecord>(&b).ok());
+        let seen = match value {
+            Some(value) => Seen::Present(Versioned { value, version: at }),
+            None => Seen::Bad,
+        };
+        full.push((cluster.to_string(), seen, at));
+    }
+    w.cache.snapshot(full, index);
+    Ok(index)
 }
 
 /// Renew `session` every TTL/2 until aborted or Consul says the session is gone.
@@ -759,19 +997,21 @@ impl Coordinator for Consul {
         &self,
         cluster: &str,
     ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
-        let key = self.key(cluster, "topology");
-        let Some(e) = self.get_kv(&key).await? else {
-            return Ok(None);
-        };
-        let value: TopologyRecord = serde_json::from_slice(&e.bytes()?).map_err(|err| {
-            CoordError::Backend(format!(
-                "consul: {key} is not a valid topology record: {err}"
-            ))
-        })?;
-        Ok(Some(Versioned {
-            value,
-            version: e.modify_index,
-        }))
+        self.read_record_at(cluster).await.map(|(r, _)| r)
+    }
+
+    async fn poll_record(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+        self.start_watch();
+        if let Some(r) = self.inner.cache.lookup(cluster) {
+            return Ok(r);
+        }
+        let ticket = self.inner.cache.read_start();
+        let (rec, index) = self.read_record_at(cluster).await?;
+        self.inner.cache.read_done(cluster, ticket, &rec, index);
+        Ok(rec)
     }
 
     async fn write_record(
@@ -788,69 +1028,13 @@ impl Coordinator for Consul {
             {"KV": {"Verb": "cas", "Key": self.key(cluster, "topology"), "Value": b64(&value), "Index": expected.unwrap_or(0)}},
             {"KV": {"Verb": "set", "Key": self.key(cluster, "master"), "Value": b64(record.master.to_string().as_bytes())}},
         ]);
-        let r = self
-            .call(Method::PUT, "/v1/txn", &[], Body::Json(ops), Perm::KeyWrite)
-            .await?;
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct TxnKv {
-            #[serde(rename = "KV")]
-            kv: KvEntry,
+        let out = self.write_record_txn(ops).await;
+        match &out {
+            Ok(CasOutcome::Written(v)) => self.inner.cache.wrote(cluster, record, *v),
+            // The store holds another version than we thought, or the outcome is unknown.
+            _ => self.inner.cache.doubt(cluster, None),
         }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct TxnError {
-            op_index: usize,
-            what: String,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct TxnReply {
-            #[serde(default)]
-            results: Option<Vec<TxnKv>>,
-            #[serde(default)]
-            errors: Option<Vec<TxnError>>,
-        }
-        match r.status {
-            200 => {
-                let reply: TxnReply = r.json("write record")?;
-                let first = reply
-                    .results
-                    .and_then(|v| v.into_iter().next())
-                    .ok_or_else(|| {
-                        CoordError::Backend(
-                            "consul: write record: transaction answered without results".into(),
-                        )
-                    })?;
-                Ok(CasOutcome::Written(first.kv.modify_index))
-            }
-            409 => {
-                let reply: TxnReply = r.json("write record")?;
-                let errors = reply.errors.unwrap_or_default();
-                if let Some(e) = errors
-                    .iter()
-                    .find(|e| e.what.to_ascii_lowercase().contains("permission denied"))
-                {
-                    return Err(CoordError::Backend(format!(
-                        "consul: write record: permission denied ({}): the ACL token needs {}",
-                        e.what,
-                        Perm::KeyWrite.describe(&self.inner.prefix)
-                    )));
-                }
-                if errors.iter().all(|e| e.op_index == 0) {
-                    Ok(CasOutcome::Conflict)
-                } else {
-                    let what: Vec<&str> = errors.iter().map(|e| e.what.as_str()).collect();
-                    Err(CoordError::Backend(format!(
-                        "consul: write record: {}",
-                        what.join("; ")
-                    )))
-                }
-            }
-            _ => Err(r.ok("write record").err().unwrap_or_else(|| {
-                CoordError::Backend("consul: write record: unexpected answer".into())
-            })),
-        }
+        out
     }
 
     async fn read_events(&self, cluster: &str) -> Result<Vec<String>, CoordError> {
@@ -1190,5 +1374,73 @@ impl Coordinator for Consul {
             return Err(CoordError::Unreachable("consul has no leader".into()));
         }
         Ok(())
+    }
+}
+
+impl Consul {
+    async fn write_record_txn(&self, ops: serde_json::Value) -> Result<CasOutcome, CoordError> {
+        let r = self
+            .call(Method::PUT, "/v1/txn", &[], Body::Json(ops), Perm::KeyWrite)
+            .await?;
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct TxnKv {
+            #[serde(rename = "KV")]
+            kv: KvEntry,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct TxnError {
+            op_index: usize,
+            what: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct TxnReply {
+            #[serde(default)]
+            results: Option<Vec<TxnKv>>,
+            #[serde(default)]
+            errors: Option<Vec<TxnError>>,
+        }
+        match r.status {
+            200 => {
+                let reply: TxnReply = r.json("write record")?;
+                let first = reply
+                    .results
+                    .and_then(|v| v.into_iter().next())
+                    .ok_or_else(|| {
+                        CoordError::Backend(
+                            "consul: write record: transaction answered without results".into(),
+                        )
+                    })?;
+                Ok(CasOutcome::Written(first.kv.modify_index))
+            }
+            409 => {
+                let reply: TxnReply = r.json("write record")?;
+                let errors = reply.errors.unwrap_or_default();
+                if let Some(e) = errors
+                    .iter()
+                    .find(|e| e.what.to_ascii_lowercase().contains("permission denied"))
+                {
+                    return Err(CoordError::Backend(format!(
+                        "consul: write record: permission denied ({}): the ACL token needs {}",
+                        e.what,
+                        Perm::KeyWrite.describe(&self.inner.prefix)
+                    )));
+                }
+                if errors.iter().all(|e| e.op_index == 0) {
+                    Ok(CasOutcome::Conflict)
+                } else {
+                    let what: Vec<&str> = errors.iter().map(|e| e.what.as_str()).collect();
+                    Err(CoordError::Backend(format!(
+                        "consul: write record: {}",
+                        what.join("; ")
+                    )))
+                }
+            }
+            _ => Err(r.ok("write record").err().unwrap_or_else(|| {
+                CoordError::Backend("consul: write record: unexpected answer".into())
+            })),
+        }
     }
 }

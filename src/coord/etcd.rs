@@ -30,6 +30,20 @@
 //! `try_lock` revokes the cluster's orphans before taking the lock again: the next trigger
 //! after an outage acts at once, under a fresh lease and fencing token.
 //!
+//! # Records for the poller
+//! `poll_record` answers from a cache kept by ONE watch on `<prefix>/` per coordinator
+//! (started by the first `poll_record`, from the revision after a count-only read of the
+//! prefix; every entry starts unknown and is read directly once). Watch events (puts and
+//! deletes of `…/topology` keys) update it; our own written CAS updates it at once; a
+//! conflict puts the cluster in doubt until the watch applied the conflict's revision or a
+//! direct read that started after it answered, an unknown outcome until such a read. A
+//! cancelled or compacted watch, a stream error or end marks the cache unhealthy (every poll
+//! reads directly) and starts again after a backoff of 100 ms doubling to 5 s, with every
+//! entry unknown. Staleness: an event arrives within milliseconds; a connection that dies
+//! silently is noticed by the gRPC keep-alive (10 s + the command timeout), and a member
+//! that loses its leader cancels the watch (`require_leader`); meanwhile no write can be
+//! acknowledged through that member either.
+//!
 //! # Not here
 //! `publish_roles` is a no-op: etcd has no service catalog; clients read the `master` key.
 
@@ -39,8 +53,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions,
+    Identity, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
@@ -49,7 +63,7 @@ use std::sync::Arc;
 
 use super::{
     CasOutcome, CoordError, Coordinator, HeldLock, Holder, Lease, LeaseInner, LockBook,
-    LockOutcome, ReleaseRetry,
+    LockOutcome, RecordCache, ReleaseRetry, Seen, WatchBackoff,
 };
 use crate::config::{EtcdConfig, Secret, Timeouts};
 use crate::controls::Controls;
@@ -155,6 +169,17 @@ pub struct Etcd {
     event_seq: AtomicU64,
     /// The lock leases this client took (live and orphaned).
     book: Arc<LockBook<i64>>,
+    /// The records for `poll_record`, kept by `watch` (started by the first `poll_record`).
+    cache: Arc<RecordCache>,
+    watch: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        if let Some(t) = self.watch.get_mut().ok().and_then(Option::take) {
+            t.abort();
+        }
+    }
 }
 
 // Manual: `ConnectOptions`' Debug would print the password.
@@ -305,6 +330,8 @@ impl Etcd {
             op_timeout: timeouts.connect + timeouts.command,
             event_seq: AtomicU64::new(0),
             book: Arc::new(LockBook::new()),
+            cache: Arc::new(RecordCache::default()),
+            watch: std::sync::Mutex::new(None),
         };
         match etcd.ping().await {
             Ok(()) | Err(CoordError::Unreachable(_)) => Ok(etcd),
@@ -427,6 +454,78 @@ impl Etcd {
         }))
     }
 
+    /// The record and the store revision the read saw.
+    async fn read_record_at(
+        &self,
+        cluster: &str,
+    ) -> Result<(Option<Versioned<TopologyRecord>>, u64), CoordError> {
+        let key = self.key(cluster, "topology");
+        let resp = self
+            .call(
+                "get topology",
+                |mut c| async move { c.get(key, None).await },
+            )
+            .await?;
+        let rev = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+        let Some(kv) = resp.kvs().first() else {
+            return Ok((None, rev));
+        };
+        let value: TopologyRecord = serde_json::from_slice(kv.value()).map_err(|e| {
+            CoordError::Backend(format!("etcd topology of {cluster}: bad JSON: {e}"))
+        })?;
+        Ok((
+            Some(Versioned {
+                value,
+                version: kv.mod_revision() as u64,
+            }),
+            rev,
+        ))
+    }
+
+    /// Start the record watch once (needs a client; a failed connect is retried by the next
+    /// `poll_record`, which reads directly meanwhile).
+    async fn start_watch(&self) {
+        if self.watch_started() {
+            return;
+        }
+        let Ok(client) = self.client().await else {
+            return;
+        };
+        let mut w = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        if w.is_none() {
+            *w = Some(tokio::spawn(record_watch(
+                client,
+                self.prefix.clone(),
+                Arc::clone(&self.cache),
+                self.op_timeout,
+            )));
+        }
+    }
+
+    fn watch_started(&self) -> bool {
+        self.watch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Is the record watch established and healthy (`poll_record` then answers from it)?
+    pub fn record_watch_healthy(&self) -> bool {
+        self.cache.healthy()
+    }
+
+    /// How many times `poll_record` read a record from etcd (not from the watched cache).
+    pub fn poll_reads(&self) -> u64 {
+        self.cache.direct_reads()
+    }
+
+    /// Test hook: while `hold` is set, the record watch takes no change off its stream (they
+    /// queue), as a slow watch would.
+    #[doc(hidden)]
+    pub fn hold_record_watch(&self, hold: bool) {
+        self.cache.set_hold(hold);
+    }
+
     async fn trim_events(&self, cluster: &str) -> Result<(), CoordError> {
         let dir = self.key(cluster, "events/");
         let d = dir.clone();
@@ -456,6 +555,106 @@ impl Etcd {
 /// `ttl` has passed since the last success: by then etcd has expired the lease, so there is
 /// nothing left to renew and the task stops. It also stops when etcd answers TTL 0 (the lease
 /// is gone: revoked or expired).
+/// The cluster of a `<prefix>/<cluster>/topology` key.
+fn topology_cluster<'k>(prefix: &str, key: &'k [u8]) -> Option<&'k str> {
+    let k = std::str::from_utf8(key).ok()?;
+    let c = k
+        .strip_prefix(prefix)?
+        .strip_prefix('/')?
+        .strip_suffix("/topology")?;
+    (!c.is_empty()).then_some(c)
+}
+
+/// The one watch on `<prefix>/` that keeps `cache` current for `poll_record`. Runs until the
+/// coordinator is dropped: on any failure (stream error or end, cancel, compaction) the
+/// cache is marked unhealthy (polls read directly), and after a bounded backoff the watch
+/// starts again from the current revision with every entry unknown.
+async fn record_watch(
+    client: Client,
+    prefix: String,
+    cache: Arc<RecordCache>,
+    op_timeout: Duration,
+) {
+    let mut backoff = WatchBackoff::new();
+    loop {
+        let e = watch_once(&client, &prefix, &cache, op_timeout, &mut backoff).await;
+        cache.set_healthy(false);
+        tracing::debug!(error = %e, "etcd record watch ended; polls read directly until it is back");
+        backoff.wait().await;
+    }
+}
+
+/// One watch: returns why it ended.
+async fn watch_once(
+    client: &Client,
+    prefix: &str,
+    cache: &RecordCache,
+    op_timeout: Duration,
+    backoff: &mut WatchBackoff,
+) -> CoordError {
+    let dir = format!("{prefix}/");
+    let mut c = client.clone();
+    let d = dir.clone();
+    let base = match tokio::time::timeout(
+        op_timeout,
+        c.get(d, Some(GetOptions::new().with_prefix().with_count_only())),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r.header().map(|h| h.revision()).unwrap_or(0),
+        Ok(Err(e)) => return classify("watch base read", e),
+        Err(_) => return CoordError::Unreachable("etcd watch base read: no answer".into()),
+    };
+    cache.resync(base as u64);
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(base + 1);
+    let mut stream = match tokio::time::timeout(op_timeout, c.watch(dir, Some(opts))).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return classify("watch", e),
+        Err(_) => return CoordError::Unreachable("etcd watch: no answer".into()),
+    };
+    loop {
+        let resp = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return CoordError::Unreachable("etcd watch: stream ended".into()),
+            Err(e) => return classify("watch", e),
+        };
+        cache.wait_unheld().await;
+        if resp.canceled() || resp.compact_revision() != 0 {
+            return CoordError::Unreachable(format!(
+                "etcd watch canceled (compacted at {}): {}",
+                resp.compact_revision(),
+                resp.cancel_reason()
+            ));
+        }
+        if resp.created() {
+            cache.set_healthy(true);
+            backoff.reset();
+        }
+        let mut last = 0u64;
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let at = kv.mod_revision() as u64;
+            last = last.max(at);
+            let Some(cluster) = topology_cluster(prefix, kv.key()) else {
+                continue;
+            };
+            let seen = match ev.event_type() {
+                EventType::Delete => Seen::Absent,
+                EventType::Put => match serde_json::from_slice::<TopologyRecord>(kv.value()) {
+                    Ok(value) => Seen::Present(Versioned { value, version: at }),
+                    Err(_) => Seen::Bad,
+                },
+            };
+            cache.apply(cluster, seen, at);
+        }
+        if last > 0 {
+            cache.advance(last);
+        }
+    }
+}
+
 async fn keep_alive(client: Client, lease_id: i64, ttl: Duration, per_call: Duration) {
     let interval = (ttl / 3).max(Duration::from_millis(200));
     let mut last_ok = Instant::now();
@@ -662,23 +861,21 @@ impl Coordinator for Etcd {
         &self,
         cluster: &str,
     ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
-        let key = self.key(cluster, "topology");
-        let resp = self
-            .call(
-                "get topology",
-                |mut c| async move { c.get(key, None).await },
-            )
-            .await?;
-        let Some(kv) = resp.kvs().first() else {
-            return Ok(None);
-        };
-        let value: TopologyRecord = serde_json::from_slice(kv.value()).map_err(|e| {
-            CoordError::Backend(format!("etcd topology of {cluster}: bad JSON: {e}"))
-        })?;
-        Ok(Some(Versioned {
-            value,
-            version: kv.mod_revision() as u64,
-        }))
+        self.read_record_at(cluster).await.map(|(r, _)| r)
+    }
+
+    async fn poll_record(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<Versioned<TopologyRecord>>, CoordError> {
+        self.start_watch().await;
+        if let Some(r) = self.cache.lookup(cluster) {
+            return Ok(r);
+        }
+        let ticket = self.cache.read_start();
+        let (rec, rev) = self.read_record_at(cluster).await?;
+        self.cache.read_done(cluster, ticket, &rec, rev);
+        Ok(rec)
     }
 
     async fn write_record(
@@ -698,18 +895,35 @@ impl Coordinator for Etcd {
             TxnOp::put(key, value, None),
             TxnOp::put(self.key(cluster, "master"), record.master.to_string(), None),
         ]);
-        let resp = self
+        let resp = match self
             .call("topology txn", |mut c| async move { c.txn(txn).await })
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // It may have applied: the poller reads until it knows.
+                self.cache.doubt(cluster, None);
+                return Err(e);
+            }
+        };
+        let rev = resp.header().map(|h| h.revision() as u64);
         if !resp.succeeded() {
+            // The store holds another version than we thought; the cache may hold ours.
+            self.cache.doubt(cluster, rev);
             return Ok(CasOutcome::Conflict);
         }
         // Both puts share the txn's revision, which is the record's new mod_revision.
-        match resp.header() {
-            Some(h) => Ok(CasOutcome::Written(h.revision() as u64)),
-            None => Err(CoordError::Backend(
-                "etcd topology txn: response without header".into(),
-            )),
+        match rev {
+            Some(rev) => {
+                self.cache.wrote(cluster, record, rev);
+                Ok(CasOutcome::Written(rev))
+            }
+            None => {
+                self.cache.doubt(cluster, None);
+                Err(CoordError::Backend(
+                    "etcd topology txn: response without header".into(),
+                ))
+            }
         }
     }
 

@@ -174,7 +174,11 @@ pub trait Coordinator: Send + Sync {
     /// answer as [`Coordinator::read_record`] (never an older version than the store holds
     /// when the call starts), but a backend may answer from a cache it can prove current.
     /// `local` checks the record file's identity (inode, size, times) with one `stat`
-    /// instead of reading and parsing it on a blocking thread. Default: `read_record`. The
+    /// instead of reading and parsing it on a blocking thread; `etcd` and `consul` answer
+    /// from a cache kept by one watch / blocking query on the records' prefix per
+    /// coordinator (`RecordCache`): a change by another client is served once its event
+    /// arrived (milliseconds), our own CAS at once, and whenever the watch is not known
+    /// healthy or an entry is in doubt they read directly. Default: `read_record`. The
     /// reconcile (first look and the look under the lock) always calls `read_record`.
     fn poll_record(
         &self,
@@ -562,5 +566,382 @@ impl Coordinator for AnyCoord {
     }
     fn keeps_events(&self) -> bool {
         dispatch!(self, c => c.keeps_events())
+    }
+}
+
+/// What a watch (etcd) or a blocking query (Consul) tells of one cluster's record.
+#[derive(Clone, Debug)]
+pub(crate) enum Seen {
+    Present(Versioned<TopologyRecord>),
+    Absent,
+    /// The stored value is not a record we can parse: `poll_record` reads it directly (and
+    /// reports the error the way `read_record` does).
+    Bad,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    seen: Seen,
+    /// The store revision/index at which this state was established (etcd mod_revision or
+    /// delete revision, Consul ModifyIndex): a state is replaced only by a newer one.
+    at: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Doubt {
+    /// Cleared once the watch has applied every change up to this revision (a CAS conflict's
+    /// store revision); `u64::MAX` when unknown (a write whose outcome is unknown).
+    until: u64,
+    /// Cleared by a direct read that started after the doubt arose.
+    ticket: u64,
+}
+
+#[derive(Default, Debug)]
+struct CacheState {
+    /// The watch is established, has applied an initial full read and has not failed since.
+    healthy: bool,
+    /// The watch delivers every change after this store revision/index: states established
+    /// before it (by a read or write of ours) are not taken, the watch may have missed a
+    /// later change.
+    base: u64,
+    /// Every change up to this store revision/index is applied.
+    applied: u64,
+    /// Clusters missing here are unknown (`poll_record` reads them directly once), or absent
+    /// once `complete`.
+    records: HashMap<String, Slot>,
+    /// The last answer named every record (Consul's blocking query on the whole prefix).
+    complete: bool,
+    doubts: HashMap<String, Doubt>,
+}
+
+/// The records of all clusters of one coordinator, kept current by ONE watch on the records'
+/// prefix (etcd watch, Consul blocking query), for [`Coordinator::poll_record`].
+///
+/// A cached answer is given only while the watch is known healthy and the cluster's entry is
+/// not in doubt; otherwise the caller reads directly. Our own writes update the entry (a
+/// written CAS) or put it in doubt (a conflict, an unknown outcome) until the watch caught up
+/// or a direct read started after the doubt. Staleness: a change made by another client is
+/// served once its watch event arrived (milliseconds on a healthy connection); a broken watch
+/// is noticed when its stream fails (at once for a closed connection, within the gRPC/HTTP
+/// keep-alive or wait bound for a silent one), and then every poll reads directly.
+#[derive(Debug, Default)]
+pub(crate) struct RecordCache {
+    state: Mutex<CacheState>,
+    tickets: std::sync::atomic::AtomicU64,
+    /// Direct reads made by `poll_record` (for tests and diagnostics).
+    direct_reads: std::sync::atomic::AtomicU64,
+    /// Test hook: while set, the watch loop does not take the next change off its stream.
+    hold: std::sync::atomic::AtomicBool,
+}
+
+impl RecordCache {
+    fn st(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        // Every update is a single insert/remove/assignment: a panic cannot leave it torn.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ticket(&self) -> u64 {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The cached record, or `None` when the caller must read the store itself.
+    pub(crate) fn lookup(&self, cluster: &str) -> Option<Option<Versioned<TopologyRecord>>> {
+        let mut st = self.st();
+        if !st.healthy {
+            return None;
+        }
+        if let Some(d) = st.doubts.get(cluster).copied() {
+            if st.applied >= d.until {
+                st.doubts.remove(cluster);
+            } else {
+                return None;
+            }
+        }
+        match st.records.get(cluster).map(|s| &s.seen) {
+            Some(Seen::Absent) => Some(None),
+            Some(Seen::Present(v)) => Some(Some(v.clone())),
+            None if st.complete => Some(None),
+            None | Some(Seen::Bad) => None,
+        }
+    }
+
+    /// Start of a direct read by `poll_record`: the ticket for [`RecordCache::read_done`].
+    pub(crate) fn read_start(&self) -> u64 {
+        self.direct_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ticket()
+    }
+
+    /// A direct read that began with `ticket` answered `rec`, as of store revision/index
+    /// `at` (the response's header revision / X-Consul-Index).
+    pub(crate) fn read_done(
+        &self,
+        cluster: &str,
+        ticket: u64,
+        rec: &Option<Versioned<TopologyRecord>>,
+        at: u64,
+    ) {
+        let mut st = self.st();
+        if !st.healthy || at < st.base {
+            return;
+        }
+        let (seen, at) = match rec {
+            Some(v) => (Seen::Present(v.clone()), v.version),
+            None => (Seen::Absent, at),
+        };
+        merge(&mut st.records, cluster, seen, at);
+        if st.doubts.get(cluster).is_some_and(|d| d.ticket < ticket) {
+            st.doubts.remove(cluster);
+        }
+    }
+
+    /// Our own CAS wrote `record` at `version`.
+    pub(crate) fn wrote(&self, cluster: &str, record: &TopologyRecord, version: u64) {
+        let seen = Seen::Present(Versioned {
+            value: record.clone(),
+            version,
+        });
+        let mut st = self.st();
+        if version < st.base {
+            // Older than the watch's start: what the cache holds is already as new.
+            return;
+        }
+        merge(&mut st.records, cluster, seen, version);
+    }
+
+    /// The cached entry of `cluster` may be older than the store: do not serve it until the
+    /// watch applied revision `until` (`None`: unknown) or a direct read starts after now.
+    pub(crate) fn doubt(&self, cluster: &str, until: Option<u64>) {
+        let ticket = self.ticket();
+        self.st().doubts.insert(
+            cluster.to_string(),
+            Doubt {
+                until: until.unwrap_or(u64::MAX),
+                ticket,
+            },
+        );
+    }
+
+    /// A new watch delivers every change after store revision/index `rev`: every entry is
+    /// unknown again (changes may have been missed), the cache is not healthy until
+    /// [`RecordCache::set_healthy`].
+    pub(crate) fn resync(&self, rev: u64) {
+        let mut st = self.st();
+        st.healthy = false;
+        st.complete = false;
+        st.records.clear();
+        st.base = rev;
+        st.applied = rev;
+    }
+
+    /// The whole prefix at store index `index` (a Consul blocking query's answer): the records
+    /// in `full` at their own index, every other known record gone, and clusters never seen
+    /// are absent from now on (instead of unknown).
+    pub(crate) fn snapshot(&self, full: Vec<(String, Seen, u64)>, index: u64) {
+        let mut st = self.st();
+        let named: std::collections::HashSet<String> =
+            full.iter().map(|(c, _, _)| c.clone()).collect();
+        let gone: Vec<String> = st
+            .records
+            .keys()
+            .filter(|c| !named.contains(*c))
+            .cloned()
+            .collect();
+        for c in gone {
+            merge(&mut st.records, &c, Seen::Absent, index);
+        }
+        for (c, seen, at) in full {
+            merge(&mut st.records, &c, seen, at);
+        }
+        st.complete = true;
+        st.applied = st.applied.max(index);
+    }
+
+    /// A change from the watch.
+    pub(crate) fn apply(&self, cluster: &str, seen: Seen, at: u64) {
+        merge(&mut self.st().records, cluster, seen, at);
+    }
+
+    /// Every change up to `rev` is applied.
+    pub(crate) fn advance(&self, rev: u64) {
+        let mut st = self.st();
+        st.applied = st.applied.max(rev);
+    }
+
+    pub(crate) fn set_healthy(&self, healthy: bool) {
+        self.st().healthy = healthy;
+    }
+
+    pub(crate) fn healthy(&self) -> bool {
+        self.st().healthy
+    }
+
+    pub(crate) fn direct_reads(&self) -> u64 {
+        self.direct_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_hold(&self, hold: bool) {
+        self.hold.store(hold, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Test hook: wait (bounded by nothing but the flag, polled every 10 ms) while held.
+    pub(crate) async fn wait_unheld(&self) {
+        while self.hold.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn merge(records: &mut HashMap<String, Slot>, cluster: &str, seen: Seen, at: u64) {
+    match records.get_mut(cluster) {
+        Some(s) if s.at > at => {}
+        Some(s) => *s = Slot { seen, at },
+        None => {
+            records.insert(cluster.to_string(), Slot { seen, at });
+        }
+    }
+}
+
+/// Backoff between attempts to re-establish a record watch: 100 ms doubling to 5 s.
+pub(crate) struct WatchBackoff(Duration);
+
+impl WatchBackoff {
+    pub(crate) fn new() -> Self {
+        WatchBackoff(Duration::from_millis(100))
+    }
+    pub(crate) fn reset(&mut self) {
+        self.0 = Duration::from_millis(100);
+    }
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod record_cache_tests {
+    use super::*;
+
+    fn rec(epoch: u64) -> TopologyRecord {
+        TopologyRecord {
+            master: "127.0.0.1:1".parse().expect("addr"),
+            replicas: vec![],
+            epoch,
+            updated_at: 0,
+            last_failover_at: None,
+            pending: None,
+            reason: String::new(),
+        }
+    }
+
+    fn present(epoch: u64, version: u64) -> Seen {
+        Seen::Present(Versioned {
+            value: rec(epoch),
+            version,
+        })
+    }
+
+    fn epoch(c: &RecordCache, cluster: &str) -> Option<Option<u64>> {
+        c.lookup(cluster).map(|r| r.map(|v| v.value.epoch))
+    }
+
+    fn healthy_at(base: u64) -> RecordCache {
+        let c = RecordCache::default();
+        c.resync(base);
+        c.set_healthy(true);
+        c
+    }
+
+    #[test]
+    fn serves_only_while_healthy_and_known() {
+        let c = RecordCache::default();
+        c.apply("a", present(1, 5), 5);
+        assert_eq!(epoch(&c, "a"), None, "unhealthy: read directly");
+        let c = healthy_at(10);
+        assert_eq!(epoch(&c, "a"), None, "unknown: read directly");
+        c.apply("a", present(1, 11), 11);
+        assert_eq!(epoch(&c, "a"), Some(Some(1)));
+        c.apply("a", present(0, 9), 9);
+        assert_eq!(
+            epoch(&c, "a"),
+            Some(Some(1)),
+            "an older state never replaces"
+        );
+        c.apply("a", Seen::Absent, 12);
+        assert_eq!(epoch(&c, "a"), Some(None));
+        c.apply("a", Seen::Bad, 13);
+        assert_eq!(epoch(&c, "a"), None, "bad JSON: read directly");
+        c.set_healthy(false);
+        c.apply("a", present(2, 14), 14);
+        assert_eq!(epoch(&c, "a"), None);
+        c.resync(20);
+        c.set_healthy(true);
+        assert_eq!(epoch(&c, "a"), None, "a new watch forgets everything");
+    }
+
+    #[test]
+    fn own_writes_and_reads_below_the_watch_start_are_not_taken() {
+        let c = healthy_at(10);
+        c.wrote("a", &rec(1), 9);
+        assert_eq!(epoch(&c, "a"), None);
+        let t = c.read_start();
+        c.read_done("a", t, &None, 9);
+        assert_eq!(epoch(&c, "a"), None);
+        c.wrote("a", &rec(2), 11);
+        assert_eq!(epoch(&c, "a"), Some(Some(2)));
+        let t = c.read_start();
+        c.read_done("b", t, &None, 12);
+        assert_eq!(epoch(&c, "b"), Some(None));
+    }
+
+    #[test]
+    fn a_doubt_holds_until_the_watch_caught_up_or_a_later_read() {
+        let c = healthy_at(10);
+        c.apply("a", present(1, 11), 11);
+        c.doubt("a", Some(15));
+        assert_eq!(epoch(&c, "a"), None);
+        c.advance(14);
+        assert_eq!(epoch(&c, "a"), None);
+        c.advance(15);
+        assert_eq!(epoch(&c, "a"), Some(Some(1)));
+        // Unknown outcome: a read that started before the doubt does not clear it.
+        let early = c.read_start();
+        c.doubt("a", None);
+        c.read_done(
+            "a",
+            early,
+            &Some(Versioned {
+                value: rec(1),
+                version: 11,
+            }),
+            16,
+        );
+        assert_eq!(epoch(&c, "a"), None);
+        c.advance(1_000);
+        assert_eq!(epoch(&c, "a"), None);
+        let late = c.read_start();
+        c.read_done(
+            "a",
+            late,
+            &Some(Versioned {
+                value: rec(3),
+                version: 17,
+            }),
+            17,
+        );
+        assert_eq!(epoch(&c, "a"), Some(Some(3)));
+    }
+
+    #[test]
+    fn a_snapshot_names_every_record() {
+        let c = healthy_at(10);
+        c.apply("gone", present(1, 11), 11);
+        c.wrote("ours", &rec(5), 30);
+        c.snapshot(vec![("a".into(), present(2, 12), 12)], 20);
+        assert_eq!(epoch(&c, "a"), Some(Some(2)));
+        assert_eq!(epoch(&c, "gone"), Some(None));
+        assert_eq!(epoch(&c, "never"), Some(None));
+        assert_eq!(epoch(&c, "ours"), Some(Some(5)), "a newer own write stays");
     }
 }

@@ -24,7 +24,8 @@
 //! - `GET /v1/status/leader`.
 //! - **ACL:** when started with a token, every request except `status/leader` without the
 //!   right `X-Consul-Token` gets 403 "Permission denied".
-//! - A global raft-like index increments on every write and is returned as `X-Consul-Index`.
+//! - A global raft-like index increments on every write and is returned as `X-Consul-Index`;
+//!   `GET /v1/kv/...?index=N&wait=D` blocks until it passes N (at most `D`, at most 60 s).
 //! - Fault injection: [`FakeConsul::stop`]/[`FakeConsul::restart`] (connection refused) and
 //!   [`FakeConsul::set_hang`] (requests hang, to test client timeouts).
 
@@ -190,6 +191,8 @@ struct Shared {
     store: Arc<Mutex<Store>>,
     opts: Arc<Options>,
     hang: Arc<AtomicBool>,
+    /// Set by `stop`: blocking queries in flight answer at once, so the shutdown is quick.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Shared {
@@ -442,6 +445,21 @@ async fn kv_get(
     Path(key): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    // Blocking query: `?index=N` waits until the index passes N or `wait` (default 5 min,
+    // here at most 60 s) elapsed, polling the store every 10 ms (a fake: the global index
+    // stands for the prefix's).
+    if let Some(n) = q.get("index").and_then(|v| v.parse::<u64>().ok()) {
+        let wait = q
+            .get("wait")
+            .and_then(|w| parse_go_duration(w))
+            .unwrap_or(Duration::from_secs(300))
+            .min(Duration::from_secs(60));
+        let until = Instant::now() + wait;
+        while sh.lock().index <= n && Instant::now() < until && !sh.stopping.load(Ordering::SeqCst)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let st = sh.lock();
     let idx = st.index;
     if q.contains_key("keys") {
@@ -772,6 +790,7 @@ impl FakeConsul {
             store: Arc::new(Mutex::new(Store::default())),
             opts: Arc::new(opts),
             hang: Arc::new(AtomicBool::new(false)),
+            stopping: Arc::new(AtomicBool::new(false)),
         };
         let server = serve(listener, shared.clone()).await;
         FakeConsul {
@@ -831,6 +850,7 @@ impl FakeConsul {
     /// Stop listening (clients get "connection refused"); state is kept for `restart`.
     pub async fn stop(&self) {
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.shared.stopping.store(true, Ordering::SeqCst);
         if let Some((tx, task)) = server {
             let _ = tx.send(());
             let abort = task.abort_handle();
@@ -850,6 +870,7 @@ impl FakeConsul {
         for _ in 0..50 {
             match tokio::net::TcpListener::bind(self.addr).await {
                 Ok(l) => {
+                    self.shared.stopping.store(false, Ordering::SeqCst);
                     let server = serve(l, self.shared.clone()).await;
                     *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
                     return;
