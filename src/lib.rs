@@ -5,7 +5,8 @@
 //! - [`model`]: plain data: `Addr`, `NodeStatus`, `Observation`, `TopologyRecord`.
 //! - [`config`]: the strict TOML config: types here, private `validate` and `load` (secrets from env or file).
 //! - [`node`]: the `Nodes` seam; [`node::commands`] builds every wire command (renames, `force`,
-//!   password placeholder); [`node::info`] parses INFO; [`node::redis`] sends them over RESP.
+//!   password placeholder); [`node::info`] parses INFO; [`node::redis`] sends them over RESP;
+//!   `node::kept` the poller's kept connections (plain RESP2 for `AUTH`/`INFO`).
 //! - [`controls`]: shared operator controls (pause, node maintenance, cooldown ack), stored in
 //!   the coordinator; pure rules plus the compare-and-set `update`.
 //! - [`coord`]: the `Coordinator` seam (lock + fencing token + CAS record): `local`, `consul`, `etcd`.
