@@ -317,7 +317,7 @@ impl HookResult {
 pub struct HookRun {
     /// `pre_failover`, `post_failover`, …
     pub hook: String,
-    /// The program (argv[0]; the arguments are not repeated here).
+    /// The program (`argv[0]`; the arguments are not repeated here).
     pub program: String,
     pub result: HookResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
