@@ -664,3 +664,23 @@ async fn demotion_repoints_the_old_masters_replicas_first() {
     assert_eq!(m1.state().master, Some(hp(&m2.addr())));
     assert_pika_dialect(&[&m1, &m2, &r, &r2]);
 }
+
+/// A connection closed before the `SLAVEOF` reply (seen on the real Pika 4.0.1 under load: its
+/// asynchronous `CLIENT KILL TYPE normal` closed the follow's connection, "Connection reset by
+/// peer") is retried within `detach_timeout`, not a failed step.
+#[tokio::test]
+async fn a_slaveof_whose_reply_is_lost_is_sent_again() {
+    let (m1, m2, r) = restarted_old_master(PikaState::master()).await;
+    m1.with_state(|s| s.drop_slaveof_replies = 1);
+    let env = demote_env(&m1, &m2, &r, None).await;
+    let out = env.run(Trigger::RoleMismatch).await;
+    assert_eq!(out.result, Result_::Applied, "{out:#?}");
+    let force = format!("SLAVEOF 127.0.0.1 {} force", m2.port());
+    let sent = all_sent(&m1);
+    assert_eq!(
+        sent.iter().filter(|l| **l == force).count(),
+        2,
+        "sent again after the lost reply: {sent:?}"
+    );
+    assert_eq!(m1.state().master, Some(hp(&m2.addr())));
+}

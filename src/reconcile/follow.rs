@@ -457,7 +457,11 @@ impl<N: Nodes, C: Coordinator> Exec<'_, '_, N, C> {
             self.fence().await?;
             match self.ctx.nodes.follow(node, master, force).await {
                 Ok(()) => return Ok(()),
-                Err(e @ NodeError::MasterOfOthers(_)) => {
+                // A connection lost before the reply (the real Pika's asynchronous `CLIENT KILL
+                // TYPE normal` before this step can close one opened just after it): the same
+                // `SLAVEOF` again is safe (to the same master it is a no-op) and says whether
+                // it was taken.
+                Err(e @ (NodeError::MasterOfOthers(_) | NodeError::Io(_))) => {
                     if t.elapsed() >= self.ctx.policy.detach_timeout {
                         return Err(StepError::Node(e));
                     }

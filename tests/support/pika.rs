@@ -125,6 +125,9 @@ pub struct PikaState {
     pub bgsaves: u64,
     /// Writes fenced by `ACL SETUSER default -@write` (Pika 4.x only; lifted by `+@write`).
     pub fenced: bool,
+    /// Apply this many more `SLAVEOF`s, then close the connection without a reply (the real
+    /// Pika's asynchronous `CLIENT KILL TYPE normal` can close a connection opened just after).
+    pub drop_slaveof_replies: u32,
 }
 
 impl Default for PikaState {
@@ -146,6 +149,7 @@ impl Default for PikaState {
             dump_prefix: String::new(),
             bgsaves: 0,
             fenced: false,
+            drop_slaveof_replies: 0,
             conf_has_slaveof_line: false,
             persisted_master: None,
             last_force: false,
@@ -517,7 +521,14 @@ fn handle(st: &mut PikaState, args: &[String], authed: &mut bool, port: u16) -> 
             };
             bulk(&text)
         }
-        "slaveof" => slaveof(st, rest, port),
+        "slaveof" => {
+            let reply = slaveof(st, rest, port);
+            if st.drop_slaveof_replies > 0 {
+                st.drop_slaveof_replies -= 1;
+                return (Vec::new(), true);
+            }
+            reply
+        }
         "bgsave" => {
             st.bgsaves += 1;
             simple("Background saving started")
