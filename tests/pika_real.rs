@@ -322,11 +322,14 @@ async fn failover_demote_restart(dbs: u32, password: Option<&str>) {
         None,
         "the forced resync discarded the diverged key"
     );
-    let events = std::fs::read_to_string(s.dir.path().join("events.jsonl")).unwrap_or_default();
-    assert!(
-        events.contains("\"force\":true"),
-        "the demotion used SLAVEOF … force"
-    );
+    // The reconcile's event is written when its last step (the fence lifted) is done, which
+    // can be after the link is up: wait for it (bounded).
+    let events_path = s.dir.path().join("events.jsonl");
+    wait_for(SYNC, "the demotion's event (SLAVEOF … force)", || {
+        std::fs::read_to_string(&events_path)
+            .unwrap_or_default()
+            .contains("\"force\":true")
+    });
     assert_eq!(recorded(&svc).await["epoch"].as_u64(), Some(e0 + 1));
 
     // --- restarts keep the roles (CONFIG REWRITE).
