@@ -330,6 +330,7 @@ async fn failover_demote_restart(dbs: u32, password: Option<&str>) {
             .unwrap_or_default()
             .contains("\"force\":true")
     });
+    let events = std::fs::read_to_string(&events_path).unwrap_or_default();
     assert_eq!(recorded(&svc).await["epoch"].as_u64(), Some(e0 + 1));
 
     // --- restarts keep the roles (CONFIG REWRITE).
