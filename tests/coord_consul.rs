@@ -10,7 +10,7 @@ use pika_remedy::config::{ConsulConfig, Secret, Timeouts};
 use pika_remedy::coord::consul::Consul;
 use pika_remedy::coord::{CasOutcome, CoordError, Coordinator, Lease, LockOutcome};
 use pika_remedy::model::Addr;
-use support::contract;
+use support::contract::{self, poll_until_epoch, watch_ready};
 use support::fake_consul::{FakeConsul, Options};
 
 const TOKEN: &str = "tok-5f1c2e9a-very-secret";
@@ -533,37 +533,15 @@ async fn member_expiry_fake_consul() {
 
 // --- poll_record: answered from one blocking query on the records' prefix ---
 
-/// Poll until the blocking query is healthy (bounded: 10 s).
-async fn watch_ready(c: &Consul, cluster: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let _ = c.poll_record(cluster).await;
-        if c.record_watch_healthy() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "record query not healthy in 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+impl contract::WatchedRecords for Consul {
+    fn watch_healthy(&self) -> bool {
+        self.record_watch_healthy()
     }
-}
-
-/// Poll until `poll_record` answers `epoch` (bounded: `within`); the last answer otherwise.
-async fn poll_until_epoch(c: &Consul, cluster: &str, epoch: u64, within: Duration) -> Option<u64> {
-    let deadline = Instant::now() + within;
-    let mut last = None;
-    loop {
-        if let Ok(r) = c.poll_record(cluster).await {
-            last = r.map(|v| v.value.epoch);
-            if last == Some(epoch) {
-                return last;
-            }
-        }
-        if Instant::now() >= deadline {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    fn direct_reads(&self) -> u64 {
+        self.poll_reads()
+    }
+    fn hold_watch(&self, hold: bool) {
+        self.hold_record_watch(hold);
     }
 }
 
@@ -572,40 +550,8 @@ async fn poll_record_sees_other_clients_writes_from_the_blocking_query() {
     let fake = fake_with_token().await;
     let a = client(&fake, cfg(""));
     let b = client(&fake, cfg(""));
-    b.write_record("c", &contract::record("127.0.0.1:1", 1), None)
-        .await
-        .expect("write 1");
-    watch_ready(&a, "c").await;
-    assert_eq!(
-        poll_until_epoch(&a, "c", 1, Duration::from_secs(1)).await,
-        Some(1)
-    );
-    let reads = a.poll_reads();
-    for _ in 0..50 {
-        let r = a.poll_record("c").await.expect("poll").expect("record");
-        assert_eq!(r.value.epoch, 1);
-    }
     // A cluster never written is absent from the query's answer: no read either.
-    assert!(a.poll_record("never").await.expect("poll").is_none());
-    assert_eq!(
-        a.poll_reads(),
-        reads,
-        "polls of an unchanged record read Consul"
-    );
-    let v1 = b
-        .read_record("c")
-        .await
-        .expect("read")
-        .expect("rec")
-        .version;
-    b.write_record("c", &contract::record("127.0.0.1:3", 2), Some(v1))
-        .await
-        .expect("write 2");
-    assert_eq!(
-        poll_until_epoch(&a, "c", 2, Duration::from_secs(10)).await,
-        Some(2),
-        "another instance's write not seen by poll_record"
-    );
+    contract::poll_sees_other_writes(&a, &b, "Consul", true).await;
     // A raw KV put by another client.
     let json = serde_json::to_string(&contract::record("127.0.0.1:4", 3)).expect("json");
     let resp = reqwest::Client::new()
@@ -621,20 +567,7 @@ async fn poll_record_sees_other_clients_writes_from_the_blocking_query() {
         Some(3),
         "a raw Consul KV put not seen by poll_record"
     );
-    let v = a
-        .poll_record("c")
-        .await
-        .expect("poll")
-        .expect("rec")
-        .version;
-    assert_eq!(
-        v,
-        a.read_record("c")
-            .await
-            .expect("read")
-            .expect("rec")
-            .version
-    );
+    contract::poll_version_is_read_version(&a, "c").await;
 }
 
 /// With the query's answers held, the cache must not answer older than our own CAS.
@@ -644,44 +577,7 @@ async fn poll_record_is_never_older_than_own_cas() {
     let fake = fake_with_token().await;
     let a = client(&fake, cfg(""));
     let b = client(&fake, cfg(""));
-    a.write_record("c", &contract::record("127.0.0.1:1", 1), None)
-        .await
-        .expect("write 1");
-    watch_ready(&a, "c").await;
-    let v1 = a.poll_record("c").await.expect("poll").expect("rec");
-    assert_eq!(v1.value.epoch, 1);
-    a.hold_record_watch(true);
-    let CasOutcome::Written(v2) = a
-        .write_record("c", &contract::record("127.0.0.1:2", 2), Some(v1.version))
-        .await
-        .expect("cas 2")
-    else {
-        panic!("cas 2 conflicted");
-    };
-    let p = a.poll_record("c").await.expect("poll").expect("rec");
-    assert_eq!(
-        (p.value.epoch, p.version),
-        (2, v2),
-        "poll older than own CAS"
-    );
-    b.write_record("c", &contract::record("127.0.0.1:3", 3), Some(v2))
-        .await
-        .expect("b cas");
-    let out = a
-        .write_record("c", &contract::record("127.0.0.1:9", 9), Some(v2))
-        .await
-        .expect("cas 9");
-    assert_eq!(out, CasOutcome::Conflict);
-    let p = a.poll_record("c").await.expect("poll").expect("rec");
-    assert_eq!(
-        p.value.epoch, 3,
-        "poll answered the record our CAS conflicted with"
-    );
-    a.hold_record_watch(false);
-    assert_eq!(
-        poll_until_epoch(&a, "c", 3, Duration::from_secs(5)).await,
-        Some(3)
-    );
+    contract::poll_never_older_than_own_cas(&a, &b).await;
 }
 
 /// Consul stopped and restarted: afterwards `poll_record` returns the record written since.
@@ -694,45 +590,8 @@ async fn poll_record_after_the_query_broke_returns_the_current_record() {
         .expect("write 1");
     watch_ready(&a, "c").await;
     fake.stop().await;
-    let deadline = Instant::now() + Duration::from_secs(45);
-    loop {
-        if a.poll_record("c").await.is_err() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "poll_record kept answering from the cache while Consul was down"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    contract::poll_fails_while_down(&a, "c", Duration::from_secs(45), "Consul").await;
     fake.restart().await;
     let b = client(&fake, cfg(""));
-    let v = b
-        .read_record("c")
-        .await
-        .expect("read")
-        .expect("rec")
-        .version;
-    b.write_record("c", &contract::record("127.0.0.1:2", 2), Some(v))
-        .await
-        .expect("write 2");
-    assert_eq!(
-        poll_until_epoch(&a, "c", 2, Duration::from_secs(20)).await,
-        Some(2),
-        "poll_record after a Consul restart did not return the current record"
-    );
-    watch_ready(&a, "c").await;
-    let v = b
-        .read_record("c")
-        .await
-        .expect("read")
-        .expect("rec")
-        .version;
-    b.write_record("c", &contract::record("127.0.0.1:3", 3), Some(v))
-        .await
-        .expect("write 3");
-    assert_eq!(
-        poll_until_epoch(&a, "c", 3, Duration::from_secs(10)).await,
-        Some(3)
-    );
+    contract::poll_after_restart(&a, &b, "Consul").await;
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pika_remedy::config::{EtcdConfig, Secret, Timeouts};
 use pika_remedy::coord::etcd::Etcd;
 use pika_remedy::coord::{CasOutcome, CoordError, Coordinator, Holder, LockOutcome};
-use support::contract::{self, holder, lock_within, record};
+use support::contract::{self, holder, lock_within, poll_until_epoch, record, watch_ready};
 use support::etcd::EtcdServer;
 
 const PREFIX: &str = "/pr-test";
@@ -454,37 +454,15 @@ async fn member_expiry() {
 
 // --- poll_record: answered from one watch on the records' prefix ---
 
-/// Poll until the watch is healthy (bounded: 10 s).
-async fn watch_ready(c: &Etcd, cluster: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let _ = c.poll_record(cluster).await;
-        if c.record_watch_healthy() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "record watch not healthy in 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+impl contract::WatchedRecords for Etcd {
+    fn watch_healthy(&self) -> bool {
+        self.record_watch_healthy()
     }
-}
-
-/// Poll until `poll_record` answers `epoch` (bounded: `within`); the last answer otherwise.
-async fn poll_until_epoch(c: &Etcd, cluster: &str, epoch: u64, within: Duration) -> Option<u64> {
-    let deadline = Instant::now() + within;
-    let mut last = None;
-    loop {
-        if let Ok(r) = c.poll_record(cluster).await {
-            last = r.map(|v| v.value.epoch);
-            if last == Some(epoch) {
-                return last;
-            }
-        }
-        if Instant::now() >= deadline {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    fn direct_reads(&self) -> u64 {
+        self.poll_reads()
+    }
+    fn hold_watch(&self, hold: bool) {
+        self.hold_record_watch(hold);
     }
 }
 
@@ -493,40 +471,7 @@ async fn poll_record_sees_other_clients_writes_from_the_watch() {
     let server = EtcdServer::start_new();
     let a = coord(&server).await;
     let b = coord(&server).await;
-    b.write_record("c", &record("127.0.0.1:1", 1), None)
-        .await
-        .expect("write 1");
-    watch_ready(&a, "c").await;
-    assert_eq!(
-        poll_until_epoch(&a, "c", 1, Duration::from_secs(1)).await,
-        Some(1)
-    );
-    // Served from the cache now: no further direct reads however often it polls.
-    let reads = a.poll_reads();
-    for _ in 0..50 {
-        let r = a.poll_record("c").await.expect("poll").expect("record");
-        assert_eq!(r.value.epoch, 1);
-    }
-    assert_eq!(
-        a.poll_reads(),
-        reads,
-        "polls of an unchanged record read etcd"
-    );
-    // Another instance's CAS.
-    let v1 = b
-        .read_record("c")
-        .await
-        .expect("read")
-        .expect("rec")
-        .version;
-    b.write_record("c", &record("127.0.0.1:3", 2), Some(v1))
-        .await
-        .expect("write 2");
-    assert_eq!(
-        poll_until_epoch(&a, "c", 2, Duration::from_secs(10)).await,
-        Some(2),
-        "another instance's write not seen by poll_record"
-    );
+    contract::poll_sees_other_writes(&a, &b, "etcd", false).await;
     // A raw put by another client (e.g. an operator with etcdctl).
     let mut raw = raw(&server).await;
     let json = serde_json::to_string(&record("127.0.0.1:4", 3)).expect("json");
@@ -538,20 +483,7 @@ async fn poll_record_sees_other_clients_writes_from_the_watch() {
         Some(3),
         "a raw etcd put not seen by poll_record"
     );
-    let v = a
-        .poll_record("c")
-        .await
-        .expect("poll")
-        .expect("rec")
-        .version;
-    assert_eq!(
-        v,
-        a.read_record("c")
-            .await
-            .expect("read")
-            .expect("rec")
-            .version
-    );
+    contract::poll_version_is_read_version(&a, "c").await;
     // A cluster written after the watch started is seen too, and a deleted one is gone.
     b.write_record("d", &record("127.0.0.1:5", 7), None)
         .await
@@ -570,56 +502,14 @@ async fn poll_record_sees_other_clients_writes_from_the_watch() {
     }
 }
 
-/// With the watch held (its changes queue, as on a slow connection), the cache must still
-/// not answer older than this instance's own CAS: a written CAS updates it, a conflict puts
-/// the entry in doubt (direct reads) until the watch caught up.
+/// With the watch held, the cache must still not answer older than this instance's own CAS.
 /// Fails if `write_record` does not call `cache.wrote` / `cache.doubt`.
 #[tokio::test]
 async fn poll_record_is_never_older_than_own_cas() {
     let server = EtcdServer::start_new();
     let a = coord(&server).await;
     let b = coord(&server).await;
-    a.write_record("c", &record("127.0.0.1:1", 1), None)
-        .await
-        .expect("write 1");
-    watch_ready(&a, "c").await;
-    let v1 = a.poll_record("c").await.expect("poll").expect("rec");
-    assert_eq!(v1.value.epoch, 1);
-    a.hold_record_watch(true);
-    // Own CAS written: the very next poll has it.
-    let CasOutcome::Written(v2) = a
-        .write_record("c", &record("127.0.0.1:2", 2), Some(v1.version))
-        .await
-        .expect("cas 2")
-    else {
-        panic!("cas 2 conflicted");
-    };
-    let p = a.poll_record("c").await.expect("poll").expect("rec");
-    assert_eq!(
-        (p.value.epoch, p.version),
-        (2, v2),
-        "poll older than own CAS"
-    );
-    // Another instance writes; our CAS with the old version conflicts; the next poll must
-    // not answer the version that conflicted.
-    b.write_record("c", &record("127.0.0.1:3", 3), Some(v2))
-        .await
-        .expect("b cas");
-    let out = a
-        .write_record("c", &record("127.0.0.1:9", 9), Some(v2))
-        .await
-        .expect("cas 9");
-    assert_eq!(out, CasOutcome::Conflict);
-    let p = a.poll_record("c").await.expect("poll").expect("rec");
-    assert_eq!(
-        p.value.epoch, 3,
-        "poll answered the record our CAS conflicted with"
-    );
-    a.hold_record_watch(false);
-    assert_eq!(
-        poll_until_epoch(&a, "c", 3, Duration::from_secs(5)).await,
-        Some(3)
-    );
+    contract::poll_never_older_than_own_cas(&a, &b).await;
 }
 
 /// etcd killed and restarted: the broken watch is noticed (polls fail like reads while etcd
@@ -638,53 +528,9 @@ async fn poll_record_after_the_watch_broke_returns_the_current_record() {
         Some(1)
     );
     server.stop();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match a.poll_record("c").await {
-            Err(e) => {
-                assert!(e.is_retryable(), "{e}");
-                break;
-            }
-            Ok(_) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "poll_record kept answering from the cache while etcd was down"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    let e = contract::poll_fails_while_down(&a, "c", Duration::from_secs(20), "etcd").await;
+    assert!(e.is_retryable(), "{e}");
     server.start();
-    // Written by a client that did not watch: only a re-established watch or a direct read
-    // can show it.
     let b = coord(&server).await;
-    let v = b
-        .read_record("c")
-        .await
-        .expect("read")
-        .expect("rec")
-        .version;
-    b.write_record("c", &record("127.0.0.1:2", 2), Some(v))
-        .await
-        .expect("write 2");
-    assert_eq!(
-        poll_until_epoch(&a, "c", 2, Duration::from_secs(20)).await,
-        Some(2),
-        "poll_record after an etcd restart did not return the current record"
-    );
-    watch_ready(&a, "c").await;
-    // And once the watch is back, later writes arrive through it.
-    let v = b
-        .read_record("c")
-        .await
-        .expect("read")
-        .expect("rec")
-        .version;
-    b.write_record("c", &record("127.0.0.1:3", 3), Some(v))
-        .await
-        .expect("write 3");
-    assert_eq!(
-        poll_until_epoch(&a, "c", 3, Duration::from_secs(10)).await,
-        Some(3)
-    );
+    contract::poll_after_restart(&a, &b, "etcd").await;
 }

@@ -334,3 +334,202 @@ pub async fn run_all<C: Coordinator>(a: &C, b: &C, tag: &str, ttl: Duration) {
     clusters_independent(a, b, &format!("{tag}-c1"), &format!("{tag}-c2"), ttl).await;
     membership(a, b, tag, ttl).await;
 }
+
+// --- poll_record answered from a watched cache (etcd: one watch, Consul: one blocking query) ---
+
+/// The test hooks of a backend whose `poll_record` answers from a watched cache.
+pub trait WatchedRecords: Coordinator {
+    /// The watch (or blocking query) is known healthy.
+    fn watch_healthy(&self) -> bool;
+    /// Direct store reads made by `poll_record`.
+    fn direct_reads(&self) -> u64;
+    /// Hold the watch's changes (queued, as on a slow connection) or let them through.
+    fn hold_watch(&self, hold: bool);
+}
+
+/// Poll until the watch is healthy (bounded: 10 s).
+pub async fn watch_ready<C: WatchedRecords>(c: &C, cluster: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = c.poll_record(cluster).await;
+        if c.watch_healthy() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "record watch not healthy in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Poll until `poll_record` answers `epoch` (bounded: `within`); the last answer otherwise.
+pub async fn poll_until_epoch<C: Coordinator>(
+    c: &C,
+    cluster: &str,
+    epoch: u64,
+    within: Duration,
+) -> Option<u64> {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    loop {
+        if let Ok(r) = c.poll_record(cluster).await {
+            last = r.map(|v| v.value.epoch);
+            if last == Some(epoch) {
+                return last;
+            }
+        }
+        if Instant::now() >= deadline {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A CAS of `cluster` to `record(master, epoch)` over the version `c` reads now.
+pub async fn cas_over_current<C: Coordinator>(c: &C, cluster: &str, master: &str, epoch: u64) {
+    let v = c
+        .read_record(cluster)
+        .await
+        .expect("read")
+        .expect("rec")
+        .version;
+    c.write_record(cluster, &record(master, epoch), Some(v))
+        .await
+        .expect("cas");
+}
+
+/// `a` watches while `b` writes: the first write is polled, 50 polls of the unchanged record
+/// make no store read (with `absent_cached`, neither does a poll of a never-written cluster),
+/// and `b`'s CAS is seen. `store` names the backend in the messages.
+pub async fn poll_sees_other_writes<C: WatchedRecords>(
+    a: &C,
+    b: &C,
+    store: &str,
+    absent_cached: bool,
+) {
+    b.write_record("c", &record("127.0.0.1:1", 1), None)
+        .await
+        .expect("write 1");
+    watch_ready(a, "c").await;
+    assert_eq!(
+        poll_until_epoch(a, "c", 1, Duration::from_secs(1)).await,
+        Some(1)
+    );
+    // Served from the cache now: no further direct reads however often it polls.
+    let reads = a.direct_reads();
+    for _ in 0..50 {
+        let r = a.poll_record("c").await.expect("poll").expect("record");
+        assert_eq!(r.value.epoch, 1);
+    }
+    if absent_cached {
+        assert!(a.poll_record("never").await.expect("poll").is_none());
+    }
+    assert_eq!(
+        a.direct_reads(),
+        reads,
+        "polls of an unchanged record read {store}"
+    );
+    // Another instance's CAS.
+    cas_over_current(b, "c", "127.0.0.1:3", 2).await;
+    assert_eq!(
+        poll_until_epoch(a, "c", 2, Duration::from_secs(10)).await,
+        Some(2),
+        "another instance's write not seen by poll_record"
+    );
+}
+
+/// The version `poll_record` answers is the one `read_record` reads.
+pub async fn poll_version_is_read_version<C: Coordinator>(a: &C, cluster: &str) {
+    let polled = a.poll_record(cluster).await.expect("poll").expect("rec");
+    let read = a.read_record(cluster).await.expect("read").expect("rec");
+    assert_eq!(polled.version, read.version);
+}
+
+/// With the watch held, the cache must still not answer older than this instance's own CAS:
+/// a written CAS updates it, a conflict puts the entry in doubt (direct reads) until the
+/// watch caught up. Fails if `write_record` does not call `cache.wrote` / `cache.doubt`.
+pub async fn poll_never_older_than_own_cas<C: WatchedRecords>(a: &C, b: &C) {
+    a.write_record("c", &record("127.0.0.1:1", 1), None)
+        .await
+        .expect("write 1");
+    watch_ready(a, "c").await;
+    let v1 = a.poll_record("c").await.expect("poll").expect("rec");
+    assert_eq!(v1.value.epoch, 1);
+    a.hold_watch(true);
+    // Own CAS written: the very next poll has it.
+    let CasOutcome::Written(v2) = a
+        .write_record("c", &record("127.0.0.1:2", 2), Some(v1.version))
+        .await
+        .expect("cas 2")
+    else {
+        panic!("cas 2 conflicted");
+    };
+    let p = a.poll_record("c").await.expect("poll").expect("rec");
+    assert_eq!(
+        (p.value.epoch, p.version),
+        (2, v2),
+        "poll older than own CAS"
+    );
+    // Another instance writes; our CAS with the old version conflicts; the next poll must
+    // not answer the version that conflicted.
+    b.write_record("c", &record("127.0.0.1:3", 3), Some(v2))
+        .await
+        .expect("b cas");
+    let out = a
+        .write_record("c", &record("127.0.0.1:9", 9), Some(v2))
+        .await
+        .expect("cas 9");
+    assert_eq!(out, CasOutcome::Conflict);
+    let p = a.poll_record("c").await.expect("poll").expect("rec");
+    assert_eq!(
+        p.value.epoch, 3,
+        "poll answered the record our CAS conflicted with"
+    );
+    a.hold_watch(false);
+    assert_eq!(
+        poll_until_epoch(a, "c", 3, Duration::from_secs(5)).await,
+        Some(3)
+    );
+}
+
+/// With the store down, polls must fail like reads (bounded: `within`) instead of answering
+/// from the cache; the error is returned.
+pub async fn poll_fails_while_down<C: Coordinator>(
+    a: &C,
+    cluster: &str,
+    within: Duration,
+    store: &str,
+) -> pika_remedy::coord::CoordError {
+    let deadline = Instant::now() + within;
+    loop {
+        match a.poll_record(cluster).await {
+            Err(e) => return e,
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "poll_record kept answering from the cache while {store} was down"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// After the store came back: `b` (a client that did not watch) writes epoch 2, which `a`'s
+/// polls return (only a re-established watch or a direct read can show it); once the watch
+/// is back, a later write arrives through it.
+pub async fn poll_after_restart<C: WatchedRecords>(a: &C, b: &C, store: &str) {
+    cas_over_current(b, "c", "127.0.0.1:2", 2).await;
+    assert_eq!(
+        poll_until_epoch(a, "c", 2, Duration::from_secs(20)).await,
+        Some(2),
+        "poll_record after a {store} restart did not return the current record"
+    );
+    watch_ready(a, "c").await;
+    cas_over_current(b, "c", "127.0.0.1:3", 3).await;
+    assert_eq!(
+        poll_until_epoch(a, "c", 3, Duration::from_secs(10)).await,
+        Some(3)
+    );
+}
