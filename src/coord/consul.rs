@@ -89,7 +89,7 @@ use serde_json::json;
 
 use super::{
     CasOutcome, CoordError, Coordinator, HeldLock, Holder, Lease, LeaseInner, LockBook,
-    LockOutcome, RecordCache, ReleaseRetry, Seen, WatchBackoff,
+    LockOutcome, RecordCache, ReleaseRetry, Seen,
 };
 use crate::config::{ConsulConfig, Secret, Timeouts};
 use crate::controls::Controls;
@@ -733,7 +733,7 @@ fn topology_cluster<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
 /// entry unknown; any failure marks the cache unhealthy (polls read directly) and starts over
 /// after a bounded backoff.
 async fn record_watch(w: WatchConn) {
-    let mut backoff = WatchBackoff::new();
+    let mut backoff = super::watch_backoff();
     let mut last: u64 = 0;
     loop {
         let started = std::time::Instant::now();

@@ -63,7 +63,7 @@ use std::sync::Arc;
 
 use super::{
     CasOutcome, CoordError, Coordinator, HeldLock, Holder, Lease, LeaseInner, LockBook,
-    LockOutcome, RecordCache, ReleaseRetry, Seen, WatchBackoff,
+    LockOutcome, RecordCache, ReleaseRetry, Seen,
 };
 use crate::config::{EtcdConfig, Secret, Timeouts};
 use crate::controls::Controls;
@@ -575,7 +575,7 @@ async fn record_watch(
     cache: Arc<RecordCache>,
     op_timeout: Duration,
 ) {
-    let mut backoff = WatchBackoff::new();
+    let mut backoff = super::watch_backoff();
     loop {
         let e = watch_once(&client, &prefix, &cache, op_timeout, &mut backoff).await;
         cache.set_healthy(false);
@@ -590,7 +590,7 @@ async fn watch_once(
     prefix: &str,
     cache: &RecordCache,
     op_timeout: Duration,
-    backoff: &mut WatchBackoff,
+    backoff: &mut super::Doubling,
 ) -> CoordError {
     let dir = format!("{prefix}/");
     let mut c = client.clone();

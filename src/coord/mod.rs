@@ -429,20 +429,46 @@ impl<K: Clone + PartialEq> LockBook<K> {
     }
 }
 
+/// A doubling wait: from `first`, twice as long after each wait, at most `max`.
+pub(crate) struct Doubling {
+    first: Duration,
+    next: Duration,
+    max: Duration,
+}
+
+impl Doubling {
+    pub(crate) fn new(first: Duration, max: Duration) -> Self {
+        Doubling {
+            first,
+            next: first,
+            max,
+        }
+    }
+
+    /// Start over from `first`.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.first;
+    }
+
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
+    }
+}
+
 /// Backoff of the background release of an orphaned lease: from 200 ms, doubling, at most
 /// `ttl / 3` (within 200 ms..5 s); given up after a day (the store then expires the lease by
 /// its TTL once it is back, since nobody renews it, and `try_lock` releases it too).
 pub(crate) struct ReleaseRetry {
-    next: Duration,
-    max: Duration,
+    wait: Doubling,
     deadline: Instant,
 }
 
 impl ReleaseRetry {
     pub(crate) fn new(ttl: Duration) -> Self {
+        let first = Duration::from_millis(200);
         ReleaseRetry {
-            next: Duration::from_millis(200),
-            max: (ttl / 3).clamp(Duration::from_millis(200), Duration::from_secs(5)),
+            wait: Doubling::new(first, (ttl / 3).clamp(first, Duration::from_secs(5))),
             deadline: Instant::now() + Duration::from_secs(86_400),
         }
     }
@@ -452,8 +478,7 @@ impl ReleaseRetry {
         if Instant::now() >= self.deadline {
             return false;
         }
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(self.max);
+        self.wait.wait().await;
         true
     }
 }
@@ -804,19 +829,8 @@ fn merge(records: &mut HashMap<String, Slot>, cluster: &str, seen: Seen, at: u64
 }
 
 /// Backoff between attempts to re-establish a record watch: 100 ms doubling to 5 s.
-pub(crate) struct WatchBackoff(Duration);
-
-impl WatchBackoff {
-    pub(crate) fn new() -> Self {
-        WatchBackoff(Duration::from_millis(100))
-    }
-    pub(crate) fn reset(&mut self) {
-        self.0 = Duration::from_millis(100);
-    }
-    pub(crate) async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(5));
-    }
+pub(crate) fn watch_backoff() -> Doubling {
+    Doubling::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
 #[cfg(test)]
