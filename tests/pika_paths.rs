@@ -171,20 +171,20 @@ fn is_snapshot(line: &str) -> bool {
 /// BGSAVE, the prefix put back) before `first`; on Pika 4.x with its writes fenced from before
 /// the snapshot, and unfenced as the last command.
 fn snapshot_then(p: &PikaPeer, first: &str) -> bool {
-    let mut sent = all_sent(p);
-    let Some(at) = sent.iter().position(|l| l == first) else {
-        return false;
-    };
-    if p.state().family.starts_with("4.") {
-        if sent.first().map(String::as_str) != Some("ACL SETUSER default -@write")
-            || sent.last().map(String::as_str) != Some("ACL SETUSER default +@write")
-            || p.state().fenced
-        {
+    let state = p.state();
+    let all = all_sent(p);
+    let mut sent: &[String] = &all;
+    if state.family.starts_with("4.") {
+        let fenced_around = matches!(
+            (sent.first(), sent.last()),
+            (Some(f), Some(l)) if f == "ACL SETUSER default -@write" && l == "ACL SETUSER default +@write"
+        );
+        if !fenced_around || state.fenced {
             return false;
         }
-        sent.remove(0);
+        sent = &sent[1..];
     }
-    let Some(at) = at.checked_sub(usize::from(p.state().family.starts_with("4."))) else {
+    let Some(at) = sent.iter().position(|l| l == first) else {
         return false;
     };
     let before: Vec<&str> = sent[..at].iter().map(String::as_str).collect();
