@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pika_remedy::model::Addr;
 
-use super::redis::{info_field, resp_calls_at, wait_for, wait_until};
+use super::redis::{answered_by, info_field, resp_calls_at, wait_for, wait_until};
 
 /// Pika answers PING ~0.4 s after start; on a loaded 2-core machine give it more.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -269,6 +269,11 @@ impl PikaNode {
                 }
             }
             if self.try_cmd(&["PING"]).is_ok_and(|r| r == "PONG") {
+                let pid = self.child.as_ref().map(Child::id);
+                if let Err(e) = answered_by(pid, self.try_cmd(&["INFO", "server"])) {
+                    self.kill9();
+                    return Err(format!("port {}: {e}", self.port));
+                }
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -49,6 +49,23 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
+/// Whether the server that answered on a just-picked port is the process we spawned (`pid`),
+/// from its `INFO server` reply. Between `free_port` releasing a port and our server binding
+/// it, another listener in the same test binary (a scripted peer binding port 0) can take it:
+/// our server then exits with "address in use", but the other listener has already answered
+/// `PING`, and the test would run against the wrong server.
+pub fn answered_by(pid: Option<u32>, info: Result<String, String>) -> Result<(), String> {
+    let info = info.map_err(|e| format!("INFO server after PING: {e}"))?;
+    let theirs = info_field(&info, "process_id");
+    match (pid, theirs.as_deref().and_then(|t| t.parse::<u32>().ok())) {
+        (Some(ours), Some(t)) if ours == t => Ok(()),
+        (ours, _) => Err(format!(
+            "answered by another process (process_id {}, ours {ours:?}); the port was taken",
+            theirs.as_deref().unwrap_or("missing")
+        )),
+    }
+}
+
 /// Poll `cond` every 50 ms until it holds or `timeout` passes. Returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -268,6 +285,11 @@ impl RedisNode {
                 }
             }
             if self.try_cmd(&["PING"]).is_ok_and(|r| r == "PONG") {
+                let pid = self.child.as_ref().map(Child::id);
+                if let Err(e) = answered_by(pid, self.try_cmd(&["INFO", "server"])) {
+                    self.kill9();
+                    return Err(format!("port {}: {e}", self.port));
+                }
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -464,7 +486,7 @@ impl RedisCluster {
     pub fn wait_linked(&self, timeout: Duration) {
         let mport = self.master.port();
         let n = self.replicas.len().to_string();
-        wait_for(timeout, "all replica links up", || {
+        let linked = wait_until(timeout, || {
             self.replicas.iter().all(|r| r.is_linked_to(mport))
                 && self
                     .master
@@ -473,6 +495,21 @@ impl RedisCluster {
                         info_field(&i, "connected_slaves").as_deref() == Some(n.as_str())
                     })
         });
+        if !linked {
+            let mut why = String::new();
+            for node in self.nodes() {
+                let info = node
+                    .try_cmd(&["INFO", "replication"])
+                    .unwrap_or_else(|e| format!("INFO replication: {e}"));
+                why.push_str(&format!(
+                    "--- 127.0.0.1:{}\n{}\n{}\n",
+                    node.port(),
+                    info.trim(),
+                    node.log_tail()
+                ));
+            }
+            panic!("timed out after {timeout:?} waiting for: all replica links up\n{why}");
+        }
     }
 
     /// Master first, then replicas in start order.
