@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,7 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+use support::ports::free_port;
 
 fn start(dir: &std::path::Path, tls: &TlsFiles) -> (Server, u16) {
     let bin = require_binary("openssl", "openssl");

@@ -225,7 +225,7 @@ async fn refused_port_is_refused() {
 #[tokio::test]
 async fn listener_that_never_answers_times_out_within_the_bound() {
     // Accepts TCP (the kernel completes the handshake) but never replies.
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = support::ports::listen();
     let addr = Addr::new("127.0.0.1", l.local_addr().unwrap().port());
     let t = timeouts(300, 300);
     let n = RedisNodes::new(&t, None);

@@ -19,7 +19,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -41,7 +40,7 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Receiver {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let l = support::ports::listen();
         let port = l.local_addr().expect("addr").port();
         let bodies = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));

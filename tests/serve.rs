@@ -760,7 +760,7 @@ async fn sigterm_waits_for_the_in_flight_reconcile() {
 fn fake_consul(token: &'static str) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = support::ports::listen();
     let port = l.local_addr().unwrap().port();
     let with_token = std::sync::Arc::new(AtomicUsize::new(0));
     let seen = std::sync::Arc::clone(&with_token);

@@ -145,7 +145,7 @@ fn unreachable_and_silent_nodes_give_exit_1_within_the_timeouts() {
     let c = RedisCluster::start(1, None);
     // Nothing listens on `refused`; `silent` accepts TCP (kernel backlog) but never answers.
     let refused = Addr::new("127.0.0.1", free_port());
-    let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_listener = support::ports::listen();
     let silent = Addr::new("127.0.0.1", silent_listener.local_addr().unwrap().port());
     let (_dir, cfg) = write_config(&c.cluster_toml("main", &[refused.clone(), silent.clone()]));
 

@@ -4,7 +4,7 @@
 //! the process (SIGSTOP/SIGCONT) to simulate a server that accepts connections but never answers.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,10 +22,7 @@ pub fn require_binary(bin: &str, debian_package: &str) -> PathBuf {
     panic!("`{bin}` not found on PATH: install the Debian package `{debian_package}` (apt-get install -y {debian_package})");
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
+use super::ports::free_port;
 
 /// PEM files for a TLS etcd: a throwaway CA, the server's cert (SAN IP 127.0.0.1) and a client
 /// cert for mutual TLS, generated with the `openssl` CLI.

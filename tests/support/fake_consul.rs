@@ -782,9 +782,10 @@ impl FakeConsul {
     }
 
     pub async fn start_with(opts: Options) -> FakeConsul {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let port = super::ports::free_port();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
         let addr = listener.local_addr().expect("local addr");
         let shared = Shared {
             store: Arc::new(Mutex::new(Store::default())),

@@ -9,6 +9,7 @@ pub mod fakes;
 pub mod fixtures;
 pub mod netns;
 pub mod pika;
+pub mod ports;
 pub mod prom;
 pub mod proxy;
 pub mod real_pika;

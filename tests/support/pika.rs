@@ -333,12 +333,24 @@ impl PikaPeer {
         PikaPeer::start_on(0, state).await
     }
 
+    // Port 0 picks one this binary never used (see `support::ports`); a given port is kept.
+    async fn listen(port: u16) -> TcpListener {
+        for _ in 0..1000 {
+            let listener = TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+            let got = listener.local_addr().expect("local_addr").port();
+            if port != 0 || super::ports::claim(got) {
+                return listener;
+            }
+        }
+        panic!("no unused loopback port in 1000 picks");
+    }
+
     /// Listen on 127.0.0.1:`port` (0 = any): a "restart" of a dropped peer on its old port,
     /// so the cluster's configured address answers again.
     pub async fn start_on(port: u16, state: PikaState) -> PikaPeer {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+        let listener = PikaPeer::listen(port).await;
         let port = listener.local_addr().expect("local_addr").port();
         let state = Arc::new(Mutex::new(state));
         let st = state.clone();

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pika_remedy::model::Addr;
 
+use super::ports;
 use super::redis::{answered_by, info_field, resp_calls_at, wait_for, wait_until};
 
 /// Pika answers PING ~0.4 s after start; on a loaded 2-core machine give it more.
@@ -104,7 +105,8 @@ pub fn free_pika_port() -> u16 {
             ^ (u64::from(std::process::id()) << 16)
             ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let port = 12000 + (seed % 10001) as u16;
-        if port_free(port) && port_free(port + 2000) && port_free(port + 10001) {
+        let derived = [port, port + 2000, port + 10001];
+        if derived.iter().all(|&p| port_free(p)) && derived.iter().all(|&p| ports::claim(p)) {
             return port;
         }
     }

@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,12 +42,7 @@ pub fn require_binary(bin: &str, debian_package: &str) -> PathBuf {
     panic!("required binary `{bin}` not found in PATH; install the Debian package `{debian_package}` (apt-get install -y {debian_package})");
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it).
-/// Another process can take it before we use it: starters retry on a clash.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
+pub use super::ports::free_port;
 
 /// Whether the server that answered on a just-picked port is the process we spawned (`pid`),
 /// from its `INFO server` reply. Between `free_port` releasing a port and our server binding

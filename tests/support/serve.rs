@@ -28,10 +28,7 @@ pub struct Service {
     pub client: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
+use crate::support::ports::free_port;
 
 impl Service {
     /// Start `pika-remedy serve --config <config> --listen 127.0.0.1:<free port>` and wait
