@@ -11,8 +11,8 @@ use pika_remedy::cli::progress::Printer;
 use pika_remedy::config::{ClusterConfig, NodeConfig, Policy};
 use pika_remedy::decide::Trigger;
 use pika_remedy::model::Engine;
-use pika_remedy::reconcile::{reconcile, Ctx, Progress, PROGRESS};
-use support::fakes::{a, FakeCoord, FakeNode, FakeNodes};
+use pika_remedy::reconcile::{reconcile, Progress, PROGRESS};
+use support::fakes::{a, ctx, FakeCoord, FakeNode, FakeNodes};
 use support::fixtures::{fake_policy, holder};
 
 const M: &str = "10.0.0.1:9221";
@@ -48,17 +48,7 @@ async fn a_long_link_wait_says_what_it_waits_for() {
             .collect(),
     };
     let h = holder("me");
-    let ctx = Ctx {
-        cluster: &c,
-        nodes: &nodes,
-        coord: &coord,
-        policy: &policy,
-        holder: &h,
-        has_password: false,
-        dry_run: false,
-        paused: false,
-        last_seen_master: None,
-    };
+    let ctx = ctx(&c, &nodes, &coord, &policy, &h);
     let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let sink = Arc::clone(&lines);
     let printer: Arc<dyn Progress> = Arc::new(Printer::new(move |l: &str| {

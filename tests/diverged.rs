@@ -11,8 +11,8 @@ use support::fixtures::{fake_policy, holder};
 use pika_remedy::config::{ClusterConfig, DivergedPolicy, NodeConfig, Policy};
 use pika_remedy::decide::{Action, Step, Trigger};
 use pika_remedy::model::{Engine, Role};
-use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
-use support::fakes::{a, FakeCoord, FakeNodes};
+use pika_remedy::reconcile::{reconcile, Outcome, Result_};
+use support::fakes::{a, ctx, FakeCoord, FakeNodes};
 
 const M: &str = "10.0.0.1:9221";
 const R1: &str = "10.0.0.2:9221";
@@ -50,17 +50,7 @@ fn two_masters(engine: Engine) -> (FakeNodes, FakeCoord) {
 async fn run(nodes: &FakeNodes, coord: &FakeCoord, policy: &Policy, trigger: Trigger) -> Outcome {
     let c = cluster();
     let h = holder("me");
-    let ctx = Ctx {
-        cluster: &c,
-        nodes,
-        coord,
-        policy,
-        holder: &h,
-        has_password: false,
-        dry_run: false,
-        paused: false,
-        last_seen_master: None,
-    };
+    let ctx = ctx(&c, nodes, coord, policy, &h);
     tokio::time::timeout(Duration::from_secs(30), reconcile(&ctx, trigger))
         .await
         .expect("reconcile is bounded")
@@ -249,17 +239,7 @@ async fn a_replica_ahead_of_the_promoted_one_is_snapshotted_before_its_forced_re
     c.nodes[2].never_promote = true;
     let h = holder("me");
     let p = policy(DivergedPolicy::Snapshot);
-    let ctx = Ctx {
-        cluster: &c,
-        nodes: &nodes,
-        coord: &coord,
-        policy: &p,
-        holder: &h,
-        has_password: false,
-        dry_run: false,
-        paused: false,
-        last_seen_master: None,
-    };
+    let ctx = ctx(&c, &nodes, &coord, &p, &h);
     let out = tokio::time::timeout(
         Duration::from_secs(30),
         reconcile(&ctx, Trigger::MasterDown),

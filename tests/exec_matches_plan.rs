@@ -13,7 +13,7 @@ use pika_remedy::decide::{Action, Trigger};
 use pika_remedy::model::{Engine, Role};
 use pika_remedy::node::commands::Dialect;
 use pika_remedy::reconcile::{look, reconcile, Ctx, Result_};
-use support::fakes::{a, FakeCoord, FakeNodes};
+use support::fakes::{a, ctx, FakeCoord, FakeNodes};
 
 const M: &str = "10.0.0.1:9221";
 const R1: &str = "10.0.0.2:9221";
@@ -65,15 +65,8 @@ async fn check(case: Case) {
         since: 1,
     };
     let ctx = Ctx {
-        cluster: &c,
-        nodes: &case.nodes,
-        coord: &case.coord,
-        policy: &p,
-        holder: &h,
         has_password: case.has_password,
-        dry_run: false,
-        paused: false,
-        last_seen_master: None,
+        ..ctx(&c, &case.nodes, &case.coord, &p, &h)
     };
     let (obs, _, plan) = look(&ctx, &case.trigger).await.expect("look");
     assert_eq!(plan.action.label(), case.action, "{}: {plan:#?}", case.name);

@@ -23,6 +23,7 @@ use pika_remedy::node::redis::RedisNodes;
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
 use support::etcd::EtcdServer;
 use support::fake_consul::FakeConsul;
+use support::fakes::ctx;
 use support::redis::{info_field, wait_for, wait_until, RedisCluster, RedisNode};
 
 /// Which coordinator a test runs on.
@@ -171,15 +172,14 @@ impl Env {
 
     fn ctx(&self) -> Ctx<'_, RedisNodes, AnyCoord> {
         Ctx {
-            cluster: &self.cfg,
-            nodes: &self.nodes,
-            coord: &self.coord,
-            policy: &self.policy,
-            holder: &self.holder,
             has_password: self.has_password,
-            dry_run: false,
-            paused: false,
-            last_seen_master: None,
+            ..ctx(
+                &self.cfg,
+                &self.nodes,
+                &self.coord,
+                &self.policy,
+                &self.holder,
+            )
         }
     }
 

@@ -29,6 +29,7 @@ use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
 use support::contract::holder;
 use support::etcd::EtcdServer;
 use support::fake_consul::FakeConsul;
+use support::fakes::ctx;
 use support::redis::{wait_for, RedisCluster, RedisNode};
 
 const PREFIX: &str = "/pr-faults";
@@ -424,17 +425,7 @@ async fn etcd_killed_during_failover_next_trigger_acts() {
         ..real_policy()
     };
     let me = holder("instance-a");
-    let ctx = Ctx {
-        cluster: &cfg,
-        nodes: &nodes,
-        coord: &coord,
-        policy: &policy,
-        holder: &me,
-        has_password: false,
-        dry_run: false,
-        paused: false,
-        last_seen_master: None,
-    };
+    let ctx = ctx(&cfg, &nodes, &coord, &policy, &me);
     let out = run(&ctx, Trigger::Periodic).await;
     assert_eq!(out.result, Result_::Applied, "bootstrap: {out:#?}");
 

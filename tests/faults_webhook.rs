@@ -15,11 +15,11 @@ use pika_remedy::config::{Config, Loaded, Secret};
 use pika_remedy::decide::{Action, Plan, Trigger};
 use pika_remedy::http::{self, App};
 use pika_remedy::model::Addr;
-use pika_remedy::reconcile::{reconcile, Ctx, Result_};
+use pika_remedy::reconcile::{reconcile, Result_};
 use pika_remedy::service::events::EventLog;
 use pika_remedy::service::supervisor::{Supervisor, SupervisorConfig};
 use serde_json::Value;
-use support::fakes::{FakeCoord, FakeNodes, FakeReconciler, Script};
+use support::fakes::{ctx, FakeCoord, FakeNodes, FakeReconciler, Script};
 
 const BEARER: &str = "reply-t0ken-77";
 
@@ -273,17 +273,7 @@ async fn coordinator_error_has_one_prefix() {
     };
     let policy = pika_remedy::config::Policy::default();
     let holder = support::contract::holder("me");
-    let ctx = Ctx {
-        cluster: &cfg,
-        nodes: &nodes,
-        coord: &coord,
-        policy: &policy,
-        holder: &holder,
-        has_password: false,
-        dry_run: false,
-        paused: false,
-        last_seen_master: None,
-    };
+    let ctx = ctx(&cfg, &nodes, &coord, &policy, &holder);
     let out = reconcile(&ctx, Trigger::MasterDown).await;
     assert_eq!(out.plan.reason, "coordinator unreachable: fake store down");
     match &out.result {

@@ -17,6 +17,7 @@ use pika_remedy::decide::{Action, Step, Trigger};
 use pika_remedy::model::{Addr, TopologyRecord};
 use pika_remedy::node::redis::RedisNodes;
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_, StepReport};
+use support::fakes::ctx;
 use support::pika::{PeerLink, PeerRole, PikaPeer, PikaState};
 
 const CLUSTER: &str = "p";
@@ -92,15 +93,14 @@ impl Env {
 
     async fn run(&self, trigger: Trigger) -> Outcome {
         let ctx = Ctx {
-            cluster: &self.cfg,
-            nodes: &self.nodes,
-            coord: &self.coord,
-            policy: &self.policy,
-            holder: &self.holder,
             has_password: self.has_password,
-            dry_run: false,
-            paused: false,
-            last_seen_master: None,
+            ..ctx(
+                &self.cfg,
+                &self.nodes,
+                &self.coord,
+                &self.policy,
+                &self.holder,
+            )
         };
         tokio::time::timeout(Duration::from_secs(30), reconcile(&ctx, trigger))
             .await

@@ -11,7 +11,7 @@ use pika_remedy::config::{ClusterConfig, NodeConfig, Policy};
 use pika_remedy::decide::{Action, Trigger};
 use pika_remedy::model::Engine;
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
-use support::fakes::{a, FakeCoord, FakeNodes};
+use support::fakes::{a, ctx, FakeCoord, FakeNodes};
 
 fn cluster(nodes: &[&str]) -> ClusterConfig {
     ClusterConfig {
@@ -47,17 +47,7 @@ async fn run_with(
     let c = cluster(&[M, R1, R2]);
     let p = fake_policy();
     let h = holder("me");
-    let mut ctx = Ctx {
-        cluster: &c,
-        nodes,
-        coord,
-        policy: &p,
-        holder: &h,
-        has_password: false,
-        dry_run: false,
-        paused: false,
-        last_seen_master: None,
-    };
+    let mut ctx = ctx(&c, nodes, coord, &p, &h);
     tweak(&mut ctx);
     tokio::time::timeout(Duration::from_secs(30), reconcile(&ctx, trigger))
         .await
@@ -362,17 +352,7 @@ async fn a_link_wait_stops_when_the_master_dies_and_the_next_run_fails_over() {
         ..fake_policy()
     };
     let (c, h) = (cluster(&[M, R1, R2]), holder("me"));
-    let ctx = Ctx {
-        cluster: &c,
-        nodes: &nodes,
-        coord: &coord,
-        policy: &long,
-        holder: &h,
-        has_password: false,
-        dry_run: false,
-        paused: false,
-        last_seen_master: None,
-    };
+    let ctx = ctx(&c, &nodes, &coord, &long, &h);
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         reconcile(&ctx, Trigger::RoleMismatch),

@@ -16,6 +16,7 @@ use pika_remedy::decide::{Action, Trigger};
 use pika_remedy::model::{Addr, TopologyRecord};
 use pika_remedy::node::redis::RedisNodes;
 use pika_remedy::reconcile::{reconcile, Ctx, Outcome, Result_};
+use support::fakes::ctx;
 use support::redis::{wait_for, NodeOptions, RedisNode, LINK_TIMEOUT};
 
 const CLUSTER: &str = "r";
@@ -119,15 +120,8 @@ impl Env {
 
     fn ctx<'a>(&'a self, nodes: &'a RedisNodes) -> Ctx<'a, RedisNodes, AnyCoord> {
         Ctx {
-            cluster: &self.cfg,
-            nodes,
-            coord: &self.coord,
-            policy: &self.policy,
-            holder: &self.holder,
             has_password: true,
-            dry_run: false,
-            paused: false,
-            last_seen_master: None,
+            ..ctx(&self.cfg, nodes, &self.coord, &self.policy, &self.holder)
         }
     }
 

@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pika_remedy::config::{ClusterConfig, Policy};
 use pika_remedy::coord::{CasOutcome, CoordError, Coordinator, Holder, Lease, LockOutcome};
 use pika_remedy::model::{
     Addr, BinlogPos, Engine, LinkState, NodeStatus, Role, TopologyRecord, Versioned,
 };
 use pika_remedy::node::{NodeError, Nodes};
+use pika_remedy::reconcile::Ctx;
 
 #[derive(Clone, Debug)]
 pub struct FakeNode {
@@ -692,5 +694,27 @@ mod reconciler {
                 None => Plan::no_action(format!("call {n}")),
             }
         }
+    }
+}
+
+/// A reconcile context with the defaults of most tests: no node password, not a dry run, not
+/// paused, no poller history. Override a field with `Ctx { dry_run: true, ..ctx(…) }`.
+pub fn ctx<'a, N: Nodes, C: Coordinator>(
+    cluster: &'a ClusterConfig,
+    nodes: &'a N,
+    coord: &'a C,
+    policy: &'a Policy,
+    holder: &'a Holder,
+) -> Ctx<'a, N, C> {
+    Ctx {
+        cluster,
+        nodes,
+        coord,
+        policy,
+        holder,
+        has_password: false,
+        dry_run: false,
+        paused: false,
+        last_seen_master: None,
     }
 }
