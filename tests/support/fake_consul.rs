@@ -782,10 +782,7 @@ impl FakeConsul {
     }
 
     pub async fn start_with(opts: Options) -> FakeConsul {
-        let port = super::ports::free_port();
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
+        let listener = super::ports::listen_tokio();
         let addr = listener.local_addr().expect("local addr");
         let shared = Shared {
             store: Arc::new(Mutex::new(Store::default())),

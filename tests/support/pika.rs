@@ -335,16 +335,12 @@ impl PikaPeer {
 
     // Port 0 picks one this binary never used (see `support::ports`); a given port is kept.
     async fn listen(port: u16) -> TcpListener {
-        for _ in 0..1000 {
-            let listener = TcpListener::bind(("127.0.0.1", port))
-                .await
-                .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"));
-            let got = listener.local_addr().expect("local_addr").port();
-            if port != 0 || super::ports::claim(got) {
-                return listener;
-            }
+        if port == 0 {
+            return super::ports::listen_tokio();
         }
-        panic!("no unused loopback port in 1000 picks");
+        TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("bind 127.0.0.1:{port}: {e}"))
     }
 
     /// Listen on 127.0.0.1:`port` (0 = any): a "restart" of a dropped peer on its old port,

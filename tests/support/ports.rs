@@ -23,20 +23,6 @@ pub fn claim(port: u16) -> bool {
         .insert(port)
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it) and
-/// that this binary never used before. Another process can take it before we use it: starters
-/// retry on a clash.
-pub fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().expect("local_addr").port();
-        if claim(port) {
-            return port;
-        }
-    }
-    panic!("no unused loopback port in 1000 picks");
-}
-
 /// A listener on 127.0.0.1 at a port this binary never used before, held by the caller.
 pub fn listen() -> TcpListener {
     for _ in 0..1000 {
@@ -46,4 +32,18 @@ pub fn listen() -> TcpListener {
         }
     }
     panic!("no unused loopback port in 1000 picks");
+}
+
+/// `listen` for a tokio server (call inside a runtime).
+pub fn listen_tokio() -> tokio::net::TcpListener {
+    let l = listen();
+    l.set_nonblocking(true).expect("set_nonblocking");
+    tokio::net::TcpListener::from_std(l).expect("tokio listener")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this binary never used before
+/// (the `listen` probe, released). Another process can take it before we use it: starters
+/// retry on a clash.
+pub fn free_port() -> u16 {
+    listen().local_addr().expect("local_addr").port()
 }
